@@ -1,0 +1,136 @@
+"""Manifests and atomic writes shared by every stage.
+
+Every artifact contaudit writes is accompanied by a manifest (JSON) recording its
+inputs (path, size, content hash), parameters, package versions and time. Writes go to
+a temporary file in the same directory and are renamed into place, so a reader never
+sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from contaudit import __version__
+
+HASH_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: str | Path, rows) -> int:
+    """Write an iterable of dicts as JSON Lines atomically; return the row count."""
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    return n
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, raising InputError with the path on failure."""
+    from contaudit.errors import InputError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON at line {e.lineno}: {e.msg}", path=path) from None
+
+
+def hash_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def describe_path(path: str | Path) -> dict:
+    """Path, size and content hash of a file, or of every file under a directory.
+
+    A directory's hash is the SHA-256 of its files' relative paths and hashes, in
+    sorted order, so it changes whenever any file changes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        size = 0
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        for p in files:
+            rel = p.relative_to(path).as_posix()
+            h.update(rel.encode() + b"\0" + hash_file(p).encode() + b"\n")
+            size += p.stat().st_size
+        return {"path": str(path), "kind": "directory", "files": len(files), "size": size, "sha256": h.hexdigest()}
+    return {"path": str(path), "kind": "file", "size": path.stat().st_size, "sha256": hash_file(path)}
+
+
+def package_versions(names=("torch", "transformers", "datasets", "datasketch", "pyahocorasick", "numpy", "scipy")) -> dict:
+    """Installed versions of the packages a result may depend on."""
+    versions = {"contaudit": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def make_manifest(stage: str, *, inputs: list[dict], parameters: dict, **extra: Any) -> dict:
+    """A manifest dict for ``stage`` with inputs, parameters, versions and time."""
+    return {
+        "stage": stage,
+        "contaudit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": inputs,
+        "parameters": parameters,
+        "versions": package_versions(),
+        **extra,
+    }
