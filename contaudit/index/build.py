@@ -303,8 +303,8 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
                   "normalization": NORMALIZATION, "text_field": config.text_field,
                   "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
                   "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
-    plan = {"parameters": parameters, "benchmark": _benchmark_description(items),
-            "inputs": [(d["path"], d["sha256"]) for d in inputs]}
+    plan = json.loads(json.dumps({"parameters": parameters, "benchmark": _benchmark_description(items),
+                                  "inputs": [(d["path"], d["sha256"]) for d in inputs]}))
 
     partial = out.with_name(out.name + ".partial")
     plan_path = partial / "plan.json"

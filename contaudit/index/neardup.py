@@ -1,6 +1,6 @@
 """Near-duplicate search: MinHash LSH over benchmark items, queried with corpus windows.
 
-Items are cut into overlapping chunks of ``chunk_words`` words whose MinHash
+Items are cut into overlapping chunks of ``chunk_words`` word bigrams whose MinHash
 signatures (datasketch, ``scheme="legacy"``) are banded as datasketch's
 ``MinHashLSH`` would band them for ``candidate_threshold``. Every corpus window of the
 same size (at a stride of ``window_stride`` words) is signed with the same
@@ -25,7 +25,7 @@ from datasketch.hashfunc import sha1_hash32
 from contaudit.io import Document
 from contaudit.text import normalize, word_starts
 
-CHUNK_SIZES = (8, 12, 16, 24)  # window sizes in words; items shorter than 8 words are not searched
+CHUNK_SIZES = (8, 12, 16, 24)  # window sizes in bigrams; items shorter than 9 words are not searched
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64((1 << 32) - 1)
 _WORD_CACHE_LIMIT = 2_000_000
@@ -38,7 +38,7 @@ class NeardupConfig:
     num_perm: int = 64
     chunk_words: int = 24
     window_stride: int = 4
-    candidate_threshold: float = 0.5  # LSH threshold on chunk word-set Jaccard
+    candidate_threshold: float = 0.5  # LSH threshold on the Jaccard of chunk bigram sets
     threshold: float = 0.8  # verified Jaccard at which a span counts as a copy
     verify_floor: float = 0.5  # candidates whose Jaccard cannot reach this are not verified
     length_slack: float = 0.1  # verified spans may be this fraction longer/shorter than the item
@@ -64,6 +64,12 @@ def _chunk_starts(n_words: int, size: int) -> list[int]:
     if starts[-1] != n_words - size:
         starts.append(n_words - size)
     return starts
+
+
+def bigrams(hashes: np.ndarray) -> np.ndarray:
+    """32-bit hashes of consecutive word pairs (the shingles used for candidates)."""
+    h = hashes.astype(np.uint64)
+    return ((h[:-1] * np.uint64(0x9E3779B1)) ^ h[1:]) & _MAX_HASH
 
 
 class WordHasher:
@@ -106,11 +112,12 @@ class NeardupIndex:
         self._band_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         by_size: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         for i, hashes in enumerate(self.item_hashes):
-            size = _chunk_size(len(hashes), config.chunk_words)
+            shingles = bigrams(hashes)
+            size = _chunk_size(len(shingles), config.chunk_words)
             if size is None:
                 continue
-            for start in _chunk_starts(len(hashes), size):
-                sig = self.signature(hashes[start:start + size])
+            for start in _chunk_starts(len(shingles), size):
+                sig = self.signature(shingles[start:start + size])
                 by_size.setdefault(size, []).append((i, start, sig))
         for size, chunks in sorted(by_size.items()):
             self.sizes.append(size)
@@ -123,7 +130,7 @@ class NeardupIndex:
             self._band_keys[size] = per_band
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:
-        """MinHash signature of a set of word hashes; equals datasketch's legacy MinHash."""
+        """MinHash signature of a set of 32-bit hashes; equals datasketch's legacy MinHash."""
         phv = self._permute(hashes)  # (num_perm, n)
         return phv.min(axis=1)
 
@@ -157,10 +164,11 @@ class NeardupIndex:
         return starts, sigs.T
 
     def candidates(self, hashes: np.ndarray) -> list[tuple[int, int]]:
-        """(item, estimated start of the item in ``hashes``) for each LSH hit."""
+        """(item, estimated start of the item in the words ``hashes``) for each LSH hit."""
         out = []
+        shingles = bigrams(hashes)
         for size in self.sizes:
-            starts, sigs = self.window_signatures(hashes, size)
+            starts, sigs = self.window_signatures(shingles, size)
             if not len(starts):
                 continue
             keys = self._band_hash(sigs)

@@ -1,0 +1,69 @@
+"""`contaudit index` and `contaudit probes` through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from contaudit.cli import app
+
+from planted import make_planted
+
+runner = CliRunner()
+
+
+def test_index_then_probes(tmp_path):
+    planted = make_planted(tmp_path, n_items=120, n_docs=200)
+    out = tmp_path / "idx"
+    result = runner.invoke(app, ["index", str(planted.corpus), "-b", str(planted.bench), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "seen" in result.output and "Most contaminated items" in result.output
+    assert (out / "manifest.json").exists()
+    probes = tmp_path / "probes.jsonl"
+    result = runner.invoke(app, ["probes", str(out), "-o", str(probes), "--suffix-words", "16"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in probes.read_text().splitlines()]
+    assert {r["probe_set"] for r in rows} == {"seen", "unseen"}
+    manifest = json.loads((tmp_path / "probes.manifest.json").read_text())
+    assert manifest["n_seen"] == sum(r["probe_set"] == "seen" for r in rows)
+    assert "length_smd" in manifest["balance"]
+
+
+def test_bad_benchmark_fails_cleanly_without_an_index(tmp_path):
+    planted = make_planted(tmp_path, n_items=20, n_docs=20)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"\n')
+    out = tmp_path / "idx"
+    result = runner.invoke(app, ["index", str(planted.corpus), "-b", str(bad), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "bad.jsonl, record 2: malformed JSON" in result.output
+    assert not out.exists()
+
+
+def test_bad_corpus_record_is_skipped_and_counted_on_request(tmp_path):
+    planted = make_planted(tmp_path, n_items=20, n_docs=20)
+    with open(planted.corpus, "a") as f:
+        f.write("{oops\n")
+    out = tmp_path / "idx"
+    result = runner.invoke(app, ["index", str(planted.corpus), "-b", str(planted.bench), "-o", str(out)])
+    assert result.exit_code == 2 and "corpus.jsonl, record 21: malformed JSON" in result.output
+    assert not out.exists()
+    result = runner.invoke(app, ["index", str(planted.corpus), "-b", str(planted.bench), "-o", str(out),
+                                 "--skip-bad-records"])
+    assert result.exit_code == 0, result.output
+    assert "1 corpus records skipped" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["corpus"]["documents"]["skipped"] == 1
+
+
+def test_version_and_help():
+    assert runner.invoke(app, ["--version"]).output.startswith("contaudit ")
+    for cmd in ("index", "probes"):
+        result = runner.invoke(app, [cmd, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_missing_index_for_probes(tmp_path):
+    result = runner.invoke(app, ["probes", str(tmp_path / "nope"), "-o", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 2 and "not an index directory" in result.output
