@@ -14,6 +14,7 @@ import unicodedata
 NORMALIZATION = "nfkc-lower-alnum-words-v1"
 
 _ASCII_TABLE = {i: (chr(i).lower() if chr(i).isalnum() else " ") for i in range(128)}
+_ASCII_BYTES_TABLE = bytes((ord(c.lower()) if c.isalnum() else 32) for c in map(chr, range(256)))
 _NON_WORD = re.compile(r"[\W_]+")
 _WORD = re.compile(r"[^\W_]+")
 
@@ -33,6 +34,17 @@ def normalize(text: str) -> str:
 def words(text: str) -> list[str]:
     """The words of ``text`` after :func:`normalize`."""
     return normalize(text).split()
+
+
+def byte_words(text: str) -> list[bytes]:
+    """The words of :func:`normalize`, UTF-8 encoded: the fast path used for matching.
+
+    For ASCII text this works on bytes (``bytes.translate`` + ``split``), several
+    times faster than the ``str`` path and with the same result.
+    """
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_BYTES_TABLE).split()
+    return [w.encode("utf-8") for w in normalize(text).split()]
 
 
 def word_starts(text: str) -> list[int]:

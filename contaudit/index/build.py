@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from contaudit.errors import InputError
-from contaudit.index.ngram import NgramScanner, build_automaton, build_table, item_stats
+from contaudit.index.ngram import NgramScanner, build_table, item_batches, item_stats
+from contaudit.index.wordhash import tokenize
 from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, NeardupScanner
 from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
 from contaudit.io import (Document, Item, ReadStats, is_jsonl, is_parquet, is_saved_dataset, iter_documents,
                           list_text_files, load_items, read_text_file)
 from contaudit.manifest import describe_path, hash_bytes, make_manifest, write_json_atomic, write_jsonl_atomic
-from contaudit.text import NORMALIZATION, normalize
+from contaudit.text import NORMALIZATION
 
 UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corpus
 
@@ -172,10 +173,10 @@ class Scanners:
 _WORKER: dict = {}
 
 
-def _make_searchers(item_words: list[list[str]], config: IndexConfig) -> dict:
+def _make_searchers(item_words, config: IndexConfig) -> dict:
     ns = tuple(sorted({config.n, UNSEEN_N}))
     table = build_table(item_words, ns, config.n)
-    searchers = {"table": table, "automaton": build_automaton(table), "config": config}
+    searchers = {"table": table, "config": config}
     if config.neardup:
         searchers["neardup"] = NeardupIndex(item_words, NeardupConfig(threshold=config.neardup_threshold))
     return searchers
@@ -190,15 +191,13 @@ def _scan_batch(docs: list[Document]) -> tuple[np.ndarray, dict, dict, dict, int
     """Scan one batch of documents; returns the hits to merge in corpus order."""
     w = _WORKER
     config: IndexConfig = w["config"]
-    ngram = NgramScanner(w["table"], w["automaton"], config.n, config.max_locations)
+    ngram = NgramScanner(w["table"], config.n, config.max_locations)
     near = NeardupScanner(w["neardup"]) if config.neardup else None
-    nbytes = 0
-    for doc in docs:
-        norm = normalize(doc.text)
-        nbytes += len(doc.text.encode("utf-8", "surrogatepass"))
-        ngram.scan(doc, norm)
-        if near is not None:
-            near.scan(doc, norm)
+    batch = tokenize(docs)
+    nbytes = sum(len(d.text) if d.text.isascii() else len(d.text.encode("utf-8", "surrogatepass")) for d in docs)
+    ngram.scan(batch)
+    if near is not None:
+        near.scan(batch)
     hits = ngram.result()
     keys = np.nonzero(hits.counts)[0]
     sparse_counts = np.stack([keys, hits.counts[keys]])  # (2, n_matched_keys)
@@ -313,9 +312,9 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     partial.mkdir(parents=True, exist_ok=True)
     write_json_atomic(plan_path, plan)
 
-    item_words = [normalize(it.text).split() for it in items]
+    item_words = item_batches([it.text for it in items])
     searchers = _make_searchers(item_words, config)
-    total = Accumulator(np.zeros(len(searchers["table"].keys), dtype=np.int64), config.max_locations)
+    total = Accumulator(np.zeros(searchers["table"].n_keys, dtype=np.int64), config.max_locations)
     stats = ReadStats()
     shards_total = shards_resumed = 0
 
@@ -369,7 +368,7 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
 def _item_records(items, item_words, table, total: Accumulator, config: IndexConfig) -> list[dict]:
     records = []
     for i, (item, ws) in enumerate(zip(items, item_words)):
-        rec = {"id": item.id, "n_words": len(ws)}
+        rec = {"id": item.id, "n_words": len(ws.starts)}
         rec.update(item_stats(table, total.counts, i, config.n, UNSEEN_N))
         near = total.near_best.get(i)
         rec["neardup_jaccard"] = round(near.jaccard, 6) if near else 0.0

@@ -1,7 +1,7 @@
 """Near-duplicate search: MinHash LSH over benchmark items, queried with corpus windows.
 
 Items are cut into overlapping chunks of ``chunk_words`` word bigrams whose MinHash
-signatures (datasketch, ``scheme="legacy"``) are banded as datasketch's
+signatures (datasketch, ``scheme="affine32"``) are banded as datasketch's
 ``MinHashLSH`` would band them for ``candidate_threshold``. Every corpus window of the
 same size (at a stride of ``window_stride`` words) is signed with the same
 permutations, vectorized with NumPy, and looked up band by band. Each candidate is
@@ -20,15 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
-from datasketch.hashfunc import sha1_hash32
 
-from contaudit.io import Document
-from contaudit.text import normalize, word_starts
+from contaudit.index.wordhash import WordBatch
+from contaudit.text import word_starts
 
 CHUNK_SIZES = (8, 12, 16, 24)  # window sizes in bigrams; items shorter than 9 words are not searched
-_MERSENNE = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64((1 << 32) - 1)
-_WORD_CACHE_LIMIT = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -66,45 +63,34 @@ def _chunk_starts(n_words: int, size: int) -> list[int]:
     return starts
 
 
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (what datasketch's affine32 scheme applies first)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
 def bigrams(hashes: np.ndarray) -> np.ndarray:
     """32-bit hashes of consecutive word pairs (the shingles used for candidates)."""
     h = hashes.astype(np.uint64)
     return ((h[:-1] * np.uint64(0x9E3779B1)) ^ h[1:]) & _MAX_HASH
 
 
-class WordHasher:
-    """32-bit word hashes (datasketch's sha1_hash32), cached per process."""
-
-    def __init__(self):
-        self._cache: dict[str, int] = {}
-
-    def __call__(self, words: list[str]) -> np.ndarray:
-        cache = self._cache
-        if len(cache) > _WORD_CACHE_LIMIT:
-            cache.clear()
-        out = np.empty(len(words), dtype=np.uint64)
-        for i, w in enumerate(words):
-            h = cache.get(w)
-            if h is None:
-                h = cache[w] = sha1_hash32(w.encode("utf-8"))
-            out[i] = h
-        return out
-
-
 class NeardupIndex:
     """Banded MinHash signatures of every item chunk, ready to query corpus windows."""
 
-    def __init__(self, item_words: list[list[str]], config: NeardupConfig = NeardupConfig()):
+    def __init__(self, items: list[WordBatch], config: NeardupConfig = NeardupConfig()):
         self.config = config
-        self.hasher = WordHasher()
         lsh = MinHashLSH(threshold=config.candidate_threshold, num_perm=config.num_perm)
         self.bands, self.rows = lsh.b, lsh.r
-        probe = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=int, scheme="legacy")
-        self.perm_a, self.perm_b = (np.asarray(p, dtype=np.uint64) for p in probe.permutations)
+        probe = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=int, scheme="affine32")
+        self.perm_a, self.perm_b = (np.asarray(p, dtype=np.uint32)[:, None] for p in probe.permutations)
         rng = np.random.default_rng(config.seed)
         self._mix = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) | np.uint64(1)
 
-        self.item_hashes = [self.hasher(ws) for ws in item_words]
+        self.item_hashes = [b.hashes & _MAX_HASH for b in items]
         self.item_bags = [Counter(h.tolist()) for h in self.item_hashes]
         # chunks[size] = (item index, chunk start) per chunk, and band keys per band
         self.sizes: list[int] = []
@@ -130,13 +116,13 @@ class NeardupIndex:
             self._band_keys[size] = per_band
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:
-        """MinHash signature of a set of 32-bit hashes; equals datasketch's legacy MinHash."""
-        phv = self._permute(hashes)  # (num_perm, n)
-        return phv.min(axis=1)
+        """MinHash signature of a set of 32-bit hashes; equals datasketch's affine32 MinHash."""
+        return self._permute(hashes).min(axis=1)
 
     def _permute(self, hashes: np.ndarray) -> np.ndarray:
-        hv = hashes.astype(np.uint64)[None, :]
-        return np.bitwise_and((self.perm_a[:, None] * hv + self.perm_b[:, None]) % _MERSENNE, _MAX_HASH)
+        """(num_perm, n) permuted values: fmix32, then a*h + b modulo 2**32."""
+        hv = _fmix32(hashes.astype(np.uint32))[None, :]
+        return self.perm_a * hv + self.perm_b
 
     def _band_hash(self, sigs: np.ndarray) -> np.ndarray:
         """(n, num_perm) signatures -> (n, bands) 64-bit keys, one per LSH band."""
@@ -152,7 +138,7 @@ class NeardupIndex:
         stride = self.config.window_stride
         n = len(hashes)
         if n < size:
-            return np.empty(0, dtype=np.int64), np.empty((0, self.config.num_perm), dtype=np.uint64)
+            return np.empty(0, dtype=np.int64), np.empty((0, self.config.num_perm), dtype=np.uint32)
         phv = self._permute(hashes)  # (P, n)
         block_starts = np.arange(0, n, stride)
         blocks = np.minimum.reduceat(phv, block_starts, axis=1)  # (P, n_blocks)
@@ -185,34 +171,70 @@ class NeardupIndex:
 
 
 def best_alignment(doc: np.ndarray, bag: Counter, length: int, lo: int, hi: int, slack: float) -> tuple[float, int]:
-    """Best weighted Jaccard between ``bag`` and any span ``doc[s:e]``.
+    """Best weighted Jaccard between ``bag`` and a span of ``doc`` starting in ``[lo, hi]``.
 
-    Spans start in ``[lo, hi]`` and are ``length`` words long give or take
-    ``slack * length``. Returns ``(jaccard, start)``. Window counts are updated
-    incrementally, so each (start, end) pair costs O(1).
+    First slides a window of ``length`` words over the starts (O(1) per step), then
+    lets the best few starts grow or shrink by up to ``slack * length`` words (for
+    copies with insertions or deletions). Returns ``(jaccard, start)`` of an actual
+    span, so the value is exact for that span.
     """
     n = len(doc)
-    extra = int(round(slack * length))
-    min_len, max_len = max(1, length - extra), length + extra
     lo, hi = max(0, lo), min(hi, n - 1)
-    total_item = sum(bag.values())
+    if lo > hi:
+        return 0.0, lo
+    words = doc.tolist()
+    total = sum(bag.values())
+    scores = _fixed_length_scores(words, bag, total, length, lo, hi)
     best, best_start = 0.0, lo
-    doc_list = doc.tolist()
-    for s in range(lo, hi + 1):
-        window: Counter = Counter()
-        inter = 0
-        end = min(n, s + max_len)
-        for e in range(s, end):
-            w = doc_list[e]
-            if window[w] < bag.get(w, 0):
-                inter += 1
-            window[w] += 1
-            size = e - s + 1
-            if size >= min_len:
-                jac = inter / (total_item + size - inter)
-                if jac > best:
-                    best, best_start = jac, s
+    extra = int(round(slack * length))
+    for start in sorted(range(len(scores)), key=lambda i: -scores[i])[:3]:
+        s = lo + start
+        jac = _best_length(words, bag, total, s, max(1, length - extra), length + extra)
+        if jac > best:
+            best, best_start = jac, s
     return best, best_start
+
+
+def _fixed_length_scores(words: list, bag: Counter, total: int, length: int, lo: int, hi: int) -> list[float]:
+    """Jaccard of the window ``words[s:s+length]`` for every start s in [lo, hi]."""
+    window: Counter = Counter()
+    inter = 0
+    end = min(len(words), lo + length)
+    for w in words[lo:end]:
+        if window[w] < bag.get(w, 0):
+            inter += 1
+        window[w] += 1
+    size = end - lo
+    scores = [inter / (total + size - inter)]
+    for s in range(lo + 1, hi + 1):
+        out_w = words[s - 1]
+        window[out_w] -= 1
+        if window[out_w] < bag.get(out_w, 0):
+            inter -= 1
+        size -= 1
+        if s + length - 1 < len(words):
+            in_w = words[s + length - 1]
+            if window[in_w] < bag.get(in_w, 0):
+                inter += 1
+            window[in_w] += 1
+            size += 1
+        scores.append(inter / (total + size - inter))
+    return scores
+
+
+def _best_length(words: list, bag: Counter, total: int, start: int, min_len: int, max_len: int) -> float:
+    """Best Jaccard of ``words[start:start+k]`` over k in [min_len, max_len]."""
+    window: Counter = Counter()
+    inter = best = 0
+    for e in range(start, min(len(words), start + max_len)):
+        w = words[e]
+        if window[w] < bag.get(w, 0):
+            inter += 1
+        window[w] += 1
+        size = e - start + 1
+        if size >= min_len:
+            best = max(best, inter / (total + size - inter))
+    return best
 
 
 def _jaccard_bound(doc: np.ndarray, bag: Counter, length: int, lo: int, hi: int) -> float:
@@ -256,36 +278,42 @@ class NeardupScanner:
         self.windows_checked = 0
         self.candidates_verified = 0
 
-    def scan(self, doc: Document, norm: str | None = None) -> None:
-        """Search one document for near duplicates of any item."""
+    def scan(self, batch: WordBatch) -> None:
+        """Search a tokenized batch of documents for near duplicates of any item."""
         index = self.index
-        if not index.sizes:
+        if not index.sizes or not len(batch.hashes):
             return
-        ws = (norm if norm is not None else normalize(doc.text)).split()
-        if len(ws) < min(index.sizes):
-            return
-        hashes = index.hasher(ws)
+        hashes = batch.hashes & _MAX_HASH
         cands = index.candidates(hashes)
         if not cands:
             return
-        slack = index.config.length_slack
-        stride = index.config.window_stride
-        starts = None
-        floor = index.config.verify_floor
-        for item, lo, hi in _clusters(cands, stride, slack, index.item_hashes):
-            length = len(index.item_hashes[item])
-            if _jaccard_bound(hashes, index.item_bags[item], length, lo, hi + length + int(slack * length)) < floor:
-                continue
-            jac, start = best_alignment(hashes, index.item_bags[item], len(index.item_hashes[item]), lo, hi, slack)
-            self.candidates_verified += 1
-            if jac >= index.config.threshold:
-                self.copies[item] = self.copies.get(item, 0) + 1
-            prior = self.best.get(item)
-            if prior is None or jac > prior.jaccard:
-                if starts is None:
-                    starts = word_starts(doc.text)
-                offset = starts[start] if start < len(starts) else None
-                self.best[item] = NeardupHit(jac, [doc.source, doc.record, offset])
+        # Verify within the document where each candidate copy starts.
+        doc_first = np.searchsorted(batch.doc_of_word, np.arange(len(batch.docs) + 1))
+        by_doc: dict[int, list[tuple[int, int]]] = {}
+        for item, begin in cands:
+            d = int(batch.doc_of_word[min(max(begin, 0), len(hashes) - 1)])
+            by_doc.setdefault(d, []).append((item, begin - int(doc_first[d])))
+        slack, stride, floor = index.config.length_slack, index.config.window_stride, index.config.verify_floor
+        for d, doc_cands in sorted(by_doc.items()):
+            doc_hashes = hashes[doc_first[d]:doc_first[d + 1]]
+            starts = None
+            for item, lo, hi in _clusters(doc_cands, stride, slack, index.item_hashes):
+                length = len(index.item_hashes[item])
+                if _jaccard_bound(doc_hashes, index.item_bags[item], length, lo, hi + length + int(slack * length)) < floor:
+                    continue
+                jac, start = best_alignment(doc_hashes, index.item_bags[item], length, lo, hi, slack)
+                self.candidates_verified += 1
+                if jac >= index.config.threshold:
+                    self.copies[item] = self.copies.get(item, 0) + 1
+                prior = self.best.get(item)
+                if prior is None or jac > prior.jaccard:
+                    doc = batch.docs[d]
+                    if batch.doc_ascii[d]:
+                        offset = int(batch.starts[doc_first[d] + start] - batch.doc_offsets[d])
+                    else:
+                        starts = starts if starts is not None else word_starts(doc.text)
+                        offset = starts[start] if start < len(starts) else None
+                    self.best[item] = NeardupHit(jac, [doc.source, doc.record, offset])
 
     def merge(self, later: "NeardupScanner") -> None:
         """Keep the better hit per item; on ties the earlier one (this) wins."""
