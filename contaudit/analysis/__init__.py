@@ -1,0 +1,33 @@
+"""Difference-in-differences analysis and the verdict (``contaudit analyze`` / ``screen``).
+
+* :mod:`contaudit.analysis.did` -- estimators and tests (scipy-style functions);
+* :mod:`contaudit.analysis.verdict` -- design checks and the decision rule;
+* :mod:`contaudit.analysis.analyze` -- score files in, ``results.json`` out;
+* :mod:`contaudit.analysis.results` -- reading results back, summaries, the release gate;
+* :mod:`contaudit.analysis.simulate` -- synthetic audits with planted effects.
+
+Example::
+
+    from contaudit.analysis import analyze, screen
+    analyze("scores/sus/test.jsonl", "scores/clean/test.jsonl",
+            "scores/sus/shadow.jsonl", "scores/clean/shadow.jsonl",
+            protocol="protocols/default.toml", out="runs/audit")
+    screen("runs/audit", fail_on="SUSPECT").exit_code
+"""
+
+from contaudit.analysis.analyze import analyze, pair_scores, read_scores, write_results
+from contaudit.analysis.did import (ConfidenceInterval, CorrelationResult, DiDResult, ItemOrderResult,
+                                    difference_in_means, dose_response, hedges_g, holm, item_order_test,
+                                    memorization_did, minimum_detectable_effect, perplexity_did)
+from contaudit.analysis.results import SCHEMA_VERSION, ScreenResult, load_results, screen, summary, summary_line
+from contaudit.analysis.verdict import (CONTAMINATED, INVALID_DESIGN, NO_EVIDENCE, SUSPECT, DesignCheck, Verdict,
+                                        decide, gate)
+
+__all__ = [
+    "analyze", "pair_scores", "read_scores", "write_results",
+    "ConfidenceInterval", "CorrelationResult", "DiDResult", "ItemOrderResult", "difference_in_means",
+    "dose_response", "hedges_g", "holm", "item_order_test", "memorization_did", "minimum_detectable_effect",
+    "perplexity_did",
+    "SCHEMA_VERSION", "ScreenResult", "load_results", "screen", "summary", "summary_line",
+    "CONTAMINATED", "INVALID_DESIGN", "NO_EVIDENCE", "SUSPECT", "DesignCheck", "Verdict", "decide", "gate",
+]

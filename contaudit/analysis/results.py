@@ -1,0 +1,97 @@
+"""``results.json``: its schema version, reading it back, summaries and the release gate.
+
+The schema is documented in ``docs/analysis.md``. ``schema_version`` is
+``MAJOR.MINOR``: a minor bump only adds fields; readers refuse another major version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from contaudit.analysis.verdict import gate
+from contaudit.errors import InputError, ManifestMismatchError
+from contaudit.manifest import read_json
+
+SCHEMA_VERSION = "1.0"
+RESULTS_NAME = "results.json"
+MANIFEST_NAME = "results.manifest.json"
+
+
+def results_path(run: str | Path) -> Path:
+    """``RUN_DIR/results.json`` for a run directory, or the path itself for a file."""
+    run = Path(run)
+    return run if run.is_file() else run / RESULTS_NAME
+
+
+def load_results(run: str | Path) -> dict:
+    """Read ``results.json`` from a run directory (or a results file) and check its schema."""
+    path = results_path(run)
+    if not path.exists():
+        raise InputError(f"no {RESULTS_NAME}; run `contaudit analyze ... --out {Path(run)}` first", path=run)
+    results = read_json(path)
+    if not isinstance(results, dict) or results.get("kind") != "contaudit-results":
+        raise InputError("not a contaudit results file (no \"kind\": \"contaudit-results\")", path=path)
+    version = str(results.get("schema_version", ""))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise ManifestMismatchError(f"{path}: schema_version {version!r} cannot be read by this contaudit "
+                                    f"(reads {SCHEMA_VERSION.split('.')[0]}.x); rerun `contaudit analyze`")
+    return results
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
+
+
+def summary(results: dict) -> dict:
+    """A compact JSON summary: verdict, primary estimates with Holm p-values, failed checks, hashes."""
+    v = results["verdict"]
+    return {
+        "schema_version": results["schema_version"],
+        "verdict": v["label"],
+        "reason": v["reasons"][0] if v["reasons"] else "",
+        "alpha": v["alpha"],
+        "tests": {t["name"]: {"estimate": t["estimate"], "unit": t["unit"], "pvalue_holm": t["pvalue_holm"],
+                              "counts": t["counts"]} for t in v["tests"]},
+        "failed_checks": [c["name"] for c in results["design_checks"] if c["passed"] is False],
+        "minimum_detectable_effect": v.get("minimum_detectable_effect"),
+        "protocol_sha256": results["protocol"]["sha256"],
+    }
+
+
+def summary_line(results: dict) -> str:
+    """One line for logs and CI: the label, each primary estimate with its Holm p, the protocol hash."""
+    s = summary(results)
+    parts = []
+    names = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD"}
+    for name, t in s["tests"].items():
+        unit = f" {t['unit']}" if t["unit"] else ""
+        parts.append(f"{names.get(name, name)} {t['estimate']:+.4g}{unit} (Holm {_p(t['pvalue_holm'])})")
+    if s["failed_checks"]:
+        parts.append("failed checks: " + ", ".join(s["failed_checks"]))
+    return f"{s['verdict']}: " + "; ".join(parts) + f"; protocol {s['protocol_sha256'][:12]}"
+
+
+@dataclass
+class ScreenResult:
+    """Outcome of :func:`screen`: the exit code, one line, and the JSON summary."""
+
+    exit_code: int
+    line: str
+    summary: dict
+
+
+def screen(run: str | Path, *, fail_on: str = "CONTAMINATED") -> ScreenResult:
+    """A pre-release gate over a finished run.
+
+    Exit codes: 0 pass; 1 the verdict reaches ``fail_on`` (``SUSPECT`` or
+    ``CONTAMINATED``; NO_EVIDENCE < SUSPECT < CONTAMINATED); 3 INVALID_DESIGN (an
+    audit that cannot decide never passes a gate).
+    """
+    results = load_results(run)
+    code = gate(results["verdict"]["label"], fail_on)
+    s = summary(results)
+    s.update(fail_on=fail_on, exit_code=code, passed=code == 0)
+    return ScreenResult(code, summary_line(results), s)

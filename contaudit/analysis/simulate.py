@@ -1,0 +1,208 @@
+"""Synthetic audits with a planted effect, for testing the statistics and the reports.
+
+The generative model mirrors what the DiD is built to cancel:
+
+* every item has a difficulty ``b_i ~ N(2.0, 0.5)`` nats/token that both models share
+  (the shadow set may be shifted by ``shadow_shift`` for both);
+* the suspect is a stronger model: ``y_sus = b - 0.15 + noise``, ``y_clean = b + noise``;
+* a fraction ``contaminated_fraction`` of test items occur in the suspect's corpus
+  (1 + geometric occurrences); their NLL drops by ``ppl_effect`` on average, more
+  for items that occur more often (a dose-response);
+* probes: both models complete 5 % (clean) / 8 % (suspect) of suffixes exactly; the
+  suspect completes ``mem_effect`` more of the seen ones. Unseen probe lengths can be
+  shifted by ``imbalance`` standard deviations.
+
+With ``ppl_effect = mem_effect = 0`` every null hypothesis holds, which is what the
+false-positive tests need. :func:`write_audit` writes the arrays in the real file
+formats (score files, probes.jsonl with its manifest, an index directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic
+
+
+@dataclass
+class SimulatedSet:
+    ids: list[str]
+    y_sus: np.ndarray
+    y_clean: np.ndarray
+    minkpp_sus: np.ndarray
+    minkpp_clean: np.ndarray
+    occurrences: np.ndarray
+
+
+@dataclass
+class SimulatedProbes:
+    ids: list[str]
+    probe_set: np.ndarray  # "seen" / "unseen"
+    n_words: np.ndarray
+    exact_sus: np.ndarray
+    exact_clean: np.ndarray
+    frac_sus: np.ndarray
+    frac_clean: np.ndarray
+
+    def split(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(sus_seen, clean_seen, sus_unseen, clean_unseen)`` for ``metric``."""
+        sus, clean = (self.exact_sus, self.exact_clean) if metric == "exact_match" else (self.frac_sus, self.frac_clean)
+        seen = self.probe_set == "seen"
+        return sus[seen], clean[seen], sus[~seen], clean[~seen]
+
+
+@dataclass
+class SimulatedAudit:
+    test: SimulatedSet
+    shadow: SimulatedSet
+    probes: SimulatedProbes
+
+
+def _set(prefix: str, n: int, rng, *, shift: float, effect: float, contaminated_fraction: float,
+         noise: float) -> SimulatedSet:
+    b = rng.normal(2.0 + shift, 0.5, n)
+    y_clean = b + rng.normal(0, noise, n)
+    y_sus = b - 0.15 + rng.normal(0, noise, n)
+    occ = np.zeros(n, dtype=int)
+    hit = rng.random(n) < contaminated_fraction if effect else np.zeros(n, dtype=bool)
+    occ[hit] = rng.geometric(0.3, hit.sum())
+    if hit.any():
+        weight = np.log1p(occ[hit]) / np.log1p(occ[hit]).mean()
+        y_sus[hit] -= effect * weight
+    minkpp_clean = 1.0 - 0.8 * y_clean + rng.normal(0, 0.2, n)
+    minkpp_sus = 1.0 - 0.8 * y_sus + rng.normal(0, 0.2, n)
+    return SimulatedSet([f"{prefix}-{i}" for i in range(n)], y_sus, y_clean, minkpp_sus, minkpp_clean, occ)
+
+
+def _completion(rng, n: int, rate: float, boost: float) -> tuple[np.ndarray, np.ndarray]:
+    exact = (rng.random(n) < min(1.0, rate)).astype(float)
+    partial = rng.beta(2 + 10 * boost, 6, n)
+    return exact, np.where(exact == 1, 1.0, partial)
+
+
+def simulate_audit(*, n_test: int = 100, n_shadow: int = 100, n_seen: int = 60, n_unseen: int = 60,
+                   ppl_effect: float = 0.0, mem_effect: float = 0.0, contaminated_fraction: float = 1.0,
+                   shadow_shift: float = 0.0, imbalance: float = 0.0, noise: float = 0.1,
+                   rng=None) -> SimulatedAudit:
+    """Draw one synthetic audit (see the module docstring for the model).
+
+    Parameters
+    ----------
+    ppl_effect : float
+        Mean NLL drop (nats/token) of contaminated test items under the suspect.
+    mem_effect : float
+        Extra exact-match rate of the suspect on seen probes.
+    shadow_shift : float
+        Difficulty shift of the shadow set for both models (breaks comparability).
+    imbalance : float
+        Shift of unseen probe lengths in standard deviations (breaks balance).
+    rng : int, numpy.random.Generator or None
+    """
+    rng = np.random.default_rng(rng)
+    test = _set("test", n_test, rng, shift=0.0, effect=ppl_effect, contaminated_fraction=contaminated_fraction,
+                noise=noise)
+    shadow = _set("shadow", n_shadow, rng, shift=shadow_shift, effect=0.0, contaminated_fraction=0.0, noise=noise)
+    seen_clean = _completion(rng, n_seen, 0.05, 0.0)
+    seen_sus = _completion(rng, n_seen, 0.08 + mem_effect, mem_effect)
+    unseen_clean = _completion(rng, n_unseen, 0.05, 0.0)
+    unseen_sus = _completion(rng, n_unseen, 0.08, 0.0)
+    # Unseen probes are matched to seen ones on length (a near copy of a seen length), then shifted.
+    seen_words = rng.normal(120, 30, n_seen)
+    unseen_words = rng.choice(seen_words, n_unseen, replace=n_unseen > n_seen) + rng.normal(0, 2, n_unseen)
+    n_words = np.concatenate([seen_words, unseen_words + 30 * imbalance])
+    probes = SimulatedProbes(
+        ids=[f"probe-{i}" for i in range(n_seen + n_unseen)],
+        probe_set=np.array(["seen"] * n_seen + ["unseen"] * n_unseen),
+        n_words=np.maximum(40, np.round(n_words)).astype(int),
+        exact_sus=np.concatenate([seen_sus[0], unseen_sus[0]]),
+        exact_clean=np.concatenate([seen_clean[0], unseen_clean[0]]),
+        frac_sus=np.concatenate([seen_sus[1], unseen_sus[1]]),
+        frac_clean=np.concatenate([seen_clean[1], unseen_clean[1]]),
+    )
+    return SimulatedAudit(test, shadow, probes)
+
+
+def _smd(a: np.ndarray, b: np.ndarray) -> float:
+    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return float((a.mean() - b.mean()) / pooled) if pooled else 0.0
+
+
+def _score_row(item_id: str, y: float, minkpp: float) -> dict:
+    return {"id": item_id, "n_tokens": 64, "nll_mean": float(y), "ppl": float(np.exp(y)),
+            "mink_10": float(-y - 1.5), "mink_20": float(-y - 1.0), "minkpp_10": float(minkpp - 0.3),
+            "minkpp_20": float(minkpp), "zlib_ratio": float(y * 0.1)}
+
+
+def _write_scores(path: Path, rows: list[dict], model: str) -> Path:
+    write_jsonl_atomic(path, rows)
+    write_json_atomic(path.with_name(path.name.replace(".jsonl", ".manifest.json")),
+                      make_manifest("score", inputs=[], parameters={"model": model, "simulated": True}))
+    return path
+
+
+def write_audit(audit: SimulatedAudit, directory: str | Path, *, index: bool = True) -> dict[str, Path]:
+    """Write ``audit`` as the files ``contaudit analyze`` reads; return their paths by option name.
+
+    Keys: ``suspect_test``, ``clean_test``, ``suspect_shadow``, ``clean_shadow``,
+    ``suspect_probes``, ``clean_probes``, ``probes`` and (with ``index``) ``index``.
+    """
+    d = Path(directory)
+    paths: dict[str, Path] = {}
+    for model, role in (("suspect", "sus"), ("clean", "clean")):
+        for name in ("test", "shadow"):
+            s: SimulatedSet = getattr(audit, name)
+            rows = [_score_row(i, y, m) for i, y, m in zip(s.ids, getattr(s, f"y_{role}"), getattr(s, f"minkpp_{role}"))]
+            paths[f"{model}_{name}"] = _write_scores(d / "scores" / model / f"{name}.jsonl", rows, model)
+        p = audit.probes
+        exact, frac = getattr(p, f"exact_{role}"), getattr(p, f"frac_{role}")
+        rows = []
+        for k, item_id in enumerate(p.ids):
+            row = _score_row(item_id, 1.8, 0.0)
+            row.update({"suffix_tokens": 32, "exact_match": int(exact[k]), "token_match_frac": float(frac[k]),
+                        "lcp_tokens": int(round(32 * frac[k])), "edit_similarity": float(frac[k])})
+            rows.append(row)
+        paths[f"{model}_probes"] = _write_scores(d / "scores" / model / "probes.jsonl", rows, model)
+
+    p = audit.probes
+    seen = p.probe_set == "seen"
+    probe_rows = [{"id": i, "probe_set": str(s), "text": f"probe text {i}", "prefix": "prefix", "suffix": "suffix",
+                   "n_words": int(n), "rarity": 5.0, "coverage8": 1.0 if s == "seen" else 0.0,
+                   "occurrences": 1 if s == "seen" else 0}
+                  for i, s, n in zip(p.ids, p.probe_set, p.n_words)]
+    paths["probes"] = d / "probes.jsonl"
+    write_jsonl_atomic(paths["probes"], probe_rows)
+    balance = {"length_smd": _smd(p.n_words[seen].astype(float), p.n_words[~seen].astype(float)),
+               "rarity_smd": 0.0, "coverage8_smd": 5.0}
+    write_json_atomic(d / "probes.manifest.json",
+                      make_manifest("probes", inputs=[], parameters={"simulated": True, "match_on": ["length", "rarity"]},
+                                    balance=balance,
+                                    n_seen=int(seen.sum()), n_unseen=int((~seen).sum())))
+    if index:
+        paths["index"] = _write_index(audit, d / "indexes" / "simulated")
+    return paths
+
+
+def _write_index(audit: SimulatedAudit, directory: Path) -> Path:
+    """An index directory in the format of contaudit.index (items.jsonl + manifest.json)."""
+    from contaudit.index.store import INDEX_FORMAT
+    from contaudit.text import NORMALIZATION
+
+    rows = []
+    for s in (audit.test, audit.shadow):
+        for item_id, occ in zip(s.ids, s.occurrences):
+            occ = int(occ)
+            rows.append({"id": item_id, "n_words": 80, "n_ngrams": 68, "matched_ngrams": 68 if occ else 0,
+                         "coverage": 1.0 if occ else 0.0, "longest_match": 80 if occ else 0, "occurrences": occ,
+                         "total_hits": 68 * occ, "matched_8grams": 73 if occ else 0, "coverage8": 1.0 if occ else 0.0,
+                         "neardup_jaccard": 1.0 if occ else 0.0, "neardup_copies": occ,
+                         "neardup_location": ["corpus/shard-00.jsonl", 17, 0] if occ else None,
+                         "locations": [[f"corpus/shard-{k:02d}.jsonl", 100 + k, 2048 * k] for k in range(min(occ, 3))],
+                         "status": "seen" if occ else "unseen", "text": f"text of {item_id}"})
+    write_jsonl_atomic(directory / "items.jsonl", rows)
+    write_json_atomic(directory / "manifest.json",
+                      make_manifest("index", inputs=[], parameters={"normalization": NORMALIZATION, "simulated": True},
+                                    format=INDEX_FORMAT, counts={"items": len(rows)}))
+    return directory

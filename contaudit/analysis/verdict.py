@@ -1,0 +1,339 @@
+"""The decision rule: design checks first, then the verdict from the two primary tests.
+
+Labels (DESIGN.md, "Statistics"):
+
+* ``INVALID_DESIGN`` -- a design check failed: too few items or probes, too many items
+  scored by only one model, probe sets out of balance, or the clean model sees the
+  shadow set as a different distribution from the test set. The tests are still
+  reported, but they decide nothing.
+* ``CONTAMINATED`` -- both primary tests count: Holm-adjusted p <= alpha, the estimate
+  points the contamination way (perplexity DiD < 0, memorization DiD > 0), and its size
+  reaches the protocol's minimum effect.
+* ``SUSPECT`` -- exactly one counts (also the most a run without probes can reach).
+* ``NO_EVIDENCE`` -- neither counts; the minimum detectable effect at the protocol's
+  power is reported, so that "no evidence" is not read as "clean".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from contaudit.analysis.did import DiDResult, _num, hedges_g, holm, minimum_detectable_effect
+from contaudit.errors import InputError
+from contaudit.protocol import AnalysisSettings
+
+CONTAMINATED = "CONTAMINATED"
+SUSPECT = "SUSPECT"
+NO_EVIDENCE = "NO_EVIDENCE"
+INVALID_DESIGN = "INVALID_DESIGN"
+LABELS = (NO_EVIDENCE, SUSPECT, CONTAMINATED, INVALID_DESIGN)
+GATE_LEVELS = {NO_EVIDENCE: 0, SUSPECT: 1, CONTAMINATED: 2}
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_INVALID = 3  # 2 is taken by library errors at the CLI boundary
+
+
+@dataclass
+class DesignCheck:
+    """One design check. ``passed`` is None when it could not be run (not a failure)."""
+
+    name: str
+    passed: bool | None
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+    numbers: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.passed is not None:
+            self.passed = bool(self.passed)  # numpy booleans would fail `is False` and JSON
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["value"] = _num(self.value)
+        return d
+
+
+@dataclass
+class PrimaryTest:
+    """One primary test as the verdict sees it."""
+
+    name: str
+    estimate: float
+    pvalue: float
+    pvalue_holm: float
+    confidence_interval: tuple[float | None, float | None]
+    direction: str  # "negative" or "positive": the sign contamination produces
+    min_effect: float
+    significant: bool
+    direction_ok: bool
+    above_minimum: bool
+    unit: str
+
+    @property
+    def counts(self) -> bool:
+        return self.significant and self.direction_ok and self.above_minimum
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["confidence_interval"] = list(self.confidence_interval)
+        d["counts"] = self.counts
+        return d
+
+
+@dataclass
+class Verdict:
+    label: str
+    reasons: list[str]
+    alpha: float
+    tests: list[PrimaryTest]
+    minimum_detectable_effect: dict
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "reasons": self.reasons, "alpha": self.alpha,
+                "correction": "holm", "tests": [t.to_dict() for t in self.tests],
+                "minimum_detectable_effect": self.minimum_detectable_effect}
+
+
+# --- design checks ----------------------------------------------------------------------
+
+def check_sample_sizes(counts: dict[str, int | None], minimum: dict[str, int]) -> list[DesignCheck]:
+    """One check per set: ``counts[name] >= minimum[name]``; a None count is not checked.
+
+    >>> check_sample_sizes({"test": 12}, {"test": 30})[0].passed
+    False
+    """
+    checks = []
+    for name, n in counts.items():
+        need = minimum[name]
+        if n is None:
+            continue
+        ok = n >= need
+        noun = f"{name} probes" if name in ("seen", "unseen") else f"{name} items"
+        detail = (f"{n} {noun} scored by both models (at least {need} needed)" if ok else
+                  f"Too few {noun}: {n} scored by both models, the protocol needs at least {need}.")
+        checks.append(DesignCheck(f"sample_size_{name}", ok, detail, value=n, threshold=need))
+    return checks
+
+
+def check_pairing(name: str, n_paired: int, n_unpaired: int, *, max_fraction: float) -> DesignCheck:
+    """Items scored by only one of the two models must stay a small share of the set."""
+    total = n_paired + n_unpaired
+    frac = n_unpaired / total if total else 0.0
+    ok = frac <= max_fraction
+    detail = (f"{n_unpaired} of {total} {name} items scored by only one model ({frac:.1%}; "
+              f"at most {max_fraction:.0%} allowed)")
+    if not ok:
+        detail = (f"Too many {name} items are scored by only one of the models: {n_unpaired} of {total} "
+                  f"({frac:.1%}; the protocol allows {max_fraction:.0%}). Rescore them with both models.")
+    return DesignCheck(f"pairing_{name}", ok, detail, value=frac, threshold=max_fraction,
+                       numbers={"n_paired": n_paired, "n_unpaired": n_unpaired})
+
+
+def check_probe_balance(smd: dict[str, float | None], *, threshold: float) -> list[DesignCheck]:
+    """|SMD| of each matching covariate (seen vs unseen) must not exceed ``threshold``."""
+    checks = []
+    for covariate, value in smd.items():
+        if value is None or not math.isfinite(value):
+            checks.append(DesignCheck(f"probe_balance_{covariate}", None,
+                                      f"probe balance on {covariate} not available", threshold=threshold))
+            continue
+        ok = abs(value) <= threshold
+        detail = (f"seen and unseen probes balanced on {covariate} (SMD {value:+.3f}, |SMD| <= {threshold})" if ok else
+                  f"Seen and unseen probes are out of balance on {covariate}: standardized mean difference "
+                  f"{value:+.3f}, more than {threshold} allowed. Rebuild the probes with closer matching.")
+        checks.append(DesignCheck(f"probe_balance_{covariate}", ok, detail, value=value, threshold=threshold))
+    return checks
+
+
+def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "difference", margin: float = 0.2,
+                               alpha: float = 0.05) -> DesignCheck:
+    """Does the clean model see the test and shadow sets as the same distribution?
+
+    Compares the clean model's per-item mean NLL on the two sets: Hedges' g and a
+    two-sided Welch t-test.
+
+    * ``rule="difference"``: fails when the difference is both significant
+      (Welch p < ``alpha``) and large (``|g| > margin``).
+    * ``rule="equivalence"``: passes only when two one-sided Welch tests (TOST) show
+      the mean difference lies within ``+-margin`` pooled standard deviations at
+      level ``alpha``.
+    """
+    x = np.asarray(clean_test, dtype=float)
+    y = np.asarray(clean_shadow, dtype=float)
+    if rule not in ("difference", "equivalence"):
+        raise InputError(f"`rule` must be 'difference' or 'equivalence'; got {rule!r}.")
+    if x.size < 2 or y.size < 2:
+        return DesignCheck("shadow_comparability", None, "shadow comparability not computed (fewer than 2 items)",
+                           threshold=margin)
+    g = hedges_g(x, y)
+    welch = stats.ttest_ind(x, y, equal_var=False)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    diff = float(x.mean() - y.mean())
+    pooled = math.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2))
+    numbers = {"rule": rule, "hedges_g": _num(g), "welch_pvalue": _num(welch.pvalue), "mean_test": float(x.mean()),
+               "mean_shadow": float(y.mean()), "difference": diff, "margin": margin, "alpha": alpha}
+    if se == 0:
+        ok = diff == 0
+        numbers["tost_pvalue"] = 0.0 if ok else 1.0
+    elif rule == "difference":
+        ok = not (welch.pvalue < alpha and abs(g) > margin)
+    else:
+        df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+        bound = margin * pooled
+        p_tost = max(stats.t.sf((diff + bound) / se, df), stats.t.cdf((diff - bound) / se, df))
+        numbers["tost_pvalue"] = float(p_tost)
+        ok = p_tost < alpha
+    described = (f"clean-model NLL test {x.mean():.3f} vs shadow {y.mean():.3f} nats/token "
+                 f"(Hedges' g {g:+.3f}, Welch p = {welch.pvalue:.3g})")
+    if ok:
+        detail = f"The clean model sees test and shadow alike: {described}."
+    elif rule == "difference":
+        detail = (f"The clean model sees the shadow set as a different distribution: {described}; the difference "
+                  f"is significant at {alpha} and larger than the {margin} SD margin, so the shadow set cannot "
+                  f"stand in for the test set.")
+    else:
+        detail = (f"Equivalence of test and shadow under the clean model is not shown: {described}; TOST "
+                  f"p = {numbers['tost_pvalue']:.3g} for a +-{margin} SD margin at level {alpha}.")
+    return DesignCheck("shadow_comparability", ok, detail, value=g, threshold=margin, numbers=numbers)
+
+
+# --- the verdict ------------------------------------------------------------------------
+
+def _p(p: float) -> str:
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
+
+
+def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min_effect: float, alpha: float,
+             unit: str) -> PrimaryTest:
+    est = result.statistic
+    ok_dir = est < 0 if direction == "negative" else est > 0
+    return PrimaryTest(name=name, estimate=est, pvalue=result.pvalue, pvalue_holm=float(p_holm),
+                       confidence_interval=(_num(result.confidence_interval.low), _num(result.confidence_interval.high)),
+                       direction=direction, min_effect=min_effect, significant=bool(p_holm <= alpha),
+                       direction_ok=bool(ok_dir), above_minimum=bool(abs(est) >= min_effect), unit=unit)
+
+
+def _mde(result: DiDResult, *, alpha: float, power: float, binary: bool) -> float:
+    value = minimum_detectable_effect(result.sd[0], result.sd[1], result.n[0], result.n[1], alpha=alpha, power=power)
+    if binary:
+        # A 0/1 score whose seen rate rises by delta has variance delta(1 - delta) even when the
+        # observed variance is 0 (nothing reproduced): solve delta = z sqrt(delta(1 - delta) / n).
+        z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
+        value = max(value, z**2 / (result.n[0] + z**2))
+    return value
+
+
+def _ci(t: PrimaryTest, level: float) -> str:
+    low, high = t.confidence_interval
+    if low is None or high is None:
+        return ""
+    return f", {level:.0%} CI {low:+.3g} to {high:+.3g}"
+
+
+def _describe(t: PrimaryTest, level: float) -> str:
+    what = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD"}[t.name]
+    stats_ = f"{what} = {t.estimate:+.3g} {t.unit}{_ci(t, level)}; Holm-adjusted {_p(t.pvalue_holm)}"
+    if t.counts:
+        if t.name == "perplexity_did":
+            return (f"The suspect model finds the test set more familiar than the shadow set, by more than the "
+                    f"clean model does ({stats_}).")
+        return (f"The suspect model reproduces probes found in its training corpus more often than matched "
+                f"unseen probes, beyond what the clean model does ({stats_}).")
+    if t.significant and not t.direction_ok:
+        return f"The {what} is significant but points away from contamination ({stats_})."
+    if t.significant and not t.above_minimum:
+        return (f"The {what} is significant but smaller than the protocol's minimum effect of "
+                f"{t.min_effect:g} {t.unit} ({stats_}).")
+    return f"The {what} is not significant ({stats_})."
+
+
+def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks: list[DesignCheck],
+           settings: AnalysisSettings, *, memorization_metric: str | None = None) -> Verdict:
+    """Apply the decision rule.
+
+    Parameters
+    ----------
+    perplexity : DiDResult or None
+        The perplexity DiD (None when it could not be computed; a failed sample-size
+        check must then explain why).
+    memorization : DiDResult or None
+        The memorization DiD on the protocol's primary metric; None when no probes
+        were given (the verdict is then at most SUSPECT).
+    checks : list of DesignCheck
+        Any check with ``passed is False`` makes the verdict INVALID_DESIGN.
+    settings : AnalysisSettings
+        alpha, minimum effects, power.
+    memorization_metric : str
+        Name of the primary completion metric, for the reasons.
+    """
+    level = settings.confidence_level
+    results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, "nats/token"),
+               ("memorization_did", memorization, "positive", settings.min_effect_memorization,
+                memorization_metric or "")]
+    present = [r for r in results if r[1] is not None]
+    tests: list[PrimaryTest] = []
+    if present:
+        adjusted = holm([r[1].pvalue for r in present])
+        tests = [_primary(name, res, p, direction=d, min_effect=m, alpha=settings.alpha, unit=u)
+                 for (name, res, d, m, u), p in zip(present, adjusted)]
+    mde_alpha = settings.alpha / max(1, len(present))
+    mde = {"power": settings.power, "alpha_per_test": mde_alpha}
+    for name, res, _, _, _ in present:
+        mde[name] = _mde(res, alpha=mde_alpha, power=settings.power,
+                         binary=name == "memorization_did" and memorization_metric == "exact_match")
+
+    failed = [c for c in checks if c.passed is False]
+    if failed or perplexity is None:
+        reasons = [c.detail for c in failed]
+        if perplexity is None and not failed:
+            reasons.append("The perplexity DiD could not be computed.")
+        reasons.append("The design does not support a verdict; " + (
+            "the tests below are shown for diagnosis only." if tests else "no primary test could be computed."))
+        return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde)
+
+    reasons = [_describe(t, level) for t in tests]
+    n_counting = sum(t.counts for t in tests)
+    if memorization is None:
+        reasons.append("No memorization test was run (no probes given), so the verdict cannot be CONTAMINATED; "
+                       "build a corpus index and probes to run it.")
+    if n_counting == 2:
+        label = CONTAMINATED
+        reasons.insert(0, "Both primary tests show contamination, in the same direction, above the minimum effects.")
+    elif n_counting == 1:
+        label = SUSPECT
+        reasons.insert(0, "Exactly one primary test shows contamination; the other does not confirm it.")
+    else:
+        label = NO_EVIDENCE
+        reasons.insert(0, f"Neither primary test shows contamination at alpha = {settings.alpha} (Holm-corrected).")
+        parts = [f"a perplexity DiD of {-mde['perplexity_did']:+.3g} nats/token"]
+        if "memorization_did" in mde:
+            parts.append(f"a memorization DiD of {mde['memorization_did']:+.3g} ({memorization_metric})")
+        reasons.append(f"This is not proof of a clean model: with these sample sizes the audit detects "
+                       f"{' and '.join(parts)} or larger with {settings.power:.0%} power (one-sided, "
+                       f"alpha = {mde_alpha:.3g} per test).")
+    return Verdict(label, reasons, settings.alpha, tests, mde)
+
+
+def gate(label: str, fail_on: str) -> int:
+    """Exit code of a pre-release gate.
+
+    0 when ``label`` ranks below ``fail_on`` (NO_EVIDENCE < SUSPECT < CONTAMINATED),
+    1 when it reaches it, 3 for INVALID_DESIGN (an audit that cannot decide never passes).
+
+    >>> gate("SUSPECT", "CONTAMINATED"), gate("SUSPECT", "SUSPECT"), gate("INVALID_DESIGN", "SUSPECT")
+    (0, 1, 3)
+    """
+    if fail_on not in (SUSPECT, CONTAMINATED):
+        raise InputError(f"`fail_on` must be SUSPECT or CONTAMINATED; got {fail_on!r}.")
+    if label == INVALID_DESIGN:
+        return EXIT_INVALID
+    if label not in GATE_LEVELS:
+        raise InputError(f"unknown verdict label {label!r}; expected one of {', '.join(LABELS)}.")
+    return EXIT_FAIL if GATE_LEVELS[label] >= GATE_LEVELS[fail_on] else EXIT_PASS

@@ -1,0 +1,396 @@
+"""Audit protocols: one typed object, loaded from a TOML file and validated up front.
+
+A protocol fixes an audit before its results exist: the suspect and clean models, the
+test and shadow sets (or one set split by a date field at a cutoff), the corpus index,
+n-gram and probe settings, the primary metric, alpha, minimum effects, resampling
+counts and the seed. Its SHA-256 (of the file's bytes) goes into ``results.json`` and
+every report, so a protocol can be published before the audit is run.
+
+Precedence: a key absent from the file takes the default written on the dataclass
+field below (the same value ``protocols/default.toml`` spells out). Relative paths are
+resolved against the directory of the protocol file.
+
+Validation runs before any heavy work and fails with :class:`ProtocolError` naming the
+file, the key (``analysis.alpha``) and what is allowed::
+
+    >>> load_protocol("protocols/default.toml", check_paths=False).analysis.alpha
+    0.05
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from contaudit.errors import ProtocolError
+
+COMPLETION_METRICS = ("exact_match", "token_match_frac")
+SHADOW_RULES = ("difference", "equivalence")
+
+
+def _between(low: float, high: float, *, closed_low=False, closed_high=False):
+    def check(v):
+        ok_low = v >= low if closed_low else v > low
+        ok_high = v <= high if closed_high else v < high
+        if not (ok_low and ok_high):
+            return f"a number in {'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
+        return None
+    return check
+
+
+def _at_least(minimum: float):
+    return lambda v: None if v >= minimum else f"a number >= {minimum}"
+
+
+def _opt(default, *, check=None, help: str = ""):
+    """A dataclass field with a default, a value check and a one-line description."""
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+def _req(*, check=None, help: str = ""):
+    return field(metadata={"check": check, "help": help})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to score with: a local Hugging Face directory or a GGUF file."""
+
+    path: Path = _req(help="local model directory or .gguf file")
+    gguf_file: Optional[str] = _opt(None, help="GGUF file name inside `path`")
+    trust_remote_code: bool = _opt(False, help="run the model repository's own code (off by default)")
+
+
+@dataclass(frozen=True)
+class Models:
+    suspect: ModelSpec = _req(help="the model under audit")
+    clean: ModelSpec = _req(help="the control whose training data excludes the test set")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One benchmark file (JSON Lines or Parquet)."""
+
+    path: Path = _req(help="benchmark file")
+    text_field: str = _opt("text", help="field holding the item text")
+    id_field: str = _opt("id", help="field holding the item id")
+    template: Optional[str] = _opt(None, help="format string over fields, e.g. '{prompt}{solution}'")
+
+
+@dataclass(frozen=True)
+class SplitSpec(SetSpec):
+    """One benchmark file split into test (before ``cutoff``) and shadow (on or after)."""
+
+    date_field: str = _opt("date", help="field holding each item's creation date (ISO 8601)")
+    cutoff: Optional[str] = _opt(None, help="the suspect's training-data cutoff date, e.g. 2024-01-01")
+
+
+@dataclass(frozen=True)
+class Sets:
+    """Either ``test`` and ``shadow``, or ``split``."""
+
+    test: Optional[SetSpec] = _opt(None, help="items the suspect may have seen")
+    shadow: Optional[SetSpec] = _opt(None, help="items from the same distribution, made after the cutoff")
+    split: Optional[SplitSpec] = _opt(None, help="one file split by date into test and shadow")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """The suspect's training-corpus index (optional: without it there are no probes).
+
+    Field names follow :class:`contaudit.index.IndexConfig`.
+    """
+
+    path: Optional[Path] = _opt(None, help="index directory (built there from `corpus` when given)")
+    corpus: tuple[Path, ...] = _opt((), help="corpus files or directories to index")
+    text_field: str = _opt("text", help="text field of corpus records")
+    n: int = _opt(13, check=_between(1, 64, closed_low=True, closed_high=True), help="word n-gram length")
+    min_coverage: float = _opt(0.0, check=_between(0, 1, closed_low=True, closed_high=True),
+                               help="fraction of an item's n-grams that must occur for it to be seen")
+    neardup: bool = _opt(True, help="also search near duplicates (MinHash LSH)")
+    neardup_threshold: float = _opt(0.8, check=_between(0, 1, closed_high=True),
+                                    help="verified Jaccard at which a near duplicate marks an item seen")
+    max_locations: int = _opt(5, check=_at_least(0), help="corpus locations kept per item")
+    include: tuple[str, ...] = _opt((), help="globs of files to read in corpus directories")
+    exclude: tuple[str, ...] = _opt((), help="globs of files to skip in corpus directories")
+    workers: int = _opt(1, check=_at_least(1), help="worker processes")
+    skip_bad: bool = _opt(False, help="skip (and count) malformed corpus records instead of stopping")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Seen/unseen probe construction; field names follow :class:`contaudit.probes.ProbeConfig`."""
+
+    suffix_words: int = _opt(32, check=_at_least(1), help="words the model must complete")
+    prefix_words: int = _opt(128, check=_at_least(1), help="at most this many words of prompt before the suffix")
+    min_prefix_words: int = _opt(16, check=_at_least(1), help="items with fewer prefix words are excluded")
+    match_on: tuple[Literal["length", "rarity"], ...] = _opt(
+        ("length", "rarity"), check=lambda v: None if "length" in v else "a list that includes 'length'",
+        help="covariates unseen probes are matched on")
+    caliper: float = _opt(0.5, check=_between(0, 10, closed_high=True),
+                          help="largest pair distance in pooled standard deviations")
+    min_seen: int = _opt(10, check=_at_least(1), help="fewest matched pairs that can support a test")
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    batch_tokens: int = _opt(8192, check=_at_least(1), help="token budget of one batch")
+    max_length: int = _opt(1024, check=_at_least(1), help="window length for long items")
+    stride: int = _opt(512, check=_at_least(1), help="sliding-window stride")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", help="model weights dtype")
+    device: str = _opt("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Everything ``contaudit analyze`` needs; defaults are those of protocols/default.toml."""
+
+    alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
+                        help="family-wise significance level (Holm over the two primary tests)")
+    primary_metric: Literal["exact_match", "token_match_frac"] = _opt(
+        "exact_match", help="completion score of the primary memorization test")
+    min_effect_perplexity: float = _opt(0.01, check=_at_least(0),
+                                        help="smallest |perplexity DiD| (nats/token) that counts")
+    min_effect_memorization: float = _opt(0.02, check=_at_least(0),
+                                          help="smallest memorization DiD (score units) that counts")
+    n_permutations: int = _opt(10_000, check=_at_least(1), help="permutation resamples per test")
+    n_bootstrap: int = _opt(10_000, check=_at_least(0), help="bootstrap resamples per CI (0: no CI)")
+    confidence_level: float = _opt(0.95, check=_between(0, 1), help="level of the CIs")
+    seed: int = _opt(20240601, check=_at_least(0), help="seed of every random draw")
+    min_items: int = _opt(30, check=_at_least(2), help="fewest paired items per test and shadow set")
+    min_probes: int = _opt(20, check=_at_least(2), help="fewest paired probes per seen and unseen set")
+    balance_threshold: float = _opt(0.1, check=_at_least(0),
+                                    help="largest |SMD| of probe length / rarity between seen and unseen")
+    max_unpaired_fraction: float = _opt(0.05, check=_between(0, 1, closed_low=True, closed_high=True),
+                                        help="largest fraction of a set's items scored by only one model")
+    shadow_rule: Literal["difference", "equivalence"] = _opt(
+        "difference", help="how the clean model's NLL on test vs shadow is judged")
+    shadow_margin: float = _opt(0.2, check=_at_least(0), help="|Hedges' g| of clean NLL, test vs shadow, allowed")
+    shadow_alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
+                               help="level of the shadow comparability test")
+    power: float = _opt(0.8, check=_between(0, 1), help="power at which the minimum detectable effect is given")
+    minkpp_k: Literal[10, 20] = _opt(20, help="k of the Min-K%++ supporting DiD")
+    top_items: int = _opt(20, check=_at_least(1), help="rows in the most-suspicious-items tables")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated audit protocol. ``source`` and ``sha256`` identify the file it came from."""
+
+    models: Models = _req(help="[models.suspect] and [models.clean]")
+    sets: Sets = _req(help="[sets.test] + [sets.shadow], or [sets.split]")
+    name: str = _opt("audit", help="a short name for reports")
+    description: str = _opt("", help="free text")
+    index: Optional[IndexSettings] = _opt(None, help="corpus index (needed for the memorization test)")
+    probes: ProbeSettings = _opt(ProbeSettings(), help="probe construction")
+    scoring: ScoringSettings = _opt(ScoringSettings(), help="scoring engine")
+    analysis: AnalysisSettings = _opt(AnalysisSettings(), help="statistics and verdict")
+    source: Optional[Path] = field(default=None, compare=False, metadata={"internal": True})
+    sha256: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings (paths as strings), without ``source``/``sha256``."""
+        return _plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                       if not f.metadata.get("internal")})
+
+
+def _plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def settings_sha256(settings) -> str:
+    """SHA-256 of a settings object's canonical JSON (used when there is no protocol file)."""
+    return hashlib.sha256(json.dumps(_plain(settings), sort_keys=True).encode()).hexdigest()
+
+
+# --- loading and validation -------------------------------------------------------------
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+               Path: "a path string"}
+
+
+def _type_name(value) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table", list: "array"}.get(
+        type(value), type(value).__name__)
+
+
+class _Loader:
+    """Builds typed dataclasses from parsed TOML, naming the file and key on every error."""
+
+    def __init__(self, file: Path):
+        self.file = file
+
+    def fail(self, key: str, message: str) -> ProtocolError:
+        return ProtocolError(f"{self.file}: key `{key}`: {message}")
+
+    def build(self, cls, table, key: str):
+        if not isinstance(table, dict):
+            raise self.fail(key, f"must be a table ([{key}]), got {_type_name(table)} {table!r}")
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+        names = {f.name for f in fields}
+        for name in table:
+            if name not in names:
+                where = f"[{key}]" if key else "the top level"
+                raise ProtocolError(f"{self.file}: unknown key `{_join(key, name)}`; allowed keys in {where} are: "
+                                    f"{', '.join(sorted(names))}")
+        values = {}
+        for f in fields:
+            sub = _join(key, f.name)
+            if f.name not in table:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    help_ = f.metadata.get("help")
+                    raise self.fail(sub, f"missing; it is required ({help_})" if help_ else "missing; it is required")
+                continue
+            value = self.convert(hints[f.name], table[f.name], sub)
+            check = f.metadata.get("check")
+            if check is not None and (wanted := check(value)) is not None:
+                raise self.fail(sub, f"must be {wanted}; got {value!r}")
+            values[f.name] = value
+        return cls(**values)
+
+    def convert(self, tp, value, key: str):
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is typing.Union:  # Optional[X]: TOML has no null, so absence is the None
+            inner = [a for a in args if a is not type(None)][0]
+            return self.convert(inner, value, key)
+        if origin is Literal:
+            if value not in args or type(value) is not type(args[0]):
+                raise self.fail(key, f"must be one of {', '.join(repr(a) for a in args)}; got {value!r}")
+            return value
+        if origin is tuple:
+            if not isinstance(value, list):
+                what = _TYPE_NAMES.get(args[0], "allowed value") if typing.get_origin(args[0]) is not Literal else \
+                    "one of " + ", ".join(repr(a) for a in typing.get_args(args[0]))
+                raise self.fail(key, f"must be an array (each {what}); got {_type_name(value)} {value!r}")
+            return tuple(self.convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise self.fail(key, f"must be a table ([{key}]); got {_type_name(value)} {value!r}")
+            return self.build(tp, value, key)
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if tp is Path:
+            if not isinstance(value, str) or not value:
+                raise self.fail(key, f"must be a non-empty path string; got {_type_name(value)} {value!r}")
+            return (self.file.parent / value).resolve()
+        if tp is str and isinstance(value, (_dt.date, _dt.datetime)):
+            return value.isoformat()  # TOML dates (cutoff = 2024-01-01) are kept as ISO strings
+        if type(value) is not tp:
+            raise self.fail(key, f"must be {_TYPE_NAMES.get(tp, tp.__name__)}; got {_type_name(value)} {value!r}")
+        return value
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_sets(loader: _Loader, sets: Sets) -> None:
+    if sets.split is not None:
+        if sets.test is not None or sets.shadow is not None:
+            raise loader.fail("sets.split", "give either [sets.split] or [sets.test] + [sets.shadow], not both")
+        if sets.split.cutoff is None:
+            raise loader.fail("sets.split.cutoff", "missing; a split needs the cutoff date (e.g. 2024-01-01)")
+        try:
+            _dt.date.fromisoformat(sets.split.cutoff[:10])
+        except ValueError:
+            raise loader.fail("sets.split.cutoff", f"must be a date like 2024-01-01; got {sets.split.cutoff!r}") from None
+        return
+    for name in ("test", "shadow"):
+        if getattr(sets, name) is None:
+            raise loader.fail(f"sets.{name}", "missing; give [sets.test] and [sets.shadow], or [sets.split]")
+
+
+def _check_paths(loader: _Loader, protocol: Protocol) -> None:
+    """Every named input must exist (an index path may be absent when a corpus is given to build it)."""
+    wanted: list[tuple[str, Path]] = []
+    for role in ("suspect", "clean"):
+        spec: ModelSpec = getattr(protocol.models, role)
+        wanted.append((f"models.{role}.path", spec.path))
+        if spec.gguf_file is not None:
+            wanted.append((f"models.{role}.gguf_file", spec.path / spec.gguf_file))
+    for name in ("test", "shadow", "split"):
+        spec = getattr(protocol.sets, name)
+        if spec is not None:
+            wanted.append((f"sets.{name}.path", spec.path))
+    if protocol.index is not None:
+        for i, p in enumerate(protocol.index.corpus):
+            wanted.append((f"index.corpus[{i}]", p))
+        if protocol.index.path is not None and not protocol.index.corpus:
+            wanted.append(("index.path", protocol.index.path))
+    for key, path in wanted:
+        if not path.exists():
+            raise loader.fail(key, f"no such file or directory: {path}")
+
+
+def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
+    """Read and validate a protocol TOML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The protocol file.
+    check_paths : bool
+        Also require every model, set and corpus path it names to exist. ``analyze``
+        reads only ``[analysis]`` and passes False; ``audit`` keeps True.
+
+    Raises
+    ------
+    ProtocolError
+        Unreadable TOML, a missing required key, an unknown key, a value of the wrong
+        type or out of range, an unknown metric, or (with ``check_paths``) a missing
+        file. The message names the file and the key.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProtocolError(f"{path}: protocol file not found") from None
+    except OSError as e:
+        raise ProtocolError(f"{path}: cannot read protocol file ({e.strerror})") from None
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{path}: protocol file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProtocolError(f"{path}: invalid TOML: {e}") from None
+    loader = _Loader(path)
+    protocol = loader.build(Protocol, table, "")
+    _check_sets(loader, protocol.sets)
+    if check_paths:
+        _check_paths(loader, protocol)
+    return dataclasses.replace(protocol, source=path, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load_analysis_settings(protocol: str | Path | Protocol | AnalysisSettings | None) -> tuple[AnalysisSettings, dict]:
+    """The analysis settings and a provenance record ``{"source", "sha256", "name"}``.
+
+    Accepts a protocol path (paths inside are not checked), a loaded :class:`Protocol`,
+    bare :class:`AnalysisSettings`, or None for the built-in defaults (whose hash is
+    that of their canonical JSON).
+    """
+    if protocol is None:
+        protocol = AnalysisSettings()
+    if isinstance(protocol, AnalysisSettings):
+        return protocol, {"source": None, "name": "built-in defaults", "sha256": settings_sha256(protocol),
+                          "sha256_of": "settings"}
+    if not isinstance(protocol, Protocol):
+        protocol = load_protocol(protocol, check_paths=False)
+    sha = protocol.sha256 or settings_sha256(protocol)
+    return protocol.analysis, {"source": str(protocol.source) if protocol.source else None, "name": protocol.name,
+                               "sha256": sha, "sha256_of": "file" if protocol.sha256 else "settings"}

@@ -1,0 +1,59 @@
+"""``contaudit report``: ``report.md``, a self-contained ``report.html`` and ``report.json``.
+
+Everything is rendered from ``RUN_DIR/results.json`` alone (``contaudit analyze``
+copies the per-item data and corpus locations it needs into it), so a report can be
+regenerated anywhere. Plots are also written as ``RUN_DIR/plots/*.png`` for the
+Markdown to link.
+
+Example::
+
+    from contaudit.report import write_report
+    files = write_report("runs/audit")
+    print(files.html, files.protocol_sha256)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from contaudit.analysis.results import load_results
+from contaudit.manifest import atomic_path, write_json_atomic, write_text_atomic
+from contaudit.report.html import render_html
+from contaudit.report.json import render_json
+from contaudit.report.markdown import render_markdown
+from contaudit.report.plots import render_all
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    html: Path
+    json: Path
+    plots: list[Path]
+    verdict: str
+    protocol_sha256: str
+
+
+def write_report(run: str | Path) -> ReportFiles:
+    """Render the reports of a run directory (which must hold ``results.json``)."""
+    run = Path(run)
+    results = load_results(run)
+    run = run if run.is_dir() else run.parent
+    images = render_all(results)
+    plot_paths = []
+    for name, png in images.items():
+        path = run / "plots" / f"{name}.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png)
+        plot_paths.append(path)
+    md = run / "report.md"
+    write_text_atomic(md, render_markdown(results, plots={n: f"plots/{n}.png" for n in images}))
+    page = run / "report.html"
+    write_text_atomic(page, render_html(results, images))
+    js = run / "report.json"
+    write_json_atomic(js, render_json(results))
+    return ReportFiles(md, page, js, plot_paths, results["verdict"]["label"], results["protocol"]["sha256"])
+
+
+__all__ = ["ReportFiles", "write_report", "render_html", "render_markdown", "render_json"]

@@ -1,0 +1,209 @@
+"""The content of a report as tables, built once from ``results.json``.
+
+``markdown.py`` and ``html.py`` only render these; neither computes anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD"}
+LABEL_TEXT = {
+    "CONTAMINATED": "Contamination detected: both primary tests agree.",
+    "SUSPECT": "Suspect: one primary test shows contamination, the other does not confirm it.",
+    "NO_EVIDENCE": "No evidence of contamination (which is not proof of a clean model).",
+    "INVALID_DESIGN": "Invalid design: this audit cannot support a verdict.",
+}
+
+
+@dataclass
+class Table:
+    """A titled table of already formatted cells; ``align`` per column: 'l' or 'r'."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str | list[str]]]  # a list cell holds several lines (e.g. corpus locations)
+    align: str = ""
+    note: str = ""
+    marks: list[str] = field(default_factory=list)  # per row: "" / "pass" / "fail" / "hit" (for HTML styling)
+
+    def __post_init__(self):
+        if not self.align:
+            self.align = "l" * len(self.headers)
+        if not self.marks:
+            self.marks = [""] * len(self.rows)
+
+
+def fmt(x, digits: int = 3, *, sign: bool = False) -> str:
+    """A number with ``digits`` significant digits; '—' for None/nan."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:+d}" if sign else f"{x:d}"
+    if x != 0 and (abs(x) < 10 ** -(digits + 1) or abs(x) >= 10 ** (digits + 3)):
+        return f"{x:+.{digits - 1}e}" if sign else f"{x:.{digits - 1}e}"
+    return f"{x:+.{digits}g}" if sign else f"{x:.{digits}g}"
+
+
+def fmt_p(p) -> str:
+    if p is None:
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+
+
+def fmt_ci(ci) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "—"
+    return f"[{fmt(ci[0], sign=True)}, {fmt(ci[1], sign=True)}]"
+
+
+def primary_table(results: dict) -> Table:
+    v = results["verdict"]
+    level = results["protocol"]["analysis"]["confidence_level"]
+    rows, marks = [], []
+    for t in v["tests"]:
+        did = results["perplexity_did"] if t["name"] == "perplexity_did" else \
+            results["memorization_did"][results["memorization_did"]["primary_metric"]]
+        expect = "< 0" if t["direction"] == "negative" else "> 0"
+        rows.append([TEST_NAMES[t["name"]], t["unit"], fmt(t["estimate"], sign=True), fmt_ci(t["confidence_interval"]),
+                     fmt_p(t["pvalue"]), fmt_p(t["pvalue_holm"]), fmt(did["hedges_g"], 2, sign=True),
+                     f"{expect}, |Δ| ≥ {fmt(t['min_effect'])}", "yes" if t["counts"] else "no"])
+        marks.append("hit" if t["counts"] else "")
+    return Table("Primary tests", ["Test", "Unit", "Estimate", f"{level:.0%} CI", "p", "Holm p", "Hedges' g",
+                                   "Counts if", "Counts"], rows, "llrrrrrll", marks=marks,
+                 note=f"One-sided permutation p-values ({results['protocol']['analysis']['n_permutations']:,} "
+                      f"resamples), BCa bootstrap CIs, Holm correction over the primary tests at "
+                      f"alpha = {v['alpha']}.")
+
+
+def checks_table(results: dict) -> Table:
+    rows, marks = [], []
+    for c in results["design_checks"]:
+        state = {True: "pass", False: "FAIL", None: "n/a"}[c["passed"]]
+        rows.append([c["name"].replace("_", " "), state, c["detail"]])
+        marks.append({True: "pass", False: "fail", None: ""}[c["passed"]])
+    return Table("Design checks", ["Check", "Result", "Detail"], rows, "lll", marks=marks)
+
+
+def _evidence(label: str, entry: dict | None, note: str, *, key: str = "estimate") -> list[str]:
+    """One supporting-evidence row, or why it is not available."""
+    if not entry or entry.get("available") is False:
+        return [label, "—", "—", "—", f"not available: {(entry or {}).get('reason', 'not computed')}"]
+    return [label, fmt(entry[key], sign=True), fmt_ci(entry["confidence_interval"]), fmt_p(entry["pvalue"]), note]
+
+
+def supporting_table(results: dict) -> Table:
+    sup = results["supporting"]
+    rows = []
+    mem = results.get("memorization_did")
+    if mem:
+        other = "token_match_frac" if mem["primary_metric"] == "exact_match" else "exact_match"
+        rows.append(_evidence(f"Memorization DiD ({other}, secondary)", mem.get(other), "> 0 under contamination"))
+    dr = sup.get("dose_response", {})
+    rows.append(_evidence("Dose-response (Spearman ρ, occurrences vs d)", dr,
+                          f"< 0 under contamination; n = {dr.get('n')}", key="rho"))
+    mk = sup.get("minkpp_did", {})
+    rows.append(_evidence(f"Min-K%++ DiD ({mk.get('metric', 'minkpp')})", mk, "> 0 under contamination"))
+    io = sup.get("item_order", {})
+    rows.append(_evidence("Item order (Oren et al. 2023), nats", io,
+                          f"> 0 under contamination; {io.get('method')}, {io.get('n_shards')} shard(s)"))
+    return Table("Supporting evidence (shown, not deciding)", ["Evidence", "Estimate", "CI", "p", "Note"], rows,
+                 "lrrrl")
+
+
+def data_table(results: dict) -> Table:
+    rows = []
+    for name in ("test", "shadow", "probes"):
+        d = results["data"].get(name)
+        if d is None:
+            continue
+        rows.append([name, str(d["n_paired"]), str(d["n_only_suspect"]), str(d["n_only_clean"])])
+    return Table("Items scored", ["Set", "Paired", "Only suspect", "Only clean"], rows, "lrrr",
+                 note="Items scored by only one model are left out of the tests and counted here.")
+
+
+def _locations(index: dict | None) -> list[str]:
+    """Corpus locations as ``file:record@offset`` strings (a list: renderers decide how many to show)."""
+    if not index:
+        return []
+    locs = index.get("locations") or []
+    if not locs and index.get("neardup_location"):
+        locs = [index["neardup_location"]]
+    parts = []
+    for loc in locs:
+        if isinstance(loc, (list, tuple)) and len(loc) >= 2:
+            parts.append(f"{loc[0]}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 else ""))
+        else:
+            parts.append(str(loc))
+    return parts
+
+
+def fixed(x, decimals: int = 3, *, sign: bool = False) -> str:
+    """A number with a fixed number of decimals (so a column lines up); '—' for None/nan."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:+.{decimals}f}" if sign else f"{x:.{decimals}f}"
+
+
+def suspicious_items_table(results: dict, top: int | None = None) -> Table:
+    """Test items whose suspect-minus-clean NLL difference is most negative, against the shadow spread."""
+    top = top or results["protocol"]["analysis"]["top_items"]
+    shadow = [it["d"] for it in results["items"]["shadow"]]
+    mean = sum(shadow) / len(shadow) if shadow else 0.0
+    sd = math.sqrt(sum((x - mean) ** 2 for x in shadow) / (len(shadow) - 1)) if len(shadow) > 1 else 0.0
+    has_index = any("index" in it for it in results["items"]["test"])
+    rows = []
+    for k, it in enumerate(sorted(results["items"]["test"], key=lambda it: it["d"])[:top], 1):
+        z = (it["d"] - mean) / sd if sd else None
+        row = [str(k), str(it["id"]), fixed(it["d"], sign=True), fixed(z, 2, sign=True), fixed(it["y_sus"]),
+               fixed(it["y_clean"])]
+        if has_index:
+            idx = it.get("index") or {}
+            occ = idx.get("occurrences")
+            row += [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2),
+                    _locations(it.get("index")) or "—"]
+        rows.append(row)
+    headers = ["#", "Item", "d (sus − clean)", "z vs shadow", "NLL sus", "NLL clean"]
+    align = "rlrrrr"
+    if has_index:
+        headers += ["Occurrences", "Coverage", "Corpus locations (file:record@offset)"]
+        align += "rrl"
+    return Table("Most suspicious test items", headers, rows, align,
+                 note="d is the suspect's mean NLL minus the clean model's (nats/token); z compares it with the "
+                      "shadow items' d. Items first in this list are where the suspect is most unusually familiar.")
+
+
+def probe_table(results: dict, top: int | None = None) -> Table | None:
+    """Seen probes the suspect completes exactly and the clean model does not."""
+    probes = results["items"].get("probes") or []
+    if not probes:
+        return None
+    top = top or results["protocol"]["analysis"]["top_items"]
+    hits = [p for p in probes if p["probe_set"] == "seen" and p["exact_sus"] and not p["exact_clean"]]
+    hits.sort(key=lambda p: -(p["frac_sus"] or 0) + (p["frac_clean"] or 0))
+    rows = [[str(p["id"]), str(p["n_words"]) if p.get("n_words") is not None else "—", fixed(p["frac_sus"], 2),
+             fixed(p["frac_clean"], 2)] for p in hits[:top]]
+    return Table("Seen probes reproduced verbatim by the suspect only",
+                 ["Probe", "Words", "Token match (suspect)", "Token match (clean)"], rows, "lrrr", note=f"{len(hits)} seen probes in all; the first {min(top, len(hits))} shown.")
+
+
+def mde_text(results: dict) -> str:
+    mde = results["verdict"].get("minimum_detectable_effect") or {}
+    parts = []
+    if mde.get("perplexity_did") is not None:
+        parts.append(f"perplexity DiD {-mde['perplexity_did']:+.3g} nats/token")
+    if mde.get("memorization_did") is not None:
+        parts.append(f"memorization DiD {mde['memorization_did']:+.3g}")
+    if not parts:
+        return ""
+    return (f"Minimum detectable effects at {mde['power']:.0%} power (one-sided, alpha {mde['alpha_per_test']:.3g} "
+            f"per test): " + ", ".join(parts) + ".")
+
+
+def protocol_lines(results: dict) -> list[tuple[str, str]]:
+    p = results["protocol"]
+    return [("Protocol", f"{p.get('name') or '—'} ({p.get('source') or 'no protocol file'})"),
+            (f"Protocol SHA-256 (of the {p.get('sha256_of', 'file')})", p["sha256"]),
+            ("Analysis", f"contaudit {results['contaudit_version']}, schema {results['schema_version']}, "
+                         f"{results['created']}")]
