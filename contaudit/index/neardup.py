@@ -26,6 +26,8 @@ from contaudit.text import word_starts
 
 CHUNK_SIZES = (8, 12, 16, 24)  # window sizes in bigrams; items shorter than 9 words are not searched
 _MAX_HASH = np.uint64((1 << 32) - 1)
+_FILTER_BITS = 22
+_FILTER_MASK = np.uint64((1 << _FILTER_BITS) - 1)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class NeardupIndex:
         self.sizes: list[int] = []
         self._chunks: dict[int, np.ndarray] = {}
         self._band_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._band_filter: dict[int, np.ndarray] = {}  # could any band key end in these bits?
         by_size: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         for i, hashes in enumerate(self.item_hashes):
             shingles = bigrams(hashes)
@@ -114,6 +117,8 @@ class NeardupIndex:
                 order = np.argsort(keys[:, j], kind="stable")
                 per_band.append((keys[order, j], order))
             self._band_keys[size] = per_band
+            self._band_filter[size] = np.zeros(1 << _FILTER_BITS, dtype=bool)
+            self._band_filter[size][(keys & _FILTER_MASK).astype(np.int64).ravel()] = True
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:
         """MinHash signature of a set of 32-bit hashes; equals datasketch's affine32 MinHash."""
@@ -159,12 +164,15 @@ class NeardupIndex:
                 continue
             keys = self._band_hash(sigs)
             chunks = self._chunks[size]
+            maybe = self._band_filter[size][(keys & _FILTER_MASK).astype(np.int64)]  # (n_windows, bands)
             for j, (sorted_keys, order) in enumerate(self._band_keys[size]):
-                q = keys[:, j]
+                windows = np.flatnonzero(maybe[:, j])
+                q = keys[windows, j]
                 lo = np.searchsorted(sorted_keys, q, side="left")
                 hi = np.searchsorted(sorted_keys, q, side="right")
-                for w in np.nonzero(hi > lo)[0]:
-                    for c in order[lo[w]:hi[w]]:
+                for w_i in np.flatnonzero(hi > lo):
+                    w = windows[w_i]
+                    for c in order[lo[w_i]:hi[w_i]]:
                         item, chunk_start = chunks[c]
                         out.append((int(item), int(starts[w] - chunk_start)))
         return out
