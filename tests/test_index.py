@@ -166,3 +166,21 @@ def test_rebuild_replaces_previous_index(planted, tmp_path):
     build_index([planted.corpus], planted.bench, out, config=IndexConfig(n=10, neardup=False))
     assert load_index(out).manifest["parameters"]["n"] == 10
     assert not out.with_name("again.old").exists()
+
+
+def test_plan_matches_tells_when_an_index_can_be_reused(planted, planted_index, tmp_path):
+    from contaudit.index.build import plan_matches
+
+    assert plan_matches(planted_index.path, [planted.corpus], planted.bench)
+    assert not plan_matches(planted_index.path, [planted.corpus], planted.bench, IndexConfig(n=12))
+    assert not plan_matches(tmp_path / "absent", [planted.corpus], planted.bench)
+
+
+def test_single_text_file_corpus(tmp_path):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron")
+    bench = tmp_path / "b.jsonl"
+    bench.write_text(json.dumps({"id": "x", "text": "Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu"}) + "\n")
+    index = build_index([doc], bench, tmp_path / "i").index
+    assert index.items[0]["status"] == "seen"
+    assert index.manifest["inputs"][0]["kind"] == "file"

@@ -112,7 +112,7 @@ def corpus_units(paths: list[str | Path], config: IndexConfig) -> list[CorpusUni
         elif is_saved_dataset(p) or is_parquet(p) or is_jsonl(p):
             units.append(CorpusUnit(p))
         elif p.is_file():
-            units.append(CorpusUnit(p.parent, (p,)))  # a single text file
+            units.append(CorpusUnit(p, (p,)))  # a single text file
         else:
             raise InputError("unknown corpus format", path=p)
     return units
@@ -274,6 +274,34 @@ def _benchmark_description(items: list[Item]) -> str:
     return hash_bytes("\n".join(f"{it.id}\t{it.text}" for it in items).encode("utf-8", "surrogatepass"))
 
 
+def _plan(units, items, config: IndexConfig, text_field, template, id_field) -> tuple[list[dict], dict, dict]:
+    """Input descriptions, parameters, and the plan a resumed or reused build must match."""
+    inputs = [describe_path(u.path) for u in units]
+    parameters = {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb")},
+                  "include": list(config.include), "exclude": list(config.exclude), "unseen_n": UNSEEN_N,
+                  "normalization": NORMALIZATION, "text_field": config.text_field,
+                  "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
+                  "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
+    plan = json.loads(json.dumps({"parameters": parameters, "benchmark": _benchmark_description(items),
+                                  "inputs": [(d["path"], d["sha256"]) for d in inputs]}))
+    return inputs, parameters, plan
+
+
+def plan_matches(out: str | Path, corpus: list[str | Path], benchmark: str | Path, config: IndexConfig = IndexConfig(),
+                 *, text_field: str | None = "text", template: str | None = None, id_field: str | None = "id") -> bool:
+    """True when ``out`` holds a finished index built from these inputs and settings."""
+    manifest_path = Path(out) / "manifest.json"
+    if not manifest_path.exists():
+        return False
+    items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field, skip_bad=config.skip_bad)
+    _, _, plan = _plan(corpus_units(corpus, config), items, config, text_field, template, id_field)
+    return json.loads(manifest_path.read_text(encoding="utf-8")).get("plan_sha256") == _plan_hash(plan)
+
+
+def _plan_hash(plan: dict) -> str:
+    return hash_bytes(json.dumps(plan, sort_keys=True).encode())
+
+
 def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path, *,
                 config: IndexConfig = IndexConfig(), text_field: str | None = "text", template: str | None = None,
                 id_field: str | None = "id", progress: Callable[[int], None] | None = None) -> IndexSummary:
@@ -295,15 +323,8 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field,
                        skip_bad=config.skip_bad, stats=bench_stats)
     units = corpus_units(corpus, config)
-    inputs = [describe_path(u.path) if not u.files or u.path.is_dir() else describe_path(u.files[0]) for u in units]
+    inputs, parameters, plan = _plan(units, items, config, text_field, template, id_field)
     bench_desc = describe_path(benchmark)
-    parameters = {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb")},
-                  "include": list(config.include), "exclude": list(config.exclude), "unseen_n": UNSEEN_N,
-                  "normalization": NORMALIZATION, "text_field": config.text_field,
-                  "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
-                  "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
-    plan = json.loads(json.dumps({"parameters": parameters, "benchmark": _benchmark_description(items),
-                                  "inputs": [(d["path"], d["sha256"]) for d in inputs]}))
 
     partial = out.with_name(out.name + ".partial")
     plan_path = partial / "plan.json"
@@ -360,7 +381,7 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
                              benchmark={**bench_desc, **bench_stats.as_dict()},
                              corpus={"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
                                      "shards_resumed": shards_resumed},
-                             counts=counts, seconds=round(time.perf_counter() - t0, 3))
+                             counts=counts, plan_sha256=_plan_hash(plan), seconds=round(time.perf_counter() - t0, 3))
     _publish(out, partial, records, manifest)
     return IndexSummary(load_index(out), time.perf_counter() - t0, total.nbytes, shards_total, shards_resumed, stats)
 

@@ -1,0 +1,189 @@
+"""``contaudit audit``: run the whole protocol from one protocol file.
+
+index -> probes -> score (both models, test / shadow / probes) -> analyze -> report.
+Every stage writes its artifact under the run directory and is reused when its inputs
+have not changed: the index when its build plan matches, scores through the scoring
+engine's per-item cache. The run directory layout::
+
+    RUN/sets/{test,shadow,benchmark}.jsonl   the sets as scored (id + text)
+    RUN/index/ (unless the protocol names an index path)
+    RUN/probes.jsonl, RUN/probes.manifest.json
+    RUN/scores/{suspect,clean}/{test,shadow,probes}.jsonl (+ manifests)
+    RUN/results.json, RUN/report.md, RUN/report.html, RUN/report.json, RUN/plots/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contaudit.errors import InputError
+from contaudit.io import load_items
+from contaudit.manifest import write_jsonl_atomic
+from contaudit.protocol import Protocol, SetSpec, load_protocol
+
+ROLES = ("suspect", "clean")
+
+
+@dataclass
+class AuditRun:
+    """What an audit produced."""
+
+    out: Path
+    results: dict
+    report: object
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return self.results["verdict"]["label"]
+
+
+def _rows(spec: SetSpec) -> list[dict]:
+    items = load_items(spec.path, text_field=None if spec.template else spec.text_field, template=spec.template,
+                       id_field=spec.id_field)
+    return [{"id": it.id, "text": it.text, "_fields": it.fields} for it in items]
+
+
+def _as_date(value, *, path: Path, item_id: str, key: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise InputError(f"item {item_id!r}: {key} {value!r} is not an ISO date (YYYY-MM-DD)", path=path) from None
+
+
+def materialize_sets(protocol: Protocol, out: Path) -> dict[str, Path]:
+    """Write the test and shadow sets (and both together) as ``{id, text}`` JSON Lines."""
+    sets = protocol.sets
+    if sets.split is not None:
+        spec = sets.split
+        cutoff = _as_date(spec.cutoff, path=protocol.source or spec.path, item_id="(cutoff)", key="sets.split.cutoff")
+        test, shadow = [], []
+        for row in _rows(spec):
+            if spec.date_field not in row["_fields"]:
+                raise InputError(f"item {row['id']!r} has no date field {spec.date_field!r}", path=spec.path)
+            when = _as_date(row["_fields"][spec.date_field], path=spec.path, item_id=row["id"], key=spec.date_field)
+            (test if when < cutoff else shadow).append(row)
+    else:
+        test, shadow = _rows(sets.test), _rows(sets.shadow)
+    clash = {r["id"] for r in test} & {r["id"] for r in shadow}
+    if clash:
+        raise InputError(f"ids appear in both the test and shadow sets (e.g. {sorted(clash)[:3]}); ids must be unique "
+                         "across the two sets", path=protocol.source)
+    paths = {}
+    for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow)):
+        paths[name] = out / "sets" / f"{name}.jsonl"
+        write_jsonl_atomic(paths[name], ({"id": r["id"], "text": r["text"]} for r in rows))
+    return paths
+
+
+def _index_stage(protocol: Protocol, benchmark: Path, out: Path, log) -> Path | None:
+    from contaudit.index import IndexConfig, build_index, load_index
+    from contaudit.index.build import plan_matches
+
+    settings = protocol.index
+    if settings is None:
+        log("index: none in the protocol (no memorization test)")
+        return None
+    path = Path(settings.path) if settings.path else out / "index"
+    if settings.corpus:
+        config = IndexConfig(n=settings.n, min_coverage=settings.min_coverage, neardup=settings.neardup,
+                             neardup_threshold=settings.neardup_threshold, max_locations=settings.max_locations,
+                             text_field=settings.text_field, include=tuple(settings.include),
+                             exclude=tuple(settings.exclude), workers=settings.workers, skip_bad=settings.skip_bad)
+        if plan_matches(path, list(settings.corpus), benchmark, config):
+            log(f"index: reusing {path}")
+        else:
+            summary = build_index(list(settings.corpus), benchmark, path, config=config)
+            log(f"index: {summary.corpus_bytes / 1e6:.1f} MB of corpus in {summary.seconds:.1f} s -> {path}")
+    else:
+        index = load_index(path)
+        missing = {r["id"] for r in _read_ids(benchmark)} - set(index.by_id())
+        if missing:
+            raise InputError(f"the index does not cover {len(missing)} benchmark items (e.g. {sorted(missing)[:3]}); "
+                             "give [index].corpus to build it for this benchmark", path=path)
+        log(f"index: using {path}")
+    return path
+
+
+def _read_ids(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str], None] = lambda s: None,
+              score_progress=None) -> AuditRun:
+    """Run every stage of the audit a protocol describes; return verdict and paths.
+
+    Example::
+
+        run = run_audit("protocols/my-audit.toml", "runs/my-audit")
+        print(run.verdict, run.report.html)
+    """
+    from contaudit.analysis import analyze
+    from contaudit.probes import ProbeConfig, build_probes
+    from contaudit.report import write_report
+    from contaudit.scoring import ScoreSettings, score
+
+    protocol = load_protocol(protocol_path)
+    out = Path(out)
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds[stage] = round(time.perf_counter() - t0, 3)
+        return result
+
+    sets = timed("sets", materialize_sets, protocol, out)
+    log(f"sets: {sum(1 for _ in open(sets['test']))} test / {sum(1 for _ in open(sets['shadow']))} shadow items")
+    index_path = timed("index", _index_stage, protocol, sets["benchmark"], out, log)
+
+    probes_path = None
+    if index_path is not None:
+        p = protocol.probes
+        config = ProbeConfig(suffix_words=p.suffix_words, prefix_words=p.prefix_words,
+                             min_prefix_words=p.min_prefix_words, match_on=tuple(p.match_on), caliper=p.caliper,
+                             min_seen=p.min_seen)
+        probes_path = out / "probes.jsonl"
+        probe_set = timed("probes", build_probes, index_path, probes_path, config)
+        log(f"probes: {probe_set.counts['n_seen']} seen / {probe_set.counts['n_unseen']} unseen pairs"
+            + "".join(f"; {problem}" for problem in probe_set.problems))
+
+    s = protocol.scoring
+    scores: dict[tuple[str, str], Path] = {}
+    t0 = time.perf_counter()
+    for role in ROLES:
+        spec = getattr(protocol.models, role)
+        jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
+        if probes_path is not None:
+            jobs.append(("probes", probes_path, True))
+        for name, data, completion in jobs:
+            target = out / "scores" / role / f"{name}.jsonl"
+            settings = ScoreSettings(completion=completion, device=s.device, dtype=s.dtype,
+                                     batch_tokens=s.batch_tokens, max_length=s.max_length, stride=s.stride,
+                                     trust_remote_code=spec.trust_remote_code, gguf_file=spec.gguf_file)
+            result = score(spec.path, data, target, settings, progress=score_progress)
+            log(f"score: {role}/{name}: {result.n_scored} items ({result.from_cache} cached), "
+                f"{result.tokens_per_second:.0f} tokens/s" + (f", {len(result.skipped)} skipped" if result.skipped else ""))
+            scores[role, name] = target
+    seconds["score"] = round(time.perf_counter() - t0, 3)
+
+    probe_files = {}
+    if probes_path is not None:
+        probe_files = {"suspect_probes": scores["suspect", "probes"], "clean_probes": scores["clean", "probes"],
+                       "probes": probes_path}
+    results = timed("analyze", analyze, scores["suspect", "test"], scores["clean", "test"],
+                    scores["suspect", "shadow"], scores["clean", "shadow"], index=index_path, protocol=protocol,
+                    out=out, **probe_files)
+    report = timed("report", write_report, out)
+    log(f"verdict: {results['verdict']['label']} -> {report.html}")
+    return AuditRun(out, results, report, seconds)
