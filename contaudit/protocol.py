@@ -140,9 +140,10 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    batch_tokens: int = _opt(8192, check=_at_least(1), help="token budget of one batch")
-    max_length: int = _opt(1024, check=_at_least(1), help="window length for long items")
-    stride: int = _opt(512, check=_at_least(1), help="sliding-window stride")
+    batch_tokens: Optional[int] = _opt(None, check=_at_least(1),
+                                       help="token budget of one batch (absent: 1024 on CPU, 16384 on GPU)")
+    max_length: Optional[int] = _opt(None, check=_at_least(2), help="window length (absent: the model's context)")
+    stride: Optional[int] = _opt(None, check=_at_least(1), help="sliding-window stride (absent: max_length // 2)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", help="model weights dtype")
     device: str = _opt("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
 
