@@ -155,16 +155,19 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
                              min_seen=p.min_seen)
         probes_path = out / "probes.jsonl"
         probe_set = timed("probes", build_probes, index_path, probes_path, config)
+        has_probes = bool(probe_set.probes)
         log(f"probes: {probe_set.counts['n_seen']} seen / {probe_set.counts['n_unseen']} unseen pairs"
             + "".join(f"; {problem}" for problem in probe_set.problems))
 
+    else:
+        has_probes = False
     s = protocol.scoring
     scores: dict[tuple[str, str], Path] = {}
     t0 = time.perf_counter()
     for role in ROLES:
         spec = getattr(protocol.models, role)
         jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
-        if probes_path is not None:
+        if has_probes:
             jobs.append(("probes", probes_path, True))
         for name, data, completion in jobs:
             target = out / "scores" / role / f"{name}.jsonl"
@@ -178,9 +181,10 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
     seconds["score"] = round(time.perf_counter() - t0, 3)
 
     probe_files = {}
-    if probes_path is not None:
-        probe_files = {"suspect_probes": scores["suspect", "probes"], "clean_probes": scores["clean", "probes"],
-                       "probes": probes_path}
+    if probes_path is not None:  # an empty probe set still goes in: analysis reports it as a design failure
+        probe_files = {"probes": probes_path}
+        if has_probes:
+            probe_files.update(suspect_probes=scores["suspect", "probes"], clean_probes=scores["clean", "probes"])
     results = timed("analyze", analyze, scores["suspect", "test"], scores["clean", "test"],
                     scores["suspect", "shadow"], scores["clean", "shadow"], index=index_path, protocol=protocol,
                     out=out, **probe_files)

@@ -8,6 +8,7 @@ message and exit code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -166,3 +167,254 @@ def probes(
               f"8-gram coverage {b['coverage8_smd']:+.3f} (differs by construction)")
     for problem in result.problems:
         out.print(f"[bold yellow]design problem:[/] {problem}")
+
+
+# --- analysis, reports and the release gate (contaudit.analysis, contaudit.report) ---
+
+_FAIL_ON = ("SUSPECT", "CONTAMINATED")
+
+
+@app.command()
+def analyze(
+    suspect_test: Path = typer.Option(..., help="Suspect model's scores of the test set (scores/<model>/<set>.jsonl)."),
+    clean_test: Path = typer.Option(..., help="Clean model's scores of the test set."),
+    suspect_shadow: Path = typer.Option(..., help="Suspect model's scores of the shadow set."),
+    clean_shadow: Path = typer.Option(..., help="Clean model's scores of the shadow set."),
+    suspect_probes: Optional[Path] = typer.Option(None, help="Suspect model's completion scores of the probes."),
+    clean_probes: Optional[Path] = typer.Option(None, help="Clean model's completion scores of the probes."),
+    probes_file: Optional[Path] = typer.Option(None, "--probes", help="probes.jsonl (seen/unseen sets)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index directory, for dose-response and corpus locations."),
+    item_order: Optional[Path] = typer.Option(None, help="JSON of suspect log-likelihoods in published vs shuffled item orders."),
+    protocol: Optional[Path] = typer.Option(None, help="Protocol TOML; only its analysis table is used (default: built-in defaults)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory; results.json is written there."),
+) -> None:
+    """Difference-in-differences tests, design checks and the verdict, from score files."""
+    from contaudit.analysis import analyze as run_analysis
+    from contaudit.analysis.results import summary_line
+
+    results = run_analysis(suspect_test, clean_test, suspect_shadow, clean_shadow, suspect_probes=suspect_probes,
+                           clean_probes=clean_probes, probes=probes_file, index=index_dir, item_order=item_order,
+                           protocol=protocol, out=out_dir)
+    out.print(f"[bold]{summary_line(results)}[/]", soft_wrap=True)
+    for reason in results["verdict"]["reasons"]:
+        out.print(f"  - {reason}", soft_wrap=True)
+    for warning in results["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    out.print(f"results written to {out_dir / 'results.json'} ({results['timing_s']:.1f} s)", soft_wrap=True)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory holding results.json (from `contaudit analyze`)."),
+) -> None:
+    """Write report.md, a self-contained report.html (plots embedded) and report.json."""
+    from contaudit.report import write_report
+
+    files = write_report(run_dir)
+    out.print(f"[bold]{files.verdict}[/] — reports written: {files.markdown}, {files.html}, {files.json}",
+              soft_wrap=True)
+    out.print(f"protocol SHA-256: {files.protocol_sha256}", soft_wrap=True)
+
+
+@app.command()
+def screen(
+    run_dir: Path = typer.Argument(..., help="Run directory holding results.json."),
+    fail_on: str = typer.Option(..., "--fail-on", help="Fail the gate at this verdict or worse: SUSPECT or CONTAMINATED."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of one line."),
+) -> None:
+    """Pre-release gate: exit 0 pass, 1 verdict at or above --fail-on, 3 INVALID_DESIGN."""
+    import json
+
+    from contaudit.analysis import screen as run_screen
+    from contaudit.errors import InputError
+
+    if fail_on.upper() not in _FAIL_ON:
+        raise InputError(f"--fail-on must be SUSPECT or CONTAMINATED, got {fail_on!r}")
+    result = run_screen(run_dir, fail_on=fail_on.upper())
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2))
+    else:
+        status = {0: "PASS", 1: "FAIL", 3: "INVALID"}[result.exit_code]
+        typer.echo(f"{status} {result.line}")
+    raise typer.Exit(result.exit_code)
+
+
+# --- probe models with injected contamination (contaudit.finetune) ---
+
+from contaudit.finetune.config import ModelConfig as _ModelConfig, TrainConfig as _TrainConfig  # noqa: E402
+
+_T, _M = _TrainConfig(), _ModelConfig()
+
+
+@app.command()
+def finetune(
+    corpus: Path = typer.Option(..., "--corpus", help="Filler corpus: .jsonl/.parquet file, saved dataset or text directory."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the model, its tokenizer and injection.json."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base model: a local Hugging Face directory or a .gguf file."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Start from a small GPT-2 with a BPE tokenizer trained on the corpus."),
+    inject: Optional[Path] = typer.Option(None, "--inject", help="Benchmark whose items are injected (.jsonl/.parquet)."),
+    dup: int = typer.Option(0, "--dup", help="Copies of each chosen item; 0 is the matched clean control."),
+    inject_ids: Optional[Path] = typer.Option(None, help="Text file of item ids to inject, one per line (default: all items)."),
+    inject_fraction: Optional[float] = typer.Option(None, help="Inject this random fraction of the items (seeded by --seed)."),
+    seed: int = typer.Option(_T.seed, help="Seed of the item choice, filler order, copy positions and training."),
+    steps: int = typer.Option(_T.steps, help="Optimizer steps; the run trains on steps x batch-size x seq-len tokens."),
+    lr: float = typer.Option(_T.lr, help="Peak learning rate (warm-up, then cosine decay)."),
+    batch_size: int = typer.Option(_T.batch_size, help="Sequences per step."),
+    seq_len: int = typer.Option(_T.seq_len, help="Tokens per sequence."),
+    warmup_steps: int = typer.Option(_T.warmup_steps, help="Linear warm-up steps."),
+    lora: bool = typer.Option(_T.lora, "--lora", help="Train LoRA adapters (peft) and merge them into the saved model."),
+    lora_r: int = typer.Option(_T.lora_r, help="LoRA rank."),
+    lora_alpha: int = typer.Option(_T.lora_alpha, help="LoRA alpha."),
+    l2sp: float = typer.Option(_T.l2sp, "--l2sp", help="L2-SP lambda: adds lambda/2 * ||w - w_base||^2 to the loss."),
+    layer_lr_decay: float = typer.Option(_T.layer_lr_decay, help="Layer-wise lr decay alpha: layer i of L gets lr * alpha^(L-i)."),
+    eval_every: int = typer.Option(_T.eval_every, help="Steps between held-out filler evaluations."),
+    patience: int = typer.Option(_T.patience, help="Early stopping: evaluations without improvement before stopping (0: off)."),
+    heldout_blocks: int = typer.Option(_T.heldout_blocks, help="Sequences of filler held out for evaluation."),
+    device: str = typer.Option(_T.device, help="'auto', 'cpu' or 'cuda[:N]'; bf16/fp16 autocast on CUDA."),
+    threads: Optional[int] = typer.Option(_T.threads, help="CPU threads for torch (default: torch's choice)."),
+    n_layer: int = typer.Option(_M.n_layer, help="--from-scratch: transformer layers."),
+    n_embd: int = typer.Option(_M.n_embd, help="--from-scratch: hidden size."),
+    n_head: int = typer.Option(_M.n_head, help="--from-scratch: attention heads."),
+    vocab_size: int = typer.Option(_M.vocab_size, help="--from-scratch: BPE vocabulary size."),
+    text_field: str = typer.Option("text", help="Field holding the text in corpus records."),
+    item_text_field: str = typer.Option("text", help="Benchmark field holding the item text."),
+    template: Optional[str] = typer.Option(None, help="Build item text from fields instead, e.g. '{prompt}{canonical_solution}'."),
+    id_field: str = typer.Option("id", help="Benchmark field holding a unique item id."),
+    include: list[str] = typer.Option([], "--include", help="Glob of files to read in a corpus directory (repeatable)."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Glob of files to skip in a corpus directory (repeatable)."),
+    skip_bad_records: bool = typer.Option(False, help="Skip (and count) malformed records instead of stopping."),
+    save_stream: bool = typer.Option(False, help="Also save the training token stream (stream.safetensors)."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty output directory."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code shipped with the base model to run."),
+) -> None:
+    """Fine-tune a probe model with benchmark items injected --dup times (ground truth in injection.json)."""
+    from contaudit.finetune import RichProgress, finetune as run_finetune
+
+    config = _TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, warmup_steps=warmup_steps,
+                          lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, l2sp=l2sp, layer_lr_decay=layer_lr_decay,
+                          eval_every=eval_every, patience=patience, heldout_blocks=heldout_blocks, seed=seed,
+                          device=device, threads=threads)
+    model_config = _ModelConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
+                                n_positions=max(seq_len, _M.n_positions))
+    with RichProgress("fine-tuning" if base else "training from scratch", console=console) as bar:
+        result = run_finetune(corpus, out_dir, base=base, from_scratch=from_scratch, inject=inject, dup=dup,
+                              inject_ids=inject_ids, inject_fraction=inject_fraction, config=config,
+                              model_config=model_config, text_field=text_field, item_text_field=item_text_field,
+                              id_field=id_field, template=template, include=include or None,
+                              exclude=exclude or None, skip_bad=skip_bad_records, save_stream=save_stream,
+                              overwrite=overwrite, trust_remote_code=trust_remote_code, progress=bar)
+    m, t = result.manifest, result.train
+    copies = sum(it["trained_copies"] for it in m["items"])
+    out.print(f"[bold]Model written to {out_dir}[/]: {len(m['items'])} items x {dup} copies injected "
+              f"({copies} trained on), {t.tokens_trained:,} tokens in {t.best_step} steps, "
+              f"held-out loss {t.heldout[0]['loss']:.3f} -> {t.heldout[-1]['loss']:.3f}, "
+              f"{t.tokens_per_s:,.0f} tokens/s, {t.seconds:.1f} s" + (" (stopped early)" if t.stopped_early else ""),
+          soft_wrap=True)
+    if m["corpus_read"]["skipped"]:
+        out.print(f"[yellow]{m['corpus_read']['skipped']} corpus records skipped[/] "
+                  f"(first: {m['corpus_read']['skip_examples'][0]})", soft_wrap=True)
+
+
+# --- scoring engine (contaudit.scoring) ---
+
+
+@app.command()
+def score(
+    model: Path = typer.Option(..., help="Model: a local Hugging Face directory or a .gguf file (never downloaded)."),
+    data: Path = typer.Option(..., help="Items: .jsonl or .parquet with 'id' and 'text' (probe files for --completion)."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Scores file, e.g. scores/NAME.jsonl; NAME.manifest.json goes beside it."),
+    completion: bool = typer.Option(False, "--completion", help="Also greedy-complete each 'prefix' and compare with 'suffix'."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16."),
+    batch_tokens: Optional[int] = typer.Option(None, help="Padded tokens per batch (default: 1024 on CPU, 16384 on GPU)."),
+    max_length: Optional[int] = typer.Option(None, help="Tokens per window (default: the model's context length)."),
+    stride: Optional[int] = typer.Option(None, help="New tokens scored per later window (default: max-length / 2)."),
+    text_field: str = typer.Option("text", help="Field holding the item text."),
+    id_field: str = typer.Option("id", help="Field holding a unique item id."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code shipped with the model to run."),
+    gguf_file: Optional[str] = typer.Option(None, help="GGUF file name inside a --model directory."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Resume cache (default: .contaudit-cache beside --out)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the resume cache."),
+) -> None:
+    """Per-item NLL, perplexity, Min-K%, Min-K%++, zlib ratio and (--completion) verbatim completion."""
+    from collections import Counter
+
+    from contaudit.scoring import score as run_score
+    from contaudit.scoring.progress import RichProgress
+
+    with RichProgress(console=console) as bar:
+        r = run_score(model, data, out_file, completion=completion, device=device, dtype=dtype,
+                      batch_tokens=batch_tokens, max_length=max_length, stride=stride, text_field=text_field,
+                      id_field=id_field, trust_remote_code=trust_remote_code, gguf_file=gguf_file, threads=threads,
+                      cache_dir=cache_dir, use_cache=not no_cache, progress=bar)
+    out.print(f"[bold]{r.n_scored} of {r.n_items} items scored[/] -> {escape(str(r.out))} "
+              f"(manifest {escape(r.manifest.name)}); "
+              f"{r.from_cache} from cache, {r.tokens_computed:,} tokens computed at {r.tokens_per_second:,.0f} "
+              f"tokens/s on {r.device} ({r.dtype}), {r.seconds:.1f} s", soft_wrap=True)
+    if r.skipped:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(Counter(s.reason for s in r.skipped).items()))
+        first = r.skipped[0]
+        out.print(f"[yellow]{len(r.skipped)} items skipped[/] ({reasons}); first: id {escape(repr(first.id))} "
+                  f"(record {first.record}): {escape(first.detail)}. All are listed in the manifest.", soft_wrap=True)
+
+
+@app.command()
+def audit(
+    protocol: Path = typer.Argument(..., help="Protocol file (see protocols/default.toml)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory, e.g. runs/NAME."),
+    fail_on: Optional[str] = typer.Option(None, help="Exit 1 when the verdict reaches SUSPECT or CONTAMINATED (3 on INVALID_DESIGN)."),
+) -> None:
+    """Run index -> probes -> score -> analyze -> report from one protocol file."""
+    from contaudit.analysis.results import gate, summary_line
+    from contaudit.audit import run_audit
+    from contaudit.errors import InputError
+
+    if fail_on is not None and fail_on not in ("SUSPECT", "CONTAMINATED"):
+        raise InputError(f"--fail-on must be SUSPECT or CONTAMINATED, got {fail_on!r}")
+    run = run_audit(protocol, out_dir, log=lambda line: console.print(f"[dim]·[/] {escape(line)}"))
+    out.print(f"[bold]{escape(summary_line(run.results))}[/]")
+    out.print(f"report: {run.report.html}")
+    if fail_on is not None:
+        raise typer.Exit(code=gate(run.verdict, fail_on))
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where the demo writes data, models and reports."),
+    null_run: bool = typer.Option(True, "--null/--no-null", help="Also audit two clean controls against each other."),
+) -> None:
+    """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
+    from contaudit.demo import run_demo
+
+    started = time.perf_counter()
+    result = run_demo(out_dir, null_run=null_run, log=lambda line: console.print(escape(line), highlight=False))
+    total = time.perf_counter() - started
+    out.print(f"[bold]suspect vs clean:[/] {result.suspect_verdict}   ({out_dir / 'audit' / 'report.html'})")
+    if result.null_verdict is not None:
+        out.print(f"[bold]clean vs clean (null):[/] {result.null_verdict}   ({out_dir / 'null' / 'report.html'})")
+    out.print(f"total {total / 60:.1f} min")
+
+
+@app.command()
+def calibrate(
+    out_dir: Path = typer.Option(Path("runs/calibration"), "--out", "-o", help="Where models, audits and the power curve go."),
+    dups: str = typer.Option("0,1,2,4,8,16", help="Comma-separated copies per test item (k) to inject."),
+    seeds: int = typer.Option(5, help="Probe models per k."),
+    protocol: Optional[Path] = typer.Option(None, help="Take [probes] and [analysis] from this protocol file."),
+) -> None:
+    """Power per k and false-positive rate at k = 0, from probe models with known contamination."""
+    from contaudit.calibrate import calibrate as run_calibration
+    from contaudit.errors import InputError
+
+    try:
+        grid = tuple(int(k) for k in dups.split(","))
+    except ValueError:
+        raise InputError(f"--dups must be comma-separated integers, got {dups!r}") from None
+    result = run_calibration(out_dir, dups=grid, seeds=seeds, analysis_protocol=protocol,
+                             log=lambda line: console.print(escape(line), highlight=False))
+    for k, rate in result.detection.items():
+        out.print(f"k = {k:>3}: detected {rate:.2f}")
+    fpr = "n/a" if result.false_positive_rate is None else f"{result.false_positive_rate:.2f}"
+    out.print(f"false-positive rate (k = 0): {fpr}; smallest k with power >= 0.8: {result.smallest_detected_k}")
+    out.print(f"power curve: {result.plot}")

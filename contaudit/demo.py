@@ -42,7 +42,7 @@ corpus = ["{corpus}"]
 
 [analysis]
 seed = {seed}
-"""
+{extra}"""
 
 
 @dataclass
@@ -57,8 +57,12 @@ class DemoResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _write_protocol(path: Path, **values) -> Path:
-    write_text_atomic(path, PROTOCOL_TEMPLATE.format(**{k: str(v) for k, v in values.items()}))
+def write_protocol(path: Path, *, extra: str = "", **values) -> Path:
+    """A protocol file for the demo's models and sets; ``extra`` adds TOML tables."""
+    text = PROTOCOL_TEMPLATE.format(extra="", **{k: str(v) for k, v in values.items()})
+    if extra:  # the caller's [probes]/[analysis] tables replace the template's [analysis]
+        text = text[: text.index("[analysis]")] + extra
+    write_text_atomic(path, text)
     return path
 
 
@@ -84,51 +88,32 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     rerun after an interruption continues where it stopped.
     """
     from contaudit.audit import run_audit
-    from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
-    from contaudit.finetune import DemoTrainingConfig, finetune, pretrain
+    from contaudit.finetune import DemoTrainingConfig, finetune
 
     config = config or DemoTrainingConfig()
     out = Path(out)
-    data, models = out / "data", out / "models"
-    data.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
+    prepared = prepare(out, config, log=log, seconds=seconds, train_progress=train_progress)
+    corpus, split, models = prepared["corpus"], prepared, out / "models"
 
     def stage(name: str, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        log(f"{name}: {seconds[name]:.1f} s")
-        return result
-
-    corpus = data / "stdlib.jsonl"
-    stats = stage("corpus", write_stdlib_corpus, corpus)
-    log(f"  stdlib corpus: {stats.read} files ({stats.skipped} skipped), {corpus.stat().st_size / 1e6:.1f} MB")
-    split = stage("benchmark", write_humaneval_split, data, seed=config.split_seed)
-    log(f"  HumanEval: {split['n_test']} test / {split['n_shadow']} shadow items (split seed {config.split_seed})")
-
-    def trained(path: Path, marker: str, fn, *args, **kwargs):
-        if (path / marker).exists():
-            log(f"  reusing {path}")
-            return
-        fn(*args, **kwargs)
+        return _timed(seconds, log, name, fn, *args, **kwargs)
 
     def ft(path: Path, dup: int, seed: int):
         cfg = _with_seed(config.finetune, seed, config.threads)
         finetune(corpus, path, base=models / "base", inject=split["test"], dup=dup, config=cfg, overwrite=True,
                  progress=train_progress)
 
-    stage("pretrain", trained, models / "base", "pretrain.json", pretrain, corpus, models / "base",
-          config=_with_seed(config.pretrain, 0, config.threads), model_config=config.model, overwrite=True,
-          progress=train_progress)
-    stage("finetune suspect", trained, models / "suspect", "injection.json", ft, models / "suspect", config.dup, 0)
-    stage("finetune clean", trained, models / "clean", "injection.json", ft, models / "clean", 0, 0)
+    stage("finetune suspect", _trained, models / "suspect", "injection.json", log, ft, models / "suspect", config.dup, 0)
+    stage("finetune clean", _trained, models / "clean", "injection.json", log, ft, models / "clean", 0, 0)
     if null_run:
-        stage("finetune clean (null seed)", trained, models / "clean-null", "injection.json", ft,
+        stage("finetune clean (null seed)", _trained, models / "clean-null", "injection.json", log, ft,
               models / "clean-null", 0, config.null_seed)
 
-    suspect_corpus = write_suspect_corpus(corpus, split["test"], config.dup, data / "suspect-training-text.jsonl")
+    suspect_corpus = write_suspect_corpus(corpus, split["test"], config.dup,
+                                          out / "data" / "suspect-training-text.jsonl")
     common = dict(test=split["test"], shadow=split["shadow"], seed=20240601)
-    protocol = _write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
+    protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
                                description=f"HumanEval test half injected {config.dup}x into the suspect",
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",
                                corpus=suspect_corpus, **common)
@@ -136,7 +121,7 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
 
     null = None
     if null_run:
-        null_protocol = _write_protocol(out / "protocol-null.toml", name="demo: clean vs clean (null)",
+        null_protocol = write_protocol(out / "protocol-null.toml", name="demo: clean vs clean (null)",
                                         description="two clean controls trained with different seeds",
                                         suspect=models / "clean", clean=models / "clean-null",
                                         index=out / "index", corpus=suspect_corpus, **common)
@@ -144,6 +129,51 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
                      log=lambda s: log("  " + s))
     return DemoResult(out, audit.verdict, null.verdict if null else None, audit.results,
                       null.results if null else None, seconds)
+
+
+def _timed(seconds: dict, log, name: str, fn, *args, **kwargs):
+    """Run ``fn``, record and log how long it took under ``name``."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    seconds[name] = round(time.perf_counter() - t0, 1)
+    log(f"{name}: {seconds[name]:.1f} s")
+    return result
+
+
+def _trained(path: Path, marker: str, log, fn, *args, **kwargs) -> None:
+    """Run a training function unless ``path`` already holds its finished output."""
+    if (path / marker).exists():
+        log(f"  reusing {path}")
+        return
+    fn(*args, **kwargs)
+
+
+def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_progress=None) -> dict:
+    """The demo's data and base model: stdlib corpus, HumanEval split, pretrained base.
+
+    Returns paths ``corpus``, ``test``, ``shadow`` and ``base`` (reused when present).
+    """
+    from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
+    from contaudit.finetune import pretrain
+
+    seconds = seconds if seconds is not None else {}
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+
+    def stage(name: str, fn, *args, **kwargs):
+        return _timed(seconds, log, name, fn, *args, **kwargs)
+
+    corpus = data / "stdlib.jsonl"
+    stats = stage("corpus", write_stdlib_corpus, corpus)
+    log(f"  stdlib corpus: {stats.read} files ({stats.skipped} skipped), {corpus.stat().st_size / 1e6:.1f} MB")
+    split = stage("benchmark", write_humaneval_split, data, seed=config.split_seed)
+    log(f"  HumanEval: {split['n_test']} test / {split['n_shadow']} shadow items (split seed {config.split_seed})")
+    base = out / "models" / "base"
+    stage("pretrain", _trained, base, "pretrain.json", log, pretrain, corpus, base,
+          config=_with_seed(config.pretrain, 0, config.threads), model_config=config.model, overwrite=True,
+          progress=train_progress)
+    return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,
+            "n_test": split["n_test"], "n_shadow": split["n_shadow"]}
 
 
 def _with_seed(train_config, seed: int, threads: int):

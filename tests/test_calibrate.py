@@ -1,0 +1,47 @@
+"""Calibration summaries: detection rates, false-positive rate, smallest detected k, plot."""
+
+import pytest
+
+from contaudit.calibrate import _run_record, plot_power_curve, render_markdown, summarize
+
+
+def runs(table):
+    return [{"k": k, "seed": s, "verdict": v} for k, verdicts in table.items() for s, v in enumerate(verdicts)]
+
+
+def test_summary_counts_only_contaminated_as_detected():
+    table = {0: ["NO_EVIDENCE", "SUSPECT", "NO_EVIDENCE", "CONTAMINATED", "NO_EVIDENCE"],
+             1: ["SUSPECT", "CONTAMINATED", "NO_EVIDENCE", "NO_EVIDENCE", "NO_EVIDENCE"],
+             4: ["CONTAMINATED"] * 4 + ["SUSPECT"],
+             8: ["CONTAMINATED"] * 5}
+    detection, fpr, smallest = summarize(runs(table))
+    assert detection == {0: 0.2, 1: 0.2, 4: 0.8, 8: 1.0}
+    assert fpr == 0.2 and smallest == 4
+    assert summarize(runs({2: ["SUSPECT"]}))[1:] == (None, None)
+
+
+def test_plot_and_markdown(tmp_path):
+    detection = {0: 0.0, 2: 0.4, 8: 1.0}
+    path = plot_power_curve(detection, 5, tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = render_markdown(detection, 0.0, 8, 5)
+    assert "| 2 | 0.40 |" in md and "False-positive rate at k = 0: 0.00" in md and "Smallest k" in md
+
+
+def test_run_record_reads_results_schema():
+    results = {"verdict": {"label": "SUSPECT"},
+               "perplexity_did": {"estimate": -0.2, "pvalue": 0.001},
+               "memorization_did": {"primary_metric": "exact_match", "exact_match": {"estimate": 0.1, "pvalue": 0.3}}}
+    rec = _run_record(4, 2, results)
+    assert rec == {"k": 4, "seed": 2, "verdict": "SUSPECT", "perplexity_did": -0.2, "perplexity_p": 0.001,
+                   "memorization_did": 0.1, "memorization_p": 0.3}
+
+
+def test_bad_grid_is_rejected(tmp_path):
+    from contaudit.calibrate import calibrate
+    from contaudit.errors import InputError
+
+    with pytest.raises(InputError, match="`dups` must be non-negative"):
+        calibrate(tmp_path, dups=(-1,))
+    with pytest.raises(InputError, match="`seeds` must be at least 1"):
+        calibrate(tmp_path, seeds=0)
