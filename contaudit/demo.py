@@ -96,7 +96,7 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     prepared = prepare(out, config, log=log, seconds=seconds, train_progress=train_progress)
     corpus, split, models = prepared["corpus"], prepared, out / "models"
 
-    def stage(name: str, fn, *args, **kwargs):
+    def stage(name: str, fn, /, *args, **kwargs):
         return _timed(seconds, log, name, fn, *args, **kwargs)
 
     def ft(path: Path, dup: int, seed: int):
@@ -131,7 +131,7 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
                       null.results if null else None, seconds)
 
 
-def _timed(seconds: dict, log, name: str, fn, *args, **kwargs):
+def _timed(seconds: dict, log, name: str, fn, /, *args, **kwargs):
     """Run ``fn``, record and log how long it took under ``name``."""
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
@@ -160,7 +160,7 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
 
-    def stage(name: str, fn, *args, **kwargs):
+    def stage(name: str, fn, /, *args, **kwargs):
         return _timed(seconds, log, name, fn, *args, **kwargs)
 
     corpus = data / "stdlib.jsonl"

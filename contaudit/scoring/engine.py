@@ -1,0 +1,401 @@
+"""``score``: per-item metrics of one model on one item file, resumable, with a manifest.
+
+The steps: check the model path and read the items (errors name the path and record),
+fingerprint the weights, load the model, tokenize, decide which items are skipped and
+why, take finished scores from the cache, score the rest in length-sorted batches
+(appending each batch to the cache), then write the scores in input order and the
+manifest, both atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contaudit.errors import InputError
+from contaudit.io import Item, load_items
+from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.scoring.cache import ScoreCache, text_hash
+from contaudit.scoring.completion import completion_metrics, greedy_continue
+from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, plan_windows, score_rows
+from contaudit.scoring.models import (DEVICES, DTYPES, FileHashes, LoadedModel, fingerprint, load_model,
+                                      resolve_model)
+from contaudit.scoring.threads import ThreadTuner, tuned
+
+# Chosen by measurement (benchmarks/scoring_throughput.py, docs/scoring.md).
+DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
+# Logits computed at once (rows x vocabulary) and the float32 working set of the statistics.
+LOGIT_BLOCK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
+STATS_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 27}
+CACHE_DIR_NAME = ".contaudit-cache"
+METRICS_VERSION = 1
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class ScoreSettings:
+    """Every option of ``contaudit score``, with its default.
+
+    ``None`` means "derived": ``batch_tokens`` from the device
+    (:data:`DEFAULT_BATCH_TOKENS`), ``max_length`` from the model's context length,
+    ``stride`` = ``max_length // 2``, ``cache_dir`` = ``.contaudit-cache`` beside the
+    output file, and ``threads`` on CPU: chosen batch by batch between torch's default
+    and 1 by measured speed (:mod:`contaudit.scoring.threads`).
+    """
+
+    completion: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_tokens: int | None = None
+    max_length: int | None = None
+    stride: int | None = None
+    text_field: str = "text"
+    id_field: str = "id"
+    trust_remote_code: bool = False
+    gguf_file: str | None = None
+    threads: int | None = None
+    cache_dir: str | Path | None = None
+    use_cache: bool = True
+
+    def validate(self) -> None:
+        for name, low in (("batch_tokens", 1), ("max_length", 2), ("stride", 1), ("threads", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise InputError(f"`{name}` must be an integer >= {low}, got {value!r}")
+        if self.device not in DEVICES:
+            raise InputError(f"`device` must be one of {list(DEVICES)}, got {self.device!r}")
+        if self.dtype not in ("auto", *DTYPES):
+            raise InputError(f"`dtype` must be one of {['auto', *DTYPES]}, got {self.dtype!r}")
+        if self.max_length is not None and self.stride is not None and self.stride >= self.max_length:
+            raise InputError(f"`stride` ({self.stride}) must be smaller than `max_length` ({self.max_length}) "
+                             "so each window keeps some context")
+
+
+@dataclass
+class Skip:
+    """An item that was not scored, and why."""
+
+    id: str
+    record: int
+    reason: str  # short code, e.g. "empty_text"
+    detail: str
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`score` did: where it wrote, what it scored and skipped, how fast."""
+
+    out: Path
+    manifest: Path
+    n_items: int
+    n_scored: int
+    skipped: list[Skip]
+    from_cache: int
+    tokens_computed: int
+    seconds: float  # the whole call, loading included
+    compute_seconds: float  # the forward passes and decoding only
+    model_id: str
+    device: str
+    dtype: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_computed / self.compute_seconds if self.compute_seconds > 0 else 0.0
+
+
+@dataclass
+class _Plan:
+    """One item's tokenized inputs, or why it is skipped."""
+
+    item: Item
+    text_key: str = ""
+    ids: list[int] = field(default_factory=list)  # context token + text tokens
+    prompt_key: str = ""
+    prompt: list[int] = field(default_factory=list)  # context token + (truncated) prefix tokens
+    suffix: list[int] = field(default_factory=list)
+    prefix_tokens: int = 0
+    skip: Skip | None = None
+
+
+def _manifest_path(out: Path) -> Path:
+    return out.with_name(out.name[: -len(".jsonl")] + ".manifest.json")
+
+
+def _load_items(data: Path, settings: ScoreSettings) -> list[Item]:
+    try:
+        items = load_items(data, text_field=settings.text_field, id_field=settings.id_field)
+    except OSError as e:  # unreadable file or directory
+        raise InputError(f"cannot read the data file ({e.strerror or e})", path=data) from None
+    if settings.completion:
+        for item in items:
+            for name in ("prefix", "suffix"):
+                value = item.fields.get(name)
+                if not isinstance(value, str):
+                    what = "missing" if value is None else f"a {type(value).__name__}, not a string"
+                    raise InputError(f"completion needs string fields 'prefix' and 'suffix'; {name!r} is {what} "
+                                     "(write probe files with `contaudit probes`)", path=data, record=item.record)
+    return items
+
+
+def _tokenize(texts: list[str], tokenizer) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def _split_boundary(prefix: str, suffix: str) -> tuple[str, str]:
+    """Move whitespace at the end of the prefix to the start of the suffix.
+
+    Tokenizers attach a space to the word after it (" The"), so "dog. " + "The" would
+    otherwise end the prompt with a lone space token the model almost never sees.
+    """
+    stripped = prefix.rstrip()
+    return stripped, prefix[len(stripped):] + suffix
+
+
+def _plan_items(items: list[Item], loaded: LoadedModel, *, completion: bool, max_length: int) -> list[_Plan]:
+    """Tokenize every item and decide which are skipped (with a reason)."""
+    ctx = [loaded.context_token] if loaded.context_token is not None else []
+    tok = loaded.tokenizer
+    plans = [_Plan(item) for item in items]
+    text_ids = _tokenize([it.text for it in items], tok)
+    if completion:
+        pairs = [_split_boundary(it.fields["prefix"], it.fields["suffix"]) for it in items]
+        prefix_ids = _tokenize([p for p, _ in pairs], tok)
+        suffix_ids = _tokenize([s for _, s in pairs], tok)
+    for n, plan in enumerate(plans):
+        item = plan.item
+
+        def skip(reason: str, detail: str) -> None:
+            plan.skip = Skip(item.id, item.record, reason, detail)
+
+        plan.ids = ctx + text_ids[n]
+        if not item.text.strip():
+            skip("empty_text", "text is empty or whitespace")
+        elif len(plan.ids) < 2:
+            skip("too_short", f"text has {len(text_ids[n])} token(s) and the tokenizer has no BOS/EOS token "
+                              "to condition the first one on")
+        elif completion:
+            prefix, suffix = item.fields["prefix"], item.fields["suffix"]
+            room = max_length - len(ctx) - len(suffix_ids[n])
+            if not prefix.strip():
+                skip("empty_prefix", "prefix is empty or whitespace")
+            elif not suffix.strip() or not suffix_ids[n]:
+                skip("empty_suffix", "suffix is empty or whitespace")
+            elif room < 1:
+                skip("suffix_too_long", f"suffix has {len(suffix_ids[n])} tokens; with the prefix it cannot fit "
+                                        f"max-length {max_length}")
+            else:
+                kept = prefix_ids[n][-room:]  # a long prefix keeps its last tokens, nearest the suffix
+                plan.prompt, plan.suffix, plan.prefix_tokens = ctx + kept, suffix_ids[n], len(kept)
+                plan.prompt_key = text_hash(prefix, suffix)
+        if plan.skip is None:
+            plan.text_key = text_hash(item.text)
+    return plans
+
+
+def _pending(plans: list[_Plan], key: str, found: dict) -> dict[str, _Plan]:
+    """Scoreable plans whose ``key`` attribute has no result yet, one per distinct key."""
+    todo: dict[str, _Plan] = {}
+    for plan in plans:
+        if plan.skip is None and getattr(plan, key) not in found:
+            todo.setdefault(getattr(plan, key), plan)
+    return todo
+
+
+def _store(finished: dict, cache: ScoreCache, found: dict) -> None:
+    cache.add(finished)  # on disk before the next batch starts: a kill loses at most one batch
+    found.update(finished)
+
+
+def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[_Plan], cache: ScoreCache,
+                      found: dict, *, max_length: int, stride: int, batch_tokens: int, tuner: ThreadTuner | None,
+                      progress: Progress | None) -> int:
+    """Score every text not in ``found``; add results to ``found`` and the cache. Returns tokens scored."""
+    todo = _pending(plans, "text_key", found)
+    rows, n_windows = [], {}
+    for key, plan in todo.items():
+        windows = plan_windows(len(plan.ids), max_length=max_length, stride=stride)
+        n_windows[key] = len(windows)
+        for w, (start, end, first) in enumerate(windows):
+            rows.append(Row((key, w), plan.ids[start:end], first - start))
+    total = sum(len(r.ids) - r.first_target for r in rows)
+    if progress and total:
+        progress("likelihood", 0, total)
+    pending: dict[str, dict] = {}  # item key -> {window number: stats} until all its windows are in
+    done = 0
+    batches = score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
+                         pad_id=loaded.context_token or 0)
+    for group, stats, n in tuned(batches, tuner):
+        finished = {}
+        for row, s in zip(group, stats):
+            key, w = row.key
+            pending.setdefault(key, {})[w] = s
+            if len(pending[key]) == n_windows[key]:
+                parts = pending.pop(key)
+                joined = np.concatenate([parts[i] for i in range(len(parts))])
+                finished[key] = likelihood_metrics(joined, todo[key].item.text)
+        _store(finished, cache, found)
+        done += n
+        if progress:
+            progress("likelihood", done, total)
+    return done
+
+
+def _score_completion(loaded: LoadedModel, plans: list[_Plan], cache: ScoreCache, found: dict, *,
+                      batch_tokens: int, tuner: ThreadTuner | None, progress: Progress | None) -> int:
+    """Greedy-complete every prefix not in ``found``; add results to ``found`` and the cache."""
+    todo = _pending(plans, "prompt_key", found)
+    keys = list(todo)
+    n_new = [len(todo[k].suffix) for k in keys]
+    total = sum(n_new)
+    if progress and total:
+        progress("completion", 0, total)
+    done = 0
+    batches = greedy_continue(loaded.model, [todo[k].prompt for k in keys], n_new, batch_tokens=batch_tokens,
+                              max_positions=loaded.context_length,
+                              device=loaded.device, pad_id=loaded.context_token or 0)
+    for batch, continuations, n in tuned(batches, tuner):
+        plans_done = [(keys[i], todo[keys[i]], generated) for i, generated in zip(batch, continuations)]
+        _store({key: {**completion_metrics(generated, plan.suffix), "prefix_tokens": plan.prefix_tokens}
+                for key, plan, generated in plans_done}, cache, found)
+        done += n
+        if progress:
+            progress("completion", done, total)
+    return done
+
+
+def _thread_tuner(settings: ScoreSettings, device: torch.device) -> ThreadTuner | None:
+    """Fixed ``threads`` when given; on CPU otherwise the faster of torch's default and 1."""
+    if settings.threads:
+        return ThreadTuner((settings.threads,))
+    if device.type != "cpu":
+        return None
+    return ThreadTuner((torch.get_num_threads(), 1))
+
+
+def _resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+    context = loaded.context_length
+    max_length = settings.max_length or context
+    if max_length is None:
+        raise InputError("the model states no context length; pass `max_length` (--max-length)",
+                         path=loaded.source.display)
+    if context is not None and max_length > context:
+        raise InputError(f"`max_length` {max_length} exceeds the model's context length {context}",
+                         path=loaded.source.display)
+    stride = settings.stride or max(1, max_length // 2)
+    if stride >= max_length:
+        raise InputError(f"`stride` ({stride}) must be smaller than `max_length` ({max_length})")
+    return max_length, stride
+
+
+def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreSettings | None = None, *,
+          progress: Progress | None = None, **options) -> ScoreResult:
+    """Score every item of ``data`` with ``model``; write ``out`` (JSON Lines) and its manifest.
+
+    ``options`` override fields of ``settings`` (see :class:`ScoreSettings`).
+    ``progress(phase, done_tokens, total_tokens)`` is called as batches finish.
+
+    Example::
+
+        from contaudit.scoring import score
+        result = score("models/gpt2", "probes.jsonl", "scores/gpt2.jsonl", completion=True)
+        print(result.n_scored, result.tokens_per_second)
+    """
+    settings = replace(settings or ScoreSettings(), **options)
+    settings.validate()
+    started = time.perf_counter()
+    data, out = Path(data), Path(out)
+    if not out.name.endswith(".jsonl"):
+        raise InputError("the output file must end with .jsonl (a manifest .manifest.json goes beside it)", path=out)
+    if data.exists() and out.exists() and out.resolve() == data.resolve():
+        raise InputError("the output file is the data file; choose another output path", path=out)
+    source = resolve_model(model, settings.gguf_file)
+    items = _load_items(data, settings)
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
+    if not settings.use_cache:
+        cache_dir = None
+    hashes = FileHashes(cache_dir / "file-hashes.json" if cache_dir is not None else None)
+    fp = fingerprint(source, hashes, include_code=settings.trust_remote_code)
+    loaded = load_model(source, device=settings.device, dtype=settings.dtype,
+                        trust_remote_code=settings.trust_remote_code)
+    loaded.fingerprint = fp
+    max_length, stride = _resolve_lengths(settings, loaded)
+    batch_tokens = settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(loaded.device.type, 1024)
+    plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
+
+    import transformers
+
+    common = {"model": fp["id"], "dtype": str(loaded.dtype).removeprefix("torch."), "device": loaded.device.type,
+              "context_token": loaded.context_token, "max_length": max_length,
+              "transformers": transformers.__version__, "metrics_version": METRICS_VERSION}
+    lik_cache = ScoreCache(cache_dir, {"kind": "likelihood", **common, "stride": stride})
+    lik = lik_cache.load()
+    hits = {p.text_key for p in plans if p.skip is None and p.text_key in lik}
+    compute_started = time.perf_counter()
+    kind = loaded.device.type
+    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
+                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
+    tuners = {"likelihood": _thread_tuner(settings, loaded.device)}
+    computed = _score_likelihood(loaded, scorer, plans, lik_cache, lik, max_length=max_length, stride=stride,
+                                 batch_tokens=batch_tokens, tuner=tuners["likelihood"], progress=progress)
+    comp: dict[str, dict] = {}
+    if settings.completion:
+        comp_cache = ScoreCache(cache_dir, {"kind": "completion", **common})
+        comp = comp_cache.load()
+        hits &= {p.text_key for p in plans if p.skip is None and p.prompt_key in comp}
+        tuners["completion"] = _thread_tuner(settings, loaded.device)
+        computed += _score_completion(loaded, plans, comp_cache, comp, batch_tokens=batch_tokens,
+                                      tuner=tuners["completion"], progress=progress)
+    compute_seconds = time.perf_counter() - compute_started
+    rows, skipped = [], []
+    for plan in plans:
+        if plan.skip is not None:
+            skipped.append(plan.skip)
+            continue
+        row = {"id": plan.item.id, **lik[plan.text_key]}
+        if settings.completion:
+            row.update(comp[plan.prompt_key])
+        rows.append(row)
+    write_jsonl_atomic(out, rows)
+    seconds = time.perf_counter() - started
+    from_cache = sum(1 for p in plans if p.skip is None and p.text_key in hits)
+    resolved = {**asdict(settings), "cache_dir": str(cache_dir) if cache_dir else None, "max_length": max_length,
+                "stride": stride, "batch_tokens": batch_tokens, "head_on_scored_positions_only": scorer.split,
+                "threads_measured": {phase: {str(c): round(r, 1) if r else None for c, r in t.rate.items()}
+                                     for phase, t in tuners.items() if t is not None}}
+    result = ScoreResult(out, _manifest_path(out), len(items), len(rows), skipped, from_cache, computed, seconds,
+                         compute_seconds, fp["id"], str(loaded.device), common["dtype"], resolved)
+    _write_manifest(result, data, loaded)
+    return result
+
+
+def _write_manifest(result: ScoreResult, data: Path, loaded: LoadedModel) -> None:
+    reasons = Counter(s.reason for s in result.skipped)
+    manifest = make_manifest(
+        "score",
+        inputs=[describe_path(data)],
+        parameters=result.settings,
+        model=loaded.fingerprint,
+        tokenizer=loaded.describe_tokenizer(),
+        device=result.device,
+        dtype=result.dtype,
+        outputs=[describe_path(result.out)],
+        counts={"items": result.n_items, "scored": result.n_scored, "skipped": len(result.skipped),
+                "skip_reasons": dict(reasons), "from_cache": result.from_cache},
+        skipped=[asdict(s) for s in result.skipped],
+        timing={"seconds": round(result.seconds, 3), "compute_seconds": round(result.compute_seconds, 3),
+                "tokens_computed": result.tokens_computed,
+                "tokens_per_second": round(result.tokens_per_second, 1) if math.isfinite(result.tokens_per_second)
+                else None},
+    )
+    write_json_atomic(result.manifest, manifest)

@@ -1,0 +1,98 @@
+"""`contaudit audit`: every stage from one protocol file, on tiny models built in code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from contaudit.cli import app
+from contaudit.errors import InputError
+from contaudit.protocol import load_protocol
+
+from planted import make_planted
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from contaudit.scoring.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("audit")
+    planted = make_planted(root, n_items=140, n_docs=100)
+    rows = [json.loads(line) for line in planted.bench.read_text().splitlines()]
+    for name, part in (("test", rows[0::2]), ("shadow", rows[1::2])):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    save_tiny_model(root / "suspect", seed=0)
+    save_tiny_model(root / "clean", seed=1)
+    protocol = root / "protocol.toml"
+    protocol.write_text(f"""
+name = "tiny"
+[models.suspect]
+path = "suspect"
+[models.clean]
+path = "clean"
+[sets.test]
+path = "test.jsonl"
+[sets.shadow]
+path = "shadow.jsonl"
+[index]
+path = "index"
+corpus = ["{planted.corpus.name}"]
+[probes]
+suffix_words = 12
+min_seen = 3
+[analysis]
+n_permutations = 499
+n_bootstrap = 0
+min_items = 10
+min_probes = 3
+""")
+    return root, protocol
+
+
+def test_audit_runs_every_stage_and_reuses_them(setup):
+    root, protocol = setup
+    run = root / "run"
+    result = runner.invoke(app, ["audit", str(protocol), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    for rel in ("sets/test.jsonl", "probes.jsonl", "scores/suspect/test.jsonl", "scores/clean/probes.jsonl",
+                "results.json", "report.md", "report.html"):
+        assert (run / rel).exists(), rel
+    assert (root / "index" / "manifest.json").exists()
+    n_test = len((root / "test.jsonl").read_text().splitlines())
+    assert len((run / "scores/suspect/test.jsonl").read_text().splitlines()) == n_test
+    results = json.loads((run / "results.json").read_text())
+    assert results["verdict"]["label"] in ("CONTAMINATED", "SUSPECT", "NO_EVIDENCE", "INVALID_DESIGN")
+    assert results["protocol"]["sha256"] == load_protocol(protocol).to_dict().get("sha256", results["protocol"]["sha256"])
+
+    again = runner.invoke(app, ["audit", str(protocol), "--out", str(run), "--fail-on", "CONTAMINATED"])
+    assert "index: reusing" in again.output
+    assert "cached" in again.output
+    assert again.exit_code in (0, 1, 3)
+
+
+def test_date_split_and_clashing_ids(tmp_path):
+    from contaudit.audit import materialize_sets
+
+    data = tmp_path / "all.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "text": f"item {i}", "created": f"2024-0{1 + i % 3}-15"}) + "\n"
+                            for i in range(9)))
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('[models.suspect]\npath = "m"\n[models.clean]\npath = "m"\n'
+                        '[sets.split]\npath = "all.jsonl"\ndate_field = "created"\ncutoff = 2024-02-01\n')
+    (tmp_path / "m").mkdir()
+    paths = materialize_sets(load_protocol(protocol), tmp_path / "run")
+    test = [json.loads(line)["id"] for line in paths["test"].read_text().splitlines()]
+    shadow = [json.loads(line)["id"] for line in paths["shadow"].read_text().splitlines()]
+    assert test == ["0", "3", "6"] and len(shadow) == 6
+
+    (tmp_path / "t.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    (tmp_path / "s.jsonl").write_text('{"id": "a", "text": "y"}\n')
+    clash = tmp_path / "c.toml"
+    clash.write_text('[models.suspect]\npath = "m"\n[models.clean]\npath = "m"\n'
+                     '[sets.test]\npath = "t.jsonl"\n[sets.shadow]\npath = "s.jsonl"\n')
+    with pytest.raises(InputError, match="ids appear in both the test and shadow sets"):
+        materialize_sets(load_protocol(clash), tmp_path / "run2")
