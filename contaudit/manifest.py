@@ -112,7 +112,7 @@ def describe_path(path: str | Path) -> dict:
     return {"path": str(path), "kind": "file", "size": path.stat().st_size, "sha256": hash_file(path)}
 
 
-def package_versions(names=("torch", "transformers", "datasets", "datasketch", "pyahocorasick", "numpy", "scipy")) -> dict:
+def package_versions(names=("torch", "transformers", "datasets", "datasketch", "numpy", "scipy")) -> dict:
     """Installed versions of the packages a result may depend on."""
     versions = {"contaudit": __version__, "python": platform.python_version()}
     for name in names:
