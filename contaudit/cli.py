@@ -267,10 +267,12 @@ def finetune(
     lora_alpha: int = typer.Option(_T.lora_alpha, help="LoRA alpha."),
     l2sp: float = typer.Option(_T.l2sp, "--l2sp", help="L2-SP lambda: adds lambda/2 * ||w - w_base||^2 to the loss."),
     layer_lr_decay: float = typer.Option(_T.layer_lr_decay, help="Layer-wise lr decay alpha: layer i of L gets lr * alpha^(L-i)."),
+    align_copies: bool = typer.Option(_T.align_copies, "--align-copies", help="Start every injected copy at a training sequence's first token."),
     eval_every: int = typer.Option(_T.eval_every, help="Steps between held-out filler evaluations."),
     patience: int = typer.Option(_T.patience, help="Early stopping: evaluations without improvement before stopping (0: off)."),
     heldout_blocks: int = typer.Option(_T.heldout_blocks, help="Sequences of filler held out for evaluation."),
-    device: str = typer.Option(_T.device, help="'auto', 'cpu' or 'cuda[:N]'; bf16/fp16 autocast on CUDA."),
+    device: str = typer.Option(_T.device, help="'auto', 'cpu' or 'cuda[:N]'."),
+    mixed_precision: bool = typer.Option(_T.mixed_precision, "--mixed-precision/--fp32", help="bf16 autocast on CUDA and on CPUs with native bf16 (fp16 on older GPUs); --fp32 turns it off."),
     threads: Optional[int] = typer.Option(_T.threads, help="CPU threads for torch (default: torch's choice)."),
     n_layer: int = typer.Option(_M.n_layer, help="--from-scratch: transformer layers."),
     n_embd: int = typer.Option(_M.n_embd, help="--from-scratch: hidden size."),
@@ -292,8 +294,8 @@ def finetune(
 
     config = _TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, warmup_steps=warmup_steps,
                           lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, l2sp=l2sp, layer_lr_decay=layer_lr_decay,
-                          eval_every=eval_every, patience=patience, heldout_blocks=heldout_blocks, seed=seed,
-                          device=device, threads=threads)
+                          align_copies=align_copies, eval_every=eval_every, patience=patience, heldout_blocks=heldout_blocks, seed=seed,
+                          device=device, threads=threads, mixed_precision=mixed_precision)
     model_config = _ModelConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
                                 n_positions=max(seq_len, _M.n_positions))
     with RichProgress("fine-tuning" if base else "training from scratch", console=console) as bar:
@@ -324,16 +326,17 @@ def score(
     data: Path = typer.Option(..., help="Items: .jsonl or .parquet with 'id' and 'text' (probe files for --completion)."),
     out_file: Path = typer.Option(..., "--out", "-o", help="Scores file, e.g. scores/NAME.jsonl; NAME.manifest.json goes beside it."),
     completion: bool = typer.Option(False, "--completion", help="Also greedy-complete each 'prefix' and compare with 'suffix'."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16."),
-    batch_tokens: Optional[int] = typer.Option(None, help="Padded tokens per batch (default: 1024 on CPU, 16384 on GPU)."),
+    batch_tokens: Optional[int] = typer.Option(None, help="Padded tokens per likelihood batch (default: 1024 on CPU, 16384 on GPU)."),
+    completion_batch_tokens: Optional[int] = typer.Option(None, help="Padded prompt+generated tokens per completion batch (default: 2048 on CPU, 16384 on GPU)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per window (default: the model's context length)."),
     stride: Optional[int] = typer.Option(None, help="New tokens scored per later window (default: max-length / 2)."),
     text_field: str = typer.Option("text", help="Field holding the item text."),
     id_field: str = typer.Option("id", help="Field holding a unique item id."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code shipped with the model to run."),
     gguf_file: Optional[str] = typer.Option(None, help="GGUF file name inside a --model directory."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    threads: Optional[int] = typer.Option(None, help="CPU workers, one thread each (default: one per core)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Resume cache (default: .contaudit-cache beside --out)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the resume cache."),
 ) -> None:
@@ -345,8 +348,9 @@ def score(
 
     with RichProgress(console=console) as bar:
         r = run_score(model, data, out_file, completion=completion, device=device, dtype=dtype,
-                      batch_tokens=batch_tokens, max_length=max_length, stride=stride, text_field=text_field,
-                      id_field=id_field, trust_remote_code=trust_remote_code, gguf_file=gguf_file, threads=threads,
+                      batch_tokens=batch_tokens, completion_batch_tokens=completion_batch_tokens,
+                      max_length=max_length, stride=stride, text_field=text_field, id_field=id_field,
+                      trust_remote_code=trust_remote_code, gguf_file=gguf_file, threads=threads,
                       cache_dir=cache_dir, use_cache=not no_cache, progress=bar)
     out.print(f"[bold]{r.n_scored} of {r.n_items} items scored[/] -> {escape(str(r.out))} "
               f"(manifest {escape(r.manifest.name)}); "
@@ -387,8 +391,24 @@ def demo(
     """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
     from contaudit.demo import run_demo
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     started = time.perf_counter()
-    result = run_demo(out_dir, null_run=null_run, log=lambda line: console.print(escape(line), highlight=False))
+    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                   TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), console=console, transient=True)
+    task = {"id": None, "step": 0}
+
+    def on_step(info) -> None:  # one bar per training run; a run restarts the step count
+        if task["id"] is None or info.step < task["step"]:
+            if task["id"] is not None:
+                bar.remove_task(task["id"])
+            task["id"] = bar.add_task("training", total=info.steps, loss="-", tps="-")
+        task["step"] = info.step
+        bar.update(task["id"], completed=info.step, loss=f"{info.loss:.3f}", tps=f"{info.tokens_per_s:,.0f}")
+
+    with bar:
+        result = run_demo(out_dir, null_run=null_run, train_progress=on_step,
+                          log=lambda line: console.print(escape(line), highlight=False))
     total = time.perf_counter() - started
     out.print(f"[bold]suspect vs clean:[/] {result.suspect_verdict}   ({out_dir / 'audit' / 'report.html'})")
     if result.null_verdict is not None:

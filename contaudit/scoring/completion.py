@@ -15,28 +15,30 @@ from collections.abc import Iterator
 import torch
 
 from contaudit.scoring.batching import pack_batches
+from contaudit.scoring.parallel import run_batches
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
-@torch.inference_mode()
 def greedy_continue(model: torch.nn.Module, prompts: list[list[int]], n_new: list[int], *, batch_tokens: int,
-                    device: torch.device, pad_id: int = 0,
-                    max_positions: int | None = None) -> Iterator[tuple[list[int], list[list[int]], int]]:
+                    device: torch.device, pad_id: int = 0, workers: int = 1, max_positions: int | None = None,
+                    ) -> Iterator[tuple[list[int], list[list[int]], int]]:
     """Greedy continuations of ``prompts``, ``n_new[i]`` tokens for prompt ``i``.
 
-    A batch runs for its longest continuation; a row whose own continuation is done
+    A batch decodes for its longest continuation; a row whose own continuation is done
     keeps decoding tokens that are thrown away, and with ``max_positions`` (the
     model's context) its position ids are clamped so they stay valid.
 
-    Yields ``(indices, continuations, n_generated)`` per batch, where
-    ``continuations[j]`` belongs to ``prompts[indices[j]]``.
+    Yields ``(indices, continuations, n_generated)`` per batch, in the order batches
+    finish, where ``continuations[j]`` belongs to ``prompts[indices[j]]``. ``workers``
+    > 1 runs batches on that many single-threaded CPU workers.
     """
     last_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    lengths = [len(p) + n for p, n in zip(prompts, n_new)]
-    for batch in pack_batches(lengths, batch_tokens):
+
+    @torch.inference_mode()
+    def run(batch: list[int]) -> tuple[list[list[int]], int]:
         width = max(len(prompts[i]) for i in batch)
         steps = max(n_new[i] for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -62,7 +64,11 @@ def greedy_continue(model: torch.nn.Module, prompts: list[list[int]], n_new: lis
             token = out.logits[:, -1].argmax(-1)
             generated.append(token)
         tokens = torch.stack(generated, dim=1).tolist()  # (B, steps)
-        yield batch, [tokens[j][:n_new[i]] for j, i in enumerate(batch)], sum(n_new[i] for i in batch)
+        return [tokens[j][:n_new[i]] for j, i in enumerate(batch)], sum(n_new[i] for i in batch)
+
+    lengths = [len(p) + n for p, n in zip(prompts, n_new)]
+    for batch, (continuations, n) in run_batches(pack_batches(lengths, batch_tokens), run, workers=workers):
+        yield batch, continuations, n
 
 
 def levenshtein(a: list[int], b: list[int]) -> int:

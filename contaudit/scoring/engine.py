@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from importlib import metadata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,12 +26,14 @@ from contaudit.manifest import describe_path, make_manifest, write_json_atomic, 
 from contaudit.scoring.cache import ScoreCache, text_hash
 from contaudit.scoring.completion import completion_metrics, greedy_continue
 from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, plan_windows, score_rows
-from contaudit.scoring.models import (DEVICES, DTYPES, FileHashes, LoadedModel, fingerprint, load_model,
+from contaudit.scoring.models import (DTYPES, FileHashes, check_device, LoadedModel, fingerprint, load_model,
                                       resolve_model)
-from contaudit.scoring.threads import ThreadTuner, tuned
+from contaudit.scoring.parallel import stateless_forward
 
-# Chosen by measurement (benchmarks/scoring_throughput.py, docs/scoring.md).
+# CPU values chosen by measurement (benchmarks/scoring_throughput.py, docs/scoring.md);
+# the GPU values are not measured here (no GPU was available).
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
+DEFAULT_COMPLETION_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 # Logits computed at once (rows x vocabulary) and the float32 working set of the statistics.
 LOGIT_BLOCK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
 STATS_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 27}
@@ -44,17 +47,20 @@ Progress = Callable[[str, int, int], None]
 class ScoreSettings:
     """Every option of ``contaudit score``, with its default.
 
-    ``None`` means "derived": ``batch_tokens`` from the device
-    (:data:`DEFAULT_BATCH_TOKENS`), ``max_length`` from the model's context length,
+    ``None`` means "derived": ``batch_tokens`` (likelihood) and
+    ``completion_batch_tokens`` (greedy completion: more rows per batch make decoding
+    cheaper) from the device (:data:`DEFAULT_BATCH_TOKENS`,
+    :data:`DEFAULT_COMPLETION_BATCH_TOKENS`), ``max_length`` from the model's context length,
     ``stride`` = ``max_length // 2``, ``cache_dir`` = ``.contaudit-cache`` beside the
-    output file, and ``threads`` on CPU: chosen batch by batch between torch's default
-    and 1 by measured speed (:mod:`contaudit.scoring.threads`).
+    output file, and ``threads`` = torch's default (one per core): on CPU that many
+    single-threaded workers, each running whole batches (:mod:`contaudit.scoring.parallel`).
     """
 
     completion: bool = False
     device: str = "auto"
     dtype: str = "auto"
     batch_tokens: int | None = None
+    completion_batch_tokens: int | None = None
     max_length: int | None = None
     stride: int | None = None
     text_field: str = "text"
@@ -66,12 +72,12 @@ class ScoreSettings:
     use_cache: bool = True
 
     def validate(self) -> None:
-        for name, low in (("batch_tokens", 1), ("max_length", 2), ("stride", 1), ("threads", 1)):
+        for name, low in (("batch_tokens", 1), ("completion_batch_tokens", 1), ("max_length", 2), ("stride", 1),
+                          ("threads", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise InputError(f"`{name}` must be an integer >= {low}, got {value!r}")
-        if self.device not in DEVICES:
-            raise InputError(f"`device` must be one of {list(DEVICES)}, got {self.device!r}")
+        check_device(self.device)
         if self.dtype not in ("auto", *DTYPES):
             raise InputError(f"`dtype` must be one of {['auto', *DTYPES]}, got {self.dtype!r}")
         if self.max_length is not None and self.stride is not None and self.stride >= self.max_length:
@@ -218,7 +224,7 @@ def _store(finished: dict, cache: ScoreCache, found: dict) -> None:
 
 
 def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[_Plan], cache: ScoreCache,
-                      found: dict, *, max_length: int, stride: int, batch_tokens: int, tuner: ThreadTuner | None,
+                      found: dict, *, max_length: int, stride: int, batch_tokens: int, workers: int,
                       progress: Progress | None) -> int:
     """Score every text not in ``found``; add results to ``found`` and the cache. Returns tokens scored."""
     todo = _pending(plans, "text_key", found)
@@ -233,9 +239,8 @@ def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
         progress("likelihood", 0, total)
     pending: dict[str, dict] = {}  # item key -> {window number: stats} until all its windows are in
     done = 0
-    batches = score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
-                         pad_id=loaded.context_token or 0)
-    for group, stats, n in tuned(batches, tuner):
+    for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
+                                      pad_id=loaded.context_token or 0, workers=workers):
         finished = {}
         for row, s in zip(group, stats):
             key, w = row.key
@@ -252,7 +257,7 @@ def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
 
 
 def _score_completion(loaded: LoadedModel, plans: list[_Plan], cache: ScoreCache, found: dict, *,
-                      batch_tokens: int, tuner: ThreadTuner | None, progress: Progress | None) -> int:
+                      batch_tokens: int, workers: int, progress: Progress | None) -> int:
     """Greedy-complete every prefix not in ``found``; add results to ``found`` and the cache."""
     todo = _pending(plans, "prompt_key", found)
     keys = list(todo)
@@ -261,10 +266,10 @@ def _score_completion(loaded: LoadedModel, plans: list[_Plan], cache: ScoreCache
     if progress and total:
         progress("completion", 0, total)
     done = 0
-    batches = greedy_continue(loaded.model, [todo[k].prompt for k in keys], n_new, batch_tokens=batch_tokens,
-                              max_positions=loaded.context_length,
-                              device=loaded.device, pad_id=loaded.context_token or 0)
-    for batch, continuations, n in tuned(batches, tuner):
+    for batch, continuations, n in greedy_continue(loaded.model, [todo[k].prompt for k in keys], n_new,
+                                                   batch_tokens=batch_tokens, device=loaded.device,
+                                                   pad_id=loaded.context_token or 0, workers=workers,
+                                                   max_positions=loaded.context_length):
         plans_done = [(keys[i], todo[keys[i]], generated) for i, generated in zip(batch, continuations)]
         _store({key: {**completion_metrics(generated, plan.suffix), "prefix_tokens": plan.prefix_tokens}
                 for key, plan, generated in plans_done}, cache, found)
@@ -274,13 +279,14 @@ def _score_completion(loaded: LoadedModel, plans: list[_Plan], cache: ScoreCache
     return done
 
 
-def _thread_tuner(settings: ScoreSettings, device: torch.device) -> ThreadTuner | None:
-    """Fixed ``threads`` when given; on CPU otherwise the faster of torch's default and 1."""
-    if settings.threads:
-        return ThreadTuner((settings.threads,))
-    if device.type != "cpu":
-        return None
-    return ThreadTuner((torch.get_num_threads(), 1))
+def _cpu_workers(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+    """``(workers, intra-op threads)``: one single-threaded worker per thread when safe."""
+    threads = settings.threads or torch.get_num_threads()
+    if loaded.device.type != "cpu":
+        return 1, torch.get_num_threads()
+    if threads > 1 and stateless_forward(loaded.model):
+        return threads, 1
+    return 1, threads
 
 
 def _resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
@@ -296,6 +302,44 @@ def _resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int,
     if stride >= max_length:
         raise InputError(f"`stride` ({stride}) must be smaller than `max_length` ({max_length})")
     return max_length, stride
+
+
+def _cache_keys(loaded: LoadedModel, max_length: int) -> dict:
+    """What every cached score depends on, besides the item itself."""
+    return {"model": loaded.fingerprint["id"], "dtype": str(loaded.dtype).removeprefix("torch."),
+            "device": loaded.device.type, "context_token": loaded.context_token, "max_length": max_length,
+            "transformers": metadata.version("transformers"), "metrics_version": METRICS_VERSION}
+
+
+def _score_all(loaded: LoadedModel, plans: list[_Plan], settings: ScoreSettings, cache_dir: Path | None, *,
+               max_length: int, stride: int, budgets: dict[str, int],
+               progress: Progress | None) -> tuple[dict, dict, dict]:
+    """Scores of every scoreable plan, from the cache or computed: ``(likelihood, completion, run facts)``."""
+    common = _cache_keys(loaded, max_length)
+    lik_cache = ScoreCache(cache_dir, {"kind": "likelihood", **common, "stride": stride})
+    comp_cache = ScoreCache(cache_dir, {"kind": "completion", **common}) if settings.completion else None
+    lik = lik_cache.load()
+    comp = comp_cache.load() if comp_cache else {}
+    scoreable = [p for p in plans if p.skip is None]
+    from_cache = sum(1 for p in scoreable if p.text_key in lik and (comp_cache is None or p.prompt_key in comp))
+    started = time.perf_counter()
+    kind = loaded.device.type
+    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
+                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
+    workers, intra_op = _cpu_workers(settings, loaded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(intra_op)
+    try:
+        computed = _score_likelihood(loaded, scorer, plans, lik_cache, lik, max_length=max_length, stride=stride,
+                                     batch_tokens=budgets["likelihood"], workers=workers, progress=progress)
+        if comp_cache is not None:
+            computed += _score_completion(loaded, plans, comp_cache, comp, batch_tokens=budgets["completion"],
+                                          workers=workers, progress=progress)
+    finally:
+        torch.set_num_threads(before)
+    facts = {"from_cache": from_cache, "tokens_computed": computed, "compute_seconds": time.perf_counter() - started,
+             "head_on_scored_positions_only": scorer.split, "cpu_workers": workers, "threads_per_worker": intra_op}
+    return lik, comp, facts
 
 
 def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreSettings | None = None, *,
@@ -321,60 +365,33 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
         raise InputError("the output file is the data file; choose another output path", path=out)
     source = resolve_model(model, settings.gguf_file)
     items = _load_items(data, settings)
-    cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
-    if not settings.use_cache:
-        cache_dir = None
-    hashes = FileHashes(cache_dir / "file-hashes.json" if cache_dir is not None else None)
-    fp = fingerprint(source, hashes, include_code=settings.trust_remote_code)
+    cache_dir = None
+    if settings.use_cache:
+        cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
+    fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
+                     include_code=settings.trust_remote_code)
     loaded = load_model(source, device=settings.device, dtype=settings.dtype,
                         trust_remote_code=settings.trust_remote_code)
     loaded.fingerprint = fp
     max_length, stride = _resolve_lengths(settings, loaded)
-    batch_tokens = settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(loaded.device.type, 1024)
-    plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
-
-    import transformers
-
-    common = {"model": fp["id"], "dtype": str(loaded.dtype).removeprefix("torch."), "device": loaded.device.type,
-              "context_token": loaded.context_token, "max_length": max_length,
-              "transformers": transformers.__version__, "metrics_version": METRICS_VERSION}
-    lik_cache = ScoreCache(cache_dir, {"kind": "likelihood", **common, "stride": stride})
-    lik = lik_cache.load()
-    hits = {p.text_key for p in plans if p.skip is None and p.text_key in lik}
-    compute_started = time.perf_counter()
     kind = loaded.device.type
-    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
-                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
-    tuners = {"likelihood": _thread_tuner(settings, loaded.device)}
-    computed = _score_likelihood(loaded, scorer, plans, lik_cache, lik, max_length=max_length, stride=stride,
-                                 batch_tokens=batch_tokens, tuner=tuners["likelihood"], progress=progress)
-    comp: dict[str, dict] = {}
-    if settings.completion:
-        comp_cache = ScoreCache(cache_dir, {"kind": "completion", **common})
-        comp = comp_cache.load()
-        hits &= {p.text_key for p in plans if p.skip is None and p.prompt_key in comp}
-        tuners["completion"] = _thread_tuner(settings, loaded.device)
-        computed += _score_completion(loaded, plans, comp_cache, comp, batch_tokens=batch_tokens,
-                                      tuner=tuners["completion"], progress=progress)
-    compute_seconds = time.perf_counter() - compute_started
-    rows, skipped = [], []
-    for plan in plans:
-        if plan.skip is not None:
-            skipped.append(plan.skip)
-            continue
-        row = {"id": plan.item.id, **lik[plan.text_key]}
-        if settings.completion:
-            row.update(comp[plan.prompt_key])
-        rows.append(row)
+    budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, 1024),
+               "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
+    plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
+    lik, comp, facts = _score_all(loaded, plans, settings, cache_dir, max_length=max_length, stride=stride,
+                                  budgets=budgets, progress=progress)
+
+    rows = [{"id": p.item.id, **lik[p.text_key], **(comp[p.prompt_key] if settings.completion else {})}
+            for p in plans if p.skip is None]
     write_jsonl_atomic(out, rows)
-    seconds = time.perf_counter() - started
-    from_cache = sum(1 for p in plans if p.skip is None and p.text_key in hits)
     resolved = {**asdict(settings), "cache_dir": str(cache_dir) if cache_dir else None, "max_length": max_length,
-                "stride": stride, "batch_tokens": batch_tokens, "head_on_scored_positions_only": scorer.split,
-                "threads_measured": {phase: {str(c): round(r, 1) if r else None for c, r in t.rate.items()}
-                                     for phase, t in tuners.items() if t is not None}}
-    result = ScoreResult(out, _manifest_path(out), len(items), len(rows), skipped, from_cache, computed, seconds,
-                         compute_seconds, fp["id"], str(loaded.device), common["dtype"], resolved)
+                "stride": stride, "batch_tokens": budgets["likelihood"],
+                "completion_batch_tokens": budgets["completion"],
+                **{k: facts[k] for k in ("head_on_scored_positions_only", "cpu_workers", "threads_per_worker")}}
+    result = ScoreResult(out, _manifest_path(out), len(items), len(rows), [p.skip for p in plans if p.skip],
+                         facts["from_cache"], facts["tokens_computed"], time.perf_counter() - started,
+                         facts["compute_seconds"], fp["id"], str(loaded.device),
+                         str(loaded.dtype).removeprefix("torch."), resolved)
     _write_manifest(result, data, loaded)
     return result
 

@@ -1,0 +1,258 @@
+"""``finetune`` and ``pretrain``: read the inputs, build the stream, train, save.
+
+The output directory holds the model (``model.safetensors`` + ``config.json``), its
+tokenizer, and the ground truth: ``injection.json`` (fine-tuning) or
+``pretrain.json`` (pretraining), a manifest that lists the injected items with their
+copies and token positions, the stream's hash, the training settings and results,
+the base model's fingerprint and the saved weights' fingerprint. When items were
+injected, ``injected.jsonl`` holds one record per copy (``id``, ``item_id``,
+``position``, ``text``): with the filler corpus it is the text the model trained on,
+ready for ``contaudit index``. ``stream.safetensors`` (the token stream itself) is
+written on request. The directory is
+built beside its destination and renamed into place, so it is never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from contaudit.errors import InputError
+from contaudit.finetune import base as base_model
+from contaudit.finetune.config import ModelConfig, TrainConfig, config_dict
+from contaudit.finetune.scratch import init_model, train_tokenizer
+from contaudit.finetune.stream import (Stream, build_filler, build_stream, read_corpus, read_id_list, select_items,
+                                       tokenize)
+from contaudit.finetune.train import StepInfo, TrainResult, train
+from contaudit.io import ReadStats, load_items
+from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+
+INJECTION_FILE = "injection.json"
+PRETRAIN_FILE = "pretrain.json"
+STREAM_FILE = "stream.safetensors"
+INJECTED_FILE = "injected.jsonl"
+
+
+@dataclass
+class FinetuneResult:
+    """Where the model was written, the manifest written with it, and the training record."""
+
+    out: Path
+    manifest: dict
+    train: TrainResult
+    stream: Stream
+
+
+def finetune(corpus: str | Path, out: str | Path, *, base: str | Path | None = None, from_scratch: bool = False,
+             inject: str | Path | None = None, dup: int = 0, inject_ids: str | Path | Sequence[str] | None = None,
+             inject_fraction: float | None = None, config: TrainConfig = TrainConfig(),
+             model_config: ModelConfig = ModelConfig(), text_field: str = "text", item_text_field: str = "text",
+             id_field: str = "id", template: str | None = None, include: list[str] | None = None,
+             exclude: list[str] | None = None, skip_bad: bool = False, save_stream: bool = False,
+             overwrite: bool = False, trust_remote_code: bool = False,
+             progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
+    """Train a probe model on ``corpus`` with benchmark items injected ``dup`` times.
+
+    Start from ``base`` (a local HF model directory or ``.gguf`` file) or, with
+    ``from_scratch``, from a fresh small GPT-2 (``model_config``) with a BPE tokenizer
+    trained on the corpus. The items are read from ``inject`` (JSON Lines / Parquet);
+    those named by ``inject_ids`` (a file, one id per line, or a list), a seeded
+    ``inject_fraction`` of them, or all are injected. ``dup = 0`` is the matched clean
+    control: same filler in the same order, same steps, same seed.
+
+    Example::
+
+        finetune("filler.jsonl", "models/suspect", base="models/base", inject="test.jsonl", dup=8,
+                 config=TrainConfig(steps=100, lr=1e-3))
+    """
+    if inject is None and (inject_ids is not None or inject_fraction is not None):
+        raise InputError("`inject_ids` / `inject_fraction` choose items from `inject`; give the benchmark file too")
+    if inject is None and dup:
+        raise InputError(f"`dup` is {dup} but no benchmark to inject was given (`inject`)")
+    return _run("finetune", corpus, out, base=base, from_scratch=from_scratch, inject=inject, dup=dup,
+                inject_ids=inject_ids, inject_fraction=inject_fraction, config=config, model_config=model_config,
+                text_field=text_field, item_text_field=item_text_field, id_field=id_field, template=template,
+                include=include, exclude=exclude, skip_bad=skip_bad, save_stream=save_stream, overwrite=overwrite,
+                trust_remote_code=trust_remote_code, progress=progress)
+
+
+def pretrain(corpus: str | Path, out: str | Path, *, config: TrainConfig = TrainConfig(),
+             model_config: ModelConfig = ModelConfig(), text_field: str = "text", include: list[str] | None = None,
+             exclude: list[str] | None = None, skip_bad: bool = False, overwrite: bool = False,
+             progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
+    """Pretrain a small GPT-2 from scratch on ``corpus`` (tokenizer included); nothing is injected.
+
+    Writes the model, tokenizer and ``pretrain.json`` to ``out``; use ``out`` as the
+    ``base`` of :func:`finetune`.
+    """
+    return _run("pretrain", corpus, out, base=None, from_scratch=True, inject=None, dup=0, inject_ids=None,
+                inject_fraction=None, config=config, model_config=model_config, text_field=text_field,
+                item_text_field="text", id_field="id", template=None, include=include, exclude=exclude,
+                skip_bad=skip_bad, save_stream=False, overwrite=overwrite, trust_remote_code=False,
+                progress=progress)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError("the output path exists and is not a directory", path=out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError("the output directory is not empty; choose another or pass --overwrite", path=out)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` directory onto ``out`` (replacing it)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _items_to_inject(inject, *, inject_ids, inject_fraction, seed, item_text_field, id_field, template, skip_bad):
+    """``(selected items, selection record, input descriptions)``."""
+    items = load_items(inject, text_field=item_text_field, template=template, id_field=id_field, skip_bad=skip_bad)
+    inputs = [{"role": "benchmark", **describe_path(inject)}]
+    selection = {"n_items": len(items)}
+    if isinstance(inject_ids, (str, Path)):
+        ids_source = Path(inject_ids)
+        ids = read_id_list(ids_source)
+        inputs.append({"role": "inject_ids", **describe_path(ids_source)})
+        selection.update(method="ids", ids_file=str(ids_source))
+    elif inject_ids is not None:
+        ids, ids_source = list(inject_ids), None
+        selection.update(method="ids")
+    elif inject_fraction is not None:
+        ids, ids_source = None, None
+        selection.update(method="fraction", fraction=inject_fraction, seed=seed)
+    else:
+        ids, ids_source = None, None
+        selection.update(method="all")
+    chosen = select_items(items, ids=ids, fraction=inject_fraction, seed=seed, ids_source=ids_source)
+    selection["n_selected"] = len(chosen)
+    return chosen, selection, inputs
+
+
+def _run(stage, corpus, out, *, base, from_scratch, inject, dup, inject_ids, inject_fraction, config, model_config,
+         text_field, item_text_field, id_field, template, include, exclude, skip_bad, save_stream, overwrite,
+         trust_remote_code, progress) -> FinetuneResult:
+    config.validate()
+    if not isinstance(dup, int) or isinstance(dup, bool) or dup < 0:
+        raise InputError(f"`dup` must be a non-negative integer, got {dup!r}.")
+    if (base is None) == (not from_scratch):
+        raise InputError("give exactly one of a base model (`base`) and `from_scratch`")
+    if from_scratch and config.l2sp:
+        raise InputError("`l2sp` pulls weights toward a base model; a from-scratch run has none")
+    out = Path(out)
+    _check_out(out, overwrite)
+
+    stats = ReadStats()
+    docs = read_corpus(corpus, text_field=text_field, include=include, exclude=exclude, skip_bad=skip_bad,
+                       stats=stats)
+    inputs = [{"role": "corpus", **describe_path(corpus)}]
+    chosen, selection = [], None
+    if inject is not None:
+        chosen, selection, item_inputs = _items_to_inject(
+            inject, inject_ids=inject_ids, inject_fraction=inject_fraction, seed=config.seed,
+            item_text_field=item_text_field, id_field=id_field, template=template, skip_bad=skip_bad)
+        inputs += item_inputs
+
+    if from_scratch:
+        model_config.validate()
+        if config.seq_len > model_config.n_positions:
+            raise InputError(f"`seq_len` ({config.seq_len}) exceeds the model's `n_positions` "
+                             f"({model_config.n_positions}).")
+        order = np.random.default_rng([config.seed, 0]).permutation(len(docs))
+        tokenizer = train_tokenizer((docs[i].text for i in order), model_config)
+        model = init_model(model_config, tokenizer, seed=config.seed)
+        base_record = {"kind": "from_scratch", "model_config": config_dict(model_config), "seed": config.seed}
+    else:
+        model, tokenizer, kind = base_model.load_base(base, trust_remote_code=trust_remote_code)
+        base_record = {"kind": kind, "path": str(base), "fingerprint": base_model.fingerprint(base)}
+        inputs.append({"role": "base_model", "path": str(base), "sha256": base_record["fingerprint"]["sha256"]})
+    eos = tokenizer.eos_token_id
+
+    filler = build_filler([d.text for d in docs], tokenizer, eos=eos, seed=config.seed,
+                          heldout_tokens=config.heldout_blocks * config.seq_len, train_tokens=config.tokens)
+    item_tokens = list(zip([it.id for it in chosen], tokenize(tokenizer, [it.text for it in chosen])))
+    for item_id, ids in item_tokens:
+        if len(ids) == 0:
+            raise InputError(f"item {item_id!r} has no tokens (empty text)", path=inject)
+    stream = build_stream(filler.train, item_tokens, dup=dup, n_tokens=config.tokens, eos=eos, seed=config.seed,
+                          align=config.seq_len if config.align_copies else 0)
+
+    result = train(model, stream.tokens, filler.heldout, config, progress=progress)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        result.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if stream.injected_tokens:
+            write_jsonl_atomic(tmp / INJECTED_FILE, _copy_rows(chosen, stream))
+        if save_stream:
+            from safetensors.numpy import save_file
+
+            save_file({"tokens": stream.tokens}, str(tmp / STREAM_FILE))
+        manifest = make_manifest(
+            stage, inputs=inputs,
+            parameters={"dup": dup, "train": config_dict(config), "inject_fraction": inject_fraction,
+                        "text_field": text_field, "item_text_field": item_text_field, "id_field": id_field,
+                        "template": template, "include": include, "exclude": exclude, "skip_bad": skip_bad},
+            base=base_record,
+            model={"fingerprint": base_model.fingerprint(tmp), "n_parameters": sum(p.numel() for p in
+                                                                                  result.model.parameters()),
+                   "architecture": type(result.model).__name__, "vocab_size": len(tokenizer)},
+            corpus_read=stats.as_dict(),
+            dup=dup,
+            selection=selection,
+            items=[_item_record(inj, result.tokens_trained) for inj in stream.injections],
+            stream=_stream_record(stream, filler, config, eos, save_stream),
+            training=_training_record(result),
+        )
+        write_json_atomic(tmp / (INJECTION_FILE if stage == "finetune" else PRETRAIN_FILE), manifest)
+        _install(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return FinetuneResult(out, manifest, result, stream)
+
+
+def _copy_rows(items, stream: Stream):
+    """One corpus record per injected copy, in stream order: what an index of the training data would hold."""
+    text = {it.id: it.text for it in items}
+    copies = sorted((p, inj.id) for inj in stream.injections for p in inj.positions)
+    for n, (position, item_id) in enumerate(copies):
+        yield {"id": f"injected-{n}", "item_id": item_id, "position": position, "text": text[item_id]}
+
+
+def _item_record(inj, tokens_trained: int) -> dict:
+    trained = sum(1 for p in inj.positions if p + inj.n_tokens <= tokens_trained)
+    return {"id": inj.id, "n_tokens": inj.n_tokens, "copies": len(inj.positions), "trained_copies": trained,
+            "positions": list(inj.positions)}
+
+
+def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved: bool) -> dict:
+    return {"n_tokens": int(len(stream.tokens)), "sha256": stream.sha256, "filler_tokens": stream.filler_tokens,
+            "injected_tokens": stream.injected_tokens, "filler_documents": filler.documents,
+            "filler_documents_used": filler.documents_used,
+            "filler_train_tokens": int(len(filler.train)), "heldout_tokens": int(len(filler.heldout)),
+            "eos_token_id": int(eos), "seq_len": config.seq_len, "batch_size": config.batch_size,
+            "tokens_per_step": config.batch_size * config.seq_len, "saved_as": STREAM_FILE if saved else None,
+            "layout": "step s (1-based) trains on tokens [(s-1)*tokens_per_step, s*tokens_per_step); each copy is "
+                      "eos + item tokens + eos and `positions` are the offsets of its first item token"}
+
+
+def _training_record(result: TrainResult) -> dict:
+    return {"steps_run": result.steps_run, "best_step": result.best_step, "tokens_trained": result.tokens_trained,
+            "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
+            "tokens_per_s": round(result.tokens_per_s, 1), "precision": result.precision,
+            "final_train_loss": result.final_loss,
+            "heldout_loss": result.heldout}

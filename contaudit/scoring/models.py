@@ -1,0 +1,248 @@
+"""Finding, fingerprinting and loading the causal LM that scores the items.
+
+A model is a local Hugging Face directory (``config.json`` + ``*.safetensors`` or
+``pytorch_model*.bin`` + tokenizer files) or a GGUF file, given by its path or as a
+directory plus ``gguf_file``. Nothing is downloaded. The fingerprint identifies the
+weights by content (SHA-256 of every weight file), so a cache keyed by it survives a
+moved directory but not a changed checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from contaudit.errors import InputError
+from contaudit.manifest import hash_file, write_json_atomic
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "tokenizer.model", "added_tokens.json")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ModelError(InputError):
+    """A model path that cannot be used: names the path, what is missing and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: a Hugging Face directory, or a GGUF file in a directory."""
+
+    directory: Path
+    gguf_file: str | None
+    weight_files: tuple[Path, ...]
+
+    @property
+    def format(self) -> str:
+        return "gguf" if self.gguf_file else "huggingface"
+
+    @property
+    def display(self) -> str:
+        return str(self.directory / self.gguf_file) if self.gguf_file else str(self.directory)
+
+
+def resolve_model(path: str | Path, gguf_file: str | None = None) -> ModelSource:
+    """Check that ``path`` names a loadable model and list its weight files.
+
+    ``path`` is a ``.gguf`` file, a directory with ``gguf_file`` in it, a directory
+    holding exactly one ``.gguf`` file and no ``config.json``, or a Hugging Face
+    directory. Raises :class:`ModelError` naming the path and what is missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError("model path does not exist; pass a local Hugging Face directory or a .gguf file "
+                         "(nothing is downloaded)", path=path)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelError("a model file must be a .gguf file; for a Hugging Face model pass its directory", path=path)
+        if gguf_file is not None and gguf_file != path.name:
+            raise ModelError(f"gguf_file {gguf_file!r} conflicts with the .gguf path given", path=path)
+        return ModelSource(path.parent, path.name, (path,))
+    if gguf_file is not None:
+        target = path / gguf_file
+        if not target.is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            raise ModelError(f"gguf_file {gguf_file!r} not found in the directory; .gguf files there: {ggufs}", path=path)
+        return ModelSource(path, gguf_file, (target,))
+    has_config = (path / "config.json").is_file()
+    if not has_config:
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSource(path, ggufs[0].name, (ggufs[0],))
+        if ggufs:
+            raise ModelError(f"several .gguf files and no config.json; choose one with gguf_file "
+                             f"(--gguf-file): {[p.name for p in ggufs]}", path=path)
+        raise ModelError("no config.json and no .gguf file: not a Hugging Face model directory", path=path)
+    for pattern in WEIGHT_PATTERNS:
+        weights = tuple(sorted(path.glob(pattern)))
+        if weights:
+            return ModelSource(path, None, weights)
+    raise ModelError("no weight files (*.safetensors or pytorch_model*.bin) beside config.json; "
+                     "was the model saved with save_pretrained?", path=path)
+
+
+class FileHashes:
+    """SHA-256 of files, remembered on disk by (path, size, mtime) so large weights hash once.
+
+    The store is a JSON file (``None`` keeps it in memory only).
+    """
+
+    def __init__(self, store: Path | None = None):
+        self.store = store
+        self._known: dict = {}
+        if store is not None and store.is_file():
+            try:
+                self._known = json.loads(store.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._known = {}  # a damaged store only costs rehashing
+        self._dirty = False
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        entry = self._known.get(key)
+        if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+            return entry["sha256"]
+        digest = hash_file(path)
+        self._known[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.store is not None and self._dirty:
+            write_json_atomic(self.store, self._known)
+            self._dirty = False
+
+
+def fingerprint(source: ModelSource, hashes: FileHashes | None = None, *, include_code: bool = False) -> dict:
+    """Content fingerprint of a model: weight, config and tokenizer file hashes.
+
+    ``id`` hashes everything except the path, so it names the checkpoint's content.
+    With ``include_code`` (remote code trusted) the directory's ``*.py`` files count too.
+    """
+    hashes = hashes if hashes is not None else FileHashes()
+
+    def entry(p: Path) -> dict:
+        return {"name": p.name, "size": p.stat().st_size, "sha256": hashes.sha256(p)}
+
+    weights = [entry(p) for p in source.weight_files]
+    config = source.directory / "config.json"
+    config_sha = hashes.sha256(config) if source.gguf_file is None and config.is_file() else None
+    others = []
+    if source.gguf_file is None:
+        names = [n for n in TOKENIZER_FILES if (source.directory / n).is_file()]
+        if include_code:
+            names += sorted(p.name for p in source.directory.glob("*.py"))
+        others = [entry(source.directory / n) for n in names]
+    content = {"format": source.format, "config_sha256": config_sha, "weights": weights, "tokenizer_files": others}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    hashes.save()
+    return {"path": str(Path(source.display).resolve()), "gguf_file": source.gguf_file, **content, "id": digest}
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`InputError` unless ``device`` is auto, cpu, cuda or cuda:N."""
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(device)):
+        raise InputError(f"`device` must be one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"`device` is {device!r} but torch sees no CUDA device; use 'cpu' or 'auto'")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"`device` is {device!r} but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs that support it (else float16), float32 on CPU."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"`dtype` must be one of {['auto', *DTYPES]}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to score: the module, its tokenizer and what scoring needs to know."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    source: ModelSource
+    device: torch.device
+    dtype: torch.dtype
+    context_token: int | None  # prepended to every text so its first token is scored
+    context_length: int | None  # the model's maximum positions, when it states one
+    fingerprint: dict = field(default_factory=dict)
+
+    def describe_tokenizer(self) -> dict:
+        tok = self.tokenizer
+        return {"class": type(tok).__name__, "vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id, "context_token_id": self.context_token}
+
+
+def _context_length(model) -> int | None:
+    config = model.config
+    get_text = getattr(config, "get_text_config", None)
+    config = get_text() if get_text else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def load_model(source: ModelSource, *, device: str = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load the model and tokenizer from ``source`` (never from the network).
+
+    Raises :class:`ModelError` naming the path when transformers cannot load them.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    model_kwargs = {"dtype": torch_dtype}
+    if dev.type == "cuda":
+        model_kwargs["device_map"] = str(dev)  # load straight onto the GPU, not through CPU memory
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
+    except Exception as e:  # transformers raises many types for an unreadable tokenizer
+        raise ModelError(f"cannot load the tokenizer: {type(e).__name__}: {e}", path=source.display) from None
+    try:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(source.directory), attn_implementation="sdpa",
+                                                         **model_kwargs, **kwargs)
+        except ValueError as e:
+            if "sdpa" not in str(e).lower():
+                raise
+            model = AutoModelForCausalLM.from_pretrained(str(source.directory), **model_kwargs, **kwargs)
+    except Exception as e:  # corrupt weights, unknown architecture, remote code refused, ...
+        raise ModelError(f"transformers cannot load the model as a causal LM: {type(e).__name__}: {e}",
+                         path=source.display) from None
+    if dev.type != "cuda":
+        model.to(dev)
+    model.eval()
+    context_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return LoadedModel(model, tokenizer, source, dev, torch_dtype, context_token, _context_length(model))

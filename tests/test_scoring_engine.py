@@ -1,0 +1,123 @@
+"""``score()``: output format, manifest, skips, long items and settings checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contaudit.errors import InputError
+from contaudit.scoring import ScoreSettings, score
+from contaudit.scoring.tiny import save_tiny_model
+
+LIKELIHOOD_FIELDS = ["id", "n_tokens", "nll_mean", "ppl", "mink_10", "mink_20", "minkpp_10", "minkpp_20", "zlib_ratio"]
+COMPLETION_FIELDS = ["suffix_tokens", "exact_match", "token_match_frac", "lcp_tokens", "edit_similarity",
+                     "prefix_tokens"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("m") / "llama", arch="llama", n_positions=64)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def probes(tmp_path):
+    long_text = "the model said what it had seen and then " * 40  # hundreds of tokens: past max-length 64
+    rows = [
+        {"id": "a", "probe_set": "seen", "text": "def score(item, 3): return value", "prefix": "def score(item, 3):",
+         "suffix": " return value"},
+        {"id": "empty", "probe_set": "seen", "text": "   ", "prefix": "x", "suffix": " y"},
+        {"id": "long", "probe_set": "unseen", "text": long_text, "prefix": long_text[:-60], "suffix": long_text[-60:]},
+        {"id": "no-prefix", "probe_set": "unseen", "text": "new data", "prefix": "", "suffix": "new data"},
+        {"id": "huge-suffix", "probe_set": "unseen", "text": long_text, "prefix": "the", "suffix": long_text},
+        {"id": "dup-text", "probe_set": "seen", "text": "def score(item, 3): return value",
+         "prefix": "def score(item, 3):", "suffix": " return value"},
+    ]
+    return write_jsonl(tmp_path / "probes.jsonl", rows)
+
+
+def test_output_rows_fields_order_and_manifest(tmp_path, model_dir, probes):
+    out = tmp_path / "scores" / "tiny.jsonl"
+    result = score(model_dir, probes, out, completion=True, device="cpu")
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == ["a", "long", "dup-text"]  # input order, skipped items left out
+    for r in rows:
+        assert list(r) == LIKELIHOOD_FIELDS + COMPLETION_FIELDS
+    assert rows[0] == rows[2] | {"id": "a"}  # the same text scores the same
+    long = rows[1]
+    assert long["n_tokens"] > 64  # longer than max-length: scored by sliding windows, every token once
+    assert long["prefix_tokens"] + long["suffix_tokens"] + 1 <= 64  # prompt truncated from the left to fit
+    manifest = json.loads((tmp_path / "scores" / "tiny.manifest.json").read_text())
+    assert result.manifest == tmp_path / "scores" / "tiny.manifest.json"
+    assert manifest["stage"] == "score"
+    assert manifest["counts"] == {"items": 6, "scored": 3, "skipped": 3, "from_cache": 0,
+                                  "skip_reasons": {"empty_text": 1, "empty_prefix": 1, "suffix_too_long": 1}}
+    assert [(s["id"], s["record"], s["reason"]) for s in manifest["skipped"]] == [
+        ("empty", 2, "empty_text"), ("no-prefix", 4, "empty_prefix"), ("huge-suffix", 5, "suffix_too_long")]
+    assert manifest["parameters"]["max_length"] == 64 and manifest["parameters"]["stride"] == 32
+    assert manifest["model"]["weights"][0]["sha256"] and manifest["model"]["config_sha256"]
+    assert manifest["tokenizer"]["context_token_id"] == 1
+    assert manifest["device"] == "cpu" and manifest["dtype"] == "float32"
+    assert manifest["inputs"][0]["sha256"] and manifest["outputs"][0]["path"] == str(out)
+    assert manifest["versions"]["torch"]
+
+
+def test_stride_changes_only_long_items(tmp_path, model_dir, probes):
+    a = read_rows(score(model_dir, probes, tmp_path / "a.jsonl", stride=32, use_cache=False, device="cpu").out)
+    b = read_rows(score(model_dir, probes, tmp_path / "b.jsonl", stride=8, use_cache=False, device="cpu").out)
+    by_id = {r["id"]: r for r in b}
+    for r in a:
+        if r["n_tokens"] < 64:
+            assert r["nll_mean"] == pytest.approx(by_id[r["id"]]["nll_mean"], abs=1e-5)
+        else:  # more context per token: a different (valid) estimate of the same tokens
+            assert r["n_tokens"] == by_id[r["id"]]["n_tokens"] and r["nll_mean"] != by_id[r["id"]]["nll_mean"]
+
+
+def test_likelihood_only_ignores_prefix_rules(tmp_path, model_dir, probes):
+    rows = read_rows(score(model_dir, probes, tmp_path / "l.jsonl", device="cpu").out)
+    assert [r["id"] for r in rows] == ["a", "long", "no-prefix", "huge-suffix", "dup-text"]
+    assert list(rows[0]) == LIKELIHOOD_FIELDS
+
+
+def test_completion_needs_prefix_and_suffix_fields(tmp_path, model_dir):
+    data = write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "text": "x y", "prefix": "x", "suffix": " y"},
+                                                  {"id": "b", "text": "no probe fields"}])
+    with pytest.raises(InputError, match=r"items.jsonl, record 2: .*'prefix' is missing"):
+        score(model_dir, data, tmp_path / "o.jsonl", completion=True, device="cpu")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"batch_tokens": 0}, "`batch_tokens` must be an integer >= 1"),
+    ({"max_length": 1}, "`max_length` must be an integer >= 2"),
+    ({"max_length": 16, "stride": 16}, r"`stride` \(16\) must be smaller than `max_length` \(16\)"),
+    ({"max_length": 65}, "`max_length` 65 exceeds the model's context length 64"),
+    ({"device": "tpu"}, "`device` must be one of"),
+])
+def test_bad_settings_name_the_parameter(tmp_path, model_dir, probes, options, message):
+    with pytest.raises(InputError, match=message):
+        score(model_dir, probes, tmp_path / "o.jsonl", **options)
+
+
+def test_output_must_be_jsonl(tmp_path, model_dir, probes):
+    with pytest.raises(InputError, match="must end with .jsonl"):
+        score(model_dir, probes, tmp_path / "o.json")
+
+
+def test_unknown_option_is_a_type_error(tmp_path, model_dir, probes):
+    with pytest.raises(TypeError):
+        score(model_dir, probes, tmp_path / "o.jsonl", batch_size=3)
+
+
+def test_settings_object_and_overrides(tmp_path, model_dir, probes):
+    settings = ScoreSettings(max_length=32, device="cpu")
+    result = score(model_dir, probes, tmp_path / "o.jsonl", settings, stride=4)
+    assert (result.settings["max_length"], result.settings["stride"]) == (32, 4)

