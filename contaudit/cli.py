@@ -328,7 +328,7 @@ def score(
     completion: bool = typer.Option(False, "--completion", help="Also greedy-complete each 'prefix' and compare with 'suffix'."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16."),
-    batch_tokens: Optional[int] = typer.Option(None, help="Padded tokens per likelihood batch (default: 1024 on CPU, 16384 on GPU)."),
+    batch_tokens: Optional[int] = typer.Option(None, help="Padded tokens per likelihood batch (default: 256 on CPU, 16384 on GPU)."),
     completion_batch_tokens: Optional[int] = typer.Option(None, help="Padded prompt+generated tokens per completion batch (default: 2048 on CPU, 16384 on GPU)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per window (default: the model's context length)."),
     stride: Optional[int] = typer.Option(None, help="New tokens scored per later window (default: max-length / 2)."),

@@ -121,3 +121,13 @@ def test_settings_object_and_overrides(tmp_path, model_dir, probes):
     settings = ScoreSettings(max_length=32, device="cpu")
     result = score(model_dir, probes, tmp_path / "o.jsonl", settings, stride=4)
     assert (result.settings["max_length"], result.settings["stride"]) == (32, 4)
+
+
+def test_cpu_workers_do_not_change_scores(tmp_path, model_dir, probes):
+    one = score(model_dir, probes, tmp_path / "one.jsonl", completion=True, device="cpu", use_cache=False,
+                batch_tokens=64, completion_batch_tokens=64)
+    two = score(model_dir, probes, tmp_path / "two.jsonl", completion=True, device="cpu", use_cache=False,
+                batch_tokens=64, completion_batch_tokens=64, threads=2)
+    assert (one.settings["cpu_workers"], one.settings["threads_per_worker"]) == (1, 1)  # a tiny model: one thread
+    assert (two.settings["cpu_workers"], two.settings["threads_per_worker"]) == (2, 1)
+    assert read_rows(one.out) == read_rows(two.out)  # every batch runs on one thread either way: bit for bit
