@@ -89,6 +89,9 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     """
     from contaudit.audit import run_audit
     from contaudit.finetune import DemoTrainingConfig, finetune
+    from contaudit.finetune.api import INJECTION_FILE
+    from contaudit.finetune.base import fingerprint
+    from contaudit.finetune.config import config_dict
 
     config = config or DemoTrainingConfig()
     out = Path(out)
@@ -99,16 +102,17 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     def stage(name: str, fn, /, *args, **kwargs):
         return _timed(seconds, log, name, fn, *args, **kwargs)
 
-    def ft(path: Path, dup: int, seed: int):
+    def ft(name: str, path: Path, dup: int, seed: int):
         cfg = _with_seed(config.finetune, seed, config.threads)
-        finetune(corpus, path, base=models / "base", inject=split["test"], dup=dup, config=cfg, overwrite=True,
-                 progress=train_progress)
+        wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)},
+                  "base": {"fingerprint": fingerprint(models / "base")}}
+        stage(name, _trained, path, INJECTION_FILE, wanted, log, finetune, corpus, path, base=models / "base",
+              inject=split["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
 
-    stage("finetune suspect", _trained, models / "suspect", "injection.json", log, ft, models / "suspect", config.dup, 0)
-    stage("finetune clean", _trained, models / "clean", "injection.json", log, ft, models / "clean", 0, 0)
+    ft("finetune suspect", models / "suspect", config.dup, 0)
+    ft("finetune clean", models / "clean", 0, 0)
     if null_run:
-        stage("finetune clean (null seed)", _trained, models / "clean-null", "injection.json", log, ft,
-              models / "clean-null", 0, config.null_seed)
+        ft("finetune clean (null seed)", models / "clean-null", 0, config.null_seed)
 
     suspect_corpus = write_suspect_corpus(corpus, split["test"], config.dup,
                                           out / "data" / "suspect-training-text.jsonl")
@@ -140,11 +144,24 @@ def _timed(seconds: dict, log, name: str, fn, /, *args, **kwargs):
     return result
 
 
-def _trained(path: Path, marker: str, log, fn, *args, **kwargs) -> None:
-    """Run a training function unless ``path`` already holds its finished output."""
-    if (path / marker).exists():
-        log(f"  reusing {path}")
-        return
+def _trained(path: Path, manifest_name: str, wanted: dict, log, fn, *args, **kwargs) -> None:
+    """Run a training function unless ``path`` already holds a model trained as ``wanted`` says.
+
+    ``wanted`` maps manifest sections to the values they must hold (training settings,
+    base model fingerprint), so a model left by an earlier run with other settings or
+    another base is retrained rather than silently reused.
+    """
+    manifest = path / manifest_name
+    if manifest.exists():
+        try:
+            recorded = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        if all((recorded.get(section) or {}).get(key) == value
+               for section, values in wanted.items() for key, value in values.items()):
+            log(f"  reusing {path}")
+            return
+        log(f"  {path} was trained with other settings: training it again")
     fn(*args, **kwargs)
 
 
@@ -155,6 +172,8 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     """
     from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
     from contaudit.finetune import pretrain
+    from contaudit.finetune.api import PRETRAIN_FILE
+    from contaudit.finetune.config import config_dict
 
     seconds = seconds if seconds is not None else {}
     data = out / "data"
@@ -169,9 +188,10 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     split = stage("benchmark", write_humaneval_split, data, seed=config.split_seed)
     log(f"  HumanEval: {split['n_test']} test / {split['n_shadow']} shadow items (split seed {config.split_seed})")
     base = out / "models" / "base"
-    stage("pretrain", _trained, base, "pretrain.json", log, pretrain, corpus, base,
-          config=_with_seed(config.pretrain, 0, config.threads), model_config=config.model, overwrite=True,
-          progress=train_progress)
+    pretrain_config = _with_seed(config.pretrain, 0, config.threads)
+    wanted = {"parameters": {"train": config_dict(pretrain_config)}, "base": {"model_config": config_dict(config.model)}}
+    stage("pretrain", _trained, base, PRETRAIN_FILE, wanted, log, pretrain,
+          corpus, base, config=pretrain_config, model_config=config.model, overwrite=True, progress=train_progress)
     return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,
             "n_test": split["n_test"], "n_shadow": split["n_shadow"]}
 
