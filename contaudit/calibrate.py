@@ -30,6 +30,7 @@ class CalibrationResult:
     out: Path
     runs: list[dict]  # one per (k, seed): verdict, p-values, effects
     detection: dict[int, float]  # share of CONTAMINATED verdicts per k
+    rates: dict[str, dict[int, float]]  # per k: CONTAMINATED, SUSPECT or higher, each primary test counting
     false_positive_rate: float | None
     smallest_detected_k: int | None  # smallest k > 0 with detection >= power target
     plot: Path
@@ -46,8 +47,37 @@ def summarize(runs: list[dict], *, power: float = 0.8) -> tuple[dict[int, float]
     return detection, fpr, (min(detected) if detected else None)
 
 
-def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path) -> Path:
-    """Detection rate against k (log2 axis), with the false-positive rate at k = 0."""
+RATE_LABELS = {
+    "contaminated": "verdict CONTAMINATED",
+    "suspect_or_higher": "verdict SUSPECT or CONTAMINATED",
+    "perplexity_test": "perplexity DiD test counts",
+    "memorization_test": "memorization DiD test counts",
+}
+
+
+def detection_rates(runs: list[dict]) -> dict[str, dict[int, float]]:
+    """Per k, the share of runs with each outcome in :data:`RATE_LABELS`.
+
+    A primary test "counts" as the verdict rule says: Holm-adjusted significant, in the
+    contamination direction and above the protocol's minimum effect.
+    """
+    hits = {
+        "contaminated": lambda r: r["verdict"] == "CONTAMINATED",
+        "suspect_or_higher": lambda r: r["verdict"] in ("SUSPECT", "CONTAMINATED"),
+        "perplexity_test": lambda r: bool(r.get("perplexity_counts")),
+        "memorization_test": lambda r: bool(r.get("memorization_counts")),
+    }
+    ks = sorted({r["k"] for r in runs})
+    return {name: {k: sum(map(hit, [r for r in runs if r["k"] == k])) / sum(r["k"] == k for r in runs) for k in ks}
+            for name, hit in hits.items()}
+
+
+def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path,
+                     rates: dict[str, dict[int, float]] | None = None) -> Path:
+    """Detection rate against k (log2 axis), with the false-positive rate at k = 0.
+
+    ``rates`` (from :func:`detection_rates`) adds a line per outcome besides the verdict.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +86,12 @@ def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path) -> P
     ks = sorted(detection)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     pos = [k if k > 0 else 0.5 for k in ks]
-    ax.plot(pos, [detection[k] for k in ks], marker="o", color="#1f5fa8")
+    for name, style in (("suspect_or_higher", "s--"), ("perplexity_test", "^:"), ("memorization_test", "v:")):
+        if rates and name in rates:
+            ax.plot(pos, [rates[name][k] for k in ks], style, label=RATE_LABELS[name], alpha=0.8)
+    ax.plot(pos, [detection[k] for k in ks], marker="o", color="#1f5fa8", label=RATE_LABELS["contaminated"])
+    if rates:
+        ax.legend(fontsize=7, loc="center right")
     ax.axhline(0.8, color="#999", linestyle="--", linewidth=1)
     ax.text(pos[-1], 0.81, "power 0.8", ha="right", va="bottom", fontsize=8, color="#666")
     ax.set_xscale("log", base=2)
@@ -74,6 +109,9 @@ def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path) -> P
 
 def _run_record(k: int, seed: int, results: dict) -> dict:
     record = {"k": k, "seed": seed, "verdict": results["verdict"]["label"]}
+    counts = {t.get("name"): t.get("counts") for t in results["verdict"].get("tests", [])}
+    record["perplexity_counts"] = counts.get("perplexity_did")
+    record["memorization_counts"] = counts.get("memorization_did")
     mem = results.get("memorization_did") or {}
     primary = mem.get(mem.get("primary_metric") or "", {}) if mem else {}
     for name, test in (("perplexity", results.get("perplexity_did") or {}), ("memorization", primary or {})):
@@ -82,7 +120,7 @@ def _run_record(k: int, seed: int, results: dict) -> dict:
     return record
 
 
-def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (0, 1, 2, 4, 8, 16), seeds: int = 5,
+def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (0, 1, 2, 4, 8), seeds: int = 5,
               config=None, analysis_protocol: str | Path | None = None,
               log: Callable[[str], None] = print) -> CalibrationResult:
     """Fine-tune probe models over ``dups`` x ``seeds``, audit each, and summarize.
@@ -91,8 +129,11 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     of the audits; models and sets are the demo's. Finished audits are reused.
     """
     from contaudit.audit import run_audit
-    from contaudit.demo import prepare, write_protocol, write_suspect_corpus
+    from contaudit.demo import train_unless_done, prepare, write_protocol, write_suspect_corpus
     from contaudit.finetune import DemoTrainingConfig, finetune
+    from contaudit.finetune.api import INJECTION_FILE
+    from contaudit.finetune.base import fingerprint
+    from contaudit.finetune.config import config_dict
 
     if not dups or any(k < 0 for k in dups):
         raise InputError(f"`dups` must be non-negative integers, got {dups}")
@@ -106,23 +147,28 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     # One index for every audit: the corpus with the test items in it once.
     corpus_with_items = write_suspect_corpus(data["corpus"], data["test"], 1, out / "data" / "corpus-with-test.jsonl")
 
-    def model(k: int, seed: int) -> Path:
-        path = models / f"k{k}-seed{seed}"
-        if not (path / "injection.json").exists():
-            t0 = time.perf_counter()
-            finetune(data["corpus"], path, base=data["base"], inject=data["test"], dup=k, overwrite=True,
-                     config=replace(config.finetune, seed=seed, threads=config.threads))
-            log(f"  trained {path.name} in {time.perf_counter() - t0:.0f} s")
-        return path
+    _check_largest_k_fits(data, max(dups), config.finetune)
+    base_fingerprint = fingerprint(data["base"])
 
-    reference = model(0, REFERENCE_SEED)
+    def model(k: int, seed: int) -> tuple[Path, bool]:
+        path = models / f"k{k}-seed{seed}"
+        train_config = replace(config.finetune, seed=seed, threads=config.threads)
+        wanted = {"parameters": {"dup": k, "train": config_dict(train_config)}, "base": {"fingerprint": base_fingerprint}}
+        t0 = time.perf_counter()
+        trained = train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data["corpus"], path,
+                                    base=data["base"], inject=data["test"], dup=k, overwrite=True, config=train_config)
+        if trained:
+            log(f"  trained {path.name} in {time.perf_counter() - t0:.0f} s")
+        return path, trained
+
+    reference, reference_trained = model(0, REFERENCE_SEED)
     runs = []
     for k in dups:
         for seed in range(seeds):
             run_dir = out / "audits" / f"k{k}-seed{seed}"
             results_path = run_dir / "results.json"
-            if not results_path.exists():
-                suspect = model(k, seed)
+            suspect, suspect_trained = model(k, seed)
+            if reference_trained or suspect_trained or not results_path.exists():  # else reuse the audit
                 protocol = write_protocol(run_dir.with_suffix(".toml"), name=f"calibration k={k} seed={seed}",
                                           description="probe model vs clean reference", suspect=suspect,
                                           clean=reference, test=data["test"], shadow=data["shadow"],
@@ -135,23 +181,44 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
                 f"memorization p={_fmt(record['memorization_p'])})")
 
     detection, fpr, smallest = summarize(runs)
-    plot = plot_power_curve(detection, seeds, out / "power_curve.png")
-    write_json_atomic(out / "calibration.json", {"dups": list(dups), "seeds": seeds, "runs": runs,
-                                                 "detection": {str(k): v for k, v in detection.items()},
-                                                 "false_positive_rate": fpr, "smallest_detected_k": smallest})
-    write_text_atomic(out / "calibration.md", render_markdown(detection, fpr, smallest, seeds))
-    return CalibrationResult(out, runs, detection, fpr, smallest, plot)
+    rates = detection_rates(runs)
+    plot = plot_power_curve(detection, seeds, out / "power_curve.png", rates)
+    write_json_atomic(out / "calibration.json", {
+        "dups": list(dups), "seeds": seeds, "runs": runs, "detection": {str(k): v for k, v in detection.items()},
+        "rates": {name: {str(k): v for k, v in by_k.items()} for name, by_k in rates.items()},
+        "false_positive_rate": fpr, "smallest_detected_k": smallest})
+    write_text_atomic(out / "calibration.md", render_markdown(detection, fpr, smallest, seeds, rates))
+    return CalibrationResult(out, runs, detection, rates, fpr, smallest, plot)
 
 
-def render_markdown(detection: dict[int, float], fpr: float | None, smallest: int | None, seeds: int) -> str:
+def render_markdown(detection: dict[int, float], fpr: float | None, smallest: int | None, seeds: int,
+                    rates: dict[str, dict[int, float]] | None = None) -> str:
     """The calibration table as Markdown (with the plot beside it)."""
+    extra = [name for name in ("suspect_or_higher", "perplexity_test", "memorization_test") if rates and name in rates]
     lines = ["# Calibration", "", f"{seeds} seeds per k; verdict CONTAMINATED counts as detected.", "",
-             "| k (copies) | detection rate |", "| ---: | ---: |"]
-    lines += [f"| {k} | {rate:.2f} |" for k, rate in detection.items()]
+             "| k (copies) | detection rate |" + "".join(f" {RATE_LABELS[n]} |" for n in extra),
+             "| ---: | ---: |" + " ---: |" * len(extra)]
+    lines += [f"| {k} | {rate:.2f} |" + "".join(f" {rates[n][k]:.2f} |" for n in extra)
+              for k, rate in detection.items()]
     lines += ["", f"False-positive rate at k = 0: {fpr:.2f}" if fpr is not None else "No k = 0 runs.",
               f"Smallest k detected with power >= 0.8: {smallest}" if smallest is not None else
               "No k reached power 0.8.", "", "![power curve](power_curve.png)", ""]
     return "\n".join(lines)
+
+
+def _check_largest_k_fits(data: dict, k: int, train_config) -> None:
+    """Fail before any fine-tuning when ``k`` copies of the test items exceed the run's tokens."""
+    from transformers import AutoTokenizer
+
+    from contaudit.io import load_items
+
+    tokenizer = AutoTokenizer.from_pretrained(data["base"])
+    items = load_items(data["test"])
+    needed = k * sum(len(tokenizer(it.text)["input_ids"]) + 2 for it in items)
+    if needed > train_config.tokens:
+        raise InputError(f"k = {k} copies of the {len(items)} test items take {needed:,} tokens, more than a "
+                         f"fine-tune trains on ({train_config.tokens:,} = steps x batch_size x seq_len); "
+                         f"the largest k that fits is {train_config.tokens * k // needed}")
 
 
 def _fmt(p) -> str:

@@ -419,9 +419,9 @@ def demo(
 @app.command()
 def calibrate(
     out_dir: Path = typer.Option(Path("runs/calibration"), "--out", "-o", help="Where models, audits and the power curve go."),
-    dups: str = typer.Option("0,1,2,4,8,16", help="Comma-separated copies per test item (k) to inject."),
+    dups: str = typer.Option("0,1,2,4,8", help="Comma-separated copies per test item (k) to inject."),
     seeds: int = typer.Option(5, help="Probe models per k."),
-    protocol: Optional[Path] = typer.Option(None, help="Take [probes] and [analysis] from this protocol file."),
+    protocol: Optional[Path] = typer.Option(None, help="Take the \\[probes] and \\[analysis] tables from this protocol file."),
 ) -> None:
     """Power per k and false-positive rate at k = 0, from probe models with known contamination."""
     from contaudit.calibrate import calibrate as run_calibration

@@ -59,7 +59,9 @@ class DemoResult:
 
 def write_protocol(path: Path, *, extra: str = "", **values) -> Path:
     """A protocol file for the demo's models and sets; ``extra`` adds TOML tables."""
-    text = PROTOCOL_TEMPLATE.format(extra="", **{k: str(v) for k, v in values.items()})
+    # Paths in a protocol resolve against the protocol's own folder, so write them absolute.
+    text = PROTOCOL_TEMPLATE.format(extra="", **{k: str(Path(v).resolve()) if isinstance(v, Path) else str(v)
+                                                 for k, v in values.items()})
     if extra:  # the caller's [probes]/[analysis] tables replace the template's [analysis]
         text = text[: text.index("[analysis]")] + extra
     write_text_atomic(path, text)
@@ -71,12 +73,10 @@ def write_suspect_corpus(corpus: Path, test: Path, dup: int, out: Path) -> Path:
 
     This is what the suspect saw, so indexing it finds the injected items as ``seen``.
     """
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(corpus.read_text(encoding="utf-8"))
-        items = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
-        for copy in range(dup):
-            for item in items:
-                f.write(json.dumps({"id": f"injected/{item['id']}/{copy}", "text": item["text"]}) + "\n")
+    items = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
+    copies = "".join(json.dumps({"id": f"injected/{item['id']}/{copy}", "text": item["text"]}) + "\n"
+                     for copy in range(dup) for item in items)
+    write_text_atomic(out, corpus.read_text(encoding="utf-8") + copies)
     return out
 
 
@@ -106,7 +106,7 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
         cfg = _with_seed(config.finetune, seed, config.threads)
         wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)},
                   "base": {"fingerprint": fingerprint(models / "base")}}
-        stage(name, _trained, path, INJECTION_FILE, wanted, log, finetune, corpus, path, base=models / "base",
+        stage(name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, corpus, path, base=models / "base",
               inject=split["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
 
     ft("finetune suspect", models / "suspect", config.dup, 0)
@@ -144,9 +144,10 @@ def _timed(seconds: dict, log, name: str, fn, /, *args, **kwargs):
     return result
 
 
-def _trained(path: Path, manifest_name: str, wanted: dict, log, fn, *args, **kwargs) -> None:
+def train_unless_done(path: Path, manifest_name: str, wanted: dict, log, fn, *args, **kwargs) -> bool:
     """Run a training function unless ``path`` already holds a model trained as ``wanted`` says.
 
+    Returns True when it trained.
     ``wanted`` maps manifest sections to the values they must hold (training settings,
     base model fingerprint), so a model left by an earlier run with other settings or
     another base is retrained rather than silently reused.
@@ -160,9 +161,10 @@ def _trained(path: Path, manifest_name: str, wanted: dict, log, fn, *args, **kwa
         if all((recorded.get(section) or {}).get(key) == value
                for section, values in wanted.items() for key, value in values.items()):
             log(f"  reusing {path}")
-            return
+            return False
         log(f"  {path} was trained with other settings: training it again")
     fn(*args, **kwargs)
+    return True
 
 
 def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_progress=None) -> dict:
@@ -190,7 +192,7 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     base = out / "models" / "base"
     pretrain_config = _with_seed(config.pretrain, 0, config.threads)
     wanted = {"parameters": {"train": config_dict(pretrain_config)}, "base": {"model_config": config_dict(config.model)}}
-    stage("pretrain", _trained, base, PRETRAIN_FILE, wanted, log, pretrain,
+    stage("pretrain", train_unless_done, base, PRETRAIN_FILE, wanted, log, pretrain,
           corpus, base, config=pretrain_config, model_config=config.model, overwrite=True, progress=train_progress)
     return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,
             "n_test": split["n_test"], "n_shadow": split["n_shadow"]}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from contaudit.calibrate import _run_record, plot_power_curve, render_markdown, summarize
+from contaudit.calibrate import _run_record, detection_rates, plot_power_curve, render_markdown, summarize
 
 
 def runs(table):
@@ -20,21 +20,34 @@ def test_summary_counts_only_contaminated_as_detected():
     assert summarize(runs({2: ["SUSPECT"]}))[1:] == (None, None)
 
 
+def test_rates_per_outcome():
+    rows = [{"k": 0, "verdict": "NO_EVIDENCE", "perplexity_counts": False, "memorization_counts": False},
+            {"k": 0, "verdict": "SUSPECT", "perplexity_counts": True, "memorization_counts": False},
+            {"k": 4, "verdict": "SUSPECT", "perplexity_counts": False, "memorization_counts": True},
+            {"k": 4, "verdict": "CONTAMINATED", "perplexity_counts": True, "memorization_counts": True}]
+    assert detection_rates(rows) == {"contaminated": {0: 0.0, 4: 0.5}, "suspect_or_higher": {0: 0.5, 4: 1.0},
+                                     "perplexity_test": {0: 0.5, 4: 0.5}, "memorization_test": {0: 0.0, 4: 1.0}}
+
+
 def test_plot_and_markdown(tmp_path):
     detection = {0: 0.0, 2: 0.4, 8: 1.0}
-    path = plot_power_curve(detection, 5, tmp_path / "curve.png")
+    rates = {"suspect_or_higher": {0: 0.2, 2: 0.6, 8: 1.0}, "perplexity_test": {0: 0.2, 2: 0.6, 8: 1.0}}
+    path = plot_power_curve(detection, 5, tmp_path / "curve.png", rates)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = render_markdown(detection, 0.0, 8, 5)
-    assert "| 2 | 0.40 |" in md and "False-positive rate at k = 0: 0.00" in md and "Smallest k" in md
+    md = render_markdown(detection, 0.0, 8, 5, rates)
+    assert "| 2 | 0.40 | 0.60 | 0.60 |" in md and "False-positive rate at k = 0: 0.00" in md and "Smallest k" in md
+    assert "| 2 | 0.40 |" in render_markdown(detection, 0.0, 8, 5)
 
 
 def test_run_record_reads_results_schema():
-    results = {"verdict": {"label": "SUSPECT"},
+    results = {"verdict": {"label": "SUSPECT", "tests": [{"name": "perplexity_did", "counts": True},
+                                                         {"name": "memorization_did", "counts": False}]},
                "perplexity_did": {"estimate": -0.2, "pvalue": 0.001},
                "memorization_did": {"primary_metric": "exact_match", "exact_match": {"estimate": 0.1, "pvalue": 0.3}}}
     rec = _run_record(4, 2, results)
     assert rec == {"k": 4, "seed": 2, "verdict": "SUSPECT", "perplexity_did": -0.2, "perplexity_p": 0.001,
-                   "memorization_did": 0.1, "memorization_p": 0.3}
+                   "memorization_did": 0.1, "memorization_p": 0.3, "perplexity_counts": True,
+                   "memorization_counts": False}
 
 
 def test_bad_grid_is_rejected(tmp_path):

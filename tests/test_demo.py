@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from contaudit.demo import _trained
+from contaudit.demo import train_unless_done
 
 
 def _train_into(path, calls):
@@ -19,8 +20,8 @@ def test_a_model_trained_with_the_same_settings_is_reused(tmp_path):
     path, calls, log = tmp_path / "suspect", [], []
     wanted = {"parameters": {"dup": 8, "train": {"steps": 100}}, "base": {"sha256": "b1"}}
     train = _train_into(path, calls)
-    _trained(path, "injection.json", wanted, log.append, train, dup=8, train={"steps": 100})
-    _trained(path, "injection.json", wanted, log.append, train, dup=8, train={"steps": 100})
+    train_unless_done(path, "injection.json", wanted, log.append, train, dup=8, train={"steps": 100})
+    train_unless_done(path, "injection.json", wanted, log.append, train, dup=8, train={"steps": 100})
     assert len(calls) == 1
     assert log == [f"  reusing {path}"]
 
@@ -28,9 +29,9 @@ def test_a_model_trained_with_the_same_settings_is_reused(tmp_path):
 def test_other_settings_or_another_base_retrain(tmp_path):
     path, calls, log = tmp_path / "suspect", [], []
     train = _train_into(path, calls)
-    _trained(path, "injection.json", {"parameters": {"dup": 8}}, log.append, train, dup=8)
-    _trained(path, "injection.json", {"parameters": {"dup": 4}}, log.append, train, dup=4)  # another dup
-    _trained(path, "injection.json", {"parameters": {"dup": 4}, "base": {"sha256": "b2"}}, log.append,
+    train_unless_done(path, "injection.json", {"parameters": {"dup": 8}}, log.append, train, dup=8)
+    train_unless_done(path, "injection.json", {"parameters": {"dup": 4}}, log.append, train, dup=4)  # another dup
+    train_unless_done(path, "injection.json", {"parameters": {"dup": 4}, "base": {"sha256": "b2"}}, log.append,
              train, dup=4)  # the base model was retrained
     assert [c["dup"] for c in calls] == [8, 4, 4]
     assert all("trained with other settings" in line for line in log)
@@ -40,5 +41,39 @@ def test_an_unreadable_manifest_retrains(tmp_path):
     path, calls = tmp_path / "clean", []
     path.mkdir()
     (path / "injection.json").write_text("{not json")
-    _trained(path, "injection.json", {"parameters": {"dup": 0}}, lambda s: None, _train_into(path, calls), dup=0)
+    train_unless_done(path, "injection.json", {"parameters": {"dup": 0}}, lambda s: None, _train_into(path, calls), dup=0)
     assert len(calls) == 1
+
+
+def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path):
+    """Every stage on the real stdlib corpus and HumanEval, with a tiny model and a few steps.
+
+    Training this short says nothing about the verdict (the full-length run's verdicts are
+    in the README); the test checks the stages, files and reuse on a second run.
+    """
+    from dataclasses import replace
+
+    from contaudit.demo import run_demo
+    from contaudit.finetune import DemoTrainingConfig, ModelConfig, TrainConfig
+
+    pretrain = TrainConfig(steps=3, lr=1e-3, batch_size=2, seq_len=64, warmup_steps=1, heldout_blocks=2, eval_every=3)
+    finetune = replace(pretrain, steps=60, batch_size=16)  # room for 2 copies of the 82 test items
+    config = DemoTrainingConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, vocab_size=1024,
+                                                  tokenizer_max_chars=300_000),
+                                pretrain=pretrain, finetune=finetune, dup=2, threads=1)
+    log = []
+    result = run_demo(tmp_path / "demo", config=config, log=log.append)
+    assert result.suspect_verdict in {"CONTAMINATED", "SUSPECT", "NO_EVIDENCE", "INVALID_DESIGN"}
+    assert result.null_verdict in {"CONTAMINATED", "SUSPECT", "NO_EVIDENCE", "INVALID_DESIGN"}
+    for stage in ("pretrain", "finetune suspect", "finetune clean", "finetune clean (null seed)",
+                  "audit (suspect vs clean)", "audit (clean vs clean, null)"):
+        assert stage in result.stage_seconds
+    injection = json.loads((tmp_path / "demo" / "models" / "suspect" / "injection.json").read_text())
+    assert injection["dup"] == 2 and len(injection["items"]) == 82  # every test item, twice
+    assert (tmp_path / "demo" / "audit" / "report.md").exists() and (tmp_path / "demo" / "null" / "report.md").exists()
+
+    again = []
+    run_demo(tmp_path / "demo", config=config, log=again.append)
+    reused = [line.split()[-1] for line in again if line.startswith("  reusing")]
+    assert [Path(p).name for p in reused] == ["base", "suspect", "clean", "clean-null"]
+    assert "index: reusing" in "\n".join(again)
