@@ -383,6 +383,14 @@ def audit(
         raise typer.Exit(code=gate(run.verdict, fail_on))
 
 
+def _quiet_transformers() -> None:
+    """Hide transformers' per-file progress bars and advisory warnings under our own progress output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where the demo writes data, models and reports."),
@@ -390,6 +398,8 @@ def demo(
 ) -> None:
     """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
     from contaudit.demo import run_demo
+
+    _quiet_transformers()
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -425,6 +435,8 @@ def calibrate(
 ) -> None:
     """Power per k and false-positive rate at k = 0, from probe models with known contamination."""
     from contaudit.calibrate import calibrate as run_calibration
+
+    _quiet_transformers()
     from contaudit.errors import InputError
 
     try:

@@ -91,9 +91,9 @@ class TrainConfig:
 class DemoTrainingConfig:
     """Training settings of ``contaudit demo`` (stdlib pretraining, HumanEval injection).
 
-    Chosen with ``benchmarks/demo_training_probe.py`` on a 2-core CPU so that the
-    pretraining takes about 5 minutes and each fine-tune about 2 (``docs/finetune.md``
-    has the measured numbers). ``dup`` copies of every test item are injected into the
+    Chosen with ``benchmarks/demo_training_probe.py`` on a 2-core CPU: pretraining takes
+    about 75 s and each fine-tune about 25 s (``docs/finetune.md`` has the measured
+    numbers, and what longer training buys). ``dup`` copies of every test item are injected into the
     suspect's fine-tuning stream; the clean control uses ``dup = 0`` and the same seed.
     """
 
