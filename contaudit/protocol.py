@@ -141,7 +141,7 @@ class ProbeSettings:
 @dataclass(frozen=True)
 class ScoringSettings:
     batch_tokens: Optional[int] = _opt(None, check=_at_least(1),
-                                       help="token budget of one batch (absent: 1024 on CPU, 16384 on GPU)")
+                                       help="token budget of one batch (absent: 256 on CPU, 16384 on GPU)")
     max_length: Optional[int] = _opt(None, check=_at_least(2), help="window length (absent: the model's context)")
     stride: Optional[int] = _opt(None, check=_at_least(1), help="sliding-window stride (absent: max_length // 2)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", help="model weights dtype")

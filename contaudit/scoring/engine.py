@@ -385,7 +385,7 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
     loaded.fingerprint = fp
     max_length, stride = _resolve_lengths(settings, loaded)
     kind = loaded.device.type
-    budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, 1024),
+    budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
                "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
     plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
     lik, comp, facts = _score_all(loaded, plans, settings, cache_dir, max_length=max_length, stride=stride,
