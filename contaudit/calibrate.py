@@ -67,9 +67,29 @@ def detection_rates(runs: list[dict]) -> dict[str, dict[int, float]]:
         "perplexity_test": lambda r: bool(r.get("perplexity_counts")),
         "memorization_test": lambda r: bool(r.get("memorization_counts")),
     }
+    metrics = sorted({m for r in runs for m in r.get("if_primary", {})}, key=_metric_order)
+    for m in metrics:
+        hits[f"memorization_test[{m}]"] = lambda r, m=m: bool(r.get("if_primary", {}).get(m, {}).get(
+            "memorization_counts"))
+        hits[f"contaminated[{m}]"] = lambda r, m=m: bool(r.get("if_primary", {}).get(m, {}).get("contaminated"))
     ks = sorted({r["k"] for r in runs})
     return {name: {k: sum(map(hit, [r for r in runs if r["k"] == k])) / sum(r["k"] == k for r in runs) for k in ks}
             for name, hit in hits.items()}
+
+
+def _metric_order(metric: str) -> int:
+    from contaudit.protocol import COMPLETION_METRICS
+
+    return COMPLETION_METRICS.index(metric) if metric in COMPLETION_METRICS else len(COMPLETION_METRICS)
+
+
+def rate_label(name: str) -> str:
+    """Readable label of a rate from :func:`detection_rates`."""
+    if name in RATE_LABELS:
+        return RATE_LABELS[name]
+    kind, metric = name.rstrip("]").split("[")
+    return (f"memorization DiD on {metric} counts" if kind == "memorization_test"
+            else f"CONTAMINATED with {metric} primary")
 
 
 def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path,
@@ -107,6 +127,31 @@ def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path,
     return path
 
 
+def if_primary(results: dict) -> dict[str, dict]:
+    """For each completion metric: would the verdict be CONTAMINATED were it the primary one?
+
+    Applies the verdict rule to the recorded p-values and estimates: Holm over the
+    perplexity test and that metric's memorization test, the contamination direction,
+    the protocol's minimum effects, and no failed design check. This compares the
+    metrics' power at the same false-positive control, from the same audits.
+    """
+    from contaudit.analysis.did import holm
+
+    settings = results["protocol"]["analysis"]
+    ppl = results.get("perplexity_did") or {}
+    design_ok = not any(c.get("passed") is False for c in results.get("design_checks", []))
+    out = {}
+    for metric, mem in (results.get("memorization_did") or {}).items():
+        if metric == "primary_metric" or not mem or ppl.get("pvalue") is None or mem.get("pvalue") is None:
+            continue
+        p_ppl, p_mem = holm([ppl["pvalue"], mem["pvalue"]])
+        ppl_counts = bool(p_ppl <= settings["alpha"] and ppl["estimate"] <= -settings["min_effect_perplexity"])
+        mem_counts = bool(p_mem <= settings["alpha"] and mem["estimate"] >= settings["min_effect_memorization"])
+        out[metric] = {"memorization_counts": mem_counts, "contaminated": design_ok and ppl_counts and mem_counts,
+                       "did": mem["estimate"], "p": mem["pvalue"]}
+    return out
+
+
 def _run_record(k: int, seed: int, results: dict) -> dict:
     record = {"k": k, "seed": seed, "verdict": results["verdict"]["label"]}
     counts = {t.get("name"): t.get("counts") for t in results["verdict"].get("tests", [])}
@@ -117,6 +162,8 @@ def _run_record(k: int, seed: int, results: dict) -> dict:
     for name, test in (("perplexity", results.get("perplexity_did") or {}), ("memorization", primary or {})):
         record[f"{name}_did"] = test.get("estimate")
         record[f"{name}_p"] = test.get("pvalue")
+    if "protocol" in results:
+        record["if_primary"] = if_primary(results)
     return record
 
 
@@ -168,12 +215,14 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
             run_dir = out / "audits" / f"k{k}-seed{seed}"
             results_path = run_dir / "results.json"
             suspect, suspect_trained = model(k, seed)
-            if reference_trained or suspect_trained or not results_path.exists():  # else reuse the audit
-                protocol = write_protocol(run_dir.with_suffix(".toml"), name=f"calibration k={k} seed={seed}",
-                                          description="probe model vs clean reference", suspect=suspect,
-                                          clean=reference, test=data["test"], shadow=data["shadow"],
-                                          index=out / "index", corpus=corpus_with_items, seed=20240601 + seed,
-                                          extra=extra)
+            protocol_path = run_dir.with_suffix(".toml")
+            before = protocol_path.read_text() if protocol_path.exists() else None
+            protocol = write_protocol(protocol_path, name=f"calibration k={k} seed={seed}",
+                                      description="probe model vs clean reference", suspect=suspect,
+                                      clean=reference, test=data["test"], shadow=data["shadow"],
+                                      index=out / "index", corpus=corpus_with_items, seed=20240601 + seed, extra=extra)
+            current = before == protocol.read_text() and _has_every_metric(results_path)
+            if reference_trained or suspect_trained or not current:  # else reuse the audit
                 run_audit(protocol, run_dir)
             record = _run_record(k, seed, json.loads(results_path.read_text()))
             runs.append(record)
@@ -200,6 +249,13 @@ def render_markdown(detection: dict[int, float], fpr: float | None, smallest: in
              "| ---: | ---: |" + " ---: |" * len(extra)]
     lines += [f"| {k} | {rate:.2f} |" + "".join(f" {rates[n][k]:.2f} |" for n in extra)
               for k, rate in detection.items()]
+    by_metric = [name for name in (rates or {}) if "[" in name]
+    if by_metric:
+        lines += ["", "Each completion metric as if it were the primary one (same audits, same Holm correction "
+                  "and minimum effects):", "",
+                  "| k (copies) |" + "".join(f" {rate_label(n)} |" for n in by_metric),
+                  "| ---: |" + " ---: |" * len(by_metric)]
+        lines += [f"| {k} |" + "".join(f" {rates[n][k]:.2f} |" for n in by_metric) for k in detection]
     lines += ["", f"False-positive rate at k = 0: {fpr:.2f}" if fpr is not None else "No k = 0 runs.",
               f"Smallest k detected with power >= 0.8: {smallest}" if smallest is not None else
               "No k reached power 0.8.", "", "![power curve](power_curve.png)", ""]
@@ -219,6 +275,17 @@ def _check_largest_k_fits(data: dict, k: int, train_config) -> None:
         raise InputError(f"k = {k} copies of the {len(items)} test items take {needed:,} tokens, more than a "
                          f"fine-tune trains on ({train_config.tokens:,} = steps x batch_size x seq_len); "
                          f"the largest k that fits is {train_config.tokens * k // needed}")
+
+
+def _has_every_metric(results_path: Path) -> bool:
+    """True when an earlier audit's results carry every completion metric of this version."""
+    from contaudit.protocol import COMPLETION_METRICS
+
+    try:
+        mem = json.loads(results_path.read_text()).get("memorization_did") or {}
+    except (OSError, ValueError):
+        return False
+    return all(mem.get(m) is not None for m in COMPLETION_METRICS)
 
 
 def _fmt(p) -> str:

@@ -42,7 +42,15 @@ corpus = ["{corpus}"]
 
 [analysis]
 seed = {seed}
+primary_metric = "{primary_metric}"
 {extra}"""
+
+# The demo's memorization test scores each seen/unseen suffix by its mean log-probability
+# given the prefix. Its 4-million-parameter models never reproduce a 32-word suffix
+# verbatim (exact match stays 0 even at 64 copies, docs/finetune.md), while the
+# calibration in this setting (README, "Calibration") shows the log-prob test has power
+# at k >= 4 copies with no false positive at k = 0.
+DEMO_PRIMARY_METRIC = "suffix_logprob"
 
 
 @dataclass
@@ -57,8 +65,9 @@ class DemoResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def write_protocol(path: Path, *, extra: str = "", **values) -> Path:
+def write_protocol(path: Path, *, extra: str = "", primary_metric: str = DEMO_PRIMARY_METRIC, **values) -> Path:
     """A protocol file for the demo's models and sets; ``extra`` adds TOML tables."""
+    values["primary_metric"] = primary_metric
     # Paths in a protocol resolve against the protocol's own folder, so write them absolute.
     text = PROTOCOL_TEMPLATE.format(extra="", **{k: str(Path(v).resolve()) if isinstance(v, Path) else str(v)
                                                  for k, v in values.items()})

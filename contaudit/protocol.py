@@ -31,7 +31,12 @@ from typing import Literal, Optional
 
 from contaudit.errors import ProtocolError
 
-COMPLETION_METRICS = ("exact_match", "token_match_frac")
+# Completion scores of the memorization test (higher = the suffix is more reproducible):
+# greedy exact match and matching-token fraction, and the suffix's mean log-probability
+# given the prefix (teacher-forced; the soft form of verbatim extraction).
+COMPLETION_METRICS = ("exact_match", "token_match_frac", "suffix_logprob")
+METRIC_UNITS = {"exact_match": "exact_match", "token_match_frac": "token_match_frac",
+                "suffix_logprob": "nats/token"}
 SHADOW_RULES = ("difference", "equivalence")
 
 
@@ -154,7 +159,7 @@ class AnalysisSettings:
 
     alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
                         help="family-wise significance level (Holm over the two primary tests)")
-    primary_metric: Literal["exact_match", "token_match_frac"] = _opt(
+    primary_metric: Literal["exact_match", "token_match_frac", "suffix_logprob"] = _opt(
         "exact_match", help="completion score of the primary memorization test")
     min_effect_perplexity: float = _opt(0.01, check=_at_least(0),
                                         help="smallest |perplexity DiD| (nats/token) that counts")

@@ -55,6 +55,7 @@ def test_contaminated_audit_writes_versioned_results_and_manifest(contaminated, 
     mem = results["memorization_did"]
     assert mem["primary_metric"] == "exact_match" and mem["exact_match"]["estimate"] > 0
     assert mem["token_match_frac"]["estimate"] > 0
+    assert mem["suffix_logprob"]["estimate"] > 0 and mem["suffix_logprob"]["unit"] == "nats/token"
     assert results["supporting"]["dose_response"]["available"] and results["supporting"]["dose_response"]["rho"] < 0
     assert results["supporting"]["minkpp_did"]["available"]
     assert len(results["items"]["test"]) == 100 and "index" in results["items"]["test"][0]
@@ -67,6 +68,38 @@ def test_clean_audit_gives_no_evidence_with_minimum_detectable_effects(clean):
     assert results["verdict"]["label"] == "NO_EVIDENCE"
     mde = results["verdict"]["minimum_detectable_effect"]
     assert mde["perplexity_did"] > 0 and mde["memorization_did"] > 0
+
+
+def test_suffix_logprob_as_primary_metric_decides_with_its_hand_computed_did(contaminated, clean):
+    import numpy as np
+
+    settings = AnalysisSettings(n_permutations=2000, n_bootstrap=1000, primary_metric="suffix_logprob")
+    results = analyze(**contaminated, protocol=settings)
+    mem = results["memorization_did"]
+    probes = results["items"]["probes"]
+    e = {s: np.mean([p["logprob_sus"] - p["logprob_clean"] for p in probes if p["probe_set"] == s])
+         for s in ("seen", "unseen")}
+    assert mem["primary_metric"] == "suffix_logprob"
+    assert mem["suffix_logprob"]["estimate"] == pytest.approx(e["seen"] - e["unseen"], abs=1e-12)
+    test = {t["name"]: t for t in results["verdict"]["tests"]}["memorization_did"]
+    assert test["unit"] == "nats/token" and test["counts"]
+    assert results["verdict"]["label"] == "CONTAMINATED"
+    assert analyze(**clean, protocol=settings)["verdict"]["label"] == "NO_EVIDENCE"
+
+
+def test_probe_scores_without_suffix_logprob_still_analyze_on_the_greedy_metrics(contaminated, tmp_path):
+    files = dict(contaminated)
+    for key in ("suspect_probes", "clean_probes"):
+        rows = [json.loads(line) for line in Path(files[key]).read_text().splitlines()]
+        files[key] = str(tmp_path / f"{key}.jsonl")
+        Path(files[key]).write_text("".join(json.dumps({k: v for k, v in r.items() if k != "suffix_logprob"}) + "\n"
+                                            for r in rows))
+    results = analyze(**files, protocol=FAST)
+    assert results["memorization_did"]["suffix_logprob"] is None
+    assert results["memorization_did"]["exact_match"]["estimate"] > 0
+    assert any("suffix_logprob" in w for w in results["warnings"])
+    with pytest.raises(InputError, match="missing field 'suffix_logprob'"):
+        analyze(**files, protocol=AnalysisSettings(n_permutations=200, n_bootstrap=0, primary_metric="suffix_logprob"))
 
 
 def test_results_are_reproducible_with_the_protocol_seed(clean):

@@ -58,3 +58,34 @@ def test_bad_grid_is_rejected(tmp_path):
         calibrate(tmp_path, dups=(-1,))
     with pytest.raises(InputError, match="`seeds` must be at least 1"):
         calibrate(tmp_path, seeds=0)
+
+
+def _results(ppl_p, mem, *, design_ok=True):
+    return {"verdict": {"label": "SUSPECT", "tests": []},
+            "protocol": {"analysis": {"alpha": 0.05, "min_effect_perplexity": 0.01, "min_effect_memorization": 0.02}},
+            "design_checks": [{"name": "balance", "passed": design_ok}],
+            "perplexity_did": {"estimate": -0.2, "pvalue": ppl_p},
+            "memorization_did": {"primary_metric": "exact_match", **mem}}
+
+
+def test_each_metric_as_if_primary_applies_holm_direction_and_minimum_effect():
+    from contaudit.calibrate import if_primary
+
+    mem = {"exact_match": {"estimate": 0.0, "pvalue": 1.0},
+           "token_match_frac": {"estimate": 0.01, "pvalue": 0.001},  # significant but below the 0.02 minimum
+           "suffix_logprob": {"estimate": 0.17, "pvalue": 0.04}}
+    # Holm with perplexity p 0.001: the larger p (0.04) is compared with alpha as is, the smaller doubled
+    got = if_primary(_results(0.001, mem))
+    assert {m: (r["memorization_counts"], r["contaminated"]) for m, r in got.items()} == {
+        "exact_match": (False, False), "token_match_frac": (False, False), "suffix_logprob": (True, True)}
+    # perplexity p 0.03 is then the smaller one, doubled to 0.06; step-down keeps 0.04 at 0.06 too
+    assert if_primary(_results(0.03, mem))["suffix_logprob"] == {"memorization_counts": False, "contaminated": False,
+                                                                 "did": 0.17, "p": 0.04}
+    assert not if_primary(_results(0.001, mem, design_ok=False))["suffix_logprob"]["contaminated"]
+    rows = [{"k": 0, "verdict": "SUSPECT", **{"if_primary": if_primary(_results(0.5, mem))}},
+            {"k": 8, "verdict": "SUSPECT", **{"if_primary": got}}]
+    rates = detection_rates(rows)
+    assert rates["contaminated[suffix_logprob]"] == {0: 0.0, 8: 1.0}
+    assert rates["memorization_test[exact_match]"] == {0: 0.0, 8: 0.0}
+    md = render_markdown({0: 0.0, 8: 0.0}, 0.0, None, 1, rates)
+    assert "CONTAMINATED with suffix_logprob primary" in md and "| 8 | 0.00 | 0.00 | 0.00 | 0.00 | 1.00 | 1.00 |" in md

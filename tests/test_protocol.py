@@ -98,7 +98,7 @@ BAD_VALUES = [
     ("[analysis]", '[probes]\nmatch_on = "length"\n[analysis]', r"key `probes.match_on`: must be an array"),
     # unknown metric
     ('primary_metric = "exact_match"', 'primary_metric = "bleu"',
-     r"key `analysis.primary_metric`: must be one of 'exact_match', 'token_match_frac'; got 'bleu'"),
+     r"key `analysis.primary_metric`: must be one of 'exact_match', 'token_match_frac', 'suffix_logprob'; got 'bleu'"),
     # out of range
     ("alpha = 0.05", "alpha = 0.7", r"key `analysis.alpha`: must be a number in \(0, 0.5\]; got 0.7"),
     ("[analysis]", '[probes]\nmatch_on = ["rarity"]\n[analysis]',

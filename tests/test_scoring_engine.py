@@ -12,7 +12,7 @@ from contaudit.scoring.tiny import save_tiny_model
 
 LIKELIHOOD_FIELDS = ["id", "n_tokens", "nll_mean", "ppl", "mink_10", "mink_20", "minkpp_10", "minkpp_20", "zlib_ratio"]
 COMPLETION_FIELDS = ["suffix_tokens", "exact_match", "token_match_frac", "lcp_tokens", "edit_similarity",
-                     "prefix_tokens"]
+                     "suffix_logprob", "prefix_tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,24 @@ def test_cpu_workers_do_not_change_scores(tmp_path, model_dir, probes):
     assert (one.settings["cpu_workers"], one.settings["threads_per_worker"]) == (1, 1)  # a tiny model: one thread
     assert (two.settings["cpu_workers"], two.settings["threads_per_worker"]) == (2, 1)
     assert read_rows(one.out) == read_rows(two.out)  # every batch runs on one thread either way: bit for bit
+
+
+def test_suffix_logprob_is_the_teacher_forced_mean_over_the_suffix(tmp_path, model_dir, probes):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "s.jsonl"
+    score(model_dir, probes, out, completion=True, device="cpu", use_cache=False)
+    rows = {r["id"]: r for r in read_rows(out)}
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    context = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    # "def score(item, 3):" + " return value": no whitespace to move across the boundary
+    prompt = [context] + tok("def score(item, 3):", add_special_tokens=False)["input_ids"]
+    suffix = tok(" return value", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(torch.tensor([prompt + suffix])).logits[0].double(), -1)
+    expected = sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(suffix)) / len(suffix)
+    assert rows["a"]["suffix_tokens"] == len(suffix)
+    assert rows["a"]["suffix_logprob"] == pytest.approx(expected, abs=1e-4)
+    assert rows["long"]["suffix_logprob"] < 0

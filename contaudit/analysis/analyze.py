@@ -26,9 +26,9 @@ from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NA
 from contaudit.errors import InputError
 from contaudit.io import iter_jsonl
 from contaudit.manifest import describe_path, make_manifest, read_json, write_json_atomic
-from contaudit.protocol import AnalysisSettings, Protocol, load_analysis_settings
+from contaudit.protocol import COMPLETION_METRICS as COMPLETION_FIELDS
+from contaudit.protocol import METRIC_UNITS, AnalysisSettings, Protocol, load_analysis_settings
 
-COMPLETION_FIELDS = ("exact_match", "token_match_frac")
 MAX_LISTED_IDS = 20
 MAX_LOCATIONS = 3
 
@@ -262,8 +262,10 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         raise InputError(f"the memorization test needs --suspect-probes, --clean-probes and --probes together; "
                          f"missing {', '.join(missing)}")
     minkpp = f"minkpp_{settings.minkpp_k}"
-    seeds = np.random.SeedSequence(settings.seed).spawn(4)
+    seeds = np.random.SeedSequence(settings.seed).spawn(5)
     rngs = [np.random.default_rng(s) for s in seeds]
+    # perplexity rngs[0], supporting rngs[3]; one stream per completion metric
+    mem_rngs = dict(zip(COMPLETION_FIELDS, (rngs[1], rngs[2], rngs[4])))
     warnings: list[str] = []
 
     files = {name: read_scores(p, optional=(minkpp,)) for name, p in
@@ -305,10 +307,18 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         else:
             if suspect_probes is None or clean_probes is None:
                 raise InputError("the memorization test needs --suspect-probes and --clean-probes with --probes")
-            sus_p = read_scores(suspect_probes, require=COMPLETION_FIELDS)
-            clean_p = read_scores(clean_probes, require=COMPLETION_FIELDS)
+            # Score files written before suffix_logprob existed still analyze on the other metrics.
+            required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
+            optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
+            sus_p = read_scores(suspect_probes, require=required, optional=optional)
+            clean_p = read_scores(clean_probes, require=required, optional=optional)
             universe = list(probe_table)
-            paired = {m: pair_scores("probes", sus_p, clean_p, m, universe=universe) for m in COMPLETION_FIELDS}
+            available = [m for m in COMPLETION_FIELDS if all(m in f.rows[next(iter(f.rows))] for f in (sus_p, clean_p))]
+            for m in COMPLETION_FIELDS:
+                if m not in available:
+                    mem_results[m] = None
+                    warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
+            paired = {m: pair_scores("probes", sus_p, clean_p, m, universe=universe) for m in available}
             p0 = paired["exact_match"]
             extra = sorted((set(sus_p.rows) | set(clean_p.rows)) - set(probe_table))
             if extra:
@@ -334,21 +344,22 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                 if cov not in matched and balance.get(f"{cov}_smd") is not None:
                     warnings.append(f"The probes were not matched on {cov} (SMD {balance[f'{cov}_smd']:+.3f}); "
                                     f"it is reported but not checked.")
-            for k, metric in enumerate(COMPLETION_FIELDS):
+            for metric in available:
                 mem_results[metric] = _did_or_none(
                     memorization_did, *_split_probes(paired[metric], probe_table), n_resamples=settings.n_permutations,
-                    n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level, rng=rngs[1 + k])
+                    n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level,
+                    rng=mem_rngs[metric])
             # None when a set has fewer than 2 probes; the sample-size check has then failed.
             memorization = mem_results[settings.primary_metric]
             probe_data = {**p0.to_dict(), "n_seen": n_seen, "n_unseen": n_unseen, "n_unscored": len(unscored),
                           "n_extra_scored": len(extra), "balance": balance}
-            frac = dict(zip(paired["token_match_frac"].ids,
-                            zip(paired["token_match_frac"].suspect, paired["token_match_frac"].clean)))
+            by_id = {m: dict(zip(paired[m].ids, zip(paired[m].suspect, paired[m].clean))) for m in available}
             for i, s, c in zip(p0.ids, p0.suspect, p0.clean):
-                fs, fc = frac.get(i, (None, None))
+                fs, fc = by_id["token_match_frac"].get(i, (None, None))
+                ls, lc = by_id.get("suffix_logprob", {}).get(i, (None, None))
                 probe_items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
                                     "exact_sus": int(s), "exact_clean": int(c), "frac_sus": _num(fs),
-                                    "frac_clean": _num(fc)})
+                                    "frac_clean": _num(fc), "logprob_sus": _num(ls), "logprob_clean": _num(lc)})
 
     index_by_id: dict[str, dict] = {}
     index_data = None
@@ -375,7 +386,7 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         "perplexity_did": (_did_dict(ppl, metric="nll_mean", unit="nats/token", direction="negative")
                            if ppl is not None else None),
         "memorization_did": ({"primary_metric": settings.primary_metric,
-                              **{m: (_did_dict(r, metric=m, unit=m, direction="positive") if r is not None else None)
+                              **{m: (_did_dict(r, metric=m, unit=METRIC_UNITS[m], direction="positive") if r is not None else None)
                                  for m, r in mem_results.items()}} if probes is not None else None),
         "design_checks": [c.to_dict() for c in checks],
         "supporting": supporting,

@@ -9,7 +9,9 @@ The generative model mirrors what the DiD is built to cancel:
   (1 + geometric occurrences); their NLL drops by ``ppl_effect`` on average, more
   for items that occur more often (a dose-response);
 * probes: both models complete 5 % (clean) / 8 % (suspect) of suffixes exactly; the
-  suspect completes ``mem_effect`` more of the seen ones. Unseen probe lengths can be
+  suspect completes ``mem_effect`` more of the seen ones. A suffix's mean log-prob is
+  ``N(-2.0, 0.3)`` nats/token (suspect ``+0.15``), raised by ``mem_effect`` nats/token
+  on the seen probes of the suspect. Unseen probe lengths can be
   shifted by ``imbalance`` standard deviations.
 
 With ``ppl_effect = mem_effect = 0`` every null hypothesis holds, which is what the
@@ -46,10 +48,13 @@ class SimulatedProbes:
     exact_clean: np.ndarray
     frac_sus: np.ndarray
     frac_clean: np.ndarray
+    logprob_sus: np.ndarray
+    logprob_clean: np.ndarray
 
     def split(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(sus_seen, clean_seen, sus_unseen, clean_unseen)`` for ``metric``."""
-        sus, clean = (self.exact_sus, self.exact_clean) if metric == "exact_match" else (self.frac_sus, self.frac_clean)
+        key = {"exact_match": "exact", "token_match_frac": "frac", "suffix_logprob": "logprob"}[metric]
+        sus, clean = getattr(self, f"{key}_sus"), getattr(self, f"{key}_clean")
         seen = self.probe_set == "seen"
         return sus[seen], clean[seen], sus[~seen], clean[~seen]
 
@@ -77,10 +82,11 @@ def _set(prefix: str, n: int, rng, *, shift: float, effect: float, contaminated_
     return SimulatedSet([f"{prefix}-{i}" for i in range(n)], y_sus, y_clean, minkpp_sus, minkpp_clean, occ)
 
 
-def _completion(rng, n: int, rate: float, boost: float) -> tuple[np.ndarray, np.ndarray]:
+def _completion(rng, n: int, rate: float, boost: float, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     exact = (rng.random(n) < min(1.0, rate)).astype(float)
     partial = rng.beta(2 + 10 * boost, 6, n)
-    return exact, np.where(exact == 1, 1.0, partial)
+    logprob = rng.normal(-2.0 + level + boost, 0.3, n)
+    return exact, np.where(exact == 1, 1.0, partial), logprob
 
 
 def simulate_audit(*, n_test: int = 100, n_shadow: int = 100, n_seen: int = 60, n_unseen: int = 60,
@@ -94,7 +100,8 @@ def simulate_audit(*, n_test: int = 100, n_shadow: int = 100, n_seen: int = 60, 
     ppl_effect : float
         Mean NLL drop (nats/token) of contaminated test items under the suspect.
     mem_effect : float
-        Extra exact-match rate of the suspect on seen probes.
+        Extra exact-match rate of the suspect on seen probes, and the rise (nats/token) of
+        its mean suffix log-prob there.
     shadow_shift : float
         Difficulty shift of the shadow set for both models (breaks comparability).
     imbalance : float
@@ -105,10 +112,10 @@ def simulate_audit(*, n_test: int = 100, n_shadow: int = 100, n_seen: int = 60, 
     test = _set("test", n_test, rng, shift=0.0, effect=ppl_effect, contaminated_fraction=contaminated_fraction,
                 noise=noise)
     shadow = _set("shadow", n_shadow, rng, shift=shadow_shift, effect=0.0, contaminated_fraction=0.0, noise=noise)
-    seen_clean = _completion(rng, n_seen, 0.05, 0.0)
-    seen_sus = _completion(rng, n_seen, 0.08 + mem_effect, mem_effect)
-    unseen_clean = _completion(rng, n_unseen, 0.05, 0.0)
-    unseen_sus = _completion(rng, n_unseen, 0.08, 0.0)
+    seen_clean = _completion(rng, n_seen, 0.05, 0.0, 0.0)
+    seen_sus = _completion(rng, n_seen, 0.08 + mem_effect, mem_effect, 0.15)
+    unseen_clean = _completion(rng, n_unseen, 0.05, 0.0, 0.0)
+    unseen_sus = _completion(rng, n_unseen, 0.08, 0.0, 0.15)
     # Unseen probes are matched to seen ones on length (a near copy of a seen length), then shifted.
     seen_words = rng.normal(120, 30, n_seen)
     unseen_words = rng.choice(seen_words, n_unseen, replace=n_unseen > n_seen) + rng.normal(0, 2, n_unseen)
@@ -121,6 +128,8 @@ def simulate_audit(*, n_test: int = 100, n_shadow: int = 100, n_seen: int = 60, 
         exact_clean=np.concatenate([seen_clean[0], unseen_clean[0]]),
         frac_sus=np.concatenate([seen_sus[1], unseen_sus[1]]),
         frac_clean=np.concatenate([seen_clean[1], unseen_clean[1]]),
+        logprob_sus=np.concatenate([seen_sus[2], unseen_sus[2]]),
+        logprob_clean=np.concatenate([seen_clean[2], unseen_clean[2]]),
     )
     return SimulatedAudit(test, shadow, probes)
 
@@ -157,12 +166,13 @@ def write_audit(audit: SimulatedAudit, directory: str | Path, *, index: bool = T
             rows = [_score_row(i, y, m) for i, y, m in zip(s.ids, getattr(s, f"y_{role}"), getattr(s, f"minkpp_{role}"))]
             paths[f"{model}_{name}"] = _write_scores(d / "scores" / model / f"{name}.jsonl", rows, model)
         p = audit.probes
-        exact, frac = getattr(p, f"exact_{role}"), getattr(p, f"frac_{role}")
+        exact, frac, logprob = getattr(p, f"exact_{role}"), getattr(p, f"frac_{role}"), getattr(p, f"logprob_{role}")
         rows = []
         for k, item_id in enumerate(p.ids):
             row = _score_row(item_id, 1.8, 0.0)
             row.update({"suffix_tokens": 32, "exact_match": int(exact[k]), "token_match_frac": float(frac[k]),
-                        "lcp_tokens": int(round(32 * frac[k])), "edit_similarity": float(frac[k])})
+                        "lcp_tokens": int(round(32 * frac[k])), "edit_similarity": float(frac[k]),
+                        "suffix_logprob": float(logprob[k])})
             rows.append(row)
         paths[f"{model}_probes"] = _write_scores(d / "scores" / model / "probes.jsonl", rows, model)
 

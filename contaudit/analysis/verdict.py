@@ -24,7 +24,7 @@ from scipy import stats
 
 from contaudit.analysis.did import DiDResult, _num, hedges_g, holm, minimum_detectable_effect
 from contaudit.errors import InputError
-from contaudit.protocol import AnalysisSettings
+from contaudit.protocol import METRIC_UNITS, AnalysisSettings
 
 CONTAMINATED = "CONTAMINATED"
 SUSPECT = "SUSPECT"
@@ -276,7 +276,7 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     level = settings.confidence_level
     results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, "nats/token"),
                ("memorization_did", memorization, "positive", settings.min_effect_memorization,
-                memorization_metric or "")]
+                METRIC_UNITS.get(memorization_metric or "", memorization_metric or ""))]
     present = [r for r in results if r[1] is not None]
     tests: list[PrimaryTest] = []
     if present:

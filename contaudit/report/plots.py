@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS  # noqa: E402
+
 TEST_COLOR = "#c2410c"
 SHADOW_COLOR = "#2563eb"
 SUSPECT_COLOR = "#b91c1c"
@@ -79,10 +81,11 @@ def estimates(results: dict) -> bytes | None:
                      verdict_tests.get("perplexity_did")))
     mem = results.get("memorization_did")
     if mem:
-        for metric in ("exact_match", "token_match_frac"):
+        for metric in COMPLETION_METRICS:
             if mem.get(metric):
                 primary = metric == mem["primary_metric"]
-                rows.append((f"Memorization DiD, {metric}\n({'primary' if primary else 'secondary'}, > 0 = contaminated)",
+                rows.append((f"Memorization DiD, {metric} ({METRIC_UNITS[metric]})\n"
+                             f"({'primary' if primary else 'secondary'}, > 0 = contaminated)",
                              mem[metric], verdict_tests.get("memorization_did") if primary else None))
     mk = results["supporting"].get("minkpp_did", {})
     if mk.get("available"):
@@ -131,20 +134,23 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def completion(results: dict) -> bytes | None:
-    """Exact-match rate and mean token-match fraction on seen/unseen probes, both models."""
+    """Exact-match rate, mean token-match fraction and mean suffix log-prob on seen/unseen probes, both models."""
     probes = results["items"].get("probes") or []
     if not probes:
         return None
+    panels = [("exact", "Exact suffix match rate (95% Wilson CI)"),
+              ("frac", "Mean fraction of suffix tokens matched (±1.96 SE)")]
+    if any(p.get("logprob_sus") is not None for p in probes):
+        panels.append(("logprob", "Mean suffix log-prob, nats/token (±1.96 SE)"))
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6))
+        fig, axes = plt.subplots(1, len(panels), figsize=(10.5 if len(panels) == 2 else 14, 3.6))
         x = np.arange(2)
-        for ax, key, title in ((axes[0], "exact", "Exact suffix match rate (95% Wilson CI)"),
-                               (axes[1], "frac", "Mean fraction of suffix tokens matched (±1.96 SE)")):
+        for ax, (key, title) in zip(axes, panels):
             for k, (model, color) in enumerate((("sus", SUSPECT_COLOR), ("clean", CLEAN_COLOR))):
                 means, lows, highs = [], [], []
                 for s in ("seen", "unseen"):
                     vals = np.array([p[f"{key}_{model}"] for p in probes
-                                     if p["probe_set"] == s and p[f"{key}_{model}"] is not None], dtype=float)
+                                     if p["probe_set"] == s and p.get(f"{key}_{model}") is not None], dtype=float)
                     m = float(vals.mean()) if vals.size else 0.0
                     if key == "exact":
                         lo, hi = _wilson(int(vals.sum()), vals.size)
@@ -159,13 +165,15 @@ def completion(results: dict) -> bytes | None:
                               label="suspect" if model == "sus" else "clean")
                 ax.errorbar(pos, means, yerr=[lows, highs], fmt="none", ecolor="#1d2939", capsize=4, linewidth=1)
                 for b, m, hi in zip(bars, means, highs):
-                    ax.annotate(f"{m:.2f}", (b.get_x() + b.get_width() / 2, m + hi), xytext=(0, 3),
-                                textcoords="offset points", ha="center", va="bottom", color="#1d2939", fontsize=9)
+                    ax.annotate(f"{m:.2f}", (b.get_x() + b.get_width() / 2, m + hi if m >= 0 else m),
+                                xytext=(0, 3 if m >= 0 else -12), textcoords="offset points", ha="center",
+                                va="bottom", color="#1d2939", fontsize=9)
             n_seen = sum(p["probe_set"] == "seen" for p in probes)
             ax.set_xticks(x, [f"seen (n={n_seen})", f"unseen (n={len(probes) - n_seen})"])
-            ax.set_ylim(0, min(1.12, max(0.1, ax.get_ylim()[1] * 1.12)))
+            if key != "logprob":  # rates in [0, 1]; log-probs are negative
+                ax.set_ylim(0, min(1.12, max(0.1, ax.get_ylim()[1] * 1.12)))
             ax.set_title(title)
-            ax.legend(loc="upper right")
+            ax.legend(loc="upper right" if key != "logprob" else "lower right")
         fig.tight_layout()
         return _png(fig)
 

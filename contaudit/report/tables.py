@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from contaudit.protocol import COMPLETION_METRICS
+
 TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD"}
 LABEL_TEXT = {
     "CONTAMINATED": "Contamination detected: both primary tests agree.",
@@ -98,8 +100,10 @@ def supporting_table(results: dict) -> Table:
     rows = []
     mem = results.get("memorization_did")
     if mem:
-        other = "token_match_frac" if mem["primary_metric"] == "exact_match" else "exact_match"
-        rows.append(_evidence(f"Memorization DiD ({other}, secondary)", mem.get(other), "> 0 under contamination"))
+        for other in COMPLETION_METRICS:
+            if other != mem["primary_metric"]:
+                rows.append(_evidence(f"Memorization DiD ({other}, secondary)", mem.get(other),
+                                      "> 0 under contamination"))
     dr = sup.get("dose_response", {})
     rows.append(_evidence("Dose-response (Spearman ρ, occurrences vs d)", dr,
                           f"< 0 under contamination; n = {dr.get('n')}", key="rho"))

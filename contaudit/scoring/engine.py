@@ -41,7 +41,7 @@ STATS_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 27}
 # ran 0.35x as fast with two workers as with one thread; SmolLM2-135M as fast or faster).
 TINY_MODEL_PARAMS = 10_000_000
 CACHE_DIR_NAME = ".contaudit-cache"
-METRICS_VERSION = 1
+METRICS_VERSION = 2  # 2: completion rows carry suffix_logprob
 
 Progress = Callable[[str, int, int], None]
 
@@ -259,27 +259,49 @@ def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
     return done
 
 
-def _score_completion(loaded: LoadedModel, plans: list[_Plan], cache: ScoreCache, found: dict, *,
-                      batch_tokens: int, workers: int, progress: Progress | None) -> int:
-    """Greedy-complete every prefix not in ``found``; add results to ``found`` and the cache."""
+def _suffix_logprobs(loaded: LoadedModel, scorer: NextTokenScorer, todo: dict[str, _Plan], *, batch_tokens: int,
+                     workers: int) -> tuple[dict[str, float], int]:
+    """Mean log-probability of each suffix token given the prompt and the true suffix before it.
+
+    One teacher-forced pass over ``prompt + suffix`` per probe, scoring the suffix only.
+    """
+    rows = [Row(key, plan.prompt + plan.suffix, len(plan.prompt)) for key, plan in todo.items()]
+    means, total = {}, 0
+    for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
+                                      pad_id=loaded.context_token or 0, workers=workers):
+        means.update({row.key: float(np.mean(s[:, 0], dtype=np.float64)) for row, s in zip(group, stats)})
+        total += n
+    return means, total
+
+
+def _score_completion(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[_Plan], cache: ScoreCache,
+                      found: dict, *, likelihood_batch_tokens: int, batch_tokens: int, workers: int,
+                      progress: Progress | None) -> int:
+    """Greedy-complete every prefix not in ``found`` and score its suffix teacher-forced.
+
+    Adds results to ``found`` and the cache; returns the tokens computed.
+    """
     todo = _pending(plans, "prompt_key", found)
     keys = list(todo)
     n_new = [len(todo[k].suffix) for k in keys]
     total = sum(n_new)
     if progress and total:
         progress("completion", 0, total)
+    logprob, computed = _suffix_logprobs(loaded, scorer, todo, batch_tokens=likelihood_batch_tokens,
+                                         workers=workers)
     done = 0
     for batch, continuations, n in greedy_continue(loaded.model, [todo[k].prompt for k in keys], n_new,
                                                    batch_tokens=batch_tokens, device=loaded.device,
                                                    pad_id=loaded.context_token or 0, workers=workers,
                                                    max_positions=loaded.context_length):
         plans_done = [(keys[i], todo[keys[i]], generated) for i, generated in zip(batch, continuations)]
-        _store({key: {**completion_metrics(generated, plan.suffix), "prefix_tokens": plan.prefix_tokens}
+        _store({key: {**completion_metrics(generated, plan.suffix), "suffix_logprob": logprob[key],
+                      "prefix_tokens": plan.prefix_tokens}
                 for key, plan, generated in plans_done}, cache, found)
         done += n
         if progress:
             progress("completion", done, total)
-    return done
+    return computed + done
 
 
 def _cpu_workers(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
@@ -343,8 +365,9 @@ def _score_all(loaded: LoadedModel, plans: list[_Plan], settings: ScoreSettings,
         computed = _score_likelihood(loaded, scorer, plans, lik_cache, lik, max_length=max_length, stride=stride,
                                      batch_tokens=budgets["likelihood"], workers=workers, progress=progress)
         if comp_cache is not None:
-            computed += _score_completion(loaded, plans, comp_cache, comp, batch_tokens=budgets["completion"],
-                                          workers=workers, progress=progress)
+            computed += _score_completion(loaded, scorer, plans, comp_cache, comp,
+                                          likelihood_batch_tokens=budgets["likelihood"],
+                                          batch_tokens=budgets["completion"], workers=workers, progress=progress)
     finally:
         torch.set_num_threads(before)
     facts = {"from_cache": from_cache, "tokens_computed": computed, "compute_seconds": time.perf_counter() - started,
