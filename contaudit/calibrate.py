@@ -118,7 +118,7 @@ def plot_power_curve(detection: dict[int, float], n_seeds: int, path: Path,
     ax.set_xticks(pos, [str(k) for k in ks])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("copies of each test item injected (k)")
-    ax.set_ylabel("share CONTAMINATED")
+    ax.set_ylabel("share of audits")
     ax.set_title(f"Audit power by contamination level ({n_seeds} seeds per k)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

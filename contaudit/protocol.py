@@ -160,11 +160,11 @@ class AnalysisSettings:
     alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
                         help="family-wise significance level (Holm over the two primary tests)")
     primary_metric: Literal["exact_match", "token_match_frac", "suffix_logprob"] = _opt(
-        "exact_match", help="completion score of the primary memorization test")
+        "suffix_logprob", help="completion score of the primary memorization test")
     min_effect_perplexity: float = _opt(0.01, check=_at_least(0),
                                         help="smallest |perplexity DiD| (nats/token) that counts")
     min_effect_memorization: float = _opt(0.02, check=_at_least(0),
-                                          help="smallest memorization DiD (score units) that counts")
+                                          help="smallest memorization DiD that counts, in the primary metric's unit")
     n_permutations: int = _opt(10_000, check=_at_least(1), help="permutation resamples per test")
     n_bootstrap: int = _opt(10_000, check=_at_least(0), help="bootstrap resamples per CI (0: no CI)")
     confidence_level: float = _opt(0.95, check=_between(0, 1), help="level of the CIs")

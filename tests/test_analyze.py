@@ -53,7 +53,7 @@ def test_contaminated_audit_writes_versioned_results_and_manifest(contaminated, 
     assert manifest["parameters"]["n_permutations"] == 2000
     assert results["perplexity_did"]["estimate"] < 0 and results["perplexity_did"]["n"] == [100, 100]
     mem = results["memorization_did"]
-    assert mem["primary_metric"] == "exact_match" and mem["exact_match"]["estimate"] > 0
+    assert mem["primary_metric"] == "suffix_logprob" and mem["exact_match"]["estimate"] > 0  # the default
     assert mem["token_match_frac"]["estimate"] > 0
     assert mem["suffix_logprob"]["estimate"] > 0 and mem["suffix_logprob"]["unit"] == "nats/token"
     assert results["supporting"]["dose_response"]["available"] and results["supporting"]["dose_response"]["rho"] < 0
@@ -94,12 +94,13 @@ def test_probe_scores_without_suffix_logprob_still_analyze_on_the_greedy_metrics
         files[key] = str(tmp_path / f"{key}.jsonl")
         Path(files[key]).write_text("".join(json.dumps({k: v for k, v in r.items() if k != "suffix_logprob"}) + "\n"
                                             for r in rows))
-    results = analyze(**files, protocol=FAST)
+    results = analyze(**files, protocol=AnalysisSettings(n_permutations=2000, n_bootstrap=1000,
+                                                         primary_metric="exact_match"))
     assert results["memorization_did"]["suffix_logprob"] is None
     assert results["memorization_did"]["exact_match"]["estimate"] > 0
     assert any("suffix_logprob" in w for w in results["warnings"])
-    with pytest.raises(InputError, match="missing field 'suffix_logprob'"):
-        analyze(**files, protocol=AnalysisSettings(n_permutations=200, n_bootstrap=0, primary_metric="suffix_logprob"))
+    with pytest.raises(InputError, match="missing field 'suffix_logprob'"):  # the default primary metric
+        analyze(**files, protocol=FAST)
 
 
 def test_results_are_reproducible_with_the_protocol_seed(clean):

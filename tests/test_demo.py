@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from contaudit.demo import train_unless_done
 
 
@@ -71,6 +73,20 @@ def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path):
     injection = json.loads((tmp_path / "demo" / "models" / "suspect" / "injection.json").read_text())
     assert injection["dup"] == 2 and len(injection["items"]) == 82  # every test item, twice
     assert (tmp_path / "demo" / "audit" / "report.md").exists() and (tmp_path / "demo" / "null" / "report.md").exists()
+    results = json.loads((tmp_path / "demo" / "audit" / "results.json").read_text())
+    assert results["protocol"]["analysis"]["primary_metric"] == "suffix_logprob"
+    assert all(results["memorization_did"][m] is not None for m in ("exact_match", "token_match_frac", "suffix_logprob"))
+
+    # calibrate's guard: the largest k must fit in one fine-tune's tokens, checked before any training
+    from contaudit.calibrate import _check_largest_k_fits
+    from contaudit.errors import InputError
+
+    data = {"base": tmp_path / "demo" / "models" / "base", "test": tmp_path / "demo" / "data" / "test.jsonl"}
+    _check_largest_k_fits(data, 2, finetune)  # the demo just trained with 2 copies
+    per_copy = injection["stream"]["injected_tokens"] // 2
+    too_many = finetune.tokens // per_copy + 1
+    with pytest.raises(InputError, match=f"k = {too_many} copies of the 82 test items take .* the largest k that fits"):
+        _check_largest_k_fits(data, too_many, finetune)
 
     again = []
     run_demo(tmp_path / "demo", config=config, log=again.append)

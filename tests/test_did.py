@@ -216,18 +216,19 @@ def _null_rates(n_audits: int, n_resamples: int, seed: int) -> dict[str, float]:
     """Rejection rates of each primary test, and of a SUSPECT-or-worse verdict, with no effect."""
     rng = np.random.default_rng(seed)
     settings = AnalysisSettings(min_effect_perplexity=0.0, min_effect_memorization=0.0)
-    counts = {"perplexity": 0, "exact_match": 0, "token_match_frac": 0, "verdict": 0}
+    metrics = ("exact_match", "token_match_frac", "suffix_logprob")
+    counts = {"perplexity": 0, **{m: 0 for m in metrics}, **{f"verdict[{m}]": 0 for m in ("exact_match", "suffix_logprob")}}
     for _ in range(n_audits):
         audit = simulate_audit(n_test=60, n_shadow=60, n_seen=40, n_unseen=40, rng=rng)
         t, s = audit.test, audit.shadow
         opts = dict(n_resamples=n_resamples, n_bootstrap=0, rng=rng)
         ppl = perplexity_did(t.y_sus, t.y_clean, s.y_sus, s.y_clean, **opts)
-        mem = {m: memorization_did(*audit.probes.split(m), **opts) for m in ("exact_match", "token_match_frac")}
+        mem = {m: memorization_did(*audit.probes.split(m), **opts) for m in metrics}
         counts["perplexity"] += ppl.pvalue <= settings.alpha
         for m, r in mem.items():
             counts[m] += r.pvalue <= settings.alpha
-        verdict = decide(ppl, mem["exact_match"], [], settings, memorization_metric="exact_match")
-        counts["verdict"] += verdict.label != "NO_EVIDENCE"
+        for m in ("exact_match", "suffix_logprob"):  # SUSPECT or worse, with either primary metric
+            counts[f"verdict[{m}]"] += decide(ppl, mem[m], [], settings, memorization_metric=m).label != "NO_EVIDENCE"
     return {k: v / n_audits for k, v in counts.items()}
 
 

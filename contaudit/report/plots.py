@@ -164,13 +164,16 @@ def completion(results: dict) -> bytes | None:
                 bars = ax.bar(pos, means, width=0.34, color=color, alpha=0.85,
                               label="suspect" if model == "sus" else "clean")
                 ax.errorbar(pos, means, yerr=[lows, highs], fmt="none", ecolor="#1d2939", capsize=4, linewidth=1)
-                for b, m, hi in zip(bars, means, highs):
-                    ax.annotate(f"{m:.2f}", (b.get_x() + b.get_width() / 2, m + hi if m >= 0 else m),
-                                xytext=(0, 3 if m >= 0 else -12), textcoords="offset points", ha="center",
-                                va="bottom", color="#1d2939", fontsize=9)
+                for b, m, lo, hi in zip(bars, means, lows, highs):
+                    up = m >= 0  # label beyond the error bar's end, away from zero
+                    ax.annotate(f"{m:.2f}", (b.get_x() + b.get_width() / 2, m + hi if up else m - lo),
+                                xytext=(0, 3 if up else -3), textcoords="offset points", ha="center",
+                                va="bottom" if up else "top", color="#1d2939", fontsize=9)
             n_seen = sum(p["probe_set"] == "seen" for p in probes)
             ax.set_xticks(x, [f"seen (n={n_seen})", f"unseen (n={len(probes) - n_seen})"])
-            if key != "logprob":  # rates in [0, 1]; log-probs are negative
+            if key == "logprob":  # negative: leave room below the bars for labels and legend
+                ax.set_ylim(ax.get_ylim()[0] * 1.3, 0)
+            else:  # rates in [0, 1]
                 ax.set_ylim(0, min(1.12, max(0.1, ax.get_ylim()[1] * 1.12)))
             ax.set_title(title)
             ax.legend(loc="upper right" if key != "logprob" else "lower right")
