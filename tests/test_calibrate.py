@@ -89,3 +89,19 @@ def test_each_metric_as_if_primary_applies_holm_direction_and_minimum_effect():
     assert rates["memorization_test[exact_match]"] == {0: 0.0, 8: 0.0}
     md = render_markdown({0: 0.0, 8: 0.0}, 0.0, None, 1, rates)
     assert "CONTAMINATED with suffix_logprob primary" in md and "| 8 | 0.00 | 0.00 | 0.00 | 0.00 | 1.00 | 1.00 |" in md
+
+
+def test_an_audit_is_reused_only_when_its_results_carry_every_metric(tmp_path):
+    import json
+
+    from contaudit.calibrate import _has_every_metric
+
+    path = tmp_path / "results.json"
+    assert not _has_every_metric(path)  # no audit yet
+    path.write_text("{not json")
+    assert not _has_every_metric(path)
+    mem = {"primary_metric": "exact_match", "exact_match": {}, "token_match_frac": {}, "suffix_logprob": None}
+    path.write_text(json.dumps({"memorization_did": mem}))
+    assert not _has_every_metric(path)  # scored before suffix_logprob existed
+    path.write_text(json.dumps({"memorization_did": {**mem, "suffix_logprob": {"estimate": 0.1}}}))
+    assert _has_every_metric(path)

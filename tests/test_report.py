@@ -139,3 +139,22 @@ def test_screenshot_script_explains_a_missing_report(tmp_path):
     proc = subprocess.run([str(ROOT / "scripts" / "screenshot_report.sh"), str(tmp_path)], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 66 and "no such report" in proc.stderr
+
+
+def test_probe_table_follows_the_primary_metric(full_run):
+    from contaudit.report import tables as T
+
+    results = json.loads((full_run / "results.json").read_text())
+    assert results["memorization_did"]["primary_metric"] == "suffix_logprob"
+    table = T.probe_table(results)
+    assert table.title == "Seen probes the suspect became most likely to reproduce"
+    probes = {p["id"]: p for p in results["items"]["probes"]}
+    gains = [float(row[4]) for row in table.rows]
+    assert len(table.rows) == 8 and gains == sorted(gains, reverse=True)  # top_items, largest gain first
+    best = max((p for p in probes.values() if p["probe_set"] == "seen"),
+               key=lambda p: p["logprob_sus"] - p["logprob_clean"])
+    assert table.rows[0][0] == best["id"]
+    unseen = [p["logprob_sus"] - p["logprob_clean"] for p in probes.values() if p["probe_set"] == "unseen"]
+    assert f"is {sum(unseen) / len(unseen):+.2f}" in table.note
+    exact = {**results, "memorization_did": {**results["memorization_did"], "primary_metric": "exact_match"}}
+    assert T.probe_table(exact).title == "Seen probes reproduced verbatim by the suspect only"

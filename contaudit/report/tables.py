@@ -179,17 +179,41 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
 
 
 def probe_table(results: dict, top: int | None = None) -> Table | None:
-    """Seen probes the suspect completes exactly and the clean model does not."""
+    """Seen probes that carry the memorization evidence of the primary metric.
+
+    With ``suffix_logprob`` primary: the seen probes whose suffix log-prob the suspect
+    raised most over the clean model; otherwise those the suspect completes exactly
+    and the clean model does not.
+    """
     probes = results["items"].get("probes") or []
     if not probes:
         return None
     top = top or results["protocol"]["analysis"]["top_items"]
+    mem = results.get("memorization_did") or {}
+    if mem.get("primary_metric") == "suffix_logprob" and all(p.get("logprob_sus") is not None for p in probes):
+        return _logprob_probe_table(probes, top)
     hits = [p for p in probes if p["probe_set"] == "seen" and p["exact_sus"] and not p["exact_clean"]]
     hits.sort(key=lambda p: -(p["frac_sus"] or 0) + (p["frac_clean"] or 0))
     rows = [[str(p["id"]), str(p["n_words"]) if p.get("n_words") is not None else "—", fixed(p["frac_sus"], 2),
              fixed(p["frac_clean"], 2)] for p in hits[:top]]
     return Table("Seen probes reproduced verbatim by the suspect only",
                  ["Probe", "Words", "Token match (suspect)", "Token match (clean)"], rows, "lrrr", note=f"{len(hits)} seen probes in all; the first {min(top, len(hits))} shown.")
+
+
+def _logprob_probe_table(probes: list[dict], top: int) -> Table:
+    gain = {p["id"]: p["logprob_sus"] - p["logprob_clean"] for p in probes}
+    seen = sorted((p for p in probes if p["probe_set"] == "seen"), key=lambda p: -gain[p["id"]])
+    unseen = [gain[p["id"]] for p in probes if p["probe_set"] == "unseen"]
+    rows = [[str(p["id"]), str(p["n_words"]) if p.get("n_words") is not None else "—", fixed(p["logprob_sus"], 2),
+             fixed(p["logprob_clean"], 2), fixed(gain[p["id"]], 2, sign=True),
+             f"{p['exact_sus']} / {p['exact_clean']}"] for p in seen[:top]]
+    baseline = f"{sum(unseen) / len(unseen):+.2f}" if unseen else "—"
+    return Table("Seen probes the suspect became most likely to reproduce",
+                 ["Probe", "Words", "Suffix log-prob (suspect)", "Suffix log-prob (clean)", "Gain", "Exact (sus / clean)"],
+                 rows, "lrrrrr",
+                 note=f"Mean log-prob per suffix token given the prefix, nats/token; gain = suspect - clean. The mean "
+                      f"gain over the {len(unseen)} unseen probes is {baseline}: the memorization DiD is the seen "
+                      f"mean minus that. The first {min(top, len(seen))} of {len(seen)} seen probes shown.")
 
 
 def mde_text(results: dict) -> str:
