@@ -184,3 +184,11 @@ def test_gate_exit_codes(label, fail_on, code):
 def test_gate_rejects_an_unknown_threshold():
     with pytest.raises(InputError, match="`fail_on` must be SUSPECT or CONTAMINATED"):
         gate(SUSPECT, "NO_EVIDENCE")
+
+
+def test_reasons_name_the_memorization_metric_and_its_unit():
+    greedy = decide(ppl(-0.3, 0.0001), mem(0.3, 0.0001), [], SETTINGS, memorization_metric="exact_match")
+    soft = decide(ppl(-0.3, 0.0001), mem(0.3, 0.0001), [], SETTINGS, memorization_metric="suffix_logprob")
+    assert any("reproduces probes found in its training corpus more often" in r for r in greedy.reasons)
+    assert any("more likely to reproduce the suffixes" in r and "nats/token" in r for r in soft.reasons)
+    assert {t.name: t.unit for t in soft.tests}["memorization_did"] == "nats/token"

@@ -244,8 +244,10 @@ def _describe(t: PrimaryTest, level: float) -> str:
         if t.name == "perplexity_did":
             return (f"The suspect model finds the test set more familiar than the shadow set, by more than the "
                     f"clean model does ({stats_}).")
-        return (f"The suspect model reproduces probes found in its training corpus more often than matched "
-                f"unseen probes, beyond what the clean model does ({stats_}).")
+        how = ("is more likely to reproduce the suffixes of probes found in its training corpus verbatim than "
+               "those of matched unseen probes" if t.unit == "nats/token" else
+               "reproduces probes found in its training corpus more often than matched unseen probes")
+        return f"The suspect model {how}, beyond what the clean model does ({stats_})."
     if t.significant and not t.direction_ok:
         return f"The {what} is significant but points away from contamination ({stats_})."
     if t.significant and not t.above_minimum:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from contaudit.protocol import COMPLETION_METRICS
+from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS
 
 TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD"}
 LABEL_TEXT = {
@@ -222,7 +222,9 @@ def mde_text(results: dict) -> str:
     if mde.get("perplexity_did") is not None:
         parts.append(f"perplexity DiD {-mde['perplexity_did']:+.3g} nats/token")
     if mde.get("memorization_did") is not None:
-        parts.append(f"memorization DiD {mde['memorization_did']:+.3g}")
+        metric = (results.get("memorization_did") or {}).get("primary_metric")
+        unit = f" {METRIC_UNITS[metric]}" if metric == "suffix_logprob" else ""
+        parts.append(f"memorization DiD {mde['memorization_did']:+.3g}{unit}")
     if not parts:
         return ""
     return (f"Minimum detectable effects at {mde['power']:.0%} power (one-sided, alpha {mde['alpha_per_test']:.3g} "
