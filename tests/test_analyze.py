@@ -103,6 +103,22 @@ def test_probe_scores_without_suffix_logprob_still_analyze_on_the_greedy_metrics
         analyze(**files, protocol=FAST)
 
 
+def test_probe_files_with_every_probe_skipped_give_invalid_design_not_an_error(contaminated, tmp_path):
+    files = dict(contaminated)
+    for key in ("suspect_probes", "clean_probes"):
+        files[key] = str(tmp_path / f"{key}.jsonl")
+        Path(files[key]).write_text("")  # what `score` writes when every suffix is longer than the context
+        (tmp_path / f"{key}.manifest.json").write_text(json.dumps({"counts": {"skip_reasons": {"suffix_too_long": 120}}}))
+    results = analyze(**files, protocol=FAST)
+    assert results["verdict"]["label"] == "INVALID_DESIGN"
+    failed = {c["name"] for c in results["design_checks"] if c["passed"] is False}
+    assert {"sample_size_seen", "sample_size_unseen"} <= failed
+    assert results["memorization_did"]["suffix_logprob"] is None
+    assert any("has no scored probes (skipped: {'suffix_too_long': 120})" in w for w in results["warnings"])
+    with pytest.raises(InputError, match="no scored items"):  # an empty test-set score file stays an error
+        analyze(**{**contaminated, "suspect_test": files["suspect_probes"]}, protocol=FAST)
+
+
 def test_results_are_reproducible_with_the_protocol_seed(clean):
     a = analyze(**clean, protocol=FAST)
     b = analyze(**clean, protocol=FAST)

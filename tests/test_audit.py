@@ -96,3 +96,16 @@ def test_date_split_and_clashing_ids(tmp_path):
                      '[sets.test]\npath = "t.jsonl"\n[sets.shadow]\npath = "s.jsonl"\n')
     with pytest.raises(InputError, match="ids appear in both the test and shadow sets"):
         materialize_sets(load_protocol(clash), tmp_path / "run2")
+
+
+def test_probes_longer_than_the_context_give_invalid_design(setup):
+    root, protocol = setup
+    short = root / "protocol-short-context.toml"
+    # 12-word suffixes cannot fit an 8-token window: the scorer skips every probe
+    short.write_text(protocol.read_text() + "[scoring]\nmax_length = 8\n")
+    result = runner.invoke(app, ["audit", str(short), "--out", str(root / "run-short")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((root / "run-short" / "results.json").read_text())
+    assert results["verdict"]["label"] == "INVALID_DESIGN"
+    assert any("has no scored probes (skipped: {'suffix_too_long':" in w for w in results["warnings"])
+    assert (root / "run-short" / "report.md").exists()

@@ -78,12 +78,13 @@ def _number(value, key: str, *, path: Path, record: int) -> float:
 
 
 def read_scores(path: str | Path, *, require: tuple[str, ...] = ("nll_mean",),
-                optional: tuple[str, ...] = ()) -> ScoreFile:
+                optional: tuple[str, ...] = (), allow_empty: bool = False) -> ScoreFile:
     """Read a score file (``scores/<model>/<set>.jsonl``).
 
     Every row needs ``id`` and the ``require`` fields as finite numbers; ``optional``
     fields are kept when present (a file either has them on every row or they are
-    dropped for the whole file). Duplicate ids and empty files are errors.
+    dropped for the whole file). Duplicate ids are errors, and so is an empty file
+    unless ``allow_empty`` (probe files: every probe may have been skipped).
     """
     path = Path(path)
     rows: dict[str, dict] = {}
@@ -108,7 +109,7 @@ def read_scores(path: str | Path, *, require: tuple[str, ...] = ("nll_mean",),
             else:
                 present.discard(key)
         rows[item_id] = row
-    if not rows:
+    if not rows and not allow_empty:
         raise InputError("no scored items; expected one JSON object per line", path=path)
     for row in rows.values():
         for key in set(optional) - present:
@@ -310,10 +311,16 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
             # Score files written before suffix_logprob existed still analyze on the other metrics.
             required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
             optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
-            sus_p = read_scores(suspect_probes, require=required, optional=optional)
-            clean_p = read_scores(clean_probes, require=required, optional=optional)
+            sus_p = read_scores(suspect_probes, require=required, optional=optional, allow_empty=True)
+            clean_p = read_scores(clean_probes, require=required, optional=optional, allow_empty=True)
+            for f in (sus_p, clean_p):
+                if not f.rows:  # every probe skipped by the scorer, e.g. suffixes longer than the context
+                    skipped = ((f.manifest or {}).get("counts") or {}).get("skip_reasons")
+                    warnings.append(f"{f.path} has no scored probes (skipped: {skipped or 'reasons unknown'}); "
+                                    f"the memorization test cannot run.")
             universe = list(probe_table)
-            available = [m for m in COMPLETION_FIELDS if all(m in f.rows[next(iter(f.rows))] for f in (sus_p, clean_p))]
+            available = [m for m in COMPLETION_FIELDS
+                         if all(not f.rows or m in next(iter(f.rows.values())) for f in (sus_p, clean_p))]
             for m in COMPLETION_FIELDS:
                 if m not in available:
                     mem_results[m] = None
