@@ -35,7 +35,7 @@ from contaudit.errors import ProtocolError
 # greedy exact match and matching-token fraction, and the suffix's mean log-probability
 # given the prefix (teacher-forced; the soft form of verbatim extraction).
 COMPLETION_METRICS = ("exact_match", "token_match_frac", "suffix_logprob")
-METRIC_UNITS = {"exact_match": "exact_match", "token_match_frac": "token_match_frac",
+METRIC_UNITS = {"exact_match": "share of probes", "token_match_frac": "share of tokens",
                 "suffix_logprob": "nats/token"}
 SHADOW_RULES = ("difference", "equivalence")
 

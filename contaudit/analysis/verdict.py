@@ -210,14 +210,22 @@ def _p(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
 
 
+def _direction_ok(estimate: float, direction: str) -> bool:
+    return estimate < 0 if direction == "negative" else estimate > 0
+
+
+def primary_test_counts(estimate: float, p_holm: float, *, direction: str, min_effect: float, alpha: float) -> bool:
+    """The rule for one primary test: Holm-significant, in the contamination direction, above the minimum effect."""
+    return bool(p_holm <= alpha and _direction_ok(estimate, direction) and abs(estimate) >= min_effect)
+
+
 def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min_effect: float, alpha: float,
              unit: str) -> PrimaryTest:
     est = result.statistic
-    ok_dir = est < 0 if direction == "negative" else est > 0
     return PrimaryTest(name=name, estimate=est, pvalue=result.pvalue, pvalue_holm=float(p_holm),
                        confidence_interval=(_num(result.confidence_interval.low), _num(result.confidence_interval.high)),
                        direction=direction, min_effect=min_effect, significant=bool(p_holm <= alpha),
-                       direction_ok=bool(ok_dir), above_minimum=bool(abs(est) >= min_effect), unit=unit)
+                       direction_ok=_direction_ok(est, direction), above_minimum=bool(abs(est) >= min_effect), unit=unit)
 
 
 def _mde(result: DiDResult, *, alpha: float, power: float, binary: bool) -> float:

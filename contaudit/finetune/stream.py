@@ -183,6 +183,11 @@ class Stream:
         return hashlib.sha256(np.ascontiguousarray(self.tokens, dtype="<i4").tobytes()).hexdigest()
 
 
+def copies_tokens(item_ids: Sequence[np.ndarray], dup: int) -> int:
+    """Stream tokens that ``dup`` copies of every item take (each copy is ``[eos] + ids + [eos]``)."""
+    return dup * sum(len(ids) + 2 for ids in item_ids)
+
+
 def build_stream(filler: np.ndarray, items: Sequence[tuple[str, np.ndarray]], *, dup: int, n_tokens: int,
                  eos: int, seed: int, align: int = 0) -> Stream:
     """The training stream of exactly ``n_tokens`` tokens: filler with ``dup`` copies of each item.
@@ -200,7 +205,7 @@ def build_stream(filler: np.ndarray, items: Sequence[tuple[str, np.ndarray]], *,
     if len(filler) == 0:
         raise InputError("the training filler is empty")
     copies = [(i, it) for i, it in enumerate(items) for _ in range(dup)]
-    injected = sum(len(ids) + 2 for _, (_, ids) in copies)
+    injected = copies_tokens([ids for _, ids in items], dup)
     n_fill = n_tokens - injected
     if n_fill < 0 or (copies and n_fill < 1):
         raise InputError(f"the {len(copies)} injected copies take {injected} tokens, more than the run trains on "

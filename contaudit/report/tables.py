@@ -223,8 +223,7 @@ def mde_text(results: dict) -> str:
         parts.append(f"perplexity DiD {-mde['perplexity_did']:+.3g} nats/token")
     if mde.get("memorization_did") is not None:
         metric = (results.get("memorization_did") or {}).get("primary_metric")
-        unit = f" {METRIC_UNITS[metric]}" if metric == "suffix_logprob" else ""
-        parts.append(f"memorization DiD {mde['memorization_did']:+.3g}{unit}")
+        parts.append(f"memorization DiD {mde['memorization_did']:+.3g} {METRIC_UNITS.get(metric, '')}".rstrip())
     if not parts:
         return ""
     return (f"Minimum detectable effects at {mde['power']:.0%} power (one-sided, alpha {mde['alpha_per_test']:.3g} "
