@@ -19,6 +19,7 @@ from pathlib import Path
 
 from contaudit.errors import InputError
 from contaudit.manifest import write_json_atomic, write_text_atomic
+from contaudit.protocol import COMPLETION_METRICS
 
 REFERENCE_SEED = 1000  # seed of the clean reference; probe-model seeds must differ from it
 
@@ -78,8 +79,6 @@ def detection_rates(runs: list[dict]) -> dict[str, dict[int, float]]:
 
 
 def _metric_order(metric: str) -> int:
-    from contaudit.protocol import COMPLETION_METRICS
-
     return COMPLETION_METRICS.index(metric) if metric in COMPLETION_METRICS else len(COMPLETION_METRICS)
 
 
@@ -136,6 +135,7 @@ def if_primary(results: dict) -> dict[str, dict]:
     metrics' power at the same false-positive control, from the same audits.
     """
     from contaudit.analysis.did import holm
+    from contaudit.analysis.verdict import primary_test_counts
 
     settings = results["protocol"]["analysis"]
     ppl = results.get("perplexity_did") or {}
@@ -145,8 +145,10 @@ def if_primary(results: dict) -> dict[str, dict]:
         if metric == "primary_metric" or not mem or ppl.get("pvalue") is None or mem.get("pvalue") is None:
             continue
         p_ppl, p_mem = holm([ppl["pvalue"], mem["pvalue"]])
-        ppl_counts = bool(p_ppl <= settings["alpha"] and ppl["estimate"] <= -settings["min_effect_perplexity"])
-        mem_counts = bool(p_mem <= settings["alpha"] and mem["estimate"] >= settings["min_effect_memorization"])
+        ppl_counts = primary_test_counts(ppl["estimate"], p_ppl, direction="negative",
+                                 min_effect=settings["min_effect_perplexity"], alpha=settings["alpha"])
+        mem_counts = primary_test_counts(mem["estimate"], p_mem, direction="positive",
+                                 min_effect=settings["min_effect_memorization"], alpha=settings["alpha"])
         out[metric] = {"memorization_counts": mem_counts, "contaminated": design_ok and ppl_counts and mem_counts,
                        "did": mem["estimate"], "p": mem["pvalue"]}
     return out
@@ -176,7 +178,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     of the audits; models and sets are the demo's. Finished audits are reused.
     """
     from contaudit.audit import run_audit
-    from contaudit.demo import train_unless_done, prepare, write_protocol, write_suspect_corpus
+    from contaudit.demo import input_hashes, prepare, train_unless_done, write_protocol, write_suspect_corpus
     from contaudit.finetune import DemoTrainingConfig, finetune
     from contaudit.finetune.api import INJECTION_FILE
     from contaudit.finetune.base import fingerprint
@@ -196,11 +198,13 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
 
     _check_largest_k_fits(data, max(dups), config.finetune)
     base_fingerprint = fingerprint(data["base"])
+    data_hashes = input_hashes(corpus=data["corpus"], benchmark=data["test"])
 
     def model(k: int, seed: int) -> tuple[Path, bool]:
         path = models / f"k{k}-seed{seed}"
         train_config = replace(config.finetune, seed=seed, threads=config.threads)
-        wanted = {"parameters": {"dup": k, "train": config_dict(train_config)}, "base": {"fingerprint": base_fingerprint}}
+        wanted = {"parameters": {"dup": k, "train": config_dict(train_config)}, "base": {"fingerprint": base_fingerprint},
+                  "inputs": data_hashes}
         t0 = time.perf_counter()
         trained = train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data["corpus"], path,
                                     base=data["base"], inject=data["test"], dup=k, overwrite=True, config=train_config)
@@ -263,24 +267,28 @@ def render_markdown(detection: dict[int, float], fpr: float | None, smallest: in
 
 
 def _check_largest_k_fits(data: dict, k: int, train_config) -> None:
-    """Fail before any fine-tuning when ``k`` copies of the test items exceed the run's tokens."""
+    """Fail before any fine-tuning when ``k`` copies of the test items exceed the run's tokens.
+
+    Counts tokens as the training stream does; with ``align_copies`` the stream may
+    still refuse a k that passes here (copies must also fit the sequence slots).
+    """
     from transformers import AutoTokenizer
 
+    from contaudit.finetune.stream import copies_tokens, tokenize
     from contaudit.io import load_items
 
     tokenizer = AutoTokenizer.from_pretrained(data["base"])
     items = load_items(data["test"])
-    needed = k * sum(len(tokenizer(it.text)["input_ids"]) + 2 for it in items)
-    if needed > train_config.tokens:
-        raise InputError(f"k = {k} copies of the {len(items)} test items take {needed:,} tokens, more than a "
+    per_copy = copies_tokens(tokenize(tokenizer, [it.text for it in items]), 1)
+    room = train_config.tokens - 1  # the stream keeps at least one filler token
+    if k * per_copy > room:
+        raise InputError(f"k = {k} copies of the {len(items)} test items take {k * per_copy:,} tokens, more than a "
                          f"fine-tune trains on ({train_config.tokens:,} = steps x batch_size x seq_len); "
-                         f"the largest k that fits is {train_config.tokens * k // needed}")
+                         f"the largest k that fits is {room // per_copy}")
 
 
 def _has_every_metric(results_path: Path) -> bool:
     """True when an earlier audit's results carry every completion metric of this version."""
-    from contaudit.protocol import COMPLETION_METRICS
-
     try:
         mem = json.loads(results_path.read_text()).get("memorization_did") or {}
     except (OSError, ValueError):

@@ -111,10 +111,13 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     def stage(name: str, fn, /, *args, **kwargs):
         return _timed(seconds, log, name, fn, *args, **kwargs)
 
+    base_fingerprint = fingerprint(models / "base")
+    data_hashes = input_hashes(corpus=corpus, benchmark=split["test"])
+
     def ft(name: str, path: Path, dup: int, seed: int):
         cfg = _with_seed(config.finetune, seed, config.threads)
-        wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)},
-                  "base": {"fingerprint": fingerprint(models / "base")}}
+        wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, "base": {"fingerprint": base_fingerprint},
+                  "inputs": data_hashes}
         stage(name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, corpus, path, base=models / "base",
               inject=split["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
 
@@ -158,22 +161,31 @@ def train_unless_done(path: Path, manifest_name: str, wanted: dict, log, fn, *ar
 
     Returns True when it trained.
     ``wanted`` maps manifest sections to the values they must hold (training settings,
-    base model fingerprint), so a model left by an earlier run with other settings or
-    another base is retrained rather than silently reused.
+    base model fingerprint; ``inputs`` maps a role to its file's SHA-256), so a model
+    left by an earlier run with other settings, other data or another base is
+    retrained rather than silently reused.
     """
     manifest = path / manifest_name
     if manifest.exists():
         try:
             recorded = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+            recorded["inputs"] = {i.get("role"): i.get("sha256") for i in recorded.get("inputs") or []}
+        except (OSError, ValueError, AttributeError, TypeError):
             recorded = {}
         if all((recorded.get(section) or {}).get(key) == value
                for section, values in wanted.items() for key, value in values.items()):
             log(f"  reusing {path}")
             return False
-        log(f"  {path} was trained with other settings: training it again")
+        log(f"  {path} was trained with other settings or data: training it again")
     fn(*args, **kwargs)
     return True
+
+
+def input_hashes(**paths: Path) -> dict[str, str]:
+    """SHA-256 of each file by its manifest role, for :func:`train_unless_done`."""
+    from contaudit.manifest import describe_path
+
+    return {role: describe_path(p)["sha256"] for role, p in paths.items()}
 
 
 def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_progress=None) -> dict:
@@ -200,7 +212,8 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     log(f"  HumanEval: {split['n_test']} test / {split['n_shadow']} shadow items (split seed {config.split_seed})")
     base = out / "models" / "base"
     pretrain_config = _with_seed(config.pretrain, 0, config.threads)
-    wanted = {"parameters": {"train": config_dict(pretrain_config)}, "base": {"model_config": config_dict(config.model)}}
+    wanted = {"parameters": {"train": config_dict(pretrain_config)}, "base": {"model_config": config_dict(config.model)},
+              "inputs": input_hashes(corpus=corpus)}
     stage("pretrain", train_unless_done, base, PRETRAIN_FILE, wanted, log, pretrain,
           corpus, base, config=pretrain_config, model_config=config.model, overwrite=True, progress=train_progress)
     return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,

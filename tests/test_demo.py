@@ -39,6 +39,25 @@ def test_other_settings_or_another_base_retrain(tmp_path):
     assert all("trained with other settings" in line for line in log)
 
 
+def test_other_input_data_retrains(tmp_path):
+    path, calls, log = tmp_path / "suspect", [], []
+
+    def train(benchmark):
+        calls.append(benchmark)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "injection.json").write_text(json.dumps({"parameters": {"dup": 8}, "inputs": [
+            {"role": "corpus", "sha256": "c1"}, {"role": "benchmark", "sha256": benchmark}]}))
+
+    def wanted(benchmark):
+        return {"parameters": {"dup": 8}, "inputs": {"corpus": "c1", "benchmark": benchmark}}
+
+    train_unless_done(path, "injection.json", wanted("t1"), log.append, train, "t1")
+    train_unless_done(path, "injection.json", wanted("t1"), log.append, train, "t1")  # same data: reused
+    train_unless_done(path, "injection.json", wanted("t2"), log.append, train, "t2")  # another test split
+    assert calls == ["t1", "t2"]
+    assert log == [f"  reusing {path}", f"  {path} was trained with other settings or data: training it again"]
+
+
 def test_an_unreadable_manifest_retrains(tmp_path):
     path, calls = tmp_path / "clean", []
     path.mkdir()
@@ -85,7 +104,9 @@ def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path):
     _check_largest_k_fits(data, 2, finetune)  # the demo just trained with 2 copies
     per_copy = injection["stream"]["injected_tokens"] // 2
     too_many = finetune.tokens // per_copy + 1
-    with pytest.raises(InputError, match=f"k = {too_many} copies of the 82 test items take .* the largest k that fits"):
+    # counted as the stream counts them: the same tokens per copy as the demo's suspect really trained on
+    with pytest.raises(InputError, match=f"k = {too_many} copies of the 82 test items take {too_many * per_copy:,} "
+                                         f"tokens.* the largest k that fits is {(finetune.tokens - 1) // per_copy}"):
         _check_largest_k_fits(data, too_many, finetune)
 
     again = []

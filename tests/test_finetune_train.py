@@ -230,3 +230,11 @@ def test_bad_settings_name_the_parameter(field, value, message):
     config = _config(**{field: value})
     with pytest.raises(InputError, match=message):
         train(_gpt2(), *_data(_config()), config)
+
+
+
+def test_training_threads_do_not_leak_into_the_rest_of_the_process():
+    before = torch.get_num_threads()
+    config = _config(threads=1 if before > 1 else 2)
+    train(_gpt2(), *_data(config), config)
+    assert torch.get_num_threads() == before

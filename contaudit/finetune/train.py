@@ -237,8 +237,17 @@ def train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, *
     """Train ``model`` on ``stream`` (``config.tokens`` token ids, in training order).
 
     Returns the trained model, merged back into a plain ``transformers`` model when
-    LoRA was used, and the loss history.
+    LoRA was used, and the loss history. ``config.threads`` applies to this call only.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(model, stream, heldout, config, progress=progress)
+    finally:
+        torch.set_num_threads(threads)  # later work in the process (e.g. scoring) keeps its own default
+
+
+def _train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, *,
+           progress: Callable[[StepInfo], None] | None) -> TrainResult:
     config.validate()
     T, B = config.seq_len, config.batch_size
     if len(stream) != config.tokens:
