@@ -82,10 +82,17 @@ def write_suspect_corpus(corpus: Path, test: Path, dup: int, out: Path) -> Path:
 
     This is what the suspect saw, so indexing it finds the injected items as ``seen``.
     """
-    items = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines() if line.strip()]
-    copies = "".join(json.dumps({"id": f"injected/{item['id']}/{copy}", "text": item["text"]}) + "\n"
-                     for copy in range(dup) for item in items)
-    write_text_atomic(out, corpus.read_text(encoding="utf-8") + copies)
+    import shutil
+
+    from contaudit.io import load_items
+    from contaudit.manifest import atomic_path
+
+    items = load_items(test)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as dst:
+        with open(corpus, encoding="utf-8") as src:
+            shutil.copyfileobj(src, dst)
+        for copy in range(dup):
+            dst.writelines(json.dumps({"id": f"injected/{item.id}/{copy}", "text": item.text}) + "\n" for item in items)
     return out
 
 

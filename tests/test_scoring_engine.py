@@ -152,3 +152,14 @@ def test_suffix_logprob_is_the_teacher_forced_mean_over_the_suffix(tmp_path, mod
     assert rows["a"]["suffix_tokens"] == len(suffix)
     assert rows["a"]["suffix_logprob"] == pytest.approx(expected, abs=1e-4)
     assert rows["long"]["suffix_logprob"] < 0
+
+
+def test_progress_reports_each_phase_to_its_total(tmp_path, model_dir, probes):
+    calls = []
+    score(model_dir, probes, tmp_path / "p.jsonl", completion=True, device="cpu", use_cache=False,
+          progress=lambda phase, done, total: calls.append((phase, done, total)))
+    phases = list(dict.fromkeys(phase for phase, _, _ in calls))
+    assert phases == ["likelihood", "suffix log-prob", "completion"]
+    for phase in phases:
+        last = [c for c in calls if c[0] == phase][-1]
+        assert last[1] == last[2] > 0  # each bar ends full

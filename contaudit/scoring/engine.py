@@ -260,18 +260,23 @@ def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
 
 
 def _suffix_logprobs(loaded: LoadedModel, scorer: NextTokenScorer, todo: dict[str, _Plan], *, batch_tokens: int,
-                     workers: int) -> tuple[dict[str, float], int]:
+                     workers: int, progress: Progress | None) -> tuple[dict[str, float], int]:
     """Mean log-probability of each suffix token given the prompt and the true suffix before it.
 
     One teacher-forced pass over ``prompt + suffix`` per probe, scoring the suffix only.
     """
     rows = [Row(key, plan.prompt + plan.suffix, len(plan.prompt)) for key, plan in todo.items()]
-    means, total = {}, 0
+    total = sum(len(plan.suffix) for plan in todo.values())
+    if progress and total:
+        progress("suffix log-prob", 0, total)
+    means, done = {}, 0
     for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
                                       pad_id=loaded.context_token or 0, workers=workers):
         means.update({row.key: float(np.mean(s[:, 0], dtype=np.float64)) for row, s in zip(group, stats)})
-        total += n
-    return means, total
+        done += n
+        if progress:
+            progress("suffix log-prob", done, total)
+    return means, done
 
 
 def _score_completion(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[_Plan], cache: ScoreCache,
@@ -285,10 +290,10 @@ def _score_completion(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
     keys = list(todo)
     n_new = [len(todo[k].suffix) for k in keys]
     total = sum(n_new)
+    logprob, computed = _suffix_logprobs(loaded, scorer, todo, batch_tokens=likelihood_batch_tokens,
+                                         workers=workers, progress=progress)
     if progress and total:
         progress("completion", 0, total)
-    logprob, computed = _suffix_logprobs(loaded, scorer, todo, batch_tokens=likelihood_batch_tokens,
-                                         workers=workers)
     done = 0
     for batch, continuations, n in greedy_continue(loaded.model, [todo[k].prompt for k in keys], n_new,
                                                    batch_tokens=batch_tokens, device=loaded.device,
