@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install contaudit with its test tools.
-# torch is pinned first to the CPU build so pip does not pull several GB of CUDA
-# packages; on a GPU machine install the CUDA build of torch before running this.
+# torch 2.13 is installed first unless .venv already has it: pip takes whichever build
+# its configuration offers (a local CPU wheel on this project's CI machines; plain PyPI
+# on Linux serves the CUDA build). Install the build you want into .venv beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
