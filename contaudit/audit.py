@@ -25,7 +25,6 @@ from contaudit.io import load_items
 from contaudit.manifest import write_jsonl_atomic
 from contaudit.protocol import Protocol, SetSpec, load_protocol
 
-ROLES = ("suspect", "clean")
 
 
 @dataclass
@@ -129,6 +128,7 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
         print(run.verdict, run.report.html)
     """
     from contaudit.analysis import analyze
+    from contaudit.analysis.analyze import ReferenceScores
     from contaudit.probes import ProbeConfig, build_probes
     from contaudit.report import write_report
     from contaudit.scoring import ScoreSettings, score
@@ -164,8 +164,9 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
     s = protocol.scoring
     scores: dict[tuple[str, str], Path] = {}
     t0 = time.perf_counter()
-    for role in ROLES:
-        spec = getattr(protocol.models, role)
+    roles = [("suspect", protocol.models.suspect), ("clean", protocol.models.clean)]
+    roles += [(f"reference{k}", spec) for k, spec in enumerate(protocol.models.reference, 1)]
+    for role, spec in roles:
         jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
         if has_probes:
             jobs.append(("probes", probes_path, True))
@@ -185,9 +186,11 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
         probe_files = {"probes": probes_path}
         if has_probes:
             probe_files.update(suspect_probes=scores["suspect", "probes"], clean_probes=scores["clean", "probes"])
+    references = [ReferenceScores(scores[role, "test"], scores[role, "shadow"], scores.get((role, "probes")))
+                  for role, _ in roles[2:]]
     results = timed("analyze", analyze, scores["suspect", "test"], scores["clean", "test"],
-                    scores["suspect", "shadow"], scores["clean", "shadow"], index=index_path, protocol=protocol,
-                    out=out, **probe_files)
+                    scores["suspect", "shadow"], scores["clean", "shadow"], references=references,
+                    index=index_path, protocol=protocol, out=out, **probe_files)
     report = timed("report", write_report, out)
     log(f"verdict: {results['verdict']['label']} -> {report.html}")
     return AuditRun(out, results, report, seconds)

@@ -185,16 +185,30 @@ def analyze(
     probes_file: Optional[Path] = typer.Option(None, "--probes", help="probes.jsonl (seen/unseen sets)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index directory, for dose-response and corpus locations."),
     item_order: Optional[Path] = typer.Option(None, help="JSON of suspect log-likelihoods in published vs shuffled item orders."),
-    protocol: Optional[Path] = typer.Option(None, help="Protocol TOML; only its analysis table is used (default: built-in defaults)."),
+    reference_test: list[Path] = typer.Option([], help="Another clean model's test-set scores (repeat per model)."),
+    reference_shadow: list[Path] = typer.Option([], help="Its shadow-set scores, in the same order."),
+    reference_probes: list[Path] = typer.Option([], help="Its probe scores, in the same order."),
+    shadow_origin: Optional[str] = typer.Option(
+        None, help="How the shadow set was made: random_split, date_split or later_set (default: the protocol's "
+                   "[sets] shadow_origin, else later_set)."),
+    protocol: Optional[Path] = typer.Option(None, help="Protocol TOML; its analysis table and shadow origin are used (default: built-in defaults)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory; results.json is written there."),
 ) -> None:
     """Difference-in-differences tests, design checks and the verdict, from score files."""
     from contaudit.analysis import analyze as run_analysis
+    from contaudit.analysis.analyze import ReferenceScores
     from contaudit.analysis.results import summary_line
+    from contaudit.errors import InputError
 
+    if len(reference_shadow) != len(reference_test) or (reference_probes and len(reference_probes) != len(reference_test)):
+        raise InputError(f"give --reference-test and --reference-shadow (and --reference-probes with probes) once per "
+                         f"reference model; got {len(reference_test)}, {len(reference_shadow)} and "
+                         f"{len(reference_probes)}")
+    references = [ReferenceScores(t, s, reference_probes[k] if reference_probes else None)
+                  for k, (t, s) in enumerate(zip(reference_test, reference_shadow))]
     results = run_analysis(suspect_test, clean_test, suspect_shadow, clean_shadow, suspect_probes=suspect_probes,
-                           clean_probes=clean_probes, probes=probes_file, index=index_dir, item_order=item_order,
-                           protocol=protocol, out=out_dir)
+                           clean_probes=clean_probes, probes=probes_file, references=references, index=index_dir,
+                           item_order=item_order, shadow_origin=shadow_origin, protocol=protocol, out=out_dir)
     out.print(f"[bold]{summary_line(results)}[/]", soft_wrap=True)
     for reason in results["verdict"]["reasons"]:
         out.print(f"  - {reason}", soft_wrap=True)

@@ -30,6 +30,9 @@ path = "{suspect}"
 [models.clean]
 path = "{clean}"
 
+[sets]
+shadow_origin = "random_split"  # HumanEval split at random with a fixed seed
+
 [sets.test]
 path = "{test}"
 

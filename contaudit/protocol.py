@@ -38,6 +38,9 @@ COMPLETION_METRICS = ("exact_match", "token_match_frac", "suffix_logprob")
 METRIC_UNITS = {"exact_match": "share of probes", "token_match_frac": "share of tokens",
                 "suffix_logprob": "nats/token"}
 SHADOW_RULES = ("difference", "equivalence")
+# How the shadow set was made. Only a random split makes test and shadow exchangeable.
+SHADOW_ORIGINS = ("random_split", "date_split", "later_set")
+ADJUSTMENT_COVARIATES = ("difficulty", "length", "rarity")
 
 
 def _between(low: float, high: float, *, closed_low=False, closed_high=False):
@@ -74,8 +77,20 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Models:
+    """The suspect, its clean control, and optionally more clean reference models.
+
+    ``clean`` and every ``[[models.reference]]`` form the reference panel: with two or
+    more, the tests judge the suspect against the spread between clean models.
+    """
+
     suspect: ModelSpec = _req(help="the model under audit")
     clean: ModelSpec = _req(help="the control whose training data excludes the test set")
+    reference: tuple[ModelSpec, ...] = _opt((), help="more clean models ([[models.reference]] tables)")
+
+    @property
+    def panel(self) -> tuple[ModelSpec, ...]:
+        """Every clean model: ``clean`` first, then the references."""
+        return (self.clean, *self.reference)
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,8 @@ class Sets:
     test: Optional[SetSpec] = _opt(None, help="items the suspect may have seen")
     shadow: Optional[SetSpec] = _opt(None, help="items from the same distribution, made after the cutoff")
     split: Optional[SplitSpec] = _opt(None, help="one file split by date into test and shadow")
+    shadow_origin: Literal["random_split", "date_split", "later_set"] = _opt(
+        "later_set", help="how the shadow set was made; only 'random_split' makes the sets exchangeable")
 
 
 @dataclass(frozen=True)
@@ -181,6 +198,12 @@ class AnalysisSettings:
     shadow_alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
                                help="level of the shadow comparability test")
     power: float = _opt(0.8, check=_between(0, 1), help="power at which the minimum detectable effect is given")
+    reference_test: Literal["t", "rank"] = _opt(
+        "t", help="with 2+ clean models: t prediction interval ('t') or distribution-free rank test ('rank')")
+    adjust_for: tuple[Literal["difficulty", "length", "rarity"], ...] = _opt(
+        ("difficulty", "length", "rarity"), help="item covariates the shift adjustment conditions on")
+    min_overlap: float = _opt(0.8, check=_between(0, 1, closed_low=True, closed_high=True),
+                              help="least share of items in the covariates' common support (shift adjustment)")
     minkpp_k: Literal[10, 20] = _opt(20, help="k of the Min-K%++ supporting DiD")
     top_items: int = _opt(20, check=_at_least(1), help="rows in the most-suspicious-items tables")
 
@@ -310,6 +333,9 @@ def _check_sets(loader: _Loader, sets: Sets) -> None:
     if sets.split is not None:
         if sets.test is not None or sets.shadow is not None:
             raise loader.fail("sets.split", "give either [sets.split] or [sets.test] + [sets.shadow], not both")
+        if sets.shadow_origin == "random_split":
+            raise loader.fail("sets.shadow_origin", "a [sets.split] is split by date; leave shadow_origin out or "
+                                                    "set it to 'date_split'")
         if sets.split.cutoff is None:
             raise loader.fail("sets.split.cutoff", "missing; a split needs the cutoff date (e.g. 2024-01-01)")
         try:
@@ -322,11 +348,30 @@ def _check_sets(loader: _Loader, sets: Sets) -> None:
             raise loader.fail(f"sets.{name}", "missing; give [sets.test] and [sets.shadow], or [sets.split]")
 
 
+def _check_models(loader: _Loader, models: Models) -> None:
+    """A reference model may not repeat the suspect, the clean model or another reference: a
+    repeated model would shrink the spread the panel measures."""
+    seen: dict[tuple, str] = {}
+    roles = [("models.suspect", models.suspect), ("models.clean", models.clean)]
+    roles += [(f"models.reference[{i}]", spec) for i, spec in enumerate(models.reference)]
+    for key, spec in roles:
+        ident = (spec.path, spec.gguf_file)
+        if ident in seen and key.startswith("models.reference"):
+            raise loader.fail(key, f"is the same model as `{seen[ident]}` ({spec.path}); each model must differ")
+        seen[ident] = key
+
+
+def effective_shadow_origin(sets: Sets) -> str:
+    """``date_split`` for a ``[sets.split]``, else the protocol's ``shadow_origin``."""
+    return "date_split" if sets.split is not None else sets.shadow_origin
+
+
 def _check_paths(loader: _Loader, protocol: Protocol) -> None:
     """Every named input must exist (an index path may be absent when a corpus is given to build it)."""
     wanted: list[tuple[str, Path]] = []
-    for role in ("suspect", "clean"):
-        spec: ModelSpec = getattr(protocol.models, role)
+    roles = [("suspect", protocol.models.suspect), ("clean", protocol.models.clean)]
+    roles += [(f"reference[{i}]", spec) for i, spec in enumerate(protocol.models.reference)]
+    for role, spec in roles:
         wanted.append((f"models.{role}.path", spec.path))
         if spec.gguf_file is not None:
             wanted.append((f"models.{role}.gguf_file", spec.path / spec.gguf_file))
@@ -378,6 +423,7 @@ def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
     loader = _Loader(path)
     protocol = loader.build(Protocol, table, "")
     _check_sets(loader, protocol.sets)
+    _check_models(loader, protocol.models)
     if check_paths:
         _check_paths(loader, protocol)
     return dataclasses.replace(protocol, source=path, sha256=hashlib.sha256(raw).hexdigest())
@@ -394,9 +440,10 @@ def load_analysis_settings(protocol: str | Path | Protocol | AnalysisSettings | 
         protocol = AnalysisSettings()
     if isinstance(protocol, AnalysisSettings):
         return protocol, {"source": None, "name": "built-in defaults", "sha256": settings_sha256(protocol),
-                          "sha256_of": "settings"}
+                          "sha256_of": "settings", "shadow_origin": None}
     if not isinstance(protocol, Protocol):
         protocol = load_protocol(protocol, check_paths=False)
     sha = protocol.sha256 or settings_sha256(protocol)
     return protocol.analysis, {"source": str(protocol.source) if protocol.source else None, "name": protocol.name,
-                               "sha256": sha, "sha256_of": "file" if protocol.sha256 else "settings"}
+                               "sha256": sha, "sha256_of": "file" if protocol.sha256 else "settings",
+                               "shadow_origin": effective_shadow_origin(protocol.sets)}

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from contaudit.analysis import SCHEMA_VERSION, analyze, load_results, screen
+from contaudit.analysis import SCHEMA_VERSION, analyze as _analyze, load_results, screen
+
+
+def analyze(*args, **kwargs):
+    """Simulated audits split items at random: test and shadow are exchangeable."""
+    return _analyze(*args, **{"shadow_origin": "random_split", **kwargs})
 from contaudit.analysis.simulate import simulate_audit, write_audit
 from contaudit.cli import app
 from contaudit.errors import InputError, ManifestMismatchError
@@ -198,7 +203,8 @@ def test_load_results_refuses_another_major_schema(contaminated, tmp_path):
 
 def test_cli_analyze_then_screen_exit_codes(contaminated, clean, tmp_path):
     quick = str(Path(__file__).resolve().parents[1] / "protocols" / "quick.toml")
-    result = runner.invoke(app, _cli_args(contaminated, tmp_path / "sus", "--protocol", quick))
+    result = runner.invoke(app, _cli_args(contaminated, tmp_path / "sus", "--protocol", quick,
+                                          "--shadow-origin", "random_split"))
     assert result.exit_code == 0, result.output
     assert result.output.startswith("CONTAMINATED: perplexity DiD -")
     assert (tmp_path / "sus" / "results.json").exists()
@@ -207,7 +213,8 @@ def test_cli_analyze_then_screen_exit_codes(contaminated, clean, tmp_path):
     assert fail.exit_code == 1 and fail.output.startswith("FAIL CONTAMINATED:")
     assert len(fail.output.strip().splitlines()) == 1
 
-    assert runner.invoke(app, _cli_args(clean, tmp_path / "clean", "--protocol", quick)).exit_code == 0
+    assert runner.invoke(app, _cli_args(clean, tmp_path / "clean", "--protocol", quick,
+                                        "--shadow-origin", "random_split")).exit_code == 0
     ok = runner.invoke(app, ["screen", str(tmp_path / "clean"), "--fail-on", "SUSPECT", "--json"])
     assert ok.exit_code == 0
     summary = json.loads(ok.output)

@@ -109,3 +109,25 @@ def test_probes_longer_than_the_context_give_invalid_design(setup):
     assert results["verdict"]["label"] == "INVALID_DESIGN"
     assert any("has no scored probes (skipped: {'suffix_too_long':" in w for w in results["warnings"])
     assert (root / "run-short" / "report.md").exists()
+
+
+def test_audit_scores_every_reference_model_and_judges_against_the_panel(setup):
+    from contaudit.scoring.tiny import save_tiny_model
+
+    root, protocol = setup
+    for seed in (2, 3):
+        if not (root / f"ref{seed}").exists():
+            save_tiny_model(root / f"ref{seed}", seed=seed)
+    panel = root / "panel.toml"
+    panel.write_text(protocol.read_text().replace(
+        "[sets.test]", '[[models.reference]]\npath = "ref2"\n[[models.reference]]\npath = "ref3"\n[sets.test]'))
+    run = root / "panel-run"
+    result = runner.invoke(app, ["audit", str(panel), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    for rel in ("scores/reference1/test.jsonl", "scores/reference2/shadow.jsonl", "scores/reference2/probes.jsonl"):
+        assert (run / rel).exists(), rel
+    results = json.loads((run / "results.json").read_text())
+    assert results["design"]["n_clean_models"] == 3 and results["design"]["test"] == "reference panel"
+    assert results["perplexity_did"]["n_references"] == 3
+    assert [m["role"] for m in results["data"]["models"]] == ["suspect", "clean", "reference[1]", "reference[2]"]
+    assert "reference2_probes" in results["inputs"]

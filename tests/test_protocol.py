@@ -106,7 +106,7 @@ BAD_VALUES = [
     ("[analysis]", '[probes]\nmatch_on = ["length", "colour"]\n[analysis]',
      r"key `probes.match_on\[1\]`: must be one of 'length', 'rarity'; got 'colour'"),
     # unknown keys: an error, not a silent default
-    ("alpha = 0.05", "alpah = 0.05", r"unknown key `analysis.alpah`; allowed keys in \[analysis\] are: alpha, "),
+    ("alpha = 0.05", "alpah = 0.05", r"unknown key `analysis.alpah`; allowed keys in \[analysis\] are: adjust_for, alpha, "),
     ('name = "unit"', 'name = "unit"\n[extras]\nx = 1', r"unknown key `extras`; allowed keys in the top level"),
     # not TOML at all
     ("alpha = 0.05", "alpha = = 0.05", r"invalid TOML"),
@@ -189,3 +189,35 @@ def test_cli_reports_a_bad_protocol_with_exit_code_2(workdir):
     assert result.exit_code == 2
     assert "analysis.primary_metric" in result.output and str(bad) in result.output.replace("\n", "")
     assert not (workdir / "run" / "results.json").exists()
+
+
+def test_reference_models_and_shadow_origin(workdir):
+    (workdir / "models" / "ref1").mkdir()
+    text = VALID.replace("[sets.test]", '[[models.reference]]\npath = "models/ref1"\n[sets]\nshadow_origin = '
+                                        '"random_split"\n[sets.test]')
+    p = load_protocol(write(workdir, text))
+    assert [m.path.name for m in p.models.panel] == ["clean", "ref1"]
+    assert p.sets.shadow_origin == "random_split"
+    assert load_protocol(write(workdir, VALID)).sets.shadow_origin == "later_set"  # the conservative default
+    fails_fast(write(workdir, text.replace("models/ref1", "models/missing")),
+               r"key `models.reference\[0\].path`: no such file or directory")
+    fails_fast(write(workdir, text.replace('path = "models/ref1"', 'path = "models/clean"')),
+               r"key `models.reference\[0\]`: is the same model as `models.clean`")
+    fails_fast(write(workdir, text.replace('"random_split"', '"coin_flip"')),
+               r"key `sets.shadow_origin`: must be one of 'random_split', 'date_split', 'later_set'")
+
+
+def test_a_date_split_cannot_claim_to_be_random(workdir):
+    text = VALID.replace('[sets.test]\npath = "data/test.jsonl"\n[sets.shadow]\npath = "data/shadow.jsonl"\n',
+                         '[sets]\nshadow_origin = "random_split"\n[sets.split]\npath = "data/test.jsonl"\n'
+                         'date_field = "created"\ncutoff = 2024-01-01\n')
+    fails_fast(write(workdir, text), r"key `sets.shadow_origin`: a \[sets.split\] is split by date")
+
+
+def test_reference_test_and_adjustment_settings(workdir):
+    text = VALID.replace("[analysis]", '[analysis]\nreference_test = "rank"\nadjust_for = ["length"]\n'
+                                       'min_overlap = 0.9')
+    a = load_protocol(write(workdir, text)).analysis
+    assert (a.reference_test, a.adjust_for, a.min_overlap) == ("rank", ("length",), 0.9)
+    fails_fast(write(workdir, text.replace('["length"]', '["age"]')),
+               r"key `analysis.adjust_for\[0\]`: must be one of 'difficulty', 'length', 'rarity'")

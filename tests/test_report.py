@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from contaudit.analysis import analyze
+from contaudit.analysis import analyze as _analyze
+
+
+def analyze(*args, **kwargs):
+    """Simulated audits split items at random: test and shadow are exchangeable."""
+    return _analyze(*args, **{"shadow_origin": "random_split", **kwargs})
 from contaudit.analysis.simulate import simulate_audit, write_audit
 from contaudit.cli import app
 from contaudit.protocol import AnalysisSettings

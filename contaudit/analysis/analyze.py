@@ -22,12 +22,14 @@ from contaudit import __version__
 from contaudit.analysis import verdict as _verdict
 from contaudit.analysis.did import (DiDResult, _num, difference_in_means, dose_response, item_order_test,
                                     memorization_did, perplexity_did)
+from contaudit.analysis.panel import PanelResult, panel_did
+from contaudit.analysis.verdict import SUSPECT, DesignCheck
 from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NAME
 from contaudit.errors import InputError
 from contaudit.io import iter_jsonl
 from contaudit.manifest import describe_path, make_manifest, read_json, write_json_atomic
 from contaudit.protocol import COMPLETION_METRICS as COMPLETION_FIELDS
-from contaudit.protocol import METRIC_UNITS, AnalysisSettings, Protocol, load_analysis_settings
+from contaudit.protocol import METRIC_UNITS, SHADOW_ORIGINS, AnalysisSettings, Protocol, load_analysis_settings
 
 MAX_LISTED_IDS = 20
 MAX_LOCATIONS = 3
@@ -40,27 +42,6 @@ class ScoreFile:
     path: Path
     rows: dict[str, dict]
     manifest: dict | None
-
-
-@dataclass
-class Paired:
-    """Items of one set scored by both models, and those scored by only one."""
-
-    name: str
-    ids: list[str]
-    suspect: np.ndarray
-    clean: np.ndarray
-    only_suspect: list[str] = field(default_factory=list)
-    only_clean: list[str] = field(default_factory=list)
-
-    @property
-    def n_unpaired(self) -> int:
-        return len(self.only_suspect) + len(self.only_clean)
-
-    def to_dict(self) -> dict:
-        return {"n_paired": len(self.ids), "n_only_suspect": len(self.only_suspect),
-                "n_only_clean": len(self.only_clean), "only_suspect": self.only_suspect[:MAX_LISTED_IDS],
-                "only_clean": self.only_clean[:MAX_LISTED_IDS]}
 
 
 def _manifest_beside(path: Path) -> Path:
@@ -117,21 +98,6 @@ def read_scores(path: str | Path, *, require: tuple[str, ...] = ("nll_mean",),
     manifest_path = _manifest_beside(path)
     manifest = read_json(manifest_path) if manifest_path.exists() else None
     return ScoreFile(path, rows, manifest)
-
-
-def pair_scores(name: str, suspect: ScoreFile, clean: ScoreFile, metric: str, *,
-                universe: list[str] | None = None) -> Paired:
-    """Pair two score files by id on ``metric`` (suspect file order, or ``universe`` order)."""
-    ids = universe if universe is not None else list(suspect.rows) + [i for i in clean.rows if i not in suspect.rows]
-    both = [i for i in ids if i in suspect.rows and i in clean.rows]
-    return Paired(
-        name=name,
-        ids=both,
-        suspect=np.array([suspect.rows[i][metric] for i in both], dtype=float),
-        clean=np.array([clean.rows[i][metric] for i in both], dtype=float),
-        only_suspect=[i for i in ids if i in suspect.rows and i not in clean.rows],
-        only_clean=[i for i in ids if i in clean.rows and i not in suspect.rows],
-    )
 
 
 @dataclass
@@ -202,29 +168,250 @@ def _index_record(rec: dict) -> dict:
             "locations": (rec.get("locations") or [])[:MAX_LOCATIONS], "neardup_location": rec.get("neardup_location")}
 
 
-def _did_dict(result: DiDResult, *, metric: str, unit: str, direction: str) -> dict:
+def _did_dict(result: DiDResult | PanelResult, *, metric: str, unit: str, direction: str) -> dict:
     return {"metric": metric, "unit": unit, "direction": direction, **result.to_dict()}
 
 
-def _did_or_none(fn, *args, **kw) -> DiDResult | None:
-    if any(np.asarray(a).size < 2 for a in args):
+# --- the models and their score files ---------------------------------------------------
+
+@dataclass
+class ReferenceScores:
+    """Score files of one more clean reference model (``[[models.reference]]``)."""
+
+    test: str | Path
+    shadow: str | Path
+    probes: str | Path | None = None
+
+
+@dataclass
+class ModelFiles:
+    """The score files of one model, by set (``probes`` only with the memorization test)."""
+
+    role: str
+    files: dict[str, ScoreFile]
+
+    def model_ids(self) -> dict[str, tuple[str, str]]:
+        """``{file path: (fingerprint id, model path)}`` for files whose manifest names the model."""
+        out = {}
+        for f in self.files.values():
+            model = (f.manifest or {}).get("model") if isinstance(f.manifest, dict) else None
+            if isinstance(model, dict) and model.get("id"):
+                out[str(f.path)] = (str(model["id"]), str(model.get("path", "?")))
+        return out
+
+
+def check_same_models(models: list[ModelFiles]) -> list[str]:
+    """Refuse score files that do not belong together, using the model fingerprints in their manifests.
+
+    Every file of one role must come from one model, and a reference model may not be
+    the suspect, the clean model or another reference (that would shrink the spread the
+    panel measures). A suspect scored as its own clean control is returned as a warning.
+    Files without a manifest are not checked (the caller warns).
+    """
+    warnings = []
+    owner: dict[str, tuple[str, str, str]] = {}  # fingerprint -> (role, file, model path)
+    for m in models:
+        ids = m.model_ids()
+        distinct = {fp for fp, _ in ids.values()}
+        if len(distinct) > 1:
+            (fa, (ia, pa)), (fb, (ib, pb)) = [next((f, v) for f, v in ids.items() if v[0] == fp) for fp in
+                                              sorted(distinct)[:2]]
+            raise InputError(f"the {m.role} score files come from different models: {fa} was scored with {pa} "
+                             f"(fingerprint {ia[:12]}) but {fb} with {pb} (fingerprint {ib[:12]}); give the "
+                             f"{m.role} model's scores of every set")
+        for fp in distinct:
+            f, (_, path) = next((f, v) for f, v in ids.items() if v[0] == fp)
+            if fp in owner:
+                role, other, other_path = owner[fp]
+                if {role, m.role} == {"suspect", "clean"}:
+                    warnings.append(f"The suspect and clean score files come from the same model ({path}): "
+                                    f"every difference is noise.")
+                    continue
+                raise InputError(f"the {m.role} and {role} score files come from the same model ({path}, "
+                                 f"fingerprint {fp[:12]}): {f} and {other}; each role needs its own model")
+            owner[fp] = (m.role, f, path)
+    return warnings
+
+
+@dataclass
+class ScoreMatrix:
+    """One metric of one set for every model: row 0 the suspect, then the clean models."""
+
+    name: str
+    ids: list[str]  # items every model scored
+    values: np.ndarray  # (M, N)
+    only_suspect: list[str] = field(default_factory=list)  # scored by the suspect, missing from a clean model
+    only_clean: list[str] = field(default_factory=list)  # scored by a clean model, not by the suspect
+
+    @property
+    def suspect(self) -> np.ndarray:
+        return self.values[0]
+
+    @property
+    def references(self) -> np.ndarray:
+        return self.values[1:]
+
+    @property
+    def clean(self) -> np.ndarray:
+        """The clean side of the difference: the clean model, or the reference panel's mean."""
+        return self.values[1:].mean(axis=0)
+
+    @property
+    def n_unpaired(self) -> int:
+        return len(self.only_suspect) + len(self.only_clean)
+
+    def to_dict(self) -> dict:
+        return {"n_paired": len(self.ids), "n_only_suspect": len(self.only_suspect),
+                "n_only_clean": len(self.only_clean), "only_suspect": self.only_suspect[:MAX_LISTED_IDS],
+                "only_clean": self.only_clean[:MAX_LISTED_IDS]}
+
+
+def score_matrix(name: str, files: list[ScoreFile], metric: str, *, universe: list[str] | None = None) -> ScoreMatrix:
+    """Items scored by every file (suspect file order, or ``universe`` order), as a (models, items) matrix."""
+    suspect, others = files[0], files[1:]
+    ids = universe if universe is not None else list(dict.fromkeys(
+        [*suspect.rows, *(i for f in others for i in f.rows)]))
+    every = [i for i in ids if all(i in f.rows for f in files)]
+    return ScoreMatrix(
+        name=name, ids=every,
+        values=np.array([[f.rows[i][metric] for i in every] for f in files], dtype=float).reshape(len(files), -1),
+        only_suspect=[i for i in ids if i in suspect.rows and any(i not in f.rows for f in others)],
+        only_clean=[i for i in ids if i not in suspect.rows and any(i in f.rows for f in others)])
+
+
+def pair_scores(name: str, suspect: ScoreFile, clean: ScoreFile, metric: str, *,
+                universe: list[str] | None = None) -> ScoreMatrix:
+    """Pair two score files by id on ``metric`` (suspect file order, or ``universe`` order)."""
+    return score_matrix(name, [suspect, clean], metric, universe=universe)
+
+
+# --- how the tests are run ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Design:
+    """What the data allow: a reference panel (2+ clean models) and/or exchangeable sets."""
+
+    shadow_origin: str
+    n_references: int
+
+    @property
+    def panel(self) -> bool:
+        return self.n_references >= 2
+
+    @property
+    def exchangeable(self) -> bool:
+        return self.shadow_origin == "random_split"
+
+    @property
+    def cap_reason(self) -> str | None:
+        """Why the verdict can be at most SUSPECT, or None."""
+        if self.panel or self.exchangeable:
+            return None
+        return (f"The shadow set is a {self.shadow_origin.replace('_', ' ')}, not a random split, and there is only "
+                f"one clean model: the item-level tests cannot tell contamination from the way two clean models "
+                f"differ on shifted sets (on a real date split, 23 % of clean-vs-clean pairs reach p < 0.05), so "
+                f"the verdict is at most SUSPECT. Add [[models.reference]] clean models (see docs/analysis.md) "
+                f"for a verdict that accounts for model-to-model variance.")
+
+    def to_dict(self) -> dict:
+        return {"shadow_origin": self.shadow_origin, "n_clean_models": self.n_references,
+                "test": "reference panel" if self.panel else "item permutation",
+                "exchangeable_sets": self.exchangeable, "verdict_cap": SUSPECT if self.cap_reason else None}
+
+
+def _covariates(matrix: ScoreMatrix, wanted: tuple[str, ...], features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Adjustment covariates: ``difficulty`` is the mean over every model (so no model is singled out)."""
+    out = {}
+    for name in wanted:
+        if name == "difficulty":
+            out[name] = matrix.values.mean(axis=0)
+        elif name in features and features[name] is not None:
+            out[name] = features[name]
+    return out
+
+
+def _panel_test(matrix: ScoreMatrix, group: np.ndarray, covariates: dict[str, np.ndarray], *, alternative: str,
+                settings: AnalysisSettings) -> PanelResult | None:
+    if group.sum() < 2 or (~group).sum() < 2:
         return None
-    return fn(*args, **kw)
+    return panel_did(matrix.suspect, matrix.references, group, covariates=covariates, alternative=alternative,
+                     method=settings.reference_test, alpha=settings.alpha, n_tests=2,
+                     confidence_level=settings.confidence_level)
 
 
-def _perplexity(test: Paired, shadow: Paired, settings: AnalysisSettings, rng) -> DiDResult | None:
-    return _did_or_none(perplexity_did, test.suspect, test.clean, shadow.suspect, shadow.clean,
-                        n_resamples=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
-                        confidence_level=settings.confidence_level, rng=rng)
+def perplexity_test(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, settings: AnalysisSettings, rng, *,
+                    lengths: dict[str, float] | None = None) -> DiDResult | PanelResult | None:
+    """The perplexity DiD: item permutation test with one clean model, reference panel with two or more."""
+    if min(len(test.ids), len(shadow.ids)) < 2:
+        return None
+    if not design.panel:
+        return perplexity_did(test.suspect, test.clean, shadow.suspect, shadow.clean,
+                              n_resamples=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
+                              confidence_level=settings.confidence_level, rng=rng)
+    both = _stack(test, shadow)
+    group = np.r_[np.ones(len(test.ids), bool), np.zeros(len(shadow.ids), bool)]
+    features = {"length": _log_lengths(test.ids + shadow.ids, lengths)}
+    return _panel_test(both, group, _covariates(both, settings.adjust_for, features), alternative="less",
+                       settings=settings)
 
 
-def _split_probes(paired: Paired, probes: dict[str, dict]):
-    seen = np.array([probes[i]["probe_set"] == "seen" for i in paired.ids], dtype=bool)
-    return paired.suspect[seen], paired.clean[seen], paired.suspect[~seen], paired.clean[~seen]
+def memorization_test(probes: ScoreMatrix, seen: np.ndarray, features: dict[str, np.ndarray], design: Design,
+                      settings: AnalysisSettings, rng) -> DiDResult | PanelResult | None:
+    """The memorization DiD on one completion metric (seen vs unseen probes)."""
+    if seen.sum() < 2 or (~seen).sum() < 2:
+        return None
+    if not design.panel:
+        return memorization_did(probes.suspect[seen], probes.clean[seen], probes.suspect[~seen],
+                                probes.clean[~seen], n_resamples=settings.n_permutations,
+                                n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level,
+                                rng=rng)
+    return _panel_test(probes, seen, _covariates(probes, settings.adjust_for, features), alternative="greater",
+                       settings=settings)
 
+
+def _stack(a: ScoreMatrix, b: ScoreMatrix) -> ScoreMatrix:
+    return ScoreMatrix(f"{a.name}+{b.name}", a.ids + b.ids, np.hstack([a.values, b.values]))
+
+
+def _log_lengths(ids: list[str], lengths: dict[str, float] | None) -> np.ndarray | None:
+    if not lengths or any(i not in lengths for i in ids):
+        return None
+    return np.log(np.maximum([lengths[i] for i in ids], 1.0))
+
+
+def _item_lengths(sets: list[list[ScoreFile]]) -> dict[str, float] | None:
+    """Mean ``n_tokens`` per item over the models' score files of each set (None when a file lacks it)."""
+    out: dict[str, float] = {}
+    for files in sets:
+        if any(not f.rows or "n_tokens" not in next(iter(f.rows.values())) for f in files):
+            return None
+        for i in set.intersection(*(set(f.rows) for f in files)):
+            out[i] = float(np.mean([f.rows[i]["n_tokens"] for f in files]))
+    return out
+
+
+def _shift_check(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, settings: AnalysisSettings,
+                 lengths: dict[str, float] | None) -> DesignCheck:
+    """With exchangeable sets and one clean model: today's comparability check. Otherwise the shift is
+    expected; it is reported, and the check asks only that the adjustment's covariates overlap."""
+    if design.exchangeable and not design.panel:
+        return _verdict.check_shadow_comparability(test.clean, shadow.clean, rule=settings.shadow_rule,
+                                                   margin=settings.shadow_margin, alpha=settings.shadow_alpha)
+    if min(len(test.ids), len(shadow.ids)) < 2:
+        return DesignCheck("shadow_shift", None, "shadow shift not computed (fewer than 2 items)")
+    both = _stack(test, shadow)
+    group = np.r_[np.ones(len(test.ids), bool), np.zeros(len(shadow.ids), bool)]
+    covs = _covariates(both, settings.adjust_for, {"length": _log_lengths(both.ids, lengths)})
+    return _verdict.check_shift_overlap("shadow_shift", "the test and shadow sets", group, covs,
+                                        clean_test=test.clean, clean_shadow=shadow.clean,
+                                        min_overlap=settings.min_overlap, adjusted=design.panel)
+
+
+# --- the analysis ---------------------------------------------------------------------------
 
 def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_probes=None, clean_probes=None,
-            probes=None, index=None, item_order=None,
+            probes=None, references: list[ReferenceScores] | tuple = (), index=None, item_order=None,
+            shadow_origin: str | None = None,
             protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None) -> dict:
     """Run the analysis on score files and return the results dict (see ``docs/analysis.md``).
 
@@ -235,13 +422,21 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     suspect_probes, clean_probes, probes : path, optional
         Probe score files of both models and ``probes.jsonl``; all three or none.
         Without them there is no memorization test and the verdict is at most SUSPECT.
+    references : list of ReferenceScores, optional
+        Score files of more clean models. With two or more clean models in all, both
+        tests judge the suspect against the spread between clean models, adjusted for
+        item covariates (:mod:`contaudit.analysis.panel`).
     index : path, optional
         An index directory (``indexes/NAME``) for the dose-response and corpus locations.
     item_order : path, optional
         Suspect-model log-likelihoods of the test set in published vs shuffled orders,
         for the Oren et al. test (format in :func:`read_item_order`).
+    shadow_origin : {'random_split', 'date_split', 'later_set'}, optional
+        How the shadow set was made; default: the protocol's, else ``'later_set'``
+        (the conservative assumption). With one clean model and a shadow set that is
+        not a random split, the verdict is at most SUSPECT.
     protocol : path, Protocol, AnalysisSettings or None
-        Only ``[analysis]`` is used; None means the built-in defaults.
+        ``[analysis]`` (and the shadow origin from ``[sets]``); None means the defaults.
     out : path, optional
         Run directory; ``results.json`` and ``results.manifest.json`` are written there
         atomically.
@@ -250,18 +445,25 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     --------
     >>> results = analyze("scores/sus/test.jsonl", "scores/clean/test.jsonl",
     ...                   "scores/sus/shadow.jsonl", "scores/clean/shadow.jsonl",
-    ...                   out="runs/demo")  # doctest: +SKIP
+    ...                   shadow_origin="random_split", out="runs/demo")  # doctest: +SKIP
     >>> results["verdict"]["label"]  # doctest: +SKIP
     'SUSPECT'
     """
     started = time.perf_counter()
     settings, provenance = load_analysis_settings(protocol)
+    origin = shadow_origin or provenance.get("shadow_origin") or "later_set"
+    if origin not in SHADOW_ORIGINS:
+        raise InputError(f"`shadow_origin` must be one of {', '.join(SHADOW_ORIGINS)}; got {origin!r}")
+    references = [r if isinstance(r, ReferenceScores) else ReferenceScores(*r) for r in references]
     probe_args = {"suspect_probes": suspect_probes, "clean_probes": clean_probes, "probes": probes}
     given = [k for k, v in probe_args.items() if v is not None]
     if given and len(given) != 3 and given != ["probes"]:
         missing = [f"--{k.replace('_', '-')}" for k, v in probe_args.items() if v is None]
         raise InputError(f"the memorization test needs --suspect-probes, --clean-probes and --probes together; "
                          f"missing {', '.join(missing)}")
+    if suspect_probes is not None and any(r.probes is None for r in references):
+        raise InputError("the memorization test needs every reference model's probe scores (--reference-probes)")
+    design = Design(origin, 1 + len(references))
     minkpp = f"minkpp_{settings.minkpp_k}"
     seeds = np.random.SeedSequence(settings.seed).spawn(5)
     rngs = [np.random.default_rng(s) for s in seeds]
@@ -269,11 +471,18 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     mem_rngs = dict(zip(COMPLETION_FIELDS, (rngs[1], rngs[2], rngs[4])))
     warnings: list[str] = []
 
-    files = {name: read_scores(p, optional=(minkpp,)) for name, p in
-             (("suspect_test", suspect_test), ("clean_test", clean_test),
-              ("suspect_shadow", suspect_shadow), ("clean_shadow", clean_shadow))}
-    test = pair_scores("test", files["suspect_test"], files["clean_test"], "nll_mean")
-    shadow = pair_scores("shadow", files["suspect_shadow"], files["clean_shadow"], "nll_mean")
+    def read(p):
+        return read_scores(p, optional=(minkpp, "n_tokens"))
+
+    models = [ModelFiles("suspect", {"test": read(suspect_test), "shadow": read(suspect_shadow)}),
+              ModelFiles("clean", {"test": read(clean_test), "shadow": read(clean_shadow)})]
+    models += [ModelFiles(f"reference[{k}]", {"test": read(r.test), "shadow": read(r.shadow)})
+               for k, r in enumerate(references, 1)]
+    files = {"suspect_test": models[0].files["test"], "clean_test": models[1].files["test"],
+             "suspect_shadow": models[0].files["shadow"], "clean_shadow": models[1].files["shadow"]}
+    test = score_matrix("test", [m.files["test"] for m in models], "nll_mean")
+    shadow = score_matrix("shadow", [m.files["shadow"] for m in models], "nll_mean")
+    lengths = _item_lengths([[m.files[s] for m in models] for s in ("test", "shadow")])
     for name in ("test", "shadow"):
         if files[f"suspect_{name}"].rows == files[f"clean_{name}"].rows:
             warnings.append(f"The suspect and clean {name} score files hold identical scores: the same model "
@@ -287,12 +496,12 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                                          {"test": settings.min_items, "shadow": settings.min_items})
     checks += [_verdict.check_pairing(p.name, len(p.ids), p.n_unpaired, max_fraction=settings.max_unpaired_fraction)
                for p in (test, shadow)]
-    checks.append(_verdict.check_shadow_comparability(test.clean, shadow.clean, rule=settings.shadow_rule,
-                                                      margin=settings.shadow_margin, alpha=settings.shadow_alpha))
-    ppl = _perplexity(test, shadow, settings, rngs[0])
+    checks.append(_shift_check(test, shadow, design, settings, lengths))
+    if design.panel and settings.reference_test == "rank":
+        checks.append(_verdict.check_panel_size(design.n_references, alpha=settings.alpha, n_tests=2))
+    ppl = perplexity_test(test, shadow, design, settings, rngs[0], lengths=lengths)
 
-    memorization = None
-    mem_results: dict[str, DiDResult | None] = {}
+    mem_results: dict[str, DiDResult | PanelResult | None] = {}
     probe_items: list[dict] = []
     probe_data = None
     if probes is not None:
@@ -311,28 +520,34 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
             # Score files written before suffix_logprob existed still analyze on the other metrics.
             required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
             optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
-            sus_p = read_scores(suspect_probes, require=required, optional=optional, allow_empty=True)
-            clean_p = read_scores(clean_probes, require=required, optional=optional, allow_empty=True)
-            for f in (sus_p, clean_p):
+
+            def read_p(p):
+                return read_scores(p, require=required, optional=optional, allow_empty=True)
+
+            probe_files = [read_p(suspect_probes), read_p(clean_probes), *(read_p(r.probes) for r in references)]
+            for m, f in zip(models, probe_files):
+                m.files["probes"] = f
+            for f in probe_files:
                 if not f.rows:  # every probe skipped by the scorer, e.g. suffixes longer than the context
                     skipped = ((f.manifest or {}).get("counts") or {}).get("skip_reasons")
                     warnings.append(f"{f.path} has no scored probes (skipped: {skipped or 'reasons unknown'}); "
                                     f"the memorization test cannot run.")
             universe = list(probe_table)
             available = [m for m in COMPLETION_FIELDS
-                         if all(not f.rows or m in next(iter(f.rows.values())) for f in (sus_p, clean_p))]
+                         if all(not f.rows or m in next(iter(f.rows.values())) for f in probe_files)]
             for m in COMPLETION_FIELDS:
                 if m not in available:
                     mem_results[m] = None
                     warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
-            paired = {m: pair_scores("probes", sus_p, clean_p, m, universe=universe) for m in available}
-            p0 = paired["exact_match"]
-            extra = sorted((set(sus_p.rows) | set(clean_p.rows)) - set(probe_table))
+            matrices = {m: score_matrix("probes", probe_files, m, universe=universe) for m in available}
+            p0 = matrices["exact_match"]
+            extra = sorted(set().union(*(f.rows for f in probe_files)) - set(probe_table))
             if extra:
                 warnings.append(f"{len(extra)} scored probe ids are not in {probes} and were ignored "
                                 f"(e.g. {extra[0]!r}); check that the probe files belong together.")
-            unscored = [i for i in universe if i not in sus_p.rows and i not in clean_p.rows]
-            n_seen = sum(probe_table[i]["probe_set"] == "seen" for i in p0.ids)
+            unscored = [i for i in universe if all(i not in f.rows for f in probe_files)]
+            seen = np.array([probe_table[i]["probe_set"] == "seen" for i in p0.ids], dtype=bool)
+            n_seen = int(seen.sum())
             n_unseen = len(p0.ids) - n_seen
             checks += _verdict.check_sample_sizes({"seen": n_seen, "unseen": n_unseen},
                                                   {"seen": settings.min_probes, "unseen": settings.min_probes})
@@ -344,29 +559,46 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                            (("length", "n_words"), ("rarity", "rarity"))}
                 warnings.append("probes.manifest.json has no balance diagnostics; balance was computed from the "
                                 "n_words and rarity fields of probes.jsonl.")
-            matched = table.match_on or ("length", "rarity")
-            checks += _verdict.check_probe_balance({cov: balance.get(f"{cov}_smd") for cov in ("length", "rarity")
-                                                    if cov in matched}, threshold=settings.balance_threshold)
-            for cov in ("length", "rarity"):
-                if cov not in matched and balance.get(f"{cov}_smd") is not None:
-                    warnings.append(f"The probes were not matched on {cov} (SMD {balance[f'{cov}_smd']:+.3f}); "
-                                    f"it is reported but not checked.")
+            features = _probe_features(probe_table, p0.ids)
+            if design.panel:
+                # Regression adjustment takes the place of exact 1:1 balance; it needs overlap.
+                covs = {k: v for k, v in features.items() if v is not None and k in settings.adjust_for}
+                if n_seen >= 2 and n_unseen >= 2 and covs:
+                    checks.append(_verdict.check_shift_overlap("probe_overlap", "seen and unseen probes", seen, covs,
+                                                               min_overlap=settings.min_overlap, adjusted=True))
+            else:
+                matched = table.match_on or ("length", "rarity")
+                checks += _verdict.check_probe_balance({cov: balance.get(f"{cov}_smd") for cov in ("length", "rarity")
+                                                        if cov in matched}, threshold=settings.balance_threshold)
+                for cov in ("length", "rarity"):
+                    if cov not in matched and balance.get(f"{cov}_smd") is not None:
+                        warnings.append(f"The probes were not matched on {cov} (SMD {balance[f'{cov}_smd']:+.3f}); "
+                                        f"it is reported but not checked.")
             for metric in available:
-                mem_results[metric] = _did_or_none(
-                    memorization_did, *_split_probes(paired[metric], probe_table), n_resamples=settings.n_permutations,
-                    n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level,
-                    rng=mem_rngs[metric])
-            # None when a set has fewer than 2 probes; the sample-size check has then failed.
-            memorization = mem_results[settings.primary_metric]
+                mem_results[metric] = memorization_test(matrices[metric], seen, features, design, settings,
+                                                        mem_rngs[metric])
             probe_data = {**p0.to_dict(), "n_seen": n_seen, "n_unseen": n_unseen, "n_unscored": len(unscored),
                           "n_extra_scored": len(extra), "balance": balance}
-            by_id = {m: dict(zip(paired[m].ids, zip(paired[m].suspect, paired[m].clean))) for m in available}
+            by_id = {m: dict(zip(matrices[m].ids, zip(matrices[m].suspect, matrices[m].clean))) for m in available}
             for i, s, c in zip(p0.ids, p0.suspect, p0.clean):
                 fs, fc = by_id["token_match_frac"].get(i, (None, None))
                 ls, lc = by_id.get("suffix_logprob", {}).get(i, (None, None))
                 probe_items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
-                                    "exact_sus": int(s), "exact_clean": int(c), "frac_sus": _num(fs),
-                                    "frac_clean": _num(fc), "logprob_sus": _num(ls), "logprob_clean": _num(lc)})
+                                    "exact_sus": int(s), "exact_clean": _num(c) if design.panel else int(c),
+                                    "frac_sus": _num(fs), "frac_clean": _num(fc), "logprob_sus": _num(ls),
+                                    "logprob_clean": _num(lc)})
+    memorization = mem_results.get(settings.primary_metric)  # None when a set has < 2 probes (check failed)
+
+    warnings += check_same_models(models)
+    unchecked = [str(f.path) for m in models for f in m.files.values() if not (f.manifest or {}).get("model")]
+    if unchecked:
+        warnings.append(f"{len(unchecked)} score files have no manifest naming their model (e.g. {unchecked[0]}), "
+                        f"so they could not be checked to belong to the models they stand for.")
+    if design.panel and ppl is not None and math.isfinite(ppl.normality_pvalue) and ppl.normality_pvalue < 0.05:
+        warnings.append(f"The clean models' perplexity effects do not look normal (Shapiro p = "
+                        f"{ppl.normality_pvalue:.3g}): the t prediction test assumes they are. Use "
+                        f"reference_test = 'rank' with {ppl.references_needed}+ clean models for a test that "
+                        f"assumes nothing about their spread.")
 
     index_by_id: dict[str, dict] = {}
     index_data = None
@@ -378,9 +610,11 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         index_data = {"path": str(index), "n_items": len(idx.items),
                       "n_test_items_found": sum(i in index_by_id for i in test.ids)}
 
-    supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, rngs[3])
+    supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, rngs[3],
+                             reference_files=[m.files for m in models[2:]])
     decided = _verdict.decide(ppl, memorization, checks, settings,
-                              memorization_metric=settings.primary_metric if probes is not None else None)
+                              memorization_metric=settings.primary_metric if probes is not None else None,
+                              cap_reason=design.cap_reason)
 
     d_test = test.suspect - test.clean
     results = {
@@ -388,7 +622,8 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         "kind": "contaudit-results",
         "contaudit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "protocol": {**provenance, "analysis": asdict(settings)},
+        "protocol": {**provenance, "shadow_origin": origin, "analysis": asdict(settings)},
+        "design": design.to_dict(),
         "verdict": decided.to_dict(),
         "perplexity_did": (_did_dict(ppl, metric="nll_mean", unit="nats/token", direction="negative")
                            if ppl is not None else None),
@@ -397,7 +632,9 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                                  for m, r in mem_results.items()}} if probes is not None else None),
         "design_checks": [c.to_dict() for c in checks],
         "supporting": supporting,
-        "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": probe_data, "index": index_data},
+        "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": probe_data, "index": index_data,
+                 "models": [{"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})}
+                            for m in models]},
         "warnings": warnings,
         "items": {
             "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(d),
@@ -412,6 +649,8 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     }
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
+    for k, r in enumerate(references, 1):
+        inputs.update({f"reference{k}_test": r.test, f"reference{k}_shadow": r.shadow, f"reference{k}_probes": r.probes})
     results["inputs"] = {k: describe_path(v) for k, v in inputs.items() if v is not None}
     results["timing_s"] = round(time.perf_counter() - started, 3)
     if out is not None:
@@ -419,8 +658,19 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     return results
 
 
-def _supporting(test: Paired, shadow: Paired, files: dict[str, ScoreFile], minkpp: str, index_by_id: dict,
-                item_order, settings: AnalysisSettings, rng) -> dict:
+def _probe_features(probe_table: dict[str, dict], ids: list[str]) -> dict[str, np.ndarray | None]:
+    """Probe covariates for the adjustment: log word count and rarity (None where a probe lacks one)."""
+    out: dict[str, np.ndarray | None] = {}
+    for name, key, transform in (("length", "n_words", lambda v: np.log(np.maximum(v, 1.0))),
+                                 ("rarity", "rarity", lambda v: v)):
+        values = [probe_table[i].get(key) for i in ids]
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        out[name] = transform(np.array(values, dtype=float)) if ok and values else None
+    return out
+
+
+def _supporting(test: ScoreMatrix, shadow: ScoreMatrix, files: dict[str, ScoreFile], minkpp: str, index_by_id: dict,
+                item_order, settings: AnalysisSettings, rng, reference_files: list[dict[str, ScoreFile]] = ()) -> dict:
     """Dose-response, Min-K%++ DiD and the item-order test; each says why when it is not available."""
     out: dict = {}
     # Dose-response over test items the index knows.
@@ -439,12 +689,14 @@ def _supporting(test: Paired, shadow: Paired, files: dict[str, ScoreFile], minkp
             entry.update(available=False, reason="occurrence counts (or differences) are constant")
         out["dose_response"] = entry
     # Min-K%++ DiD (higher = more member-like, so positive under contamination).
-    has = all(minkpp in next(iter(f.rows.values())) for f in files.values())
+    ref_test = [r["test"] for r in reference_files]
+    ref_shadow = [r["shadow"] for r in reference_files]
+    has = all(minkpp in next(iter(f.rows.values())) for f in [*files.values(), *ref_test, *ref_shadow])
     if not has:
         out["minkpp_did"] = {"available": False, "reason": f"score files lack {minkpp}"}
     else:
-        t = pair_scores("test", files["suspect_test"], files["clean_test"], minkpp)
-        s = pair_scores("shadow", files["suspect_shadow"], files["clean_shadow"], minkpp)
+        t = score_matrix("test", [files["suspect_test"], files["clean_test"], *ref_test], minkpp)
+        s = score_matrix("shadow", [files["suspect_shadow"], files["clean_shadow"], *ref_shadow], minkpp)
         if min(len(t.ids), len(s.ids)) < 2:
             out["minkpp_did"] = {"available": False, "reason": "fewer than 2 paired items in a set"}
         else:

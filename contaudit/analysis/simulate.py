@@ -216,3 +216,79 @@ def _write_index(audit: SimulatedAudit, directory: Path) -> Path:
                       make_manifest("index", inputs=[], parameters={"normalization": NORMALIZATION, "simulated": True},
                                     format=INDEX_FORMAT, counts={"items": len(rows)}))
     return directory
+
+
+# --- model-level variance: a panel of clean models under a real shift ---------------------
+
+@dataclass
+class SimulatedPanel:
+    """Per-item mean NLL of several models on one test and one shadow set; row 0 is the suspect."""
+
+    scores: np.ndarray  # (models, n_test + n_shadow)
+    is_test: np.ndarray  # (n_test + n_shadow,) bool
+
+
+def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int = 100, shift: float = 0.5,
+                         slope_sd: float = 0.02, hidden_sd: float = 0.05, item_noise: float = 0.05,
+                         heavy_tails: bool = False, effect: float = 0.0, rng=None) -> SimulatedPanel:
+    """Clean models that differ by a seed effect interacting with a test/shadow shift.
+
+    Each item has a difficulty ``x`` (seen by every model, so adjustable) and a hidden
+    feature ``z`` (not observable; think of vocabulary that appeared after the cutoff);
+    the shadow set is shifted by ``shift`` SDs on both. Model m scores item i as::
+
+        y_m(i) = 2 + 0.5 x_i + u_m + a_m x_i + c_m z_i + e_mi
+
+    with a model strength ``u_m``, seed-by-item slopes ``a_m ~ slope_sd`` and
+    ``c_m ~ hidden_sd`` (Student t with 3 df, scaled to the same SD, with
+    ``heavy_tails``), and item noise ``e_mi ~ N(0, item_noise)``. ``c_m`` times the shift
+    moves a model's test-minus-shadow gap in a way no item covariate explains: the
+    model-to-model variance the item permutation test ignores. The suspect (model 0)
+    has its test items' NLL lowered by ``effect``.
+    """
+    rng = np.random.default_rng(rng)
+    is_test = np.r_[np.ones(n_test, bool), np.zeros(n_shadow, bool)]
+    offset = np.where(is_test, 0.0, shift)
+    x = rng.normal(0, 1, is_test.size) + offset
+    z = rng.normal(0, 1, is_test.size) + offset
+
+    def seed_effects(sd: float) -> np.ndarray:
+        if heavy_tails:
+            return sd * rng.standard_t(3, n_models) / np.sqrt(3.0)  # t3 has variance 3
+        return rng.normal(0, sd, n_models)
+
+    u, a, c = rng.normal(0, 0.1, n_models), seed_effects(slope_sd), seed_effects(hidden_sd)
+    scores = (2 + 0.5 * x[None, :] + u[:, None] + a[:, None] * x[None, :] + c[:, None] * z[None, :]
+              + rng.normal(0, item_noise, (n_models, is_test.size)))
+    scores[0, is_test] -= effect
+    return SimulatedPanel(scores, is_test)
+
+
+def panel_error_rates(*, n_audits: int = 1000, effects=(0.0,), n_references: int = 5, alpha: float = 0.05,
+                      n_permutations: int = 999, rng=0, **panel_kw) -> dict:
+    """Rejection rates of the item permutation test (suspect vs one clean model) and of the
+    reference-panel tests (t and rank), per planted effect, over ``n_audits`` independent audits.
+
+    Every audit draws fresh models (fresh seed effects), so the rates are over independent
+    nulls, not repeats against one reference. Returns ``{effect: {test: rate}}``.
+    """
+    from contaudit.analysis.did import perplexity_did
+    from contaudit.analysis.panel import panel_did
+
+    rng = np.random.default_rng(rng)
+    out = {}
+    for effect in effects:
+        hits = {"item_permutation": 0, "panel_t": 0, "panel_t_unadjusted": 0, "panel_rank": 0}
+        for _ in range(n_audits):
+            sim = simulate_model_panel(n_models=n_references + 1, effect=effect, rng=rng, **panel_kw)
+            s, g = sim.scores, sim.is_test
+            old = perplexity_did(s[0, g], s[1, g], s[0, ~g], s[1, ~g], n_resamples=n_permutations, n_bootstrap=0,
+                                 rng=rng)
+            adjusted = panel_did(s[0], s[1:], g, covariates={"difficulty": s.mean(axis=0)})
+            plain = panel_did(s[0], s[1:], g)
+            hits["item_permutation"] += old.pvalue <= alpha
+            hits["panel_t"] += adjusted.pvalue_t <= alpha
+            hits["panel_t_unadjusted"] += plain.pvalue_t <= alpha
+            hits["panel_rank"] += adjusted.pvalue_rank <= alpha
+        out[effect] = {k: v / n_audits for k, v in hits.items()}
+    return out

@@ -151,6 +151,50 @@ def check_probe_balance(smd: dict[str, float | None], *, threshold: float) -> li
     return checks
 
 
+def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_overlap: float, adjusted: bool,
+                        clean_test=None, clean_shadow=None) -> DesignCheck:
+    """A shift between two item groups is expected; the adjustment must be able to cover it.
+
+    Reports the shift (Hedges' g of the clean models' NLL when given, and each
+    covariate's SMD) and passes when, for every adjustment covariate, at least
+    ``min_overlap`` of the items lie in both groups' common support
+    (:func:`contaudit.analysis.panel.covariate_overlap`).
+    """
+    from contaudit.analysis.panel import covariate_overlap
+
+    overlap = covariate_overlap(group, covariates)
+    numbers = {"overlap": overlap.to_dict(), "min_overlap": min_overlap, "adjusted": adjusted}
+    shift = ""
+    if clean_test is not None and clean_shadow is not None and len(clean_test) >= 2 and len(clean_shadow) >= 2:
+        g = hedges_g(clean_test, clean_shadow)
+        numbers.update(hedges_g=_num(g), mean_test=float(np.mean(clean_test)), mean_shadow=float(np.mean(clean_shadow)))
+        shift = f"clean-model NLL {np.mean(clean_test):.3f} vs {np.mean(clean_shadow):.3f} nats/token (Hedges' g {g:+.3f}); "
+    smds = ", ".join(f"{k} SMD {v:+.2f}" for k, v in overlap.smd.items())
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in overlap.share_in_support.items())
+    ok = overlap.worst >= min_overlap
+    how = "adjusts for" if adjusted else "reports"
+    if ok:
+        detail = (f"The shift between {what} is one the tests can account for: {shift}{smds}; items in common "
+                  f"support: {shares} (at least {min_overlap:.0%} needed). The analysis {how} these covariates.")
+    else:
+        detail = (f"The shift between {what} is too large to adjust for: {shift}{smds}; only {overlap.worst:.0%} "
+                  f"of items lie in the common support of a covariate ({shares}; {min_overlap:.0%} needed), so the "
+                  f"adjustment would extrapolate. Choose sets whose items overlap more.")
+    return DesignCheck(name, ok, detail, value=overlap.worst, threshold=min_overlap, numbers=numbers)
+
+
+def check_panel_size(n_clean: int, *, alpha: float, n_tests: int) -> DesignCheck:
+    """The rank test's smallest p-value is ``1 / (R + 1)``: with too few clean models it can never reject."""
+    from contaudit.analysis.panel import references_needed
+
+    needed = references_needed(alpha, n_tests)
+    ok = n_clean >= needed
+    detail = (f"{n_clean} clean models: the rank test can reach p = {1 / (n_clean + 1):.3g}"
+              + ("." if ok else f", which cannot pass Holm's alpha / {n_tests} = {alpha / n_tests:.3g}; it needs "
+                                f"{needed} clean models, or reference_test = 't'."))
+    return DesignCheck("reference_panel_size", ok, detail, value=n_clean, threshold=needed)
+
+
 def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "difference", margin: float = 0.2,
                                alpha: float = 0.05) -> DesignCheck:
     """Does the clean model see the test and shadow sets as the same distribution?
@@ -228,7 +272,11 @@ def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min
                        direction_ok=_direction_ok(est, direction), above_minimum=bool(abs(est) >= min_effect), unit=unit)
 
 
-def _mde(result: DiDResult, *, alpha: float, power: float, binary: bool) -> float:
+def _mde(result, *, alpha: float, power: float, binary: bool) -> float:
+    if hasattr(result, "reference_sd"):  # reference panel: the spread between clean models sets the scale
+        df = max(result.n_references - 1, 1)
+        scale = result.reference_sd * math.sqrt(1 + 1 / result.n_references)
+        return float((stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * scale)
     value = minimum_detectable_effect(result.sd[0], result.sd[1], result.n[0], result.n[1], alpha=alpha, power=power)
     if binary:
         # A 0/1 score whose seen rate rises by delta has variance delta(1 - delta) even when the
@@ -265,7 +313,8 @@ def _describe(t: PrimaryTest, level: float) -> str:
 
 
 def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks: list[DesignCheck],
-           settings: AnalysisSettings, *, memorization_metric: str | None = None) -> Verdict:
+           settings: AnalysisSettings, *, memorization_metric: str | None = None,
+           cap_reason: str | None = None) -> Verdict:
     """Apply the decision rule.
 
     Parameters
@@ -282,6 +331,9 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         alpha, minimum effects, power.
     memorization_metric : str
         Name of the primary completion metric, for the reasons.
+    cap_reason : str, optional
+        Why the design allows at most SUSPECT (one clean model, shadow set not a random
+        split); CONTAMINATED then becomes SUSPECT with this reason.
     """
     level = settings.confidence_level
     results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, "nats/token"),
@@ -313,12 +365,18 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     if memorization is None:
         reasons.append("No memorization test was run (no probes given), so the verdict cannot be CONTAMINATED; "
                        "build a corpus index and probes to run it.")
-    if n_counting == 2:
+    if n_counting == 2 and cap_reason:
+        label = SUSPECT
+        reasons.insert(0, "Both primary tests show contamination, but this design allows at most SUSPECT.")
+        reasons.append(cap_reason)
+    elif n_counting == 2:
         label = CONTAMINATED
         reasons.insert(0, "Both primary tests show contamination, in the same direction, above the minimum effects.")
     elif n_counting == 1:
         label = SUSPECT
         reasons.insert(0, "Exactly one primary test shows contamination; the other does not confirm it.")
+        if cap_reason:
+            reasons.append(cap_reason)
     else:
         label = NO_EVIDENCE
         reasons.insert(0, f"Neither primary test shows contamination at alpha = {settings.alpha} (Holm-corrected).")

@@ -69,14 +69,25 @@ def primary_table(results: dict) -> Table:
             results["memorization_did"][results["memorization_did"]["primary_metric"]]
         expect = "< 0" if t["direction"] == "negative" else "> 0"
         rows.append([TEST_NAMES[t["name"]], t["unit"], fmt(t["estimate"], sign=True), fmt_ci(t["confidence_interval"]),
-                     fmt_p(t["pvalue"]), fmt_p(t["pvalue_holm"]), fmt(did["hedges_g"], 2, sign=True),
+                     fmt_p(t["pvalue"]), fmt_p(t["pvalue_holm"]),
+                     fmt(did.get("hedges_g", did.get("effect_in_reference_sd")), 2, sign=True),
                      f"{expect}, |Δ| ≥ {fmt(t['min_effect'])}", "yes" if t["counts"] else "no"])
         marks.append("hit" if t["counts"] else "")
-    return Table("Primary tests", ["Test", "Unit", "Estimate", f"{level:.0%} CI", "p", "Holm p", "Hedges' g",
-                                   "Counts if", "Counts"], rows, "llrrrrrll", marks=marks,
-                 note=f"One-sided permutation p-values ({results['protocol']['analysis']['n_permutations']:,} "
-                      f"resamples), BCa bootstrap CIs, Holm correction over the primary tests at "
-                      f"alpha = {v['alpha']}.")
+    design = results.get("design") or {}
+    analysis = results["protocol"]["analysis"]
+    if design.get("test") == "reference panel":
+        how = "t prediction interval" if analysis.get("reference_test", "t") == "t" else "rank among the models"
+        note = (f"Reference panel of {design['n_clean_models']} clean models: the suspect's effect (adjusted for "
+                f"{', '.join(analysis.get('adjust_for', ()))}) against the clean models' effects; one-sided "
+                f"p-values from the {how}, intervals from the models' spread (effect size in units of it), "
+                f"Holm correction over the primary tests at alpha = {v['alpha']}.")
+        size = "Effect (model SDs)"
+    else:
+        note = (f"One-sided permutation p-values ({analysis['n_permutations']:,} resamples), BCa bootstrap CIs, "
+                f"Holm correction over the primary tests at alpha = {v['alpha']}.")
+        size = "Hedges' g"
+    return Table("Primary tests", ["Test", "Unit", "Estimate", f"{level:.0%} CI", "p", "Holm p", size,
+                                   "Counts if", "Counts"], rows, "llrrrrrll", marks=marks, note=note)
 
 
 def checks_table(results: dict) -> Table:

@@ -1,0 +1,317 @@
+"""Tests that hold when the shadow set is not a random half of the test set.
+
+With a random split the permutation test of set labels in :mod:`contaudit.analysis.did`
+is exact. A real shadow set is written after the training cutoff: it differs from the
+test set in time, vocabulary and difficulty, and two clean models that differ only by
+seed (and by the data it draws) then differ in how they see the two sets. That
+model-to-model spread is invisible to a test that treats the two models as fixed.
+
+Two tools, used together:
+
+* **Shift adjustment** (:func:`adjusted_difference`): a model's test-minus-shadow (or
+  seen-minus-unseen) difference estimated by least squares conditional on observable
+  item covariates (the panel's mean score as difficulty, length, rarity), with the
+  covariates' overlap between the two groups reported (:func:`covariate_overlap`).
+* **A reference panel** (:func:`panel_did`): the suspect and R clean reference models
+  scored on the same items. Each model's adjusted difference is one draw of "the effect
+  a clean model shows"; the suspect's is judged against the references' with a t
+  prediction interval (exact when the between-model spread is normal), and a
+  distribution-free rank p-value (exact whenever the suspect, were it clean, would be
+  exchangeable with the references; never below ``1 / (R + 1)``) is reported beside
+  it. Item-level noise is inside the references' spread: every model is scored on the
+  same items, so the spread of their effects already holds the model-by-item noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from contaudit.analysis.did import ConfidenceInterval, _check_level, _num
+from contaudit.errors import InputError
+
+PANEL_METHODS = ("t", "rank")
+
+
+@dataclass
+class AdjustedDifference:
+    """Result of :func:`adjusted_difference`.
+
+    ``statistic`` is the coefficient of the group indicator in the least-squares fit
+    of ``y`` on ``[1, group, covariates]``; ``raw`` is ``mean(y[group]) - mean(y[~group])``.
+    """
+
+    statistic: float
+    raw: float
+    covariates: tuple[str, ...]
+    n: tuple[int, int]
+
+
+def _design(group: np.ndarray, covariates: dict[str, np.ndarray] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``[1, group, standardized covariates]``, dropping constant covariates."""
+    columns = [np.ones(group.size), group.astype(float)]
+    names = []
+    for name, values in (covariates or {}).items():
+        values = np.asarray(values, dtype=float)
+        if values.shape != group.shape:
+            raise InputError(f"covariate {name!r} has {values.size} values for {group.size} items.")
+        if not np.all(np.isfinite(values)):
+            raise InputError(f"covariate {name!r} has missing or non-finite values.")
+        sd = values.std()
+        if sd > 0:
+            columns.append((values - values.mean()) / sd)
+            names.append(name)
+    return np.column_stack(columns), tuple(names)
+
+
+def _group(group, n: int | None = None) -> np.ndarray:
+    group = np.asarray(group)
+    if group.ndim != 1 or group.dtype != bool:
+        raise InputError("`group` must be a one-dimensional boolean array (True: test / seen items).")
+    if n is not None and group.size != n:
+        raise InputError(f"`group` has {group.size} entries for {n} items.")
+    if group.sum() < 2 or (~group).sum() < 2:
+        raise InputError(f"each group needs at least 2 items; got {int(group.sum())} and {int((~group).sum())}.")
+    return group
+
+
+def adjusted_difference(y, group, covariates: dict[str, np.ndarray] | None = None) -> AdjustedDifference:
+    """Difference between two groups of items, adjusted for item covariates.
+
+    Fits ``y = a + delta * group + X b`` by least squares and returns ``delta``: the
+    difference between the groups at equal covariate values. With no covariates (or
+    only constant ones) ``delta`` is the raw difference in means.
+
+    Examples
+    --------
+    >>> x = np.arange(8.0); g = x >= 4
+    >>> float(round(adjusted_difference(2 * x, g).statistic, 6)), abs(adjusted_difference(2 * x, g, {"x": x}).statistic) < 1e-9
+    (8.0, True)
+    """
+    y = np.asarray(y, dtype=float)
+    if y.ndim != 1 or not np.all(np.isfinite(y)):
+        raise InputError("`y` must be a one-dimensional array of finite numbers.")
+    group = _group(group, y.size)
+    design, names = _design(group, covariates)
+    coef = _fit(design, y[:, None])[:, 0]
+    return AdjustedDifference(float(coef[1]), float(y[group].mean() - y[~group].mean()), names,
+                              (int(group.sum()), int((~group).sum())))
+
+
+def _fit(design: np.ndarray, responses: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients, one column per response column: ``(p, k)``."""
+    coef, *_ = np.linalg.lstsq(design, responses, rcond=None)
+    return coef
+
+
+@dataclass
+class PanelResult:
+    """Result of :func:`panel_did`.
+
+    Attributes
+    ----------
+    statistic : float
+        The suspect's adjusted difference minus the references' mean adjusted
+        difference: the DiD of the suspect against the reference panel.
+    pvalue : float
+        The p-value of ``method``.
+    pvalue_t, pvalue_rank : float
+        The t prediction-interval p-value (Student t with R - 1 degrees of freedom;
+        ``nan`` with one reference) and the rank p-value ``(1 + #{references at least
+        as extreme}) / (R + 1)``.
+    confidence_interval : ConfidenceInterval
+        ``statistic +- t * s * sqrt(1 + 1/R)``: where a clean model's effect would lie
+        relative to the panel, shifted to the suspect (``nan`` with one reference).
+    reference_effects : numpy.ndarray
+        Each reference's adjusted difference minus the references' mean.
+    reference_sd : float
+        Standard deviation (ddof=1) of the references' adjusted differences.
+    raw_statistic : float
+        The same DiD without covariate adjustment.
+    references_needed : int
+        Fewest references with which the rank test can reach ``alpha`` at all.
+    """
+
+    statistic: float
+    pvalue: float
+    pvalue_t: float
+    pvalue_rank: float
+    confidence_interval: ConfidenceInterval
+    reference_effects: np.ndarray = field(repr=False)
+    reference_sd: float
+    raw_statistic: float
+    method: str
+    alternative: str
+    n: tuple[int, int]
+    n_references: int
+    covariates: tuple[str, ...]
+    confidence_level: float
+    references_needed: int
+    normality_pvalue: float
+
+    @property
+    def effect_size(self) -> float:
+        """The suspect's excess in units of the references' spread."""
+        return self.statistic / self.reference_sd if self.reference_sd > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (``nan`` becomes None)."""
+        return {
+            "estimate": _num(self.statistic),
+            "pvalue": _num(self.pvalue),
+            "pvalue_t": _num(self.pvalue_t),
+            "pvalue_rank": _num(self.pvalue_rank),
+            "confidence_interval": self.confidence_interval.to_list(),
+            "confidence_level": self.confidence_level,
+            "ci_method": "t prediction interval over reference models",
+            "method": self.method,
+            "alternative": self.alternative,
+            "n": list(self.n),
+            "n_references": self.n_references,
+            "reference_effects": [_num(v) for v in self.reference_effects],
+            "reference_sd": _num(self.reference_sd),
+            "effect_in_reference_sd": _num(self.effect_size),
+            "raw_estimate": _num(self.raw_statistic),
+            "covariates": list(self.covariates),
+            "references_needed_for_rank_test": self.references_needed,
+            "reference_normality_pvalue": _num(self.normality_pvalue),
+        }
+
+
+def references_needed(alpha: float, n_tests: int = 1) -> int:
+    """Fewest references R with which a rank p-value ``1 / (R + 1)`` can be below ``alpha / n_tests``.
+
+    >>> references_needed(0.05), references_needed(0.05, 2)
+    (19, 39)
+    """
+    return max(1, math.ceil(n_tests / alpha - 1 - 1e-9))
+
+
+def panel_did(suspect, references, group, *, covariates: dict[str, np.ndarray] | None = None,
+              alternative: str = "less", method: str = "t", alpha: float = 0.05, n_tests: int = 1,
+              confidence_level: float = 0.95) -> PanelResult:
+    """The suspect's group difference judged against a panel of clean reference models.
+
+    Parameters
+    ----------
+    suspect : array_like, shape (N,)
+        The suspect's per-item scores.
+    references : array_like, shape (R, N)
+        The reference models' scores on the same items (R >= 2).
+    group : array_like of bool, shape (N,)
+        True for test (or seen) items, False for shadow (or unseen) items.
+    covariates : dict of name -> array (N,), optional
+        Item covariates the difference is adjusted for (see :func:`adjusted_difference`).
+        For an exact rank test they must not single out the suspect (item features,
+        or a mean over all models).
+    alternative : {'less', 'greater'}
+        ``'less'``: contamination lowers the suspect's difference (NLL, test - shadow).
+    method : {'t', 'rank'}
+        Which p-value is ``pvalue``. ``'t'`` assumes the between-model spread is normal;
+        ``'rank'`` assumes only exchangeability and cannot go below ``1 / (R + 1)``.
+    alpha, n_tests : float, int
+        Only used to report :func:`references_needed`.
+    confidence_level : float
+        Level of the prediction-based interval.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0); g = np.arange(40) < 20
+    >>> refs = rng.normal(size=(5, 40)); sus = rng.normal(size=40) - 2.0 * g
+    >>> res = panel_did(sus, refs, g)
+    >>> res.statistic < 0, res.pvalue_t < 0.05, res.pvalue_rank
+    (True, True, 0.16666666666666666)
+    """
+    if alternative not in ("less", "greater"):
+        raise InputError(f"`alternative` must be 'less' or 'greater'; got {alternative!r}.")
+    if method not in PANEL_METHODS:
+        raise InputError(f"`method` must be one of {PANEL_METHODS}; got {method!r}.")
+    confidence_level = _check_level(confidence_level, "confidence_level")
+    suspect = np.asarray(suspect, dtype=float)
+    references = np.atleast_2d(np.asarray(references, dtype=float))
+    if suspect.ndim != 1 or references.shape[1:] != suspect.shape:
+        raise InputError(f"`references` must have shape (R, {suspect.size}) to match the suspect's "
+                         f"{suspect.size} items; got {references.shape}.")
+    n_refs = references.shape[0]
+    if n_refs < 1:
+        raise InputError("`references` must hold at least one reference model.")
+    if not (np.all(np.isfinite(suspect)) and np.all(np.isfinite(references))):
+        raise InputError("scores must be finite numbers.")
+    group = _group(group, suspect.size)
+    design, names = _design(group, covariates)
+    scores = np.vstack([suspect[None, :], references])  # (1 + R, N)
+    effects = _fit(design, scores.T)[1]  # (1 + R,) adjusted difference of every model
+    raw = scores[:, group].mean(axis=1) - scores[:, ~group].mean(axis=1)
+    ref_mean = effects[1:].mean()
+    statistic = float(effects[0] - ref_mean)
+    sign = -1.0 if alternative == "less" else 1.0
+    # Rank p-value: the suspect counts itself, so it is exact under exchangeability.
+    p_rank = (1 + int(np.sum(sign * effects[1:] >= sign * effects[0]))) / (n_refs + 1)
+    if n_refs >= 2:
+        sd = float(effects[1:].std(ddof=1))
+        scale = sd * math.sqrt(1 + 1 / n_refs)
+        q = stats.t.ppf(0.5 + confidence_level / 2, n_refs - 1)
+        if scale > 0:
+            p_t = float(stats.t.sf(sign * statistic / scale, n_refs - 1))
+            ci = ConfidenceInterval(float(statistic - q * scale), float(statistic + q * scale))
+        else:
+            p_t = 0.0 if sign * statistic > 0 else 1.0
+            ci = ConfidenceInterval(statistic, statistic)
+        normality = float(stats.shapiro(effects[1:]).pvalue) if n_refs >= 3 and sd > 0 else float("nan")
+    else:
+        sd, p_t, normality = float("nan"), float("nan"), float("nan")
+        ci = ConfidenceInterval(float("nan"), float("nan"))
+    pvalue = p_t if method == "t" else p_rank
+    if method == "t" and n_refs < 2:
+        raise InputError("the t prediction test needs at least 2 reference models; got 1.")
+    return PanelResult(
+        statistic=statistic, pvalue=float(pvalue), pvalue_t=p_t, pvalue_rank=float(p_rank), confidence_interval=ci,
+        reference_effects=effects[1:] - ref_mean, reference_sd=sd, raw_statistic=float(raw[0] - raw[1:].mean()),
+        method=method, alternative=alternative, n=(int(group.sum()), int((~group).sum())), n_references=n_refs,
+        covariates=names, confidence_level=confidence_level, references_needed=references_needed(alpha, n_tests),
+        normality_pvalue=normality)
+
+
+@dataclass
+class Overlap:
+    """Result of :func:`covariate_overlap`: per covariate, SMD and the share of items in common support."""
+
+    smd: dict[str, float]
+    share_in_support: dict[str, float]
+
+    @property
+    def worst(self) -> float:
+        return min(self.share_in_support.values()) if self.share_in_support else 1.0
+
+    def to_dict(self) -> dict:
+        return {"smd": {k: _num(v) for k, v in self.smd.items()},
+                "share_in_common_support": {k: _num(v) for k, v in self.share_in_support.items()},
+                "worst_share": _num(self.worst)}
+
+
+def covariate_overlap(group, covariates: dict[str, np.ndarray], *, trim: float = 0.01) -> Overlap:
+    """How far a linear adjustment can be trusted: balance and common support per covariate.
+
+    ``smd`` is the standardized mean difference (group True minus False, pooled SD);
+    ``share_in_support`` the share of all items whose value lies inside both groups'
+    central ``[trim, 1 - trim]`` quantile ranges: items outside it have no comparable
+    item in the other group, and the adjustment extrapolates for them.
+
+    >>> g = np.arange(10) < 5
+    >>> covariate_overlap(g, {"x": np.arange(10.0)}).share_in_support["x"]
+    0.0
+    """
+    group = _group(group)
+    smd, share = {}, {}
+    for name, values in covariates.items():
+        values = np.asarray(values, dtype=float)
+        a, b = values[group], values[~group]
+        pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+        smd[name] = float((a.mean() - b.mean()) / pooled) if pooled > 0 else 0.0
+        low = max(np.quantile(a, trim), np.quantile(b, trim))
+        high = min(np.quantile(a, 1 - trim), np.quantile(b, 1 - trim))
+        share[name] = float(np.mean((values >= low) & (values <= high))) if low <= high else 0.0
+    return Overlap(smd, share)
