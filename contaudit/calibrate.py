@@ -1,12 +1,15 @@
 """``contaudit calibrate``: measure the audit's power and false-positive rate.
 
 In the demo setting (stdlib corpus, HumanEval test/shadow split, a base model pretrained
-on the corpus), probe models are fine-tuned with every test item injected ``k`` times,
-for each ``k`` in a grid and each seed, and each is audited against one fixed clean
-reference (``k = 0``, its own seed). At ``k = 0`` the "suspect" is itself clean, so the
-share of CONTAMINATED verdicts there is the false-positive rate. All audits share one
-index and probe set: the corpus with the test items present, i.e. the probes any
-contaminated model would be tested on.
+on the corpus) or in a user's own (:class:`CalibrationSetting`: base model, filler
+corpus, test and shadow sets, fine-tuning settings), probe models are fine-tuned with
+every test item injected ``k`` times, for each ``k`` in a grid and each seed, and each
+is audited against its seed's own clean models (one clean control, or a reference panel
+of several). At ``k = 0`` the "suspect" is itself a fresh clean model, so the share of
+CONTAMINATED verdicts there is the false-positive rate over independent nulls. Rates
+come with exact (Clopper-Pearson) intervals. All audits share one index and probe set:
+the corpus with the test items present, i.e. the probes any contaminated model would be
+tested on.
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from pathlib import Path
 
 from contaudit.errors import InputError
 from contaudit.manifest import write_json_atomic, write_text_atomic
-from contaudit.protocol import COMPLETION_METRICS
+from contaudit.protocol import COMPLETION_METRICS, SHADOW_ORIGINS
 
-REFERENCE_SEED = 1000  # seed of the clean reference; probe-model seeds must differ from it
 
 
 @dataclass
@@ -169,13 +171,60 @@ def _run_record(k: int, seed: int, results: dict) -> dict:
     return record
 
 
+@dataclass(frozen=True)
+class CalibrationSetting:
+    """A user's own setting to calibrate in; absent, calibrate uses the demo's.
+
+    ``base`` is a local Hugging Face model directory or a ``.gguf`` file; ``corpus`` the
+    filler text fine-tuning trains on (any format ``finetune`` reads); ``test`` and
+    ``shadow`` the benchmark sets (``test`` items are injected); ``train`` the
+    fine-tuning settings (``TrainConfig(lora=True)`` for LoRA).
+    """
+
+    base: Path
+    corpus: Path
+    test: Path
+    shadow: Path
+    train: object = None  # contaudit.finetune.TrainConfig; None: the demo's fine-tuning settings
+    shadow_origin: str = "later_set"
+
+    def check(self) -> None:
+        for name in ("base", "corpus", "test", "shadow"):
+            path = Path(getattr(self, name))
+            if not path.exists():
+                raise InputError(f"the calibration's {name} does not exist", path=path)
+        if self.shadow_origin not in SHADOW_ORIGINS:
+            raise InputError(f"`shadow_origin` must be one of {', '.join(SHADOW_ORIGINS)}; got {self.shadow_origin!r}")
+
+
+def seed_of(seed: int, model: int) -> int:
+    """Training seed of model ``model`` (0: the suspect or null suspect, 1..R: its references) of audit seed ``seed``.
+
+    Every audit seed has its own models, so null audits at different seeds share nothing.
+    """
+    return 1000 * (seed + 1) + model
+
+
+def clopper_pearson(hits: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a rate; ``(0, 1)`` when ``n`` is 0."""
+    from scipy import stats
+
+    if n == 0:
+        return 0.0, 1.0
+    ci = stats.binomtest(hits, n).proportion_ci(confidence_level=confidence_level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (0, 1, 2, 4, 8), seeds: int = 5,
-              config=None, analysis_protocol: str | Path | None = None,
-              log: Callable[[str], None] = print) -> CalibrationResult:
+              references: int = 1, setting: CalibrationSetting | None = None, config=None,
+              analysis_protocol: str | Path | None = None, log: Callable[[str], None] = print) -> CalibrationResult:
     """Fine-tune probe models over ``dups`` x ``seeds``, audit each, and summarize.
 
-    ``analysis_protocol`` (optional) supplies the ``[analysis]`` and ``[probes]`` tables
-    of the audits; models and sets are the demo's. Finished audits are reused.
+    Each audit seed has its own ``references`` clean models (fresh training seeds, see
+    :func:`seed_of`); the suspect at ``k = 0`` is one more clean model, so null audits
+    are independent across seeds. ``setting`` calibrates in the user's own base model,
+    corpus and sets; without it, in the demo's. ``analysis_protocol`` (optional) supplies
+    the ``[probes]`` and ``[analysis]`` tables of the audits. Finished audits are reused.
     """
     from contaudit.audit import run_audit
     from contaudit.demo import input_hashes, prepare, train_unless_done, write_protocol, write_suspect_corpus
@@ -188,21 +237,32 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
         raise InputError(f"`dups` must be non-negative integers, got {dups}")
     if seeds < 1:
         raise InputError(f"`seeds` must be at least 1, got {seeds}")
+    if references < 1:
+        raise InputError(f"`references` must be at least 1 (the clean control), got {references}")
     config = config or DemoTrainingConfig()
     out = Path(out)
-    data = prepare(out, config, log=log)
-    models = out / "models"
     extra = _protocol_tables(analysis_protocol)
+    if setting is None:
+        data = prepare(out, config, log=log)
+        train_base = replace(config.finetune, threads=config.threads)
+        shadow_origin = "random_split"
+    else:
+        setting.check()
+        data = {"corpus": Path(setting.corpus), "test": Path(setting.test), "shadow": Path(setting.shadow),
+                "base": Path(setting.base)}
+        train_base = setting.train or config.finetune
+        shadow_origin = setting.shadow_origin
+    models = out / "models"
     # One index for every audit: the corpus with the test items in it once.
     corpus_with_items = write_suspect_corpus(data["corpus"], data["test"], 1, out / "data" / "corpus-with-test.jsonl")
 
-    _check_largest_k_fits(data, max(dups), config.finetune)
+    _check_largest_k_fits(data, max(dups), train_base)
     base_fingerprint = fingerprint(data["base"])
     data_hashes = input_hashes(corpus=data["corpus"], benchmark=data["test"])
 
-    def model(k: int, seed: int) -> tuple[Path, bool]:
-        path = models / f"k{k}-seed{seed}"
-        train_config = replace(config.finetune, seed=seed, threads=config.threads)
+    def model(name: str, k: int, train_seed: int) -> tuple[Path, bool]:
+        path = models / name
+        train_config = replace(train_base, seed=train_seed)
         wanted = {"parameters": {"dup": k, "train": config_dict(train_config)}, "base": {"fingerprint": base_fingerprint},
                   "inputs": data_hashes}
         t0 = time.perf_counter()
@@ -212,21 +272,23 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
             log(f"  trained {path.name} in {time.perf_counter() - t0:.0f} s")
         return path, trained
 
-    reference, reference_trained = model(0, REFERENCE_SEED)
     runs = []
-    for k in dups:
-        for seed in range(seeds):
+    for seed in range(seeds):
+        refs = [model(f"clean-seed{seed}-ref{r}", 0, seed_of(seed, r)) for r in range(1, references + 1)]
+        refs_trained = any(t for _, t in refs)
+        for k in dups:
             run_dir = out / "audits" / f"k{k}-seed{seed}"
             results_path = run_dir / "results.json"
-            suspect, suspect_trained = model(k, seed)
+            suspect, suspect_trained = model(f"k{k}-seed{seed}", k, seed_of(seed, 0))
             protocol_path = run_dir.with_suffix(".toml")
             before = protocol_path.read_text() if protocol_path.exists() else None
             protocol = write_protocol(protocol_path, name=f"calibration k={k} seed={seed}",
-                                      description="probe model vs clean reference", suspect=suspect,
-                                      clean=reference, test=data["test"], shadow=data["shadow"],
+                                      description="probe model vs clean reference models", suspect=suspect,
+                                      clean=refs[0][0], references=tuple(p for p, _ in refs[1:]),
+                                      shadow_origin=shadow_origin, test=data["test"], shadow=data["shadow"],
                                       index=out / "index", corpus=corpus_with_items, seed=20240601 + seed, extra=extra)
             current = before == protocol.read_text() and _has_every_metric(results_path)
-            if reference_trained or suspect_trained or not current:  # else reuse the audit
+            if refs_trained or suspect_trained or not current:  # else reuse the audit
                 run_audit(protocol, run_dir)
             record = _run_record(k, seed, json.loads(results_path.read_text()))
             runs.append(record)
@@ -235,24 +297,43 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
 
     detection, fpr, smallest = summarize(runs)
     rates = detection_rates(runs)
+    intervals = {name: {k: clopper_pearson(round(rate * _n_at(runs, k)), _n_at(runs, k)) for k, rate in by_k.items()}
+                 for name, by_k in rates.items()}
     plot = plot_power_curve(detection, seeds, out / "power_curve.png", rates)
     write_json_atomic(out / "calibration.json", {
-        "dups": list(dups), "seeds": seeds, "runs": runs, "detection": {str(k): v for k, v in detection.items()},
+        "dups": list(dups), "seeds": seeds, "clean_models_per_audit": references, "shadow_origin": shadow_origin,
+        "setting": None if setting is None else {k: str(v) for k, v in (("base", setting.base),
+                                                                          ("corpus", setting.corpus),
+                                                                          ("test", setting.test),
+                                                                          ("shadow", setting.shadow))},
+        "runs": runs, "detection": {str(k): v for k, v in detection.items()},
         "rates": {name: {str(k): v for k, v in by_k.items()} for name, by_k in rates.items()},
+        "intervals_95": {name: {str(k): list(v) for k, v in by_k.items()} for name, by_k in intervals.items()},
         "false_positive_rate": fpr, "smallest_detected_k": smallest})
-    write_text_atomic(out / "calibration.md", render_markdown(detection, fpr, smallest, seeds, rates))
+    write_text_atomic(out / "calibration.md", render_markdown(detection, fpr, smallest, seeds, rates, intervals))
     return CalibrationResult(out, runs, detection, rates, fpr, smallest, plot)
 
 
+def _n_at(runs: list[dict], k: int) -> int:
+    return sum(r["k"] == k for r in runs)
+
+
 def render_markdown(detection: dict[int, float], fpr: float | None, smallest: int | None, seeds: int,
-                    rates: dict[str, dict[int, float]] | None = None) -> str:
+                    rates: dict[str, dict[int, float]] | None = None,
+                    intervals: dict[str, dict[int, tuple[float, float]]] | None = None) -> str:
     """The calibration table as Markdown (with the plot beside it)."""
     extra = [name for name in ("suspect_or_higher", "perplexity_test", "memorization_test") if rates and name in rates]
     lines = ["# Calibration", "", f"{seeds} seeds per k; verdict CONTAMINATED counts as detected.", "",
              "| k (copies) | detection rate |" + "".join(f" {RATE_LABELS[n]} |" for n in extra),
              "| ---: | ---: |" + " ---: |" * len(extra)]
-    lines += [f"| {k} | {rate:.2f} |" + "".join(f" {rates[n][k]:.2f} |" for n in extra)
+    def cell(name: str, k: int, rate: float) -> str:
+        ci = (intervals or {}).get(name, {}).get(k)
+        return f"{rate:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{rate:.2f}"
+
+    lines += [f"| {k} | {cell('contaminated', k, rate)} |" + "".join(f" {cell(n, k, rates[n][k])} |" for n in extra)
               for k, rate in detection.items()]
+    if intervals:
+        lines += ["", "Brackets: exact (Clopper-Pearson) 95 % intervals of each rate."]
     by_metric = [name for name in (rates or {}) if "[" in name]
     if by_metric:
         lines += ["", "Each completion metric as if it were the primary one (same audits, same Holm correction "
@@ -277,7 +358,9 @@ def _check_largest_k_fits(data: dict, k: int, train_config) -> None:
     from contaudit.finetune.stream import copies_tokens, tokenize
     from contaudit.io import load_items
 
-    tokenizer = AutoTokenizer.from_pretrained(data["base"])
+    base = Path(data["base"])
+    tokenizer = (AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name) if base.suffix.lower() == ".gguf"
+                 else AutoTokenizer.from_pretrained(base))
     items = load_items(data["test"])
     per_copy = copies_tokens(tokenize(tokenizer, [it.text for it in items]), 1)
     room = train_config.tokens - 1  # the stream keeps at least one filler token

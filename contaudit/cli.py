@@ -446,8 +446,20 @@ def calibrate(
     dups: str = typer.Option("0,1,2,4,8", help="Comma-separated copies per test item (k) to inject."),
     seeds: int = typer.Option(5, help="Probe models per k."),
     protocol: Optional[Path] = typer.Option(None, help="Take the \\[probes] and \\[analysis] tables from this protocol file."),
+    references: int = typer.Option(1, help="Clean models per audit seed (2+: a reference panel)."),
+    base: Optional[Path] = typer.Option(None, help="Your base model (HF directory or .gguf); with --corpus, --test, --shadow calibrates in your setting instead of the demo's."),
+    corpus: Optional[Path] = typer.Option(None, help="Filler corpus the probe models are fine-tuned on."),
+    test: Optional[Path] = typer.Option(None, help="Test set (its items are injected)."),
+    shadow: Optional[Path] = typer.Option(None, help="Shadow set."),
+    shadow_origin: str = typer.Option("later_set", help="How your shadow set was made: random_split, date_split or later_set."),
+    steps: int = typer.Option(100, help="Fine-tuning steps (your setting)."),
+    lr: float = typer.Option(1e-3, help="Fine-tuning learning rate (your setting)."),
+    batch_size: int = typer.Option(8, help="Sequences per step (your setting)."),
+    seq_len: int = typer.Option(256, help="Tokens per sequence (your setting)."),
+    lora: bool = typer.Option(False, help="Fine-tune LoRA adapters instead of every weight (your setting)."),
 ) -> None:
     """Power per k and false-positive rate at k = 0, from probe models with known contamination."""
+    from contaudit.calibrate import CalibrationSetting
     from contaudit.calibrate import calibrate as run_calibration
 
     _quiet_transformers()
@@ -457,8 +469,20 @@ def calibrate(
         grid = tuple(int(k) for k in dups.split(","))
     except ValueError:
         raise InputError(f"--dups must be comma-separated integers, got {dups!r}") from None
-    result = run_calibration(out_dir, dups=grid, seeds=seeds, analysis_protocol=protocol,
-                             log=lambda line: console.print(escape(line), highlight=False))
+    own = {"--base": base, "--corpus": corpus, "--test": test, "--shadow": shadow}
+    setting = None
+    if any(v is not None for v in own.values()):
+        missing = [k for k, v in own.items() if v is None]
+        if missing:
+            raise InputError(f"calibrating in your own setting needs --base, --corpus, --test and --shadow; "
+                             f"missing {', '.join(missing)}")
+        from contaudit.finetune import TrainConfig
+
+        train = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, lora=lora,
+                            warmup_steps=min(5, steps), eval_every=max(1, steps // 2))
+        setting = CalibrationSetting(base, corpus, test, shadow, train=train, shadow_origin=shadow_origin)
+    result = run_calibration(out_dir, dups=grid, seeds=seeds, references=references, setting=setting,
+                             analysis_protocol=protocol, log=lambda line: console.print(escape(line), highlight=False))
     for k, rate in result.detection.items():
         out.print(f"k = {k:>3}: detected {rate:.2f}")
     fpr = "n/a" if result.false_positive_rate is None else f"{result.false_positive_rate:.2f}"

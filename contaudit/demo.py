@@ -29,9 +29,9 @@ path = "{suspect}"
 
 [models.clean]
 path = "{clean}"
-
+{references}
 [sets]
-shadow_origin = "random_split"  # HumanEval split at random with a fixed seed
+shadow_origin = "{shadow_origin}"
 
 [sets.test]
 path = "{test}"
@@ -68,9 +68,16 @@ class DemoResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def write_protocol(path: Path, *, extra: str = "", primary_metric: str = DEMO_PRIMARY_METRIC, **values) -> Path:
-    """A protocol file for the demo's models and sets; ``extra`` adds TOML tables."""
+def write_protocol(path: Path, *, extra: str = "", primary_metric: str = DEMO_PRIMARY_METRIC,
+                   references: tuple[Path, ...] = (), shadow_origin: str = "random_split", **values) -> Path:
+    """A protocol file for the demo's models and sets; ``extra`` adds TOML tables.
+
+    The demo's HumanEval halves are a random split (``shadow_origin``); ``references``
+    are more clean models (``[[models.reference]]``).
+    """
     values["primary_metric"] = primary_metric
+    values["shadow_origin"] = shadow_origin
+    values["references"] = "".join(f'[[models.reference]]\npath = "{Path(r).resolve()}"\n' for r in references)
     # Paths in a protocol resolve against the protocol's own folder, so write them absolute.
     text = PROTOCOL_TEMPLATE.format(extra="", **{k: str(Path(v).resolve()) if isinstance(v, Path) else str(v)
                                                  for k, v in values.items()})

@@ -59,8 +59,10 @@ def write_panel(directory: Path, *, n_models: int = 6, ppl_effect: float = 0.0, 
 def test_panel_finds_planted_contamination_under_a_shift(tmp_path):
     results = analyze(**write_panel(tmp_path, ppl_effect=0.2, mem_effect=0.2), protocol=FAST, out=tmp_path / "run")
     assert results["verdict"]["label"] == "CONTAMINATED", results["verdict"]["reasons"]
-    assert results["design"] == {"shadow_origin": "later_set", "n_clean_models": 5, "test": "reference panel",
-                                 "exchangeable_sets": False, "verdict_cap": None}
+    design = {k: v for k, v in results["design"].items() if k != "models"}
+    assert design == {"shadow_origin": "later_set", "n_clean_models": 5, "test": "reference panel",
+                      "exchangeable_sets": False, "verdict_cap": None}
+    assert results["design"]["models"][2] == {"role": "reference[1]", "fingerprints": ["fingerprint-model2"]}
     ppl = results["perplexity_did"]
     assert ppl["n_references"] == 5 and ppl["covariates"] == ["difficulty", "length"] and ppl["estimate"] < -0.1
     mem = results["memorization_did"]["suffix_logprob"]

@@ -129,5 +129,5 @@ def test_audit_scores_every_reference_model_and_judges_against_the_panel(setup):
     results = json.loads((run / "results.json").read_text())
     assert results["design"]["n_clean_models"] == 3 and results["design"]["test"] == "reference panel"
     assert results["perplexity_did"]["n_references"] == 3
-    assert [m["role"] for m in results["data"]["models"]] == ["suspect", "clean", "reference[1]", "reference[2]"]
+    assert [m["role"] for m in results["design"]["models"]] == ["suspect", "clean", "reference[1]", "reference[2]"]
     assert "reference2_probes" in results["inputs"]

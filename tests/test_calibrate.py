@@ -1,6 +1,10 @@
 """Calibration summaries: detection rates, false-positive rate, smallest detected k, plot."""
 
+import json
+
 import pytest
+
+from contaudit.errors import InputError
 
 from contaudit.calibrate import _run_record, detection_rates, plot_power_curve, render_markdown, summarize
 
@@ -105,3 +109,67 @@ def test_an_audit_is_reused_only_when_its_results_carry_every_metric(tmp_path):
     assert not _has_every_metric(path)  # scored before suffix_logprob existed
     path.write_text(json.dumps({"memorization_did": {**mem, "suffix_logprob": {"estimate": 0.1}}}))
     assert _has_every_metric(path)
+
+
+def test_clopper_pearson_against_known_values():
+    from contaudit.calibrate import clopper_pearson
+
+    low, high = clopper_pearson(0, 20)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 20))  # closed form at zero hits
+    low, high = clopper_pearson(20, 20)
+    assert high == 1.0 and low == pytest.approx(0.025 ** (1 / 20))
+    assert clopper_pearson(0, 0) == (0.0, 1.0)
+
+
+def test_every_audit_seed_has_its_own_models():
+    from contaudit.calibrate import seed_of
+
+    seeds = {seed_of(s, m) for s in range(20) for m in range(6)}
+    assert len(seeds) == 120
+
+
+def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
+    """Base model, corpus and sets of the user's own (tiny), two clean models per audit seed."""
+    from dataclasses import replace
+
+    from contaudit.calibrate import CalibrationSetting, calibrate
+    from contaudit.finetune import ModelConfig, TrainConfig, pretrain
+
+    from planted import make_planted
+
+    planted = make_planted(tmp_path, n_items=40, n_docs=60, doc_words=200)
+    rows = [json.loads(line) for line in planted.bench.read_text().splitlines()]
+    for name, part in (("test", rows[0::2]), ("shadow", rows[1::2])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    train = TrainConfig(steps=12, lr=5e-3, batch_size=4, seq_len=128, warmup_steps=1, eval_every=12, heldout_blocks=1,
+                        threads=1, device="cpu", mixed_precision=False)
+    pretrain(planted.corpus, tmp_path / "base", config=replace(train, steps=4),
+             model_config=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, vocab_size=400,
+                                      tokenizer_max_chars=200_000))
+    protocol = tmp_path / "analysis.toml"
+    protocol.write_text('[models.suspect]\npath = "x"\n[models.clean]\npath = "y"\n[sets.test]\npath = "t"\n'
+                        '[sets.shadow]\npath = "s"\n[probes]\nsuffix_words = 12\nmin_seen = 3\n'
+                        '[analysis]\nn_permutations = 199\nn_bootstrap = 0\nmin_items = 10\nmin_probes = 3\n')
+    setting = CalibrationSetting(tmp_path / "base", planted.corpus, tmp_path / "test.jsonl", tmp_path / "shadow.jsonl",
+                                 train=train, shadow_origin="random_split")
+    result = calibrate(tmp_path / "cal", dups=(0, 1), seeds=2, references=2, setting=setting,
+                       analysis_protocol=protocol, log=lambda s: None)
+    assert len(result.runs) == 4 and {r["verdict"] for r in result.runs} <= {
+        "CONTAMINATED", "SUSPECT", "NO_EVIDENCE", "INVALID_DESIGN"}
+    models = sorted(p.name for p in (tmp_path / "cal" / "models").iterdir())
+    assert models == ["clean-seed0-ref1", "clean-seed0-ref2", "clean-seed1-ref1", "clean-seed1-ref2",
+                      "k0-seed0", "k0-seed1", "k1-seed0", "k1-seed1"]
+    results = json.loads((tmp_path / "cal" / "audits" / "k1-seed1" / "results.json").read_text())
+    assert results["design"]["n_clean_models"] == 2 and results["design"]["shadow_origin"] == "random_split"
+    saved = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    low, high = saved["intervals_95"]["contaminated"]["0"]
+    assert 0.0 <= low <= saved["rates"]["contaminated"]["0"] <= high <= 1.0
+    assert "Clopper-Pearson" in (tmp_path / "cal" / "calibration.md").read_text()
+
+
+def test_calibrate_in_a_users_setting_names_a_missing_input(tmp_path):
+    from contaudit.calibrate import CalibrationSetting, calibrate
+
+    setting = CalibrationSetting(tmp_path / "nope", tmp_path, tmp_path, tmp_path)
+    with pytest.raises(InputError, match=r"the calibration's base does not exist"):
+        calibrate(tmp_path / "cal", setting=setting)

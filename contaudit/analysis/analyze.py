@@ -623,7 +623,8 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         "contaudit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "protocol": {**provenance, "shadow_origin": origin, "analysis": asdict(settings)},
-        "design": design.to_dict(),
+        "design": {**design.to_dict(), "models": [
+            {"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})} for m in models]},
         "verdict": decided.to_dict(),
         "perplexity_did": (_did_dict(ppl, metric="nll_mean", unit="nats/token", direction="negative")
                            if ppl is not None else None),
@@ -632,9 +633,7 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                                  for m, r in mem_results.items()}} if probes is not None else None),
         "design_checks": [c.to_dict() for c in checks],
         "supporting": supporting,
-        "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": probe_data, "index": index_data,
-                 "models": [{"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})}
-                            for m in models]},
+        "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": probe_data, "index": index_data},
         "warnings": warnings,
         "items": {
             "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(d),

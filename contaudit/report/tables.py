@@ -133,7 +133,8 @@ def data_table(results: dict) -> Table:
         d = results["data"].get(name)
         if d is None:
             continue
-        rows.append([name, str(d["n_paired"]), str(d["n_only_suspect"]), str(d["n_only_clean"])])
+        # an empty probe set (no pairs built) has no pairing counts
+        rows.append([name, *(str(d.get(k, 0)) for k in ("n_paired", "n_only_suspect", "n_only_clean"))])
     return Table("Items scored", ["Set", "Paired", "Only suspect", "Only clean"], rows, "lrrr",
                  note="Items scored by only one model are left out of the tests and counted here.")
 
