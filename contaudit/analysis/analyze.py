@@ -409,6 +409,87 @@ def _shift_check(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, setting
 
 # --- the analysis ---------------------------------------------------------------------------
 
+# One random stream per test, spawned in this order from the protocol's seed (the order fixes
+# each stream, so results stay reproducible across versions).
+STREAMS = ("perplexity", "exact_match", "token_match_frac", "supporting", "suffix_logprob")
+
+
+def random_streams(seed: int) -> dict[str, np.random.Generator]:
+    """The named random streams of one analysis."""
+    return {name: np.random.default_rng(s) for name, s in zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)))}
+
+
+@dataclass
+class MemorizationPart:
+    """The memorization test on every completion metric, with its checks and per-probe rows."""
+
+    results: dict[str, DiDResult | PanelResult | None]
+    checks: list[DesignCheck]
+    warnings: list[str]
+    data: dict
+    items: list[dict]
+
+
+@dataclass
+class AnalysisResults:
+    """Everything ``analyze`` found; :meth:`to_dict` is the one place the ``results.json`` schema is written."""
+
+    settings: AnalysisSettings
+    provenance: dict
+    design: Design
+    models: list[ModelFiles]
+    verdict: _verdict.Verdict
+    perplexity: DiDResult | PanelResult | None
+    memorization: MemorizationPart | None
+    checks: list[DesignCheck]
+    supporting: dict
+    test: ScoreMatrix
+    shadow: ScoreMatrix
+    index_by_id: dict[str, dict]
+    index_data: dict | None
+    warnings: list[str]
+    inputs: dict
+    timing_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The ``results.json`` document (schema in ``docs/analysis.md``)."""
+        mem = self.memorization
+        test, shadow = self.test, self.shadow
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "contaudit-results",
+            "contaudit_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "protocol": {**self.provenance, "shadow_origin": self.design.shadow_origin,
+                         "analysis": asdict(self.settings)},
+            "design": {**self.design.to_dict(), "models": [
+                {"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})}
+                for m in self.models]},
+            "verdict": self.verdict.to_dict(),
+            "perplexity_did": (_did_dict(self.perplexity, metric="nll_mean", unit="nats/token", direction="negative")
+                               if self.perplexity is not None else None),
+            "memorization_did": None if mem is None else {
+                "primary_metric": self.settings.primary_metric,
+                **{m: (_did_dict(r, metric=m, unit=METRIC_UNITS[m], direction="positive") if r is not None else None)
+                   for m, r in mem.results.items()}},
+            "design_checks": [c.to_dict() for c in self.checks],
+            "supporting": self.supporting,
+            "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": mem.data if mem else None,
+                     "index": self.index_data},
+            "warnings": self.warnings,
+            "items": {
+                "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c),
+                          **({"index": _index_record(self.index_by_id[i])} if i in self.index_by_id else {})}
+                         for i, s, c in zip(test.ids, test.suspect, test.clean)],
+                "shadow": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c)}
+                           for i, s, c in zip(shadow.ids, shadow.suspect, shadow.clean)],
+                "probes": mem.items if mem else [],
+            },
+            "inputs": self.inputs,
+            "timing_s": self.timing_s,
+        }
+
+
 def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_probes=None, clean_probes=None,
             probes=None, references: list[ReferenceScores] | tuple = (), index=None, item_order=None,
             shadow_origin: str | None = None,
@@ -465,10 +546,7 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         raise InputError("the memorization test needs every reference model's probe scores (--reference-probes)")
     design = Design(origin, 1 + len(references))
     minkpp = f"minkpp_{settings.minkpp_k}"
-    seeds = np.random.SeedSequence(settings.seed).spawn(5)
-    rngs = [np.random.default_rng(s) for s in seeds]
-    # perplexity rngs[0], supporting rngs[3]; one stream per completion metric
-    mem_rngs = dict(zip(COMPLETION_FIELDS, (rngs[1], rngs[2], rngs[4])))
+    streams = random_streams(settings.seed)
     warnings: list[str] = []
 
     def read(p):
@@ -478,19 +556,10 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
               ModelFiles("clean", {"test": read(clean_test), "shadow": read(clean_shadow)})]
     models += [ModelFiles(f"reference[{k}]", {"test": read(r.test), "shadow": read(r.shadow)})
                for k, r in enumerate(references, 1)]
-    files = {"suspect_test": models[0].files["test"], "clean_test": models[1].files["test"],
-             "suspect_shadow": models[0].files["shadow"], "clean_shadow": models[1].files["shadow"]}
     test = score_matrix("test", [m.files["test"] for m in models], "nll_mean")
     shadow = score_matrix("shadow", [m.files["shadow"] for m in models], "nll_mean")
     lengths = _item_lengths([[m.files[s] for m in models] for s in ("test", "shadow")])
-    for name in ("test", "shadow"):
-        if files[f"suspect_{name}"].rows == files[f"clean_{name}"].rows:
-            warnings.append(f"The suspect and clean {name} score files hold identical scores: the same model "
-                            f"was scored twice, so every difference is zero.")
-    overlap = set(test.ids) & set(shadow.ids)
-    if overlap:
-        warnings.append(f"{len(overlap)} ids occur in both the test and the shadow set (e.g. {sorted(overlap)[0]!r}); "
-                        f"check that the two sets are different files.")
+    warnings += _set_warnings(models, test, shadow)
 
     checks = _verdict.check_sample_sizes({"test": len(test.ids), "shadow": len(shadow.ids)},
                                          {"test": settings.min_items, "shadow": settings.min_items})
@@ -499,95 +568,15 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     checks.append(_shift_check(test, shadow, design, settings, lengths))
     if design.panel and settings.reference_test == "rank":
         checks.append(_verdict.check_panel_size(design.n_references, alpha=settings.alpha, n_tests=2))
-    ppl = perplexity_test(test, shadow, design, settings, rngs[0], lengths=lengths)
+    ppl = perplexity_test(test, shadow, design, settings, streams["perplexity"], lengths=lengths)
 
-    mem_results: dict[str, DiDResult | PanelResult | None] = {}
-    probe_items: list[dict] = []
-    probe_data = None
+    mem = None
     if probes is not None:
-        table = read_probes(probes)
-        probe_table = table.probes
-        if not probe_table:
-            # `contaudit probes` wrote no pairs (its manifest says why): the memorization test
-            # cannot run, which is a failed sample-size check, not a missing analysis.
-            checks += _verdict.check_sample_sizes({"seen": 0, "unseen": 0},
-                                                  {"seen": settings.min_probes, "unseen": settings.min_probes})
-            mem_results = {m: None for m in COMPLETION_FIELDS}
-            probe_data = {"n_seen": 0, "n_unseen": 0}
-        else:
-            if suspect_probes is None or clean_probes is None:
-                raise InputError("the memorization test needs --suspect-probes and --clean-probes with --probes")
-            # Score files written before suffix_logprob existed still analyze on the other metrics.
-            required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
-            optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
-
-            def read_p(p):
-                return read_scores(p, require=required, optional=optional, allow_empty=True)
-
-            probe_files = [read_p(suspect_probes), read_p(clean_probes), *(read_p(r.probes) for r in references)]
-            for m, f in zip(models, probe_files):
-                m.files["probes"] = f
-            for f in probe_files:
-                if not f.rows:  # every probe skipped by the scorer, e.g. suffixes longer than the context
-                    skipped = ((f.manifest or {}).get("counts") or {}).get("skip_reasons")
-                    warnings.append(f"{f.path} has no scored probes (skipped: {skipped or 'reasons unknown'}); "
-                                    f"the memorization test cannot run.")
-            universe = list(probe_table)
-            available = [m for m in COMPLETION_FIELDS
-                         if all(not f.rows or m in next(iter(f.rows.values())) for f in probe_files)]
-            for m in COMPLETION_FIELDS:
-                if m not in available:
-                    mem_results[m] = None
-                    warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
-            matrices = {m: score_matrix("probes", probe_files, m, universe=universe) for m in available}
-            p0 = matrices["exact_match"]
-            extra = sorted(set().union(*(f.rows for f in probe_files)) - set(probe_table))
-            if extra:
-                warnings.append(f"{len(extra)} scored probe ids are not in {probes} and were ignored "
-                                f"(e.g. {extra[0]!r}); check that the probe files belong together.")
-            unscored = [i for i in universe if all(i not in f.rows for f in probe_files)]
-            seen = np.array([probe_table[i]["probe_set"] == "seen" for i in p0.ids], dtype=bool)
-            n_seen = int(seen.sum())
-            n_unseen = len(p0.ids) - n_seen
-            checks += _verdict.check_sample_sizes({"seen": n_seen, "unseen": n_unseen},
-                                                  {"seen": settings.min_probes, "unseen": settings.min_probes})
-            checks.append(_verdict.check_pairing("probe", len(p0.ids), p0.n_unpaired + len(unscored),
-                                                 max_fraction=settings.max_unpaired_fraction))
-            balance = table.balance
-            if balance is None:
-                balance = {f"{cov}_smd": _probe_smd(probe_table, p0.ids, field_) for cov, field_ in
-                           (("length", "n_words"), ("rarity", "rarity"))}
-                warnings.append("probes.manifest.json has no balance diagnostics; balance was computed from the "
-                                "n_words and rarity fields of probes.jsonl.")
-            features = _probe_features(probe_table, p0.ids)
-            if design.panel:
-                # Regression adjustment takes the place of exact 1:1 balance; it needs overlap.
-                covs = {k: v for k, v in features.items() if v is not None and k in settings.adjust_for}
-                if n_seen >= 2 and n_unseen >= 2 and covs:
-                    checks.append(_verdict.check_shift_overlap("probe_overlap", "seen and unseen probes", seen, covs,
-                                                               min_overlap=settings.min_overlap, adjusted=True))
-            else:
-                matched = table.match_on or ("length", "rarity")
-                checks += _verdict.check_probe_balance({cov: balance.get(f"{cov}_smd") for cov in ("length", "rarity")
-                                                        if cov in matched}, threshold=settings.balance_threshold)
-                for cov in ("length", "rarity"):
-                    if cov not in matched and balance.get(f"{cov}_smd") is not None:
-                        warnings.append(f"The probes were not matched on {cov} (SMD {balance[f'{cov}_smd']:+.3f}); "
-                                        f"it is reported but not checked.")
-            for metric in available:
-                mem_results[metric] = memorization_test(matrices[metric], seen, features, design, settings,
-                                                        mem_rngs[metric])
-            probe_data = {**p0.to_dict(), "n_seen": n_seen, "n_unseen": n_unseen, "n_unscored": len(unscored),
-                          "n_extra_scored": len(extra), "balance": balance}
-            by_id = {m: dict(zip(matrices[m].ids, zip(matrices[m].suspect, matrices[m].clean))) for m in available}
-            for i, s, c in zip(p0.ids, p0.suspect, p0.clean):
-                fs, fc = by_id["token_match_frac"].get(i, (None, None))
-                ls, lc = by_id.get("suffix_logprob", {}).get(i, (None, None))
-                probe_items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
-                                    "exact_sus": int(s), "exact_clean": _num(c) if design.panel else int(c),
-                                    "frac_sus": _num(fs), "frac_clean": _num(fc), "logprob_sus": _num(ls),
-                                    "logprob_clean": _num(lc)})
-    memorization = mem_results.get(settings.primary_metric)  # None when a set has < 2 probes (check failed)
+        probe_paths = [suspect_probes, clean_probes, *(r.probes for r in references)]
+        mem = memorization_part(probes, probe_paths, models, design, settings, streams)
+        checks += mem.checks
+        warnings += mem.warnings
+    memorization = mem.results.get(settings.primary_metric) if mem else None  # None: < 2 probes (check failed)
 
     warnings += check_same_models(models)
     unchecked = [str(f.path) for m in models for f in m.files.values() if not (f.manifest or {}).get("model")]
@@ -610,51 +599,120 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         index_data = {"path": str(index), "n_items": len(idx.items),
                       "n_test_items_found": sum(i in index_by_id for i in test.ids)}
 
-    supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, rngs[3],
+    files = {"suspect_test": models[0].files["test"], "clean_test": models[1].files["test"],
+             "suspect_shadow": models[0].files["shadow"], "clean_shadow": models[1].files["shadow"]}
+    supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, streams["supporting"],
                              reference_files=[m.files for m in models[2:]])
     decided = _verdict.decide(ppl, memorization, checks, settings,
                               memorization_metric=settings.primary_metric if probes is not None else None,
                               cap_reason=design.cap_reason)
-
-    d_test = test.suspect - test.clean
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "contaudit-results",
-        "contaudit_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "protocol": {**provenance, "shadow_origin": origin, "analysis": asdict(settings)},
-        "design": {**design.to_dict(), "models": [
-            {"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})} for m in models]},
-        "verdict": decided.to_dict(),
-        "perplexity_did": (_did_dict(ppl, metric="nll_mean", unit="nats/token", direction="negative")
-                           if ppl is not None else None),
-        "memorization_did": ({"primary_metric": settings.primary_metric,
-                              **{m: (_did_dict(r, metric=m, unit=METRIC_UNITS[m], direction="positive") if r is not None else None)
-                                 for m, r in mem_results.items()}} if probes is not None else None),
-        "design_checks": [c.to_dict() for c in checks],
-        "supporting": supporting,
-        "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": probe_data, "index": index_data},
-        "warnings": warnings,
-        "items": {
-            "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(d),
-                      **({"index": _index_record(index_by_id[i])} if i in index_by_id else {})}
-                     for i, s, c, d in zip(test.ids, test.suspect, test.clean, d_test)],
-            "shadow": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c)}
-                       for i, s, c in zip(shadow.ids, shadow.suspect, shadow.clean)],
-            "probes": probe_items,
-        },
-        "inputs": {},
-        "timing_s": None,
-    }
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
     for k, r in enumerate(references, 1):
         inputs.update({f"reference{k}_test": r.test, f"reference{k}_shadow": r.shadow, f"reference{k}_probes": r.probes})
-    results["inputs"] = {k: describe_path(v) for k, v in inputs.items() if v is not None}
-    results["timing_s"] = round(time.perf_counter() - started, 3)
+    analysis = AnalysisResults(settings, provenance, design, models, decided, ppl, mem, checks, supporting, test, shadow,
+                               index_by_id, index_data, warnings,
+                               {k: describe_path(v) for k, v in inputs.items() if v is not None})
+    analysis.timing_s = round(time.perf_counter() - started, 3)
+    results = analysis.to_dict()
     if out is not None:
         write_results(results, out)
     return results
+
+
+def _set_warnings(models: list[ModelFiles], test: ScoreMatrix, shadow: ScoreMatrix) -> list[str]:
+    warnings = []
+    for name in ("test", "shadow"):
+        if models[0].files[name].rows == models[1].files[name].rows:
+            warnings.append(f"The suspect and clean {name} score files hold identical scores: the same model "
+                            f"was scored twice, so every difference is zero.")
+    overlap = set(test.ids) & set(shadow.ids)
+    if overlap:
+        warnings.append(f"{len(overlap)} ids occur in both the test and the shadow set (e.g. {sorted(overlap)[0]!r}); "
+                        f"check that the two sets are different files.")
+    return warnings
+
+
+def memorization_part(probes, probe_paths: list, models: list[ModelFiles], design: Design,
+                      settings: AnalysisSettings, streams: dict[str, np.random.Generator]) -> MemorizationPart:
+    """Read the probes and every model's probe scores, check the design, run the test on each metric."""
+    table = read_probes(probes)
+    probe_table = table.probes
+    if not probe_table:
+        # `contaudit probes` wrote no pairs (its manifest says why): the memorization test
+        # cannot run, which is a failed sample-size check, not a missing analysis.
+        checks = _verdict.check_sample_sizes({"seen": 0, "unseen": 0},
+                                             {"seen": settings.min_probes, "unseen": settings.min_probes})
+        return MemorizationPart({m: None for m in COMPLETION_FIELDS}, checks, [], {"n_seen": 0, "n_unseen": 0}, [])
+    if any(p is None for p in probe_paths[:2]):
+        raise InputError("the memorization test needs --suspect-probes and --clean-probes with --probes")
+    # Score files written before suffix_logprob existed still analyze on the other metrics.
+    required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
+    optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
+    probe_files = [read_scores(p, require=required, optional=optional, allow_empty=True) for p in probe_paths]
+    for m, f in zip(models, probe_files):
+        m.files["probes"] = f
+    warnings: list[str] = []
+    for f in probe_files:
+        if not f.rows:  # every probe skipped by the scorer, e.g. suffixes longer than the context
+            skipped = ((f.manifest or {}).get("counts") or {}).get("skip_reasons")
+            warnings.append(f"{f.path} has no scored probes (skipped: {skipped or 'reasons unknown'}); "
+                            f"the memorization test cannot run.")
+    universe = list(probe_table)
+    available = [m for m in COMPLETION_FIELDS
+                 if all(not f.rows or m in next(iter(f.rows.values())) for f in probe_files)]
+    results: dict[str, DiDResult | PanelResult | None] = {}
+    for m in COMPLETION_FIELDS:
+        if m not in available:
+            results[m] = None
+            warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
+    matrices = {m: score_matrix("probes", probe_files, m, universe=universe) for m in available}
+    p0 = matrices["exact_match"]
+    extra = sorted(set().union(*(f.rows for f in probe_files)) - set(probe_table))
+    if extra:
+        warnings.append(f"{len(extra)} scored probe ids are not in {probes} and were ignored "
+                        f"(e.g. {extra[0]!r}); check that the probe files belong together.")
+    unscored = [i for i in universe if all(i not in f.rows for f in probe_files)]
+    seen = np.array([probe_table[i]["probe_set"] == "seen" for i in p0.ids], dtype=bool)
+    n_seen, n_unseen = int(seen.sum()), int((~seen).sum())
+    checks = _verdict.check_sample_sizes({"seen": n_seen, "unseen": n_unseen},
+                                         {"seen": settings.min_probes, "unseen": settings.min_probes})
+    checks.append(_verdict.check_pairing("probe", len(p0.ids), p0.n_unpaired + len(unscored),
+                                         max_fraction=settings.max_unpaired_fraction))
+    balance = table.balance
+    if balance is None:
+        balance = {f"{cov}_smd": _probe_smd(probe_table, p0.ids, field_) for cov, field_ in
+                   (("length", "n_words"), ("rarity", "rarity"))}
+        warnings.append("probes.manifest.json has no balance diagnostics; balance was computed from the "
+                        "n_words and rarity fields of probes.jsonl.")
+    features = _probe_features(probe_table, p0.ids)
+    if design.panel:
+        # Regression adjustment takes the place of exact 1:1 balance; it needs overlap.
+        covs = {k: v for k, v in features.items() if v is not None and k in settings.adjust_for}
+        if n_seen >= 2 and n_unseen >= 2 and covs:
+            checks.append(_verdict.check_shift_overlap("probe_overlap", "seen and unseen probes", seen, covs,
+                                                       min_overlap=settings.min_overlap, adjusted=True))
+    else:
+        matched = table.match_on or ("length", "rarity")
+        checks += _verdict.check_probe_balance({cov: balance.get(f"{cov}_smd") for cov in ("length", "rarity")
+                                                if cov in matched}, threshold=settings.balance_threshold)
+        for cov in ("length", "rarity"):
+            if cov not in matched and balance.get(f"{cov}_smd") is not None:
+                warnings.append(f"The probes were not matched on {cov} (SMD {balance[f'{cov}_smd']:+.3f}); "
+                                f"it is reported but not checked.")
+    for metric in available:
+        results[metric] = memorization_test(matrices[metric], seen, features, design, settings, streams[metric])
+    data = {**p0.to_dict(), "n_seen": n_seen, "n_unseen": n_unseen, "n_unscored": len(unscored),
+            "n_extra_scored": len(extra), "balance": balance}
+    by_id = {m: dict(zip(matrices[m].ids, zip(matrices[m].suspect, matrices[m].clean))) for m in available}
+    items = []
+    for i, s, c in zip(p0.ids, p0.suspect, p0.clean):
+        fs, fc = by_id["token_match_frac"].get(i, (None, None))
+        ls, lc = by_id.get("suffix_logprob", {}).get(i, (None, None))
+        items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
+                      "exact_sus": int(s), "exact_clean": _num(c) if design.panel else int(c),
+                      "frac_sus": _num(fs), "frac_clean": _num(fc), "logprob_sus": _num(ls), "logprob_clean": _num(lc)})
+    return MemorizationPart(results, checks, warnings, data, items)
 
 
 def _probe_features(probe_table: dict[str, dict], ids: list[str]) -> dict[str, np.ndarray | None]:
