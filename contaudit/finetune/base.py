@@ -43,13 +43,20 @@ def load_base(path: str | Path, *, trust_remote_code: bool = False):
     """``(model, tokenizer, kind)`` from a local HF directory or a ``.gguf`` file.
 
     ``kind`` is ``"hf"`` or ``"gguf"``. Weights are loaded in float32 (GGUF weights are
-    dequantized by transformers). The tokenizer must define an end-of-text token.
+    dequantized by transformers, and the model is then a plain one that
+    ``save_pretrained`` writes as safetensors). The tokenizer must define an
+    end-of-text token.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
+    model_extra = {}
     if path.is_file() and path.suffix.lower() == ".gguf":
+        from transformers import GgufConfig
+
         kind, where, extra = "gguf", str(path.parent), {"gguf_file": path.name}
+        # dense float32 weights even where a GGUF matmul kernel would keep them packed: packed ones cannot train
+        model_extra = {"quantization_config": GgufConfig(dequantize=True)}
     elif path.is_dir() and (path / "config.json").is_file():
         kind, where, extra = "hf", str(path), {}
     elif path.exists():
@@ -60,10 +67,32 @@ def load_base(path: str | Path, *, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)
         model = AutoModelForCausalLM.from_pretrained(where, trust_remote_code=trust_remote_code, dtype="float32",
-                                                     **extra)
+                                                     **extra, **model_extra)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot load the model ({e})", path=path) from None
+    if kind == "gguf":
+        forget_gguf(model, path)
     if tokenizer.eos_token_id is None:
         raise InputError("the tokenizer has no end-of-text (eos) token; injected copies need one as delimiter",
                          path=path)
     return model, tokenizer, kind
+
+
+def forget_gguf(model, path: str | Path | None = None) -> None:
+    """Make a dense model loaded from a GGUF file an ordinary transformers model, in place.
+
+    transformers marks such a model as quantized with method ``gguf`` and refuses to
+    ``save_pretrained`` it, although after dequantization its weights are plain float
+    tensors. Dropping the marks (as transformers' ``remove_quantization_config`` does)
+    lets it train, merge LoRA adapters and save like a model read from safetensors.
+    """
+    packed = [name for name, module in model.named_modules() if type(module).__name__.startswith("Gguf")]
+    if packed:
+        raise InputError(f"the GGUF model kept packed (quantized) layers, e.g. {packed[0]!r}, which cannot train",
+                         path=path)
+    # `_weight_conversions` are the GGUF load ops; without them saving writes the architecture's own layout
+    for owner, attr in ((model, "hf_quantizer"), (model.config, "quantization_config"),
+                        (model, "quantization_method"), (model, "_weight_conversions")):
+        if hasattr(owner, attr):
+            delattr(owner, attr)
+    model.is_quantized = False
