@@ -31,8 +31,12 @@ def main() -> None:
     effects = tuple(float(e) for e in args.effects.split(","))
     settings = {"normal seed effects, R = 5": dict(n_references=5),
                 "heavy-tailed (t3) seed effects, R = 5": dict(n_references=5, heavy_tails=True),
-                "heavy-tailed (t3) seed effects, R = 19": dict(n_references=19, heavy_tails=True)}
-    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.8), sharey=True)
+                "heavy-tailed (t3) seed effects, R = 19": dict(n_references=19, heavy_tails=True),
+                "1 model in 8 an outlier (5x), R = 5": dict(n_references=5, outlier_share=0.125),
+                "1 model in 8 an outlier (5x), R = 19": dict(n_references=19, outlier_share=0.125)}
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.6), sharey=True)
+    axes = axes.ravel()
+    axes[-1].axis("off")
     for ax, (name, kw) in zip(axes, settings.items()):
         t0 = time.perf_counter()
         rates = panel_error_rates(n_audits=args.audits, effects=effects, rng=20240601, **kw)
@@ -46,6 +50,7 @@ def main() -> None:
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("planted NLL drop on test items (nats/token)")
     axes[0].set_ylabel("share of audits with p <= 0.05")
+    axes[3].set_ylabel("share of audits with p <= 0.05")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)

@@ -203,7 +203,7 @@ class AnalysisSettings:
     adjust_for: tuple[Literal["difficulty", "length", "rarity"], ...] = _opt(
         ("difficulty", "length", "rarity"), help="item covariates the shift adjustment conditions on")
     min_overlap: float = _opt(0.8, check=_between(0, 1, closed_low=True, closed_high=True),
-                              help="least share of items in the covariates' common support (shift adjustment)")
+                              help="least share of items in a covariate's common support for it to be adjusted for")
     minkpp_k: Literal[10, 20] = _opt(20, help="k of the Min-K%++ supporting DiD")
     top_items: int = _opt(20, check=_at_least(1), help="rows in the most-suspicious-items tables")
 

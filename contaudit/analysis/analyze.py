@@ -320,7 +320,7 @@ class Design:
 
 
 def _covariates(matrix: ScoreMatrix, wanted: tuple[str, ...], features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Adjustment covariates: ``difficulty`` is the mean over every model (so no model is singled out)."""
+    """Candidate adjustment covariates: ``difficulty`` is the mean over every model (so no model is singled out)."""
     out = {}
     for name in wanted:
         if name == "difficulty":
@@ -328,6 +328,13 @@ def _covariates(matrix: ScoreMatrix, wanted: tuple[str, ...], features: dict[str
         elif name in features and features[name] is not None:
             out[name] = features[name]
     return out
+
+
+def _adjustment(matrix: ScoreMatrix, group: np.ndarray, features: dict[str, np.ndarray],
+                settings: AnalysisSettings) -> dict[str, np.ndarray]:
+    """The covariates the panel test adjusts for: those wanted, with enough common support."""
+    return _verdict.adjustable_covariates(group, _covariates(matrix, settings.adjust_for, features),
+                                          min_overlap=settings.min_overlap)
 
 
 def _panel_test(matrix: ScoreMatrix, group: np.ndarray, covariates: dict[str, np.ndarray], *, alternative: str,
@@ -351,7 +358,7 @@ def perplexity_test(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, sett
     both = _stack(test, shadow)
     group = np.r_[np.ones(len(test.ids), bool), np.zeros(len(shadow.ids), bool)]
     features = {"length": _log_lengths(test.ids + shadow.ids, lengths)}
-    return _panel_test(both, group, _covariates(both, settings.adjust_for, features), alternative="less",
+    return _panel_test(both, group, _adjustment(both, group, features, settings), alternative="less",
                        settings=settings)
 
 
@@ -365,7 +372,7 @@ def memorization_test(probes: ScoreMatrix, seen: np.ndarray, features: dict[str,
                                 probes.clean[~seen], n_resamples=settings.n_permutations,
                                 n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level,
                                 rng=rng)
-    return _panel_test(probes, seen, _covariates(probes, settings.adjust_for, features), alternative="greater",
+    return _panel_test(probes, seen, _adjustment(probes, seen, features, settings), alternative="greater",
                        settings=settings)
 
 
@@ -404,7 +411,7 @@ def _shift_check(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, setting
     covs = _covariates(both, settings.adjust_for, {"length": _log_lengths(both.ids, lengths)})
     return _verdict.check_shift_overlap("shadow_shift", "the test and shadow sets", group, covs,
                                         clean_test=test.clean, clean_shadow=shadow.clean,
-                                        min_overlap=settings.min_overlap, adjusted=design.panel)
+                                        min_overlap=settings.min_overlap, panel=design.panel)
 
 
 # --- the analysis ---------------------------------------------------------------------------
@@ -687,11 +694,12 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
                         "n_words and rarity fields of probes.jsonl.")
     features = _probe_features(probe_table, p0.ids)
     if design.panel:
-        # Regression adjustment takes the place of exact 1:1 balance; it needs overlap.
+        # The panel compares models on the same probes, so imbalance does not bias it; it is
+        # reported, and the covariates with enough overlap are adjusted for.
         covs = {k: v for k, v in features.items() if v is not None and k in settings.adjust_for}
-        if n_seen >= 2 and n_unseen >= 2 and covs:
-            checks.append(_verdict.check_shift_overlap("probe_overlap", "seen and unseen probes", seen, covs,
-                                                       min_overlap=settings.min_overlap, adjusted=True))
+        if n_seen >= 2 and n_unseen >= 2:
+            checks.append(_verdict.check_shift_overlap("probe_shift", "seen and unseen probes", seen, covs,
+                                                       min_overlap=settings.min_overlap, panel=True))
     else:
         matched = table.match_on or ("length", "rarity")
         checks += _verdict.check_probe_balance({cov: balance.get(f"{cov}_smd") for cov in ("length", "rarity")

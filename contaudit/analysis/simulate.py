@@ -230,7 +230,8 @@ class SimulatedPanel:
 
 def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int = 100, shift: float = 0.5,
                          slope_sd: float = 0.02, hidden_sd: float = 0.05, item_noise: float = 0.05,
-                         heavy_tails: bool = False, effect: float = 0.0, rng=None) -> SimulatedPanel:
+                         heavy_tails: bool = False, outlier_share: float = 0.0, outlier_scale: float = 5.0,
+                         effect: float = 0.0, rng=None) -> SimulatedPanel:
     """Clean models that differ by a seed effect interacting with a test/shadow shift.
 
     Each item has a difficulty ``x`` (seen by every model, so adjustable) and a hidden
@@ -241,7 +242,9 @@ def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int 
 
     with a model strength ``u_m``, seed-by-item slopes ``a_m ~ slope_sd`` and
     ``c_m ~ hidden_sd`` (Student t with 3 df, scaled to the same SD, with
-    ``heavy_tails``), and item noise ``e_mi ~ N(0, item_noise)``. ``c_m`` times the shift
+    ``heavy_tails``; a share ``outlier_share`` of models, drawn at random, get
+    ``outlier_scale`` times the hidden effect, like a control trained on different data),
+    and item noise ``e_mi ~ N(0, item_noise)``. ``c_m`` times the shift
     moves a model's test-minus-shadow gap in a way no item covariate explains: the
     model-to-model variance the item permutation test ignores. The suspect (model 0)
     has its test items' NLL lowered by ``effect``.
@@ -258,6 +261,7 @@ def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int 
         return rng.normal(0, sd, n_models)
 
     u, a, c = rng.normal(0, 0.1, n_models), seed_effects(slope_sd), seed_effects(hidden_sd)
+    c = np.where(rng.random(n_models) < outlier_share, outlier_scale * c, c)
     scores = (2 + 0.5 * x[None, :] + u[:, None] + a[:, None] * x[None, :] + c[:, None] * z[None, :]
               + rng.normal(0, item_noise, (n_models, is_test.size)))
     scores[0, is_test] -= effect

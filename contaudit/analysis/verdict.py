@@ -151,36 +151,57 @@ def check_probe_balance(smd: dict[str, float | None], *, threshold: float) -> li
     return checks
 
 
-def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_overlap: float, adjusted: bool,
+def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_overlap: float, panel: bool,
                         clean_test=None, clean_shadow=None) -> DesignCheck:
-    """A shift between two item groups is expected; the adjustment must be able to cover it.
+    """Report a shift between two item groups that is expected (not a random split) and what covers it.
 
-    Reports the shift (Hedges' g of the clean models' NLL when given, and each
-    covariate's SMD) and passes when, for every adjustment covariate, at least
-    ``min_overlap`` of the items lie in both groups' common support
-    (:func:`contaudit.analysis.panel.covariate_overlap`).
+    The shift: Hedges' g of the clean models' NLL (when given) and each covariate's SMD.
+    Covariates with at least ``min_overlap`` of the items in both groups' common support
+    (:func:`contaudit.analysis.panel.covariate_overlap`) are adjusted for; the others are
+    left out, since the adjustment would extrapolate. The check does not fail on the
+    shift: with a reference panel the tests stay valid under it (they compare the suspect
+    with clean models scored on the same items); with one clean model the verdict cap
+    (at most SUSPECT) answers for it.
     """
     from contaudit.analysis.panel import covariate_overlap
 
-    overlap = covariate_overlap(group, covariates)
-    numbers = {"overlap": overlap.to_dict(), "min_overlap": min_overlap, "adjusted": adjusted}
+    overlap = covariate_overlap(group, covariates) if covariates else None
+    shares = overlap.share_in_support if overlap else {}
+    kept = [k for k, v in shares.items() if v >= min_overlap]
+    dropped = [k for k in shares if k not in kept]
+    numbers = {"overlap": overlap.to_dict() if overlap else None, "min_overlap": min_overlap,
+               "adjusted_for": kept if panel else [], "left_out": dropped}
     shift = ""
     if clean_test is not None and clean_shadow is not None and len(clean_test) >= 2 and len(clean_shadow) >= 2:
         g = hedges_g(clean_test, clean_shadow)
         numbers.update(hedges_g=_num(g), mean_test=float(np.mean(clean_test)), mean_shadow=float(np.mean(clean_shadow)))
-        shift = f"clean-model NLL {np.mean(clean_test):.3f} vs {np.mean(clean_shadow):.3f} nats/token (Hedges' g {g:+.3f}); "
-    smds = ", ".join(f"{k} SMD {v:+.2f}" for k, v in overlap.smd.items())
-    shares = ", ".join(f"{k} {v:.0%}" for k, v in overlap.share_in_support.items())
-    ok = overlap.worst >= min_overlap
-    how = "adjusts for" if adjusted else "reports"
-    if ok:
-        detail = (f"The shift between {what} is one the tests can account for: {shift}{smds}; items in common "
-                  f"support: {shares} (at least {min_overlap:.0%} needed). The analysis {how} these covariates.")
+        shift = f"clean-model NLL {np.mean(clean_test):.3f} vs {np.mean(clean_shadow):.3f} nats/token (Hedges' g {g:+.3f})"
+    parts = [shift] if shift else []
+    if overlap:
+        parts.append(", ".join(f"{k} SMD {v:+.2f} ({shares[k]:.0%} of items in common support)"
+                               for k, v in overlap.smd.items()))
+    described = "; ".join(parts) or "no covariates to compare"
+    if panel:
+        how = (f"adjusted for {', '.join(kept)}" if kept else "not adjusted") + (
+            f"; left out of the adjustment, where it would extrapolate (under {min_overlap:.0%} in common support): "
+            f"{', '.join(dropped)}" if dropped else "")
+        detail = (f"Shift between {what}: {described}. The tests compare the suspect with clean models scored on "
+                  f"the same items, so the shift does not bias them; {how}.")
     else:
-        detail = (f"The shift between {what} is too large to adjust for: {shift}{smds}; only {overlap.worst:.0%} "
-                  f"of items lie in the common support of a covariate ({shares}; {min_overlap:.0%} needed), so the "
-                  f"adjustment would extrapolate. Choose sets whose items overlap more.")
-    return DesignCheck(name, ok, detail, value=overlap.worst, threshold=min_overlap, numbers=numbers)
+        detail = (f"Shift between {what}: {described}. With one clean model the tests cannot separate this shift "
+                  f"from model-to-model differences, so the verdict is at most SUSPECT.")
+    return DesignCheck(name, True, detail, value=overlap.worst if overlap else None, threshold=min_overlap,
+                       numbers=numbers)
+
+
+def adjustable_covariates(group, covariates: dict, *, min_overlap: float) -> dict:
+    """The covariates with at least ``min_overlap`` of the items in common support (see :func:`check_shift_overlap`)."""
+    from contaudit.analysis.panel import covariate_overlap
+
+    if not covariates:
+        return {}
+    shares = covariate_overlap(group, covariates).share_in_support
+    return {k: v for k, v in covariates.items() if shares[k] >= min_overlap}
 
 
 def check_panel_size(n_clean: int, *, alpha: float, n_tests: int) -> DesignCheck:
