@@ -124,3 +124,25 @@ def test_reference_probes_are_required_with_the_memorization_test(tmp_path):
 def test_shadow_origin_must_be_known(tmp_path):
     with pytest.raises(InputError, match="`shadow_origin` must be one of random_split, date_split, later_set"):
         analyze(**write_panel(tmp_path), shadow_origin="yesterday", protocol=FAST)
+
+
+def test_cli_analyze_with_reference_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    files = write_panel(tmp_path, ppl_effect=0.2, mem_effect=0.2)
+    args = ["analyze", "--out", str(tmp_path / "run"), "--shadow-origin", "date_split"]
+    for key in ("suspect_test", "clean_test", "suspect_shadow", "clean_shadow", "suspect_probes", "clean_probes",
+                "probes"):
+        args += [f"--{key.replace('_', '-')}", files[key]]
+    for ref in files["references"]:
+        args += ["--reference-test", ref.test, "--reference-shadow", ref.shadow, "--reference-probes", ref.probes]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("CONTAMINATED")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["design"]["n_clean_models"] == 5 and saved["protocol"]["shadow_origin"] == "date_split"
+
+    unequal = CliRunner().invoke(app, args[:-2])  # the last --reference-probes dropped
+    assert unequal.exit_code == 2 and "once per reference model" in unequal.output

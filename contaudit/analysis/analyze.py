@@ -612,7 +612,7 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                              reference_files=[m.files for m in models[2:]])
     decided = _verdict.decide(ppl, memorization, checks, settings,
                               memorization_metric=settings.primary_metric if probes is not None else None,
-                              cap_reason=design.cap_reason)
+                              cap_reason=design.cap_reason, n_clean=design.n_references)
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
     for k, r in enumerate(references, 1):

@@ -314,17 +314,21 @@ def _ci(t: PrimaryTest, level: float) -> str:
     return f", {level:.0%} CI {low:+.3g} to {high:+.3g}"
 
 
-def _describe(t: PrimaryTest, level: float) -> str:
+def _clean(n_clean: int) -> str:
+    return "the clean model does" if n_clean < 2 else f"a clean model would (judged against {n_clean} clean models)"
+
+
+def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
     what = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD"}[t.name]
     stats_ = f"{what} = {t.estimate:+.3g} {t.unit}{_ci(t, level)}; Holm-adjusted {_p(t.pvalue_holm)}"
     if t.counts:
         if t.name == "perplexity_did":
-            return (f"The suspect model finds the test set more familiar than the shadow set, by more than the "
-                    f"clean model does ({stats_}).")
+            return (f"The suspect model finds the test set more familiar than the shadow set, by more than "
+                    f"{_clean(n_clean)} ({stats_}).")
         how = ("is more likely to reproduce the suffixes of probes found in its training corpus verbatim than "
                "those of matched unseen probes" if t.unit == "nats/token" else
                "reproduces probes found in its training corpus more often than matched unseen probes")
-        return f"The suspect model {how}, beyond what the clean model does ({stats_})."
+        return f"The suspect model {how}, beyond what {_clean(n_clean)} ({stats_})."
     if t.significant and not t.direction_ok:
         return f"The {what} is significant but points away from contamination ({stats_})."
     if t.significant and not t.above_minimum:
@@ -335,7 +339,7 @@ def _describe(t: PrimaryTest, level: float) -> str:
 
 def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks: list[DesignCheck],
            settings: AnalysisSettings, *, memorization_metric: str | None = None,
-           cap_reason: str | None = None) -> Verdict:
+           cap_reason: str | None = None, n_clean: int = 1) -> Verdict:
     """Apply the decision rule.
 
     Parameters
@@ -355,6 +359,8 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     cap_reason : str, optional
         Why the design allows at most SUSPECT (one clean model, shadow set not a random
         split); CONTAMINATED then becomes SUSPECT with this reason.
+    n_clean : int
+        Clean models the tests compared with (2+: a reference panel), for the reasons.
     """
     level = settings.confidence_level
     results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, "nats/token"),
@@ -381,7 +387,7 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
             "the tests below are shown for diagnosis only." if tests else "no primary test could be computed."))
         return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde)
 
-    reasons = [_describe(t, level) for t in tests]
+    reasons = [_describe(t, level, n_clean) for t in tests]
     n_counting = sum(t.counts for t in tests)
     if memorization is None:
         reasons.append("No memorization test was run (no probes given), so the verdict cannot be CONTAMINATED; "
