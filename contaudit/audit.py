@@ -59,7 +59,8 @@ def _as_date(value, *, path: Path, item_id: str, key: str) -> dt.date:
 
 
 def materialize_sets(protocol: Protocol, out: Path) -> dict[str, Path]:
-    """Write the test and shadow sets (and both together) as ``{id, text}`` JSON Lines."""
+    """Write the test and shadow sets as ``{id, text}`` JSON Lines, and ``benchmark``: both together
+    with any ``[[sets.heldout]]`` text (indexed with them, so unseen probes can come from it)."""
     sets = protocol.sets
     if sets.split is not None:
         spec = sets.split
@@ -76,8 +77,16 @@ def materialize_sets(protocol: Protocol, out: Path) -> dict[str, Path]:
     if clash:
         raise InputError(f"ids appear in both the test and shadow sets (e.g. {sorted(clash)[:3]}); ids must be unique "
                          "across the two sets", path=protocol.source)
+    heldout = []
+    for spec in sets.heldout:
+        rows = _rows(spec)
+        clash = {r["id"] for r in rows} & {r["id"] for r in test + shadow + heldout}
+        if clash:
+            raise InputError(f"held-out ids also appear in another set (e.g. {sorted(clash)[:3]}); ids must be unique "
+                             "across all sets", path=spec.path)
+        heldout += rows
     paths = {}
-    for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow)):
+    for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow + heldout)):
         paths[name] = out / "sets" / f"{name}.jsonl"
         write_jsonl_atomic(paths[name], ({"id": r["id"], "text": r["text"]} for r in rows))
     return paths

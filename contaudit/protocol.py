@@ -118,6 +118,8 @@ class Sets:
     test: Optional[SetSpec] = _opt(None, help="items the suspect may have seen")
     shadow: Optional[SetSpec] = _opt(None, help="items from the same distribution, made after the cutoff")
     split: Optional[SplitSpec] = _opt(None, help="one file split by date into test and shadow")
+    heldout: tuple[SetSpec, ...] = _opt(
+        (), help="more text the suspect cannot have seen ([[sets.heldout]]): extra candidates for unseen probes")
     shadow_origin: Literal["random_split", "date_split", "later_set"] = _opt(
         "later_set", help="how the shadow set was made; only 'random_split' makes the sets exchangeable")
 
@@ -379,6 +381,7 @@ def _check_paths(loader: _Loader, protocol: Protocol) -> None:
         spec = getattr(protocol.sets, name)
         if spec is not None:
             wanted.append((f"sets.{name}.path", spec.path))
+    wanted += [(f"sets.heldout[{i}].path", spec.path) for i, spec in enumerate(protocol.sets.heldout)]
     if protocol.index is not None:
         for i, p in enumerate(protocol.index.corpus):
             wanted.append((f"index.corpus[{i}]", p))

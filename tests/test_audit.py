@@ -131,3 +131,24 @@ def test_audit_scores_every_reference_model_and_judges_against_the_panel(setup):
     assert results["perplexity_did"]["n_references"] == 3
     assert [m["role"] for m in results["design"]["models"]] == ["suspect", "clean", "reference[1]", "reference[2]"]
     assert "reference2_probes" in results["inputs"]
+
+
+def test_heldout_text_joins_the_indexed_benchmark_but_not_the_sets(tmp_path):
+    from contaudit.audit import materialize_sets
+
+    (tmp_path / "m").mkdir()
+    for name, ids in (("t", "ab"), ("s", "cd"), ("h", "ef")):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": i, "text": f"text {i}"}) + "\n" for i in ids))
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('[models.suspect]\npath = "m"\n[models.clean]\npath = "m"\n[[sets.heldout]]\npath = "h.jsonl"\n'
+                        '[sets.test]\npath = "t.jsonl"\n[sets.shadow]\npath = "s.jsonl"\n')
+    paths = materialize_sets(load_protocol(protocol), tmp_path / "run")
+    ids = {name: [json.loads(line)["id"] for line in paths[name].read_text().splitlines()]
+           for name in ("test", "shadow", "benchmark")}
+    assert ids == {"test": ["a", "b"], "shadow": ["c", "d"], "benchmark": ["a", "b", "c", "d", "e", "f"]}
+    (tmp_path / "h.jsonl").write_text('{"id": "a", "text": "again"}\n')
+    with pytest.raises(InputError, match="held-out ids also appear in another set"):
+        materialize_sets(load_protocol(protocol), tmp_path / "run2")
+    protocol.write_text(protocol.read_text().replace("h.jsonl", "missing.jsonl"))
+    with pytest.raises(Exception, match=r"key `sets.heldout\[0\].path`: no such file"):
+        load_protocol(protocol)
