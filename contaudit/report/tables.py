@@ -77,10 +77,17 @@ def primary_table(results: dict) -> Table:
     analysis = results["protocol"]["analysis"]
     if design.get("test") == "reference panel":
         how = "t prediction interval" if analysis.get("reference_test", "t") == "t" else "rank among the models"
-        note = (f"Reference panel of {design['n_clean_models']} clean models: the suspect's effect (adjusted for "
-                f"{', '.join(analysis.get('adjust_for', ()))}) against the clean models' effects; one-sided "
-                f"p-values from the {how}, intervals from the models' spread (effect size in units of it), "
-                f"Holm correction over the primary tests at alpha = {v['alpha']}.")
+        spreads = []
+        for t in v["tests"]:
+            did = results["perplexity_did"] if t["name"] == "perplexity_did" else \
+                results["memorization_did"][results["memorization_did"]["primary_metric"]]
+            if did.get("reference_sd") is not None:
+                spreads.append(f"{TEST_NAMES[t['name']]} SD {fmt(did['reference_sd'])} {t['unit']} (adjusted for "
+                               f"{', '.join(did.get('covariates') or ['nothing'])}; rank p {fmt_p(did.get('pvalue_rank'))})")
+        note = (f"Reference panel of {design['n_clean_models']} clean models: the suspect's effect against the "
+                f"clean models' effects; one-sided p-values from the {how}, intervals from the models' spread "
+                f"(effect size in units of it), Holm correction over the primary tests at alpha = {v['alpha']}. "
+                f"Spread of the clean models' effects: {'; '.join(spreads)}.")
         size = "Effect (model SDs)"
     else:
         note = (f"One-sided permutation p-values ({analysis['n_permutations']:,} resamples), BCa bootstrap CIs, "
