@@ -292,11 +292,11 @@ class Design:
     """What the data allow: a reference panel (2+ clean models) and/or exchangeable sets."""
 
     shadow_origin: str
-    n_references: int
+    n_clean: int  # the clean control plus the reference models
 
     @property
     def panel(self) -> bool:
-        return self.n_references >= 2
+        return self.n_clean >= 2
 
     @property
     def exchangeable(self) -> bool:
@@ -314,7 +314,7 @@ class Design:
                 f"for a verdict that accounts for model-to-model variance.")
 
     def to_dict(self) -> dict:
-        return {"shadow_origin": self.shadow_origin, "n_clean_models": self.n_references,
+        return {"shadow_origin": self.shadow_origin, "n_clean_models": self.n_clean,
                 "test": "reference panel" if self.panel else "item permutation",
                 "exchangeable_sets": self.exchangeable, "verdict_cap": SUSPECT if self.cap_reason else None}
 
@@ -574,7 +574,7 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                for p in (test, shadow)]
     checks.append(_shift_check(test, shadow, design, settings, lengths))
     if design.panel and settings.reference_test == "rank":
-        checks.append(_verdict.check_panel_size(design.n_references, alpha=settings.alpha, n_tests=2))
+        checks.append(_verdict.check_panel_size(design.n_clean, alpha=settings.alpha, n_tests=2))
     ppl = perplexity_test(test, shadow, design, settings, streams["perplexity"], lengths=lengths)
 
     mem = None
@@ -612,7 +612,7 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                              reference_files=[m.files for m in models[2:]])
     decided = _verdict.decide(ppl, memorization, checks, settings,
                               memorization_metric=settings.primary_metric if probes is not None else None,
-                              cap_reason=design.cap_reason, n_clean=design.n_references)
+                              cap_reason=design.cap_reason, n_clean=design.n_clean)
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
     for k, r in enumerate(references, 1):
