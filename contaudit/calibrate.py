@@ -286,7 +286,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
                                       description="probe model vs clean reference models", suspect=suspect,
                                       clean=refs[0][0], references=tuple(p for p, _ in refs[1:]),
                                       shadow_origin=shadow_origin, test=data["test"], shadow=data["shadow"],
-                                      index=out / "index", corpus=corpus_with_items, seed=20240601 + seed, extra=extra)
+                                      index=out / "index", corpus=corpus_with_items, seed=20240601 + seed, extra=_tables_toml(extra, seed))
             current = before == protocol.read_text() and _has_every_metric(results_path)
             if refs_trained or suspect_trained or not current:  # else reuse the audit
                 run_audit(protocol, run_dir)
@@ -383,19 +383,29 @@ def _fmt(p) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
-def _protocol_tables(path: str | Path | None) -> str:
-    """The [probes] and [analysis] tables of a protocol file, as TOML text."""
+def _protocol_tables(path: str | Path | None) -> dict:
+    """The [probes] and [analysis] tables of a protocol file (validated first), as parsed TOML."""
     if path is None:
-        return ""
+        return {}
     import tomllib
 
     from contaudit.protocol import load_protocol
 
     load_protocol(path, check_paths=False)  # validate before any training
     raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return {table: raw[table] for table in ("probes", "analysis") if table in raw}
+
+
+def _tables_toml(tables: dict, seed: int) -> str:
+    """TOML text of the protocol's tables for one audit seed: the analysis seed is ``seed``
+    plus the protocol's own (default 20240601), so audits at different seeds draw apart."""
+    if not tables:
+        return ""
+    analysis = {**tables.get("analysis", {})}
+    analysis["seed"] = int(analysis.get("seed", 20240601)) + seed
     out = []
-    for table in ("probes", "analysis"):
-        if table in raw:
-            out.append(f"[{table}]")
-            out += [f"{k} = {json.dumps(v)}" for k, v in raw[table].items()]
+    for name, table in (("probes", tables.get("probes")), ("analysis", analysis)):
+        if table:
+            out.append(f"[{name}]")
+            out += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
     return "\n".join(out) + "\n"

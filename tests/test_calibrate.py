@@ -173,3 +173,16 @@ def test_calibrate_in_a_users_setting_names_a_missing_input(tmp_path):
     setting = CalibrationSetting(tmp_path / "nope", tmp_path, tmp_path, tmp_path)
     with pytest.raises(InputError, match=r"the calibration's base does not exist"):
         calibrate(tmp_path / "cal", setting=setting)
+
+
+def test_each_audit_seed_gets_its_own_analysis_seed_with_a_users_protocol():
+    import tomllib
+
+    from contaudit.calibrate import _tables_toml
+
+    tables = {"probes": {"min_seen": 3}, "analysis": {"alpha": 0.01, "adjust_for": ["length"]}}
+    first, second = (tomllib.loads(_tables_toml(tables, s)) for s in (0, 1))
+    assert first["analysis"]["seed"] == 20240601 and second["analysis"]["seed"] == 20240602
+    assert first["analysis"]["alpha"] == 0.01 and first["probes"] == {"min_seen": 3}
+    own = tomllib.loads(_tables_toml({"analysis": {"seed": 7}}, 3))
+    assert own["analysis"]["seed"] == 10 and _tables_toml({}, 3) == ""
