@@ -304,13 +304,14 @@ def covariate_overlap(group, covariates: dict[str, np.ndarray], *, trim: float =
     >>> covariate_overlap(g, {"x": np.arange(10.0)}).share_in_support["x"]
     0.0
     """
+    from contaudit.probes import standardized_mean_difference
+
     group = _group(group)
     smd, share = {}, {}
     for name, values in covariates.items():
         values = np.asarray(values, dtype=float)
         a, b = values[group], values[~group]
-        pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-        smd[name] = float((a.mean() - b.mean()) / pooled) if pooled > 0 else 0.0
+        smd[name] = standardized_mean_difference(a, b)
         low = max(np.quantile(a, trim), np.quantile(b, trim))
         high = min(np.quantile(a, 1 - trim), np.quantile(b, 1 - trim))
         share[name] = float(np.mean((values >= low) & (values <= high))) if low <= high else 0.0
