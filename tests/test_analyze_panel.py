@@ -146,3 +146,17 @@ def test_cli_analyze_with_reference_models(tmp_path):
 
     unequal = CliRunner().invoke(app, args[:-2])  # the last --reference-probes dropped
     assert unequal.exit_code == 2 and "once per reference model" in unequal.output
+
+
+def test_report_places_the_suspect_among_the_clean_models(tmp_path):
+    from contaudit.report import write_report
+
+    files = write_panel(tmp_path, ppl_effect=0.2, mem_effect=0.2)
+    analyze(**files, protocol=FAST, out=tmp_path / "panel")
+    names = [p.stem for p in write_report(tmp_path / "panel").plots]
+    assert names[0] == "panel"
+    text = (tmp_path / "panel" / "report.md").read_text()
+    assert "Reference panel of 5 clean models" in text and "Spread of the clean models' effects" in text
+    files["references"] = []
+    analyze(**files, protocol=FAST, out=tmp_path / "single")
+    assert "panel" not in [p.stem for p in write_report(tmp_path / "single").plots]

@@ -212,7 +212,39 @@ def dose_response(results: dict) -> bytes | None:
         return _png(fig)
 
 
+def panel(results: dict) -> bytes | None:
+    """Where the suspect's effect sits among the clean models' effects, per primary test (reference panel)."""
+    rows = []
+    mem = results.get("memorization_did") or {}
+    for label, did in (("perplexity DiD", results.get("perplexity_did")),
+                       ("memorization DiD", mem.get(mem.get("primary_metric") or ""))):
+        if did and did.get("reference_effects"):
+            rows.append((label, did))
+    if not rows:
+        return None
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 2.6), squeeze=False)
+        for ax, (label, did) in zip(axes[0], rows):
+            refs = np.array([v for v in did["reference_effects"] if v is not None], dtype=float)
+            jitter = np.random.default_rng(0).uniform(-0.12, 0.12, refs.size)
+            ax.scatter(refs, jitter, s=28, color=CLEAN_COLOR, alpha=0.8, label=f"{refs.size} clean models")
+            ax.scatter([did["estimate"]], [0], s=90, marker="D", color=SUSPECT_COLOR, label="suspect", zorder=3)
+            low, high = did["confidence_interval"]
+            if low is not None and high is not None:
+                ax.plot([low, high], [0, 0], color=SUSPECT_COLOR, linewidth=2, alpha=0.6)
+            ax.axvline(0, color=MUTED, linewidth=1)
+            ax.set_yticks([])
+            ax.set_ylim(-0.5, 0.5)
+            ax.set_xlabel(f"{label}, relative to the clean models' mean ({did['unit']})")
+            ax.set_title(f"{label}: p = {did['pvalue']:.3g} ({did['method']}), {did['effect_in_reference_sd']:+.1f} SD"
+                         if did.get("effect_in_reference_sd") is not None else label)
+            ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        return _png(fig)
+
+
 FIGURES = {
+    "panel": (panel, "The suspect among the clean reference models"),
     "differences": (differences, "Per-item NLL differences, test vs shadow"),
     "estimates": (estimates, "DiD estimates with confidence intervals"),
     "completion": (completion, "Verbatim completion on seen and unseen probes"),
