@@ -1,6 +1,7 @@
 """Difference-in-differences analysis and the verdict (``contaudit analyze`` / ``screen``).
 
 * :mod:`contaudit.analysis.did` -- estimators and tests (scipy-style functions);
+* :mod:`contaudit.analysis.panel` -- reference-panel tests and shift adjustment (non-random shadow sets);
 * :mod:`contaudit.analysis.verdict` -- design checks and the decision rule;
 * :mod:`contaudit.analysis.analyze` -- score files in, ``results.json`` out;
 * :mod:`contaudit.analysis.results` -- reading results back, summaries, the release gate;

@@ -1,12 +1,15 @@
 """``contaudit analyze``: score files in, ``results.json`` out.
 
-Reads the per-item score files of both models for the test and shadow sets (and,
-optionally, for the seen/unseen probes), pairs them by id, runs the design checks,
-the two primary DiD tests, the supporting evidence and the verdict, and writes
-``RUN_DIR/results.json`` (schema in :mod:`contaudit.analysis.results`) with
-``results.manifest.json`` beside it. Items present in only one file of a pair are
-counted and reported (and checked against the protocol's limit), never dropped
-silently.
+Reads the per-item score files of the suspect and the clean model (and of any more
+clean reference models) for the test and shadow sets and, optionally, the seen/unseen
+probes; checks from the manifests that each role's files come from one model; pairs
+items by id; runs the design checks, the two primary DiD tests (item permutation tests
+with one clean model, reference-panel tests with two or more:
+:mod:`contaudit.analysis.panel`), the supporting evidence and the verdict; and writes
+``RUN_DIR/results.json`` (:meth:`AnalysisResults.to_dict` is its schema, documented in
+``docs/analysis.md``) with ``results.manifest.json`` beside it. Items not scored by
+every model are counted and reported (and checked against the protocol's limit), never
+dropped silently.
 """
 
 from __future__ import annotations
