@@ -3,8 +3,11 @@
 Reads the scores ``train_pool.py`` wrote (``RUN/scores/<model>/{test,shadow,probes}.jsonl``)
 and runs ``contaudit.analysis.analyze`` on them, as ``contaudit audit`` would:
 
-* **null audits**: the suspect is clean model ``clean-s{i}``; its clean models are
-  ``--references`` others drawn at random (seeded per audit) from the rest of the pool;
+* **null audits**: the suspect is a clean model and its clean models are ``--references``
+  others. With at least ``nulls x (references + 1)`` clean models in the pool, every null
+  audit has its own (clean-s0 vs s1-s5, s6 vs s7-s11, ...): independent nulls. With
+  fewer, the suspect is ``clean-s{i}`` and its references are drawn at random (seeded
+  per audit) from the rest of the pool, so references recur across audits;
 * **suspect audits**: ``k{k}-s{j}`` against clean models drawn the same way, never the
   clean model of its own seed (which saw the same filler subset);
 * for comparison, each null and suspect audit again with one clean model and the item
@@ -74,18 +77,26 @@ def main() -> None:
     args = parser.parse_args()
     run = args.run
     names = sorted(p.name for p in (run / "scores").iterdir() if (p / "probes.jsonl").exists())
-    clean = [n for n in names if n.startswith("clean-s")]
-    suspects = [n for n in names if re.fullmatch(r"k\d+-s\d+", n)]
     seed_of = {n: int(n.rsplit("-s", 1)[1]) for n in names}
+    clean = sorted((n for n in names if n.startswith("clean-s")), key=seed_of.get)
+    suspects = [n for n in names if re.fullmatch(r"k\d+-s\d+", n)]
+    group = args.references + 1
+    # With enough clean models every null audit gets its own: no model is in two null audits.
+    independent = len(clean) >= args.nulls * group
+    null_groups = ([clean[i * group:(i + 1) * group] for i in range(args.nulls)] if independent else
+                   [[c] for c in clean[: args.nulls]])
     panel = AnalysisSettings()
     single = AnalysisSettings(n_permutations=args.permutations, n_bootstrap=0)
     rows: list[dict] = []
     t0 = time.perf_counter()
-    for kind, pool in (("null", clean[: args.nulls]), ("suspect", suspects)):
+    for kind, pool in (("null", [g[0] for g in null_groups]), ("suspect", suspects)):
         for i, name in enumerate(pool):
-            rng = np.random.default_rng(10_000 + 97 * i + (0 if kind == "null" else 5_000))
-            others = [c for c in clean if c != name and seed_of[c] != seed_of[name]]
-            refs = [str(x) for x in rng.choice(others, size=args.references, replace=False)]
+            if kind == "null" and independent:
+                refs = null_groups[i][1:]
+            else:  # references drawn from the rest of the pool (never the clean model of the same seed)
+                rng = np.random.default_rng(10_000 + 97 * i + (0 if kind == "null" else 5_000))
+                others = [c for c in clean if c != name and seed_of[c] != seed_of[name]]
+                refs = [str(x) for x in rng.choice(others, size=args.references, replace=False)]
             k = 0 if kind == "null" else int(name[1:].split("-")[0])
             for mode, clean_models, settings, origin in (
                     ("panel", refs, panel, "date_split"),
@@ -94,7 +105,8 @@ def main() -> None:
                 row = audit(run, name, clean_models, settings, origin)
                 rows.append({"kind": kind, "k": k, "mode": mode, **row})
             print(f"{kind} {name}: " + ", ".join(f"{r['mode']}: {r['verdict']}" for r in rows[-3:]), flush=True)
-    out = {"references": args.references, "n_clean_models": len(clean), "rows": rows,
+    out = {"references": args.references, "n_clean_models": len(clean), "independent_nulls": independent,
+           "rows": rows,
            "seconds": round(time.perf_counter() - t0, 1)}
     (run / "audits.json").write_text(json.dumps(out, indent=1))
 
@@ -108,7 +120,9 @@ def main() -> None:
                          f"{rate(sel, ('INVALID_DESIGN',))} | {counts(sel, 'perplexity_did')} | "
                          f"{counts(sel, 'memorization_did')} |")
     table = "\n".join(lines)
-    (run / "audits.md").write_text(f"# Temporal pool audits\n\n{table}\n\nBrackets: 95 % Clopper-Pearson.\n")
+    how = ("every null audit has its own models (independent nulls)" if independent else
+           "null audits draw references from one pool (references recur across audits)")
+    (run / "audits.md").write_text(f"# Temporal pool audits\n\n{table}\n\nBrackets: 95 % Clopper-Pearson; {how}.\n")
     print(table)
     plot(rows, run / "audits.png")
 
