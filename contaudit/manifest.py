@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -50,9 +51,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (inf, nan) as None: standard JSON has no Infinity or NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically (inf and nan become null)."""
+    write_text_atomic(path, json.dumps(finite_json(obj), indent=2, sort_keys=False, ensure_ascii=False,
+                                       allow_nan=False) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows) -> int:
@@ -61,7 +74,7 @@ def write_jsonl_atomic(path: str | Path, rows) -> int:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json.dumps(finite_json(row), ensure_ascii=False, allow_nan=False) + "\n")
                 n += 1
     return n
 
