@@ -274,6 +274,17 @@ def template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
+def item_id_of(value, id_field: str, *, path: Path, record: int) -> str:
+    """An item id as text: strings and integers only (``null``, booleans, floats and objects would
+    turn into ids like "None" or "True" that name nothing in the file)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InputError(f"id field {id_field!r} must be a non-empty string or an integer; got {json.dumps(value)}",
+                     path=path, record=record)
+
+
 def load_items(path: str | Path, *, text_field: str | None = "text", template: str | None = None,
                id_field: str | None = "id", skip_bad: bool = False, stats: ReadStats | None = None) -> list[Item]:
     """Load benchmark items from JSON Lines or Parquet.
@@ -303,7 +314,7 @@ def load_items(path: str | Path, *, text_field: str | None = "text", template: s
             elif id_field not in rec:
                 raise InputError(f"missing id field {id_field!r}; fields are {sorted(rec)}", path=path, record=record)
             else:
-                item_id = str(rec[id_field])
+                item_id = item_id_of(rec[id_field], id_field, path=path, record=record)
         except InputError as e:
             if not skip_bad:
                 raise

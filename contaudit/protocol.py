@@ -23,6 +23,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ ADJUSTMENT_COVARIATES = ("difficulty", "length", "rarity")
 
 def _between(low: float, high: float, *, closed_low=False, closed_high=False):
     def check(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"a finite number in {'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
         ok_low = v >= low if closed_low else v > low
         ok_high = v <= high if closed_high else v < high
         if not (ok_low and ok_high):
@@ -54,7 +57,15 @@ def _between(low: float, high: float, *, closed_low=False, closed_high=False):
 
 
 def _at_least(minimum: float):
-    return lambda v: None if v >= minimum else f"a number >= {minimum}"
+    return lambda v: None if v >= minimum and math.isfinite(v) else f"a finite number >= {minimum}"
+
+
+def _device(value: str):
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (checked here, before any work, not when scoring starts)."""
+    import re
+
+    return None if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value) else \
+        "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
 def _opt(default, *, check=None, help: str = ""):
@@ -169,7 +180,7 @@ class ScoringSettings:
     max_length: Optional[int] = _opt(None, check=_at_least(2), help="window length (absent: the model's context)")
     stride: Optional[int] = _opt(None, check=_at_least(1), help="sliding-window stride (absent: max_length // 2)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", help="model weights dtype")
-    device: str = _opt("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = _opt("auto", check=_device, help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,22 @@ def test_text_dir_globs_and_hidden_dirs(tmp_path):
         (tmp_path / rel).write_text("x")
     names = [p.relative_to(tmp_path).as_posix() for p in list_text_files(tmp_path, ["*.py"], ["sub/*"])]
     assert names == ["a.py"]
+
+
+@pytest.mark.parametrize("value", ["null", "true", "1.5", '{"a": 1}', '""'])
+def test_ids_that_are_not_strings_or_integers_are_refused(tmp_path, value):
+    from contaudit.io import load_items
+
+    path = tmp_path / "bench.jsonl"
+    path.write_text('{"id": "ok", "text": "a"}\n{"id": ' + value + ', "text": "b"}\n')
+    with pytest.raises(InputError, match=r"bench.jsonl.*record 2.*id field 'id' must be a non-empty string or an "
+                                         r"integer; got "):
+        load_items(path)
+
+
+def test_integer_ids_stay_accepted(tmp_path):
+    from contaudit.io import load_items
+
+    path = tmp_path / "bench.jsonl"
+    path.write_text('{"id": 7, "text": "a"}\n')
+    assert load_items(path)[0].id == "7"

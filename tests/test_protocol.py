@@ -221,3 +221,13 @@ def test_reference_test_and_adjustment_settings(workdir):
     assert (a.reference_test, a.adjust_for, a.min_overlap) == ("rank", ("length",), 0.9)
     fails_fast(write(workdir, text.replace('["length"]', '["age"]')),
                r"key `analysis.adjust_for\[0\]`: must be one of 'difficulty', 'length', 'rarity'")
+
+
+def test_infinite_values_and_unknown_devices_fail_before_any_work(workdir):
+    fails_fast(write(workdir, VALID.replace("alpha = 0.05", "alpha = 0.05\nmin_effect_perplexity = inf")),
+               r"key `analysis.min_effect_perplexity`: must be a finite number >= 0; got inf")
+    fails_fast(write(workdir, VALID.replace("alpha = 0.05", "alpha = nan")),
+               r"key `analysis.alpha`: must be a finite number in \(0, 0.5\]")
+    fails_fast(write(workdir, VALID + '[scoring]\ndevice = "tpu"\n'),
+               r"key `scoring.device`: must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'tpu'")
+    assert load_protocol(write(workdir, VALID + '[scoring]\ndevice = "cuda:1"\n')).scoring.device == "cuda:1"
