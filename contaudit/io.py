@@ -307,6 +307,10 @@ def load_items(path: str | Path, *, text_field: str | None = "text", template: s
                 except KeyError as e:
                     raise InputError(f"template field {e.args[0]!r} missing; fields are {sorted(rec)}",
                                      path=path, record=record) from None
+                except (ValueError, IndexError) as e:
+                    # a malformed ('{text') or positional ('{0}') field: the template itself is bad
+                    raise InputError(f"bad template {template!r} ({e}); use named fields like '{{prompt}}{{answer}}'",
+                                     path=path, record=record) from None
             else:
                 text = record_text(rec, text_field, path=path, record=record)
             if id_field is None:

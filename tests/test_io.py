@@ -147,3 +147,13 @@ def test_integer_ids_stay_accepted(tmp_path):
     path = tmp_path / "bench.jsonl"
     path.write_text('{"id": 7, "text": "a"}\n')
     assert load_items(path)[0].id == "7"
+
+
+@pytest.mark.parametrize("template", ["{text", "{0}"])
+def test_a_bad_template_is_one_line_naming_the_file(tmp_path, template):
+    from contaudit.io import load_items
+
+    path = tmp_path / "bench.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n')
+    with pytest.raises(InputError, match=r"bench.jsonl.*bad template .*use named fields"):
+        load_items(path, text_field=None, template=template)
