@@ -186,3 +186,22 @@ def test_each_audit_seed_gets_its_own_analysis_seed_with_a_users_protocol():
     assert first["analysis"]["alpha"] == 0.01 and first["probes"] == {"min_seen": 3}
     own = tomllib.loads(_tables_toml({"analysis": {"seed": 7}}, 3))
     assert own["analysis"]["seed"] == 10 and _tables_toml({}, 3) == ""
+
+
+def test_calibrate_cli_own_setting_needs_every_input_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    result = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path / "cal"), "--base", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "needs --base, --corpus, --test and --shadow; missing --corpus, --test, --shadow" in result.output
+    assert not (tmp_path / "cal").exists()  # nothing written
+
+
+def test_calibrate_needs_at_least_the_clean_control(tmp_path):
+    from contaudit.calibrate import calibrate
+
+    with pytest.raises(InputError, match=r"`references` must be at least 1 \(the clean control\), got 0"):
+        calibrate(tmp_path / "cal", references=0)
+    assert not (tmp_path / "cal").exists()

@@ -286,6 +286,11 @@ class Overlap:
     def worst(self) -> float:
         return min(self.share_in_support.values()) if self.share_in_support else 1.0
 
+    def supported(self, min_overlap: float) -> list[str]:
+        """The covariates with at least ``min_overlap`` of the items in common support: the ones a
+        linear adjustment can use without extrapolating."""
+        return [k for k, v in self.share_in_support.items() if v >= min_overlap]
+
     def to_dict(self) -> dict:
         return {"smd": {k: _num(v) for k, v in self.smd.items()},
                 "share_in_common_support": {k: _num(v) for k, v in self.share_in_support.items()},

@@ -167,7 +167,7 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
 
     overlap = covariate_overlap(group, covariates) if covariates else None
     shares = overlap.share_in_support if overlap else {}
-    kept = [k for k, v in shares.items() if v >= min_overlap]
+    kept = overlap.supported(min_overlap) if overlap else []
     dropped = [k for k in shares if k not in kept]
     numbers = {"overlap": overlap.to_dict() if overlap else None, "min_overlap": min_overlap,
                "adjusted_for": kept if panel else [], "left_out": dropped}
@@ -200,8 +200,8 @@ def adjustable_covariates(group, covariates: dict, *, min_overlap: float) -> dic
 
     if not covariates:
         return {}
-    shares = covariate_overlap(group, covariates).share_in_support
-    return {k: v for k, v in covariates.items() if shares[k] >= min_overlap}
+    kept = covariate_overlap(group, covariates).supported(min_overlap)
+    return {k: covariates[k] for k in kept}
 
 
 def check_panel_size(n_clean: int, *, alpha: float, n_tests: int) -> DesignCheck:

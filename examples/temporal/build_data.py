@@ -162,11 +162,10 @@ def read_all(pattern: str) -> tuple[list[Entry], dict]:
     return entries, dict(stats)
 
 
-def sample(pool: list[Entry], n: int, per_package: int, rng: np.random.Generator) -> list[Entry]:
-    """Up to ``n`` entries in a seeded random order, at most ``per_package`` per source package."""
+def _capped(order, n: int, per_package: int) -> list[Entry]:
+    """The first ``n`` entries of ``order`` with at most ``per_package`` per source package, by date."""
     taken, per = [], Counter()
-    for i in rng.permutation(len(pool)):
-        e = pool[i]
+    for e in order:
         if per[e.package] >= per_package:
             continue
         per[e.package] += 1
@@ -174,19 +173,16 @@ def sample(pool: list[Entry], n: int, per_package: int, rng: np.random.Generator
         if len(taken) == n:
             break
     return sorted(taken, key=lambda e: (e.when, e.package, e.version))
+
+
+def sample(pool: list[Entry], n: int, per_package: int, rng: np.random.Generator) -> list[Entry]:
+    """Up to ``n`` entries in a seeded random order, at most ``per_package`` per source package."""
+    return _capped((pool[i] for i in rng.permutation(len(pool))), n, per_package)
 
 
 def most_recent(pool: list[Entry], n: int, per_package: int) -> list[Entry]:
     """The ``n`` most recent entries, at most ``per_package`` per source package."""
-    taken, per = [], Counter()
-    for e in sorted(pool, key=lambda e: (e.when, e.package, e.version), reverse=True):
-        if per[e.package] >= per_package:
-            continue
-        per[e.package] += 1
-        taken.append(e)
-        if len(taken) == n:
-            break
-    return sorted(taken, key=lambda e: (e.when, e.package, e.version))
+    return _capped(sorted(pool, key=lambda e: (e.when, e.package, e.version), reverse=True), n, per_package)
 
 
 WORD = re.compile(r"\w+")
