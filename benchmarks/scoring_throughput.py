@@ -49,10 +49,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from contaudit.models import load_model, resolve_model  # noqa: E402
 from contaudit.scoring.completion import greedy_continue  # noqa: E402
 from contaudit.scoring.engine import LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS  # noqa: E402
 from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, score_rows  # noqa: E402
-from contaudit.scoring.models import load_model, resolve_model  # noqa: E402
 from contaudit.scoring.parallel import stateless_forward  # noqa: E402
 
 

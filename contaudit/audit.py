@@ -15,16 +15,15 @@ engine's per-item cache. The run directory layout::
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contaudit import progress
 from contaudit.errors import InputError
 from contaudit.io import load_items
 from contaudit.manifest import write_jsonl_atomic
 from contaudit.protocol import Protocol, SetSpec, load_protocol
-
 
 
 @dataclass
@@ -93,7 +92,7 @@ def materialize_sets(protocol: Protocol, out: Path) -> dict[str, Path]:
 
 
 def _index_stage(protocol: Protocol, benchmark: Path, out: Path, log) -> Path | None:
-    from contaudit.index import IndexConfig, build_index, load_index
+    from contaudit.index import build_index, load_index
     from contaudit.index.build import plan_matches
 
     settings = protocol.index
@@ -102,10 +101,7 @@ def _index_stage(protocol: Protocol, benchmark: Path, out: Path, log) -> Path | 
         return None
     path = Path(settings.path) if settings.path else out / "index"
     if settings.corpus:
-        config = IndexConfig(n=settings.n, min_coverage=settings.min_coverage, neardup=settings.neardup,
-                             neardup_threshold=settings.neardup_threshold, max_locations=settings.max_locations,
-                             text_field=settings.text_field, include=tuple(settings.include),
-                             exclude=tuple(settings.exclude), workers=settings.workers, skip_bad=settings.skip_bad)
+        config = settings.config
         if plan_matches(path, list(settings.corpus), benchmark, config):
             log(f"index: reusing {path}")
         else:
@@ -119,6 +115,22 @@ def _index_stage(protocol: Protocol, benchmark: Path, out: Path, log) -> Path | 
                              "give [index].corpus to build it for this benchmark", path=path)
         log(f"index: using {path}")
     return path
+
+
+def _score_stage(protocol: Protocol, roles, jobs, out: Path, log, progress) -> dict[tuple[str, str], Path]:
+    """Score every (model, set) pair; return the score files by ``(role, set name)``."""
+    from contaudit.scoring import score
+
+    scores = {}
+    for role, spec in roles:
+        for name, data, completion in jobs:
+            target = out / "scores" / role / f"{name}.jsonl"
+            result = score(spec.path, data, target, protocol.scoring, completion=completion,
+                           trust_remote_code=spec.trust_remote_code, gguf_file=spec.gguf_file, progress=progress)
+            log(f"score: {role}/{name}: {result.n_scored} items ({result.from_cache} cached), "
+                f"{result.tokens_per_second:.0f} tokens/s" + (f", {len(result.skipped)} skipped" if result.skipped else ""))
+            scores[role, name] = target
+    return scores
 
 
 def _read_ids(path: Path) -> list[dict]:
@@ -136,21 +148,18 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
         run = run_audit("protocols/my-audit.toml", "runs/my-audit")
         print(run.verdict, run.report.html)
     """
+    protocol = load_protocol(protocol_path)  # before the heavy imports: a bad protocol fails at once
+
     from contaudit.analysis import analyze
     from contaudit.analysis.analyze import ReferenceScores
-    from contaudit.probes import ProbeConfig, build_probes
+    from contaudit.probes import build_probes
     from contaudit.report import write_report
-    from contaudit.scoring import ScoreSettings, score
 
-    protocol = load_protocol(protocol_path)
     out = Path(out)
     seconds: dict[str, float] = {}
 
     def timed(stage: str, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        seconds[stage] = round(time.perf_counter() - t0, 3)
-        return result
+        return progress.timed(seconds, stage, fn, *args, **kwargs)
 
     sets = timed("sets", materialize_sets, protocol, out)
     log(f"sets: {sum(1 for _ in open(sets['test']))} test / {sum(1 for _ in open(sets['shadow']))} shadow items")
@@ -158,37 +167,20 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
 
     probes_path = None
     if index_path is not None:
-        p = protocol.probes
-        config = ProbeConfig(suffix_words=p.suffix_words, prefix_words=p.prefix_words,
-                             min_prefix_words=p.min_prefix_words, match_on=tuple(p.match_on), caliper=p.caliper,
-                             min_seen=p.min_seen)
         probes_path = out / "probes.jsonl"
-        probe_set = timed("probes", build_probes, index_path, probes_path, config)
+        probe_set = timed("probes", build_probes, index_path, probes_path, protocol.probes,
+                          balance_threshold=protocol.analysis.balance_threshold)
         has_probes = bool(probe_set.probes)
         log(f"probes: {probe_set.counts['n_seen']} seen / {probe_set.counts['n_unseen']} unseen pairs"
             + "".join(f"; {problem}" for problem in probe_set.problems))
-
     else:
         has_probes = False
-    s = protocol.scoring
-    scores: dict[tuple[str, str], Path] = {}
-    t0 = time.perf_counter()
     roles = [("suspect", protocol.models.suspect), ("clean", protocol.models.clean)]
     roles += [(f"reference{k}", spec) for k, spec in enumerate(protocol.models.reference, 1)]
-    for role, spec in roles:
-        jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
-        if has_probes:
-            jobs.append(("probes", probes_path, True))
-        for name, data, completion in jobs:
-            target = out / "scores" / role / f"{name}.jsonl"
-            settings = ScoreSettings(completion=completion, device=s.device, dtype=s.dtype,
-                                     batch_tokens=s.batch_tokens, max_length=s.max_length, stride=s.stride,
-                                     trust_remote_code=spec.trust_remote_code, gguf_file=spec.gguf_file)
-            result = score(spec.path, data, target, settings, progress=score_progress)
-            log(f"score: {role}/{name}: {result.n_scored} items ({result.from_cache} cached), "
-                f"{result.tokens_per_second:.0f} tokens/s" + (f", {len(result.skipped)} skipped" if result.skipped else ""))
-            scores[role, name] = target
-    seconds["score"] = round(time.perf_counter() - t0, 3)
+    jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
+    if has_probes:
+        jobs.append(("probes", probes_path, True))
+    scores = timed("score", _score_stage, protocol, roles, jobs, out, log, score_progress)
 
     probe_files = {}
     if probes_path is not None:  # an empty probe set still goes in: analysis reports it as a design failure

@@ -227,10 +227,10 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     the ``[probes]`` and ``[analysis]`` tables of the audits. Finished audits are reused.
     """
     from contaudit.audit import run_audit
-    from contaudit.demo import input_hashes, prepare, train_unless_done, write_protocol, write_suspect_corpus
+    from contaudit.experiment import input_hashes, prepare, train_unless_done, write_protocol, write_suspect_corpus
     from contaudit.finetune import DemoTrainingConfig, finetune
     from contaudit.finetune.api import INJECTION_FILE
-    from contaudit.finetune.base import fingerprint
+    from contaudit.models import fingerprint
     from contaudit.finetune.config import config_dict
 
     if not dups or any(k < 0 for k in dups):
@@ -241,7 +241,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
         raise InputError(f"`references` must be at least 1 (the clean control), got {references}")
     config = config or DemoTrainingConfig()
     out = Path(out)
-    extra = _protocol_tables(analysis_protocol)
+    tables = _protocol_tables(analysis_protocol)
     if setting is None:
         data = prepare(out, config, log=log)
         train_base = replace(config.finetune, threads=config.threads)
@@ -286,7 +286,8 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
                                       description="probe model vs clean reference models", suspect=suspect,
                                       clean=refs[0][0], references=tuple(p for p, _ in refs[1:]),
                                       shadow_origin=shadow_origin, test=data["test"], shadow=data["shadow"],
-                                      index=out / "index", corpus=corpus_with_items, seed=20240601 + seed, extra=_tables_toml(extra, seed))
+                                      index=out / "index", corpus=corpus_with_items,
+                                      seed=analysis_seed(tables, seed), tables=tables)
             current = before == protocol.read_text() and _has_every_metric(results_path)
             if refs_trained or suspect_trained or not current:  # else reuse the audit
                 run_audit(protocol, run_dir)
@@ -310,7 +311,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
         "rates": {name: {str(k): v for k, v in by_k.items()} for name, by_k in rates.items()},
         "intervals_95": {name: {str(k): list(v) for k, v in by_k.items()} for name, by_k in intervals.items()},
         "false_positive_rate": fpr, "smallest_detected_k": smallest})
-    write_text_atomic(out / "calibration.md", render_markdown(detection, fpr, smallest, seeds, rates, intervals))
+    write_text_atomic(out / "calibration.md", calibration_markdown(detection, fpr, smallest, seeds, rates, intervals))
     return CalibrationResult(out, runs, detection, rates, fpr, smallest, plot)
 
 
@@ -318,7 +319,7 @@ def _n_at(runs: list[dict], k: int) -> int:
     return sum(r["k"] == k for r in runs)
 
 
-def render_markdown(detection: dict[int, float], fpr: float | None, smallest: int | None, seeds: int,
+def calibration_markdown(detection: dict[int, float], fpr: float | None, smallest: int | None, seeds: int,
                     rates: dict[str, dict[int, float]] | None = None,
                     intervals: dict[str, dict[int, tuple[float, float]]] | None = None) -> str:
     """The calibration table as Markdown (with the plot beside it)."""
@@ -355,14 +356,14 @@ def _check_largest_k_fits(data: dict, k: int, train_config) -> None:
     """
     from transformers import AutoTokenizer
 
-    from contaudit.finetune.stream import copies_tokens, tokenize
+    from contaudit.finetune.stream import copies_tokens, encode_texts
     from contaudit.io import load_items
 
     base = Path(data["base"])
     tokenizer = (AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name) if base.suffix.lower() == ".gguf"
                  else AutoTokenizer.from_pretrained(base))
     items = load_items(data["test"])
-    per_copy = copies_tokens(tokenize(tokenizer, [it.text for it in items]), 1)
+    per_copy = copies_tokens(encode_texts(tokenizer, [it.text for it in items]), 1)
     room = train_config.tokens - 1  # the stream keeps at least one filler token
     if k * per_copy > room:
         raise InputError(f"k = {k} copies of the {len(items)} test items take {k * per_copy:,} tokens, more than a "
@@ -396,16 +397,9 @@ def _protocol_tables(path: str | Path | None) -> dict:
     return {table: raw[table] for table in ("probes", "analysis") if table in raw}
 
 
-def _tables_toml(tables: dict, seed: int) -> str:
-    """TOML text of the protocol's tables for one audit seed: the analysis seed is ``seed``
-    plus the protocol's own (default 20240601), so audits at different seeds draw apart."""
-    if not tables:
-        return ""
-    analysis = {**tables.get("analysis", {})}
-    analysis["seed"] = int(analysis.get("seed", 20240601)) + seed
-    out = []
-    for name, table in (("probes", tables.get("probes")), ("analysis", analysis)):
-        if table:
-            out.append(f"[{name}]")
-            out += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    return "\n".join(out) + "\n"
+def analysis_seed(tables: dict, seed: int) -> int:
+    """The analysis seed of audit seed ``seed``: the protocol's own seed (default
+    :data:`~contaudit.experiment.DEMO_SEED`) plus ``seed``, so audits at different seeds draw apart."""
+    from contaudit.experiment import DEMO_SEED
+
+    return int(tables.get("analysis", {}).get("seed", DEMO_SEED)) + seed

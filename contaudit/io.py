@@ -14,7 +14,9 @@ import fnmatch
 import gzip
 import io
 import json
+import os
 import string
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +41,6 @@ class ReadStats:
         if len(self.examples) < MAX_SKIP_EXAMPLES:
             self.examples.append(reason)
 
-    def merge(self, other: "ReadStats") -> None:
-        self.read += other.read
-        self.skipped += other.skipped
-        room = MAX_SKIP_EXAMPLES - len(self.examples)
-        self.examples.extend(other.examples[:room])
-
     def as_dict(self) -> dict:
         return {"read": self.read, "skipped": self.skipped, "skip_examples": self.examples}
 
@@ -68,6 +64,12 @@ class Item:
     fields: dict
 
 
+def _reason(e: BaseException) -> str:
+    """An OS error's own words ("Permission denied"), else the exception's message."""
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+    return " ".join(text.split())  # one line: pyarrow's messages span several
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise InputError("no such file or directory", path=path)
@@ -86,17 +88,83 @@ def is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "dataset_info.json").exists() and (path / "state.json").exists()
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a possibly compressed text file for reading as strict UTF-8."""
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
-    if name.endswith(".zst"):
+class _ZstdReader(io.RawIOBase):
+    """Decompress a ``.zst`` file frame by frame, failing on corrupt or truncated data.
+
+    ``zstandard``'s stream reader returns what it has when the file ends inside a frame
+    (a truncated file reads as a shorter one); here that is an :class:`EOFError`, and
+    corrupt data an :class:`OSError`. Concatenated frames are read in turn.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, path: Path):
         import zstandard
 
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
+        self._error = zstandard.ZstdError
+        self._dctx = zstandard.ZstdDecompressor()
+        self._file = open(path, "rb")  # noqa: SIM115 -- closed in close()
+        self._frame = None  # decompressor of the frame being read; None between frames
+        self._pending = b""  # compressed bytes not yet given to a decompressor
+        self._out = b""
+        self._pos = 0
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        if not self._pending:
+            self._pending = self._file.read(self.CHUNK)
+            if not self._pending:
+                if self._frame is not None:
+                    raise EOFError("the file ends inside a zstd frame (truncated?)")
+                self._eof = True
+                return
+        if self._frame is None:
+            self._frame = self._dctx.decompressobj()
+        try:
+            self._out = self._frame.decompress(self._pending)
+        except self._error as e:
+            raise OSError(f"corrupt zstd data ({e})") from None
+        self._pos = 0
+        if self._frame.eof:
+            self._pending = self._frame.unused_data
+            self._frame = None
+        else:
+            self._pending = self._frame.unconsumed_tail
+
+    def readinto(self, buffer) -> int:
+        while self._pos >= len(self._out) and not self._eof:
+            self._fill()
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+#: Errors a compressed reader raises on corrupt or truncated data.
+DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a possibly compressed text file for reading as strict UTF-8.
+
+    A UTF-8 byte-order mark at the start is dropped (``utf-8-sig``). Corrupt or
+    truncated compressed data raises one of :data:`DECOMPRESS_ERRORS` while reading.
+    """
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="strict")
+    if name.endswith(".zst"):
+        return io.TextIOWrapper(io.BufferedReader(_ZstdReader(path), _ZstdReader.CHUNK), encoding="utf-8-sig",
+                                errors="strict")
+    return open(path, encoding="utf-8-sig", errors="strict")
 
 
 def iter_jsonl(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | None = None) -> Iterator[tuple[int, dict]]:
@@ -110,15 +178,21 @@ def iter_jsonl(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | N
     _check_exists(path)
     stats = stats if stats is not None else ReadStats()
     line_no = 0
-    with open_text(path) as f:
+    try:
+        f = open_text(path)
+    except OSError as e:
+        raise InputError(f"cannot open it ({_reason(e)})", path=path) from None
+    with f:
         while True:
             try:
                 line = f.readline()
             except UnicodeDecodeError as e:
                 # The decoder fails on a block, so the rest of the file cannot be read.
                 raise InputError(f"not valid UTF-8 after line {line_no} ({e.reason})", path=path) from None
-            except (OSError, EOFError) as e:
-                raise InputError(f"cannot read compressed file after line {line_no}: {e}", path=path) from None
+            except DECOMPRESS_ERRORS as e:
+                what = "compressed file" if path.name.lower().endswith((".gz", ".zst")) else "file"
+                where = f"after line {line_no}" if line_no else "at its first line"
+                raise InputError(f"cannot read {what} {where}: {_reason(e)}", path=path) from None
             if not line:
                 break
             line_no += 1
@@ -142,6 +216,7 @@ def iter_jsonl(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | N
 
 def iter_parquet(path: str | Path, *, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[tuple[int, dict]]:
     """Yield ``(row_number, record)`` (1-based) from a Parquet file, streaming by batch."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -155,10 +230,22 @@ def iter_parquet(path: str | Path, *, columns: list[str] | None = None, batch_si
         if missing:
             raise InputError(f"column(s) {missing} not found; columns are {pf.schema_arrow.names}", path=path)
     row = 0
-    for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
-        for rec in batch.to_pylist():
-            row += 1
-            yield row, rec
+    n_groups = pf.metadata.num_row_groups
+    for group in range(n_groups):  # one group at a time, so a corrupt one is named exactly
+        first, size = row + 1, pf.metadata.row_group(group).num_rows
+        batches = pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
+        while True:
+            try:
+                batch = next(batches, None)
+                recs = batch.to_pylist() if batch is not None else None
+            except (OSError, ValueError, pa.ArrowException) as e:
+                raise InputError(f"corrupt Parquet data in row group {group + 1} of {n_groups} (records {first}-"
+                                 f"{first + size - 1}): {_reason(e).rstrip('.')}", path=path, record=row + 1) from None
+            if recs is None:
+                break
+            for rec in recs:
+                row += 1
+                yield row, rec
 
 
 def iter_saved_dataset(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -204,14 +291,20 @@ def list_text_files(root: str | Path, include: list[str] | None = None, exclude:
     """
     root = Path(root)
     _check_exists(root)
+
+    def unreadable(e: OSError) -> None:  # a directory that cannot be listed would silently drop its files
+        raise InputError(f"cannot list this directory ({_reason(e)}); the corpus would be read only in part",
+                         path=e.filename or root)
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        dirnames[:] = [d for d in dirnames if not (d.startswith(".") or d == "__pycache__")]
+        found.extend(Path(dirpath) / name for name in filenames)
     out = []
-    for p in sorted(root.rglob("*")):
+    for p in sorted(found):
         if not p.is_file():
             continue
         rel = p.relative_to(root).as_posix()
-        parts = rel.split("/")
-        if any(part.startswith(".") or part == "__pycache__" for part in parts[:-1]):
-            continue
         if include and not any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(p.name, g) for g in include):
             continue
         if exclude and any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(p.name, g) for g in exclude):
@@ -221,8 +314,15 @@ def list_text_files(root: str | Path, include: list[str] | None = None, exclude:
 
 
 def read_text_file(path: Path, *, skip_bad: bool, stats: ReadStats) -> str | None:
-    """Read one corpus text file as UTF-8; None (counted) when skipped."""
-    data = path.read_bytes()
+    """Read one corpus text file as UTF-8 (a leading byte-order mark kept as text); None (counted) when skipped."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        if not skip_bad:
+            raise InputError(f"cannot read this corpus file ({_reason(e)}); fix its permissions, exclude it "
+                             f"(--exclude) or pass --skip-bad-records", path=path) from None
+        stats.skip(f"{path}: unreadable ({_reason(e)})")
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -263,15 +363,15 @@ def iter_documents(path: str | Path, *, text_field: str = "text", skip_bad: bool
 class _Template(string.Formatter):
     """``str.format`` over a record's fields, naming a missing field clearly."""
 
+    def get_field(self, field_name, args, kwargs):
+        if "." in field_name or "[" in field_name:  # '{text.upper}' would format a method's repr
+            raise ValueError(f"field {field_name!r} uses attribute or index access")
+        return super().get_field(field_name, args, kwargs)
+
     def get_value(self, key, args, kwargs):
         if isinstance(key, str) and key not in kwargs:
             raise KeyError(key)
         return super().get_value(key, args, kwargs)
-
-
-def template_fields(template: str) -> list[str]:
-    """The field names a ``{field}`` template refers to."""
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
 def item_id_of(value, id_field: str, *, path: Path, record: int) -> str:

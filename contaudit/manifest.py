@@ -26,20 +26,70 @@ from contaudit import __version__
 HASH_CHUNK = 1 << 20
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible, as setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_can_create(path: str | Path) -> None:
+    """Raise InputError unless ``path`` could be created: its nearest existing parent must be a
+    writable directory. Checked before a stage's work, so a bad ``--out`` fails at once."""
+    from contaudit.errors import InputError
+
+    path = Path(path)
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot be created: {parent} is not a directory", path=path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot be written: directory {parent} is not writable; choose another --out", path=path)
+
+
+def _unwritable(path: Path, action: str, e: OSError):
+    from contaudit.errors import InputError
+
+    return InputError(f"cannot {action} ({e.strerror or e}); choose another --out", path=path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. The
+    file gets the mode a plain ``open()`` would give it (0o666 less the umask), not
+    ``mkstemp``'s 0o600. A directory or file that cannot be written raises InputError.
     """
+    from contaudit.errors import InputError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if path.is_dir():
+        raise InputError("is a directory; expected a file path", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _unwritable(path, "be written", e) from None
     tmp_path = Path(tmp)
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
         yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise _unwritable(path, "be replaced", e) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -100,9 +150,14 @@ def hash_bytes(data: bytes) -> str:
 def hash_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's content, read in chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                h.update(chunk)
+    except OSError as e:
+        from contaudit.errors import InputError
+
+        raise InputError(f"cannot read it ({e.strerror or e})", path=path) from None
     return h.hexdigest()
 
 

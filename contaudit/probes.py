@@ -18,35 +18,18 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from contaudit.analysis.did import standardized_mean_difference
+from contaudit.config import AnalysisSettings, ProbeConfig, default_of
 from contaudit.errors import InputError
 from contaudit.index.store import CorpusIndex, load_index
-from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import (
+    check_can_create,
+    describe_path,
+    make_manifest,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from contaudit.text import first_words_start, normalize, split_at_word
-
-MATCH_COVARIATES = ("length", "rarity")
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Settings of probe construction (recorded in the probes manifest)."""
-
-    suffix_words: int = 32  # the completion target: the item's last words
-    prefix_words: int = 128  # at most this many words before the suffix
-    min_prefix_words: int = 16  # items with fewer words before the suffix are excluded
-    match_on: tuple[str, ...] = ("length",)  # add "rarity" to also match on word rarity
-    caliper: float = 0.5  # max distance of a pair, in pooled standard deviations
-    balance_threshold: float = 0.1  # |SMD| above this on a matching covariate flags the design
-    min_seen: int = 10  # fewer matched seen probes than this cannot support a test
-
-    def validate(self) -> None:
-        unknown = [c for c in self.match_on if c not in MATCH_COVARIATES]
-        if unknown or "length" not in self.match_on:
-            raise InputError(f"`match_on` must include 'length' and only {MATCH_COVARIATES}, got {self.match_on}")
-        for name in ("suffix_words", "prefix_words", "min_prefix_words", "min_seen"):
-            if getattr(self, name) < 1:
-                raise InputError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}")
-        if self.caliper <= 0:
-            raise InputError(f"`caliper` must be positive, got {self.caliper!r}")
 
 
 @dataclass
@@ -61,25 +44,6 @@ class ProbeSet:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def standardized_mean_difference(a, b) -> float:
-    """SMD of a covariate between groups: (mean_a - mean_b) / sqrt((var_a + var_b) / 2).
-
-    Sample variances (ddof=1). 0.0 when both groups are constant and equal; NaN when a
-    group has fewer than two values.
-
-    >>> round(standardized_mean_difference([1, 2, 3], [2, 3, 4]), 3)
-    -1.0
-    """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    diff = a.mean() - b.mean()
-    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    if pooled == 0:
-        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    return float(diff / pooled)
 
 
 def word_rarity(texts: list[str]) -> list[float]:
@@ -124,8 +88,13 @@ def match_pairs(seen_x: np.ndarray, unseen_x: np.ndarray, caliper: float) -> lis
     return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= caliper]
 
 
-def make_probes(index: CorpusIndex, config: ProbeConfig = ProbeConfig()) -> ProbeSet:
-    """Build matched seen/unseen probes from an index (no files written)."""
+def make_probes(index: CorpusIndex, config: ProbeConfig = ProbeConfig(), *,
+                balance_threshold: float = default_of(AnalysisSettings, "balance_threshold")) -> ProbeSet:
+    """Build matched seen/unseen probes from an index (no files written).
+
+    A matching covariate whose |SMD| exceeds ``balance_threshold`` (the ``[analysis]``
+    setting the verdict judges balance by) is listed in ``ProbeSet.problems``.
+    """
     config.validate()
     items = index.items
     rarity = word_rarity([it["text"] for it in items])
@@ -182,8 +151,8 @@ def make_probes(index: CorpusIndex, config: ProbeConfig = ProbeConfig()) -> Prob
                         f"a {config.suffix_words}-word suffix after {config.min_prefix_words} prefix words)")
     for cov in config.match_on:
         smd = balance[f"{cov}_smd"]
-        if not math.isnan(smd) and abs(smd) > config.balance_threshold:
-            problems.append(f"probe sets out of balance on {cov}: |SMD| = {abs(smd):.3f} > {config.balance_threshold}")
+        if not math.isnan(smd) and abs(smd) > balance_threshold:
+            problems.append(f"probe sets out of balance on {cov}: |SMD| = {abs(smd):.3f} > {balance_threshold}")
     return ProbeSet(probes, balance, dict(counts), problems)
 
 
@@ -194,18 +163,23 @@ def probes_manifest_path(out: str | Path) -> Path:
     return out.with_name(stem + ".manifest.json")
 
 
-def build_probes(index_path: str | Path, out: str | Path, config: ProbeConfig = ProbeConfig()) -> ProbeSet:
+def build_probes(index_path: str | Path, out: str | Path, config: ProbeConfig = ProbeConfig(), *,
+                 balance_threshold: float = default_of(AnalysisSettings, "balance_threshold")) -> ProbeSet:
     """Build probes from the index at ``index_path`` and write ``out`` (+ manifest).
 
     The probes file is written even when the design has problems (they are listed in
     ``ProbeSet.problems`` and in the manifest), so analysis can report them.
     """
+    for target in (Path(out), probes_manifest_path(out)):
+        if target.is_dir():
+            raise InputError("is a directory; --out must be a .jsonl file path, e.g. NAME/probes.jsonl", path=target)
+    check_can_create(out)
     index = load_index(index_path)
-    probe_set = make_probes(index, config)
+    probe_set = make_probes(index, config, balance_threshold=balance_threshold)
     write_jsonl_atomic(out, probe_set.probes)
     manifest = make_manifest(
         "probes", inputs=[describe_path(Path(index_path) / "manifest.json")],
-        parameters={**asdict(config), "match_on": list(config.match_on)},
+        parameters={**asdict(config), "match_on": list(config.match_on), "balance_threshold": balance_threshold},
         index=str(index_path), balance=probe_set.balance, counts=probe_set.counts,
         n_seen=probe_set.counts["n_seen"], n_unseen=probe_set.counts["n_unseen"], problems=probe_set.problems)
     write_json_atomic(probes_manifest_path(out), manifest)

@@ -6,9 +6,11 @@ n-gram and probe settings, the primary metric, alpha, minimum effects, resamplin
 counts and the seed. Its SHA-256 (of the file's bytes) goes into ``results.json`` and
 every report, so a protocol can be published before the audit is run.
 
-Precedence: a key absent from the file takes the default written on the dataclass
-field below (the same value ``protocols/default.toml`` spells out). Relative paths are
-resolved against the directory of the protocol file.
+Each stage's table *is* that stage's config (:mod:`contaudit.config`): ``[index]`` an
+:class:`IndexConfig` plus its paths, ``[probes]`` a :class:`ProbeConfig`, ``[scoring]`` a
+:class:`ScoreSettings`, ``[analysis]`` an :class:`AnalysisSettings`. A key absent from the
+file takes that field's default (the value ``protocols/default.toml`` spells out).
+Relative paths are resolved against the directory of the protocol file.
 
 Validation runs before any heavy work and fails with :class:`ProtocolError` naming the
 file, the key (``analysis.alpha``) and what is allowed::
@@ -23,67 +25,32 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from contaudit.errors import ProtocolError
+from contaudit.config import (ADJUSTMENT_COVARIATES, COMPLETION_METRICS, AnalysisSettings, IndexConfig,  # noqa: F401
+                              ProbeConfig, ScoreSettings)
+from contaudit.config import required, setting, values
+from contaudit.errors import InputError, ProtocolError
 
-# Completion scores of the memorization test (higher = the suffix is more reproducible):
-# greedy exact match and matching-token fraction, and the suffix's mean log-probability
-# given the prefix (teacher-forced; the soft form of verbatim extraction).
-COMPLETION_METRICS = ("exact_match", "token_match_frac", "suffix_logprob")
 METRIC_UNITS = {"exact_match": "share of probes", "token_match_frac": "share of tokens",
                 "suffix_logprob": "nats/token"}
 SHADOW_RULES = ("difference", "equivalence")
 # How the shadow set was made. Only a random split makes test and shadow exchangeable.
 SHADOW_ORIGINS = ("random_split", "date_split", "later_set")
-ADJUSTMENT_COVARIATES = ("difficulty", "length", "rarity")
-
-
-def _between(low: float, high: float, *, closed_low=False, closed_high=False):
-    def check(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return f"a finite number in {'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
-        ok_low = v >= low if closed_low else v > low
-        ok_high = v <= high if closed_high else v < high
-        if not (ok_low and ok_high):
-            return f"a number in {'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
-        return None
-    return check
-
-
-def _at_least(minimum: float):
-    return lambda v: None if v >= minimum and math.isfinite(v) else f"a finite number >= {minimum}"
-
-
-def _device(value: str):
-    """'auto', 'cpu', 'cuda' or 'cuda:N' (checked here, before any work, not when scoring starts)."""
-    import re
-
-    return None if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value) else \
-        "'auto', 'cpu', 'cuda' or 'cuda:N'"
-
-
-def _opt(default, *, check=None, help: str = ""):
-    """A dataclass field with a default, a value check and a one-line description."""
-    return field(default=default, metadata={"check": check, "help": help})
-
-
-def _req(*, check=None, help: str = ""):
-    return field(metadata={"check": check, "help": help})
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A model to score with: a local Hugging Face directory or a GGUF file."""
 
-    path: Path = _req(help="local model directory or .gguf file")
-    gguf_file: Optional[str] = _opt(None, help="GGUF file name inside `path`")
-    trust_remote_code: bool = _opt(False, help="run the model repository's own code (off by default)")
+    path: Path = required(help="local model directory or .gguf file")
+    gguf_file: Optional[str] = setting(None, help="GGUF file name inside `path`")
+    trust_remote_code: bool = setting(False, help="run the model repository's own code (off by default)")
 
 
 @dataclass(frozen=True)
@@ -94,9 +61,9 @@ class Models:
     more, the tests judge the suspect against the spread between clean models.
     """
 
-    suspect: ModelSpec = _req(help="the model under audit")
-    clean: ModelSpec = _req(help="the control whose training data excludes the test set")
-    reference: tuple[ModelSpec, ...] = _opt((), help="more clean models ([[models.reference]] tables)")
+    suspect: ModelSpec = required(help="the model under audit")
+    clean: ModelSpec = required(help="the control whose training data excludes the test set")
+    reference: tuple[ModelSpec, ...] = setting((), help="more clean models ([[models.reference]] tables)")
 
     @property
     def panel(self) -> tuple[ModelSpec, ...]:
@@ -108,131 +75,60 @@ class Models:
 class SetSpec:
     """One benchmark file (JSON Lines or Parquet)."""
 
-    path: Path = _req(help="benchmark file")
-    text_field: str = _opt("text", help="field holding the item text")
-    id_field: str = _opt("id", help="field holding the item id")
-    template: Optional[str] = _opt(None, help="format string over fields, e.g. '{prompt}{solution}'")
+    path: Path = required(help="benchmark file")
+    text_field: str = setting("text", help="field holding the item text")
+    id_field: str = setting("id", help="field holding the item id")
+    template: Optional[str] = setting(None, help="format string over fields, e.g. '{prompt}{solution}'")
 
 
 @dataclass(frozen=True)
 class SplitSpec(SetSpec):
     """One benchmark file split into test (before ``cutoff``) and shadow (on or after)."""
 
-    date_field: str = _opt("date", help="field holding each item's creation date (ISO 8601)")
-    cutoff: Optional[str] = _opt(None, help="the suspect's training-data cutoff date, e.g. 2024-01-01")
+    date_field: str = setting("date", help="field holding each item's creation date (ISO 8601)")
+    cutoff: Optional[str] = setting(None, help="the suspect's training-data cutoff date, e.g. 2024-01-01")
 
 
 @dataclass(frozen=True)
 class Sets:
     """Either ``test`` and ``shadow``, or ``split``."""
 
-    test: Optional[SetSpec] = _opt(None, help="items the suspect may have seen")
-    shadow: Optional[SetSpec] = _opt(None, help="items from the same distribution, made after the cutoff")
-    split: Optional[SplitSpec] = _opt(None, help="one file split by date into test and shadow")
-    heldout: tuple[SetSpec, ...] = _opt(
+    test: Optional[SetSpec] = setting(None, help="items the suspect may have seen")
+    shadow: Optional[SetSpec] = setting(None, help="items from the same distribution, made after the cutoff")
+    split: Optional[SplitSpec] = setting(None, help="one file split by date into test and shadow")
+    heldout: tuple[SetSpec, ...] = setting(
         (), help="more text the suspect cannot have seen ([[sets.heldout]]): extra candidates for unseen probes")
-    shadow_origin: Literal["random_split", "date_split", "later_set"] = _opt(
+    shadow_origin: Literal["random_split", "date_split", "later_set"] = setting(
         "later_set", help="how the shadow set was made; only 'random_split' makes the sets exchangeable")
 
 
 @dataclass(frozen=True)
-class IndexSettings:
-    """The suspect's training-corpus index (optional: without it there are no probes).
+class IndexSettings(IndexConfig):
+    """``[index]``: where the suspect's training-corpus index is (built there from ``corpus``
+    when given), and the :class:`~contaudit.config.IndexConfig` it is built with.
+    Optional: without an index there are no probes."""
 
-    Field names follow :class:`contaudit.index.IndexConfig`.
-    """
+    path: Optional[Path] = setting(None, help="index directory (built there from `corpus` when given)")
+    corpus: tuple[Path, ...] = setting((), help="corpus files or directories to index")
 
-    path: Optional[Path] = _opt(None, help="index directory (built there from `corpus` when given)")
-    corpus: tuple[Path, ...] = _opt((), help="corpus files or directories to index")
-    text_field: str = _opt("text", help="text field of corpus records")
-    n: int = _opt(13, check=_between(1, 64, closed_low=True, closed_high=True), help="word n-gram length")
-    min_coverage: float = _opt(0.0, check=_between(0, 1, closed_low=True, closed_high=True),
-                               help="fraction of an item's n-grams that must occur for it to be seen")
-    neardup: bool = _opt(True, help="also search near duplicates (MinHash LSH)")
-    neardup_threshold: float = _opt(0.8, check=_between(0, 1, closed_high=True),
-                                    help="verified Jaccard at which a near duplicate marks an item seen")
-    max_locations: int = _opt(5, check=_at_least(0), help="corpus locations kept per item")
-    include: tuple[str, ...] = _opt((), help="globs of files to read in corpus directories")
-    exclude: tuple[str, ...] = _opt((), help="globs of files to skip in corpus directories")
-    workers: int = _opt(1, check=_at_least(1), help="worker processes")
-    skip_bad: bool = _opt(False, help="skip (and count) malformed corpus records instead of stopping")
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """Seen/unseen probe construction; field names follow :class:`contaudit.probes.ProbeConfig`."""
-
-    suffix_words: int = _opt(32, check=_at_least(1), help="words the model must complete")
-    prefix_words: int = _opt(128, check=_at_least(1), help="at most this many words of prompt before the suffix")
-    min_prefix_words: int = _opt(16, check=_at_least(1), help="items with fewer prefix words are excluded")
-    match_on: tuple[Literal["length", "rarity"], ...] = _opt(
-        ("length", "rarity"), check=lambda v: None if "length" in v else "a list that includes 'length'",
-        help="covariates unseen probes are matched on")
-    caliper: float = _opt(0.5, check=_between(0, 10, closed_high=True),
-                          help="largest pair distance in pooled standard deviations")
-    min_seen: int = _opt(10, check=_at_least(1), help="fewest matched pairs that can support a test")
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    batch_tokens: Optional[int] = _opt(None, check=_at_least(1),
-                                       help="token budget of one batch (absent: 256 on CPU, 16384 on GPU)")
-    max_length: Optional[int] = _opt(None, check=_at_least(2), help="window length (absent: the model's context)")
-    stride: Optional[int] = _opt(None, check=_at_least(1), help="sliding-window stride (absent: max_length // 2)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt("auto", help="model weights dtype")
-    device: str = _opt("auto", check=_device, help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """Everything ``contaudit analyze`` needs; defaults are those of protocols/default.toml."""
-
-    alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
-                        help="family-wise significance level (Holm over the two primary tests)")
-    primary_metric: Literal["exact_match", "token_match_frac", "suffix_logprob"] = _opt(
-        "suffix_logprob", help="completion score of the primary memorization test")
-    min_effect_perplexity: float = _opt(0.01, check=_at_least(0),
-                                        help="smallest |perplexity DiD| (nats/token) that counts")
-    min_effect_memorization: float = _opt(0.02, check=_at_least(0),
-                                          help="smallest memorization DiD that counts, in the primary metric's unit")
-    n_permutations: int = _opt(10_000, check=_at_least(1), help="permutation resamples per test")
-    n_bootstrap: int = _opt(10_000, check=_at_least(0), help="bootstrap resamples per CI (0: no CI)")
-    confidence_level: float = _opt(0.95, check=_between(0, 1), help="level of the CIs")
-    seed: int = _opt(20240601, check=_at_least(0), help="seed of every random draw")
-    min_items: int = _opt(30, check=_at_least(2), help="fewest paired items per test and shadow set")
-    min_probes: int = _opt(20, check=_at_least(2), help="fewest paired probes per seen and unseen set")
-    balance_threshold: float = _opt(0.1, check=_at_least(0),
-                                    help="largest |SMD| of probe length / rarity between seen and unseen")
-    max_unpaired_fraction: float = _opt(0.05, check=_between(0, 1, closed_low=True, closed_high=True),
-                                        help="largest fraction of a set's items scored by only one model")
-    shadow_rule: Literal["difference", "equivalence"] = _opt(
-        "difference", help="how the clean model's NLL on test vs shadow is judged")
-    shadow_margin: float = _opt(0.2, check=_at_least(0), help="|Hedges' g| of clean NLL, test vs shadow, allowed")
-    shadow_alpha: float = _opt(0.05, check=_between(0, 0.5, closed_high=True),
-                               help="level of the shadow comparability test")
-    power: float = _opt(0.8, check=_between(0, 1), help="power at which the minimum detectable effect is given")
-    reference_test: Literal["t", "rank"] = _opt(
-        "t", help="with 2+ clean models: t prediction interval ('t') or distribution-free rank test ('rank')")
-    adjust_for: tuple[Literal["difficulty", "length", "rarity"], ...] = _opt(
-        ("difficulty", "length", "rarity"), help="item covariates the shift adjustment conditions on")
-    min_overlap: float = _opt(0.8, check=_between(0, 1, closed_low=True, closed_high=True),
-                              help="least share of items in a covariate's common support for it to be adjusted for")
-    minkpp_k: Literal[10, 20] = _opt(20, help="k of the Min-K%++ supporting DiD")
-    top_items: int = _opt(20, check=_at_least(1), help="rows in the most-suspicious-items tables")
+    @property
+    def config(self) -> IndexConfig:
+        """The build settings alone (what the index's plan hash covers)."""
+        return IndexConfig(**values(self, IndexConfig))
 
 
 @dataclass(frozen=True)
 class Protocol:
     """A validated audit protocol. ``source`` and ``sha256`` identify the file it came from."""
 
-    models: Models = _req(help="[models.suspect] and [models.clean]")
-    sets: Sets = _req(help="[sets.test] + [sets.shadow], or [sets.split]")
-    name: str = _opt("audit", help="a short name for reports")
-    description: str = _opt("", help="free text")
-    index: Optional[IndexSettings] = _opt(None, help="corpus index (needed for the memorization test)")
-    probes: ProbeSettings = _opt(ProbeSettings(), help="probe construction")
-    scoring: ScoringSettings = _opt(ScoringSettings(), help="scoring engine")
-    analysis: AnalysisSettings = _opt(AnalysisSettings(), help="statistics and verdict")
+    models: Models = required(help="[models.suspect] and [models.clean]")
+    sets: Sets = required(help="[sets.test] + [sets.shadow], or [sets.split]")
+    name: str = setting("audit", help="a short name for reports")
+    description: str = setting("", help="free text")
+    index: Optional[IndexSettings] = setting(None, help="corpus index (needed for the memorization test)")
+    probes: ProbeConfig = setting(ProbeConfig(), help="probe construction")
+    scoring: ScoreSettings = setting(ScoreSettings(), help="scoring engine")
+    analysis: AnalysisSettings = setting(AnalysisSettings(), help="statistics and verdict")
     source: Optional[Path] = field(default=None, compare=False, metadata={"internal": True})
     sha256: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
@@ -244,7 +140,8 @@ class Protocol:
 
 def _plain(obj):
     if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("internal") and f.metadata.get("protocol", True)}
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -283,7 +180,8 @@ class _Loader:
         if not isinstance(table, dict):
             raise self.fail(key, f"must be a table ([{key}]), got {_type_name(table)} {table!r}")
         hints = typing.get_type_hints(cls)
-        fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+        fields = [f for f in dataclasses.fields(cls)
+                  if not f.metadata.get("internal") and f.metadata.get("protocol", True)]
         names = {f.name for f in fields}
         for name in table:
             if name not in names:
@@ -303,12 +201,17 @@ class _Loader:
             if check is not None and (wanted := check(value)) is not None:
                 raise self.fail(sub, f"must be {wanted}; got {value!r}")
             values[f.name] = value
-        return cls(**values)
+        built = cls(**values)
+        try:  # the checks that relate two fields (e.g. scoring.stride < scoring.max_length)
+            getattr(built, "validate", lambda: None)()
+        except InputError as e:
+            raise ProtocolError(f"{self.file}: [{key}]: {e}") from None
+        return built
 
     def convert(self, tp, value, key: str):
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
-        if origin is typing.Union:  # Optional[X]: TOML has no null, so absence is the None
+        if origin in (typing.Union, types.UnionType):  # Optional[X]: TOML has no null, so absence is the None
             inner = [a for a in args if a is not type(None)][0]
             return self.convert(inner, value, key)
         if origin is Literal:

@@ -18,7 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from contaudit.scoring.tiny import save_tiny_model
+    from tiny_models import save_tiny_model
 
     root = tmp_path_factory.mktemp("audit")
     planted = make_planted(root, n_items=140, n_docs=100)
@@ -112,7 +112,7 @@ def test_probes_longer_than_the_context_give_invalid_design(setup):
 
 
 def test_audit_scores_every_reference_model_and_judges_against_the_panel(setup):
-    from contaudit.scoring.tiny import save_tiny_model
+    from tiny_models import save_tiny_model
 
     root, protocol = setup
     for seed in (2, 3):

@@ -6,7 +6,7 @@ import pytest
 
 from contaudit.errors import InputError
 
-from contaudit.calibrate import _run_record, detection_rates, plot_power_curve, render_markdown, summarize
+from contaudit.calibrate import _run_record, detection_rates, plot_power_curve, calibration_markdown, summarize
 
 
 def runs(table):
@@ -38,9 +38,9 @@ def test_plot_and_markdown(tmp_path):
     rates = {"suspect_or_higher": {0: 0.2, 2: 0.6, 8: 1.0}, "perplexity_test": {0: 0.2, 2: 0.6, 8: 1.0}}
     path = plot_power_curve(detection, 5, tmp_path / "curve.png", rates)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = render_markdown(detection, 0.0, 8, 5, rates)
+    md = calibration_markdown(detection, 0.0, 8, 5, rates)
     assert "| 2 | 0.40 | 0.60 | 0.60 |" in md and "False-positive rate at k = 0: 0.00" in md and "Smallest k" in md
-    assert "| 2 | 0.40 |" in render_markdown(detection, 0.0, 8, 5)
+    assert "| 2 | 0.40 |" in calibration_markdown(detection, 0.0, 8, 5)
 
 
 def test_run_record_reads_results_schema():
@@ -91,7 +91,7 @@ def test_each_metric_as_if_primary_applies_holm_direction_and_minimum_effect():
     rates = detection_rates(rows)
     assert rates["contaminated[suffix_logprob]"] == {0: 0.0, 8: 1.0}
     assert rates["memorization_test[exact_match]"] == {0: 0.0, 8: 0.0}
-    md = render_markdown({0: 0.0, 8: 0.0}, 0.0, None, 1, rates)
+    md = calibration_markdown({0: 0.0, 8: 0.0}, 0.0, None, 1, rates)
     assert "CONTAMINATED with suffix_logprob primary" in md and "| 8 | 0.00 | 0.00 | 0.00 | 0.00 | 1.00 | 1.00 |" in md
 
 
@@ -175,17 +175,20 @@ def test_calibrate_in_a_users_setting_names_a_missing_input(tmp_path):
         calibrate(tmp_path / "cal", setting=setting)
 
 
-def test_each_audit_seed_gets_its_own_analysis_seed_with_a_users_protocol():
-    import tomllib
-
-    from contaudit.calibrate import _tables_toml
+def test_each_audit_seed_gets_its_own_analysis_seed_with_a_users_protocol(tmp_path):
+    from contaudit.calibrate import analysis_seed
+    from contaudit.experiment import write_protocol
+    from contaudit.protocol import load_protocol
 
     tables = {"probes": {"min_seen": 3}, "analysis": {"alpha": 0.01, "adjust_for": ["length"]}}
-    first, second = (tomllib.loads(_tables_toml(tables, s)) for s in (0, 1))
-    assert first["analysis"]["seed"] == 20240601 and second["analysis"]["seed"] == 20240602
-    assert first["analysis"]["alpha"] == 0.01 and first["probes"] == {"min_seen": 3}
-    own = tomllib.loads(_tables_toml({"analysis": {"seed": 7}}, 3))
-    assert own["analysis"]["seed"] == 10 and _tables_toml({}, 3) == ""
+    paths = {k: tmp_path / k for k in ("suspect", "clean", "test", "shadow", "index", "corpus")}
+    loaded = [load_protocol(write_protocol(tmp_path / f"p{s}.toml", name="n", description="d", tables=tables,
+                                           seed=analysis_seed(tables, s), **paths), check_paths=False)
+              for s in (0, 1)]
+    assert loaded[0].analysis.seed == 20240601 and loaded[1].analysis.seed == 20240602
+    assert loaded[0].analysis.alpha == 0.01 and loaded[0].analysis.adjust_for == ("length",)
+    assert loaded[0].probes.min_seen == 3 and loaded[0].models.clean.path == paths["clean"].resolve()
+    assert analysis_seed({"analysis": {"seed": 7}}, 3) == 10 and analysis_seed({}, 3) == 20240604
 
 
 def test_calibrate_cli_own_setting_needs_every_input_before_any_work(tmp_path):

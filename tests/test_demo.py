@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from contaudit.demo import train_unless_done
+from contaudit.experiment import train_unless_done
 
 
 def _train_into(path, calls):

@@ -282,3 +282,26 @@ def test_false_positive_rate_and_ci_coverage_full():
         res = difference_in_means(x, y, alternative="less", n_resamples=99, n_bootstrap=1999, rng=rng)
         covered += res.confidence_interval.low <= -0.05 <= res.confidence_interval.high
     assert abs(covered / sims - 0.95) <= 3 * math.sqrt(0.95 * 0.05 / sims)
+
+
+def test_standardized_mean_difference_by_hand_and_at_zero_variance():
+    from contaudit.analysis.did import standardized_mean_difference as smd
+
+    # means 2 and 3, sample variances 1 and 1: (2 - 3) / sqrt((1 + 1) / 2) = -1
+    assert smd([1, 2, 3], [2, 3, 4]) == pytest.approx(-1.0)
+    a, b = [1.0, 4.0, 2.5, 7.0], [3.0, 3.5, 9.0]
+    pooled = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+    assert smd(a, b) == pytest.approx((np.mean(a) - np.mean(b)) / pooled)
+    assert smd([2, 2], [2, 2]) == 0.0  # constant and equal: no difference
+    assert smd([3, 3], [2, 2]) == np.inf and smd([2, 2], [3, 3]) == -np.inf  # constant and different: unbounded
+    assert np.isnan(smd([1], [1, 2]))  # a group of one has no variance
+
+
+@pytest.mark.parametrize("p,plain,named", [
+    (None, "—", "p n/a"), (0.00005, "< 0.0001", "p < 0.0001"), (0.0034, "0.0034", "p = 0.0034"),
+    (0.04567, "0.046", "p = 0.046"), (0.5, "0.500", "p = 0.500"),
+])
+def test_format_p(p, plain, named):
+    from contaudit.analysis.did import format_p
+
+    assert format_p(p) == plain and format_p(p, named=True) == named

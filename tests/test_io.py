@@ -149,7 +149,7 @@ def test_integer_ids_stay_accepted(tmp_path):
     assert load_items(path)[0].id == "7"
 
 
-@pytest.mark.parametrize("template", ["{text", "{0}"])
+@pytest.mark.parametrize("template", ["{text", "{0}", "{text.upper}", "{text[0]}"])
 def test_a_bad_template_is_one_line_naming_the_file(tmp_path, template):
     from contaudit.io import load_items
 

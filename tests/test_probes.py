@@ -43,6 +43,9 @@ def test_split_keeps_text_and_counts_words():
     assert split_probe(" ".join(f"w{i}" for i in range(40)), ProbeConfig()) is None  # 8 prefix words < 16
 
 
+LENGTH_ONLY = ProbeConfig(match_on=("length",))  # these fake items differ in length only
+
+
 def fake_index(seen_lengths, unseen_lengths) -> CorpusIndex:
     items = []
     for status, lengths in (("seen", seen_lengths), ("unseen", unseen_lengths)):
@@ -56,7 +59,7 @@ def test_matched_sets_are_balanced_on_length():
     rng = random.Random(0)
     seen = [rng.randint(60, 200) for _ in range(40)]
     unseen = [rng.randint(50, 400) for _ in range(150)]  # a different length distribution
-    result = make_probes(fake_index(seen, unseen))
+    result = make_probes(fake_index(seen, unseen), LENGTH_ONLY)
     assert result.counts["n_seen"] == result.counts["n_unseen"] >= 35
     assert abs(result.balance["length_smd"]) < 0.1
     assert result.ok, result.problems
@@ -68,16 +71,16 @@ def test_matched_sets_are_balanced_on_length():
 
 
 def test_too_few_seen_items_is_reported_clearly():
-    result = make_probes(fake_index([100, 101], [100] * 15 + [101] * 15))
+    result = make_probes(fake_index([100, 101], [100] * 15 + [101] * 15), LENGTH_ONLY)
     assert not result.ok
     assert "only 2 matched seen/unseen pairs (need at least 10)" in result.problems[0]
 
 
 def test_unbalanced_sets_are_flagged():
-    result = make_probes(fake_index([60] * 12 + [200] * 12, [60] * 24 + [70] * 5), ProbeConfig(caliper=100))
+    result = make_probes(fake_index([60] * 12 + [200] * 12, [60] * 24 + [70] * 5), ProbeConfig(match_on=("length",), caliper=100))
     assert any("out of balance on length" in p for p in result.problems)
 
 
 def test_bad_match_covariate():
-    with pytest.raises(InputError, match="`match_on` must include 'length'"):
+    with pytest.raises(InputError, match="`match_on` must be a list that includes .length."):
         make_probes(fake_index([100], [100]), ProbeConfig(match_on=("colour",)))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from contaudit.cli import app
 from contaudit.errors import ProtocolError
-from contaudit.protocol import AnalysisSettings, ProbeSettings, load_analysis_settings, load_protocol
+from contaudit.protocol import AnalysisSettings, ProbeConfig, load_analysis_settings, load_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["default", "strict", "quick"]
@@ -66,7 +66,7 @@ def test_a_valid_protocol_loads_typed_with_defaults_and_resolved_paths(workdir):
     assert p.sets.test.text_field == "text"
     assert p.analysis.n_permutations == 2000 and p.analysis.n_bootstrap == 10_000
     assert isinstance(p.analysis.alpha, float)
-    assert p.index is None and p.probes == ProbeSettings()
+    assert p.index is None and p.probes == ProbeConfig()
     assert re.fullmatch(r"[0-9a-f]{64}", p.sha256)
 
 
@@ -163,7 +163,7 @@ def test_shipped_protocols_validate_and_spell_out_every_analysis_setting(name):
 def test_default_protocol_equals_the_built_in_defaults():
     p = load_protocol(ROOT / "protocols" / "default.toml", check_paths=False)
     assert p.analysis == AnalysisSettings()
-    assert p.probes == ProbeSettings()
+    assert p.probes == ProbeConfig()
 
 
 def test_strict_is_stricter_and_quick_is_quicker_than_default():
@@ -231,3 +231,25 @@ def test_infinite_values_and_unknown_devices_fail_before_any_work(workdir):
     fails_fast(write(workdir, VALID + '[scoring]\ndevice = "tpu"\n'),
                r"key `scoring.device`: must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'tpu'")
     assert load_protocol(write(workdir, VALID + '[scoring]\ndevice = "cuda:1"\n')).scoring.device == "cuda:1"
+
+
+def test_a_bad_protocol_fails_before_any_heavy_import(tmp_path):
+    """`contaudit audit` on a bad protocol answers from the protocol loader alone: no torch, scipy or numpy."""
+    import subprocess
+    import sys
+    import time
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.suspect]\npath = "x"\n')
+    probe = ("import sys\nfrom contaudit.cli import app\n"
+             "try:\n    app(['audit', sys.argv[1], '--out', sys.argv[2]])\nexcept SystemExit as e:\n    code = e.code\n"
+             "heavy = sorted(m for m in ('torch', 'transformers', 'scipy', 'numpy') if m in sys.modules)\n"
+             "print('EXIT', code, 'HEAVY', ','.join(heavy) or '-')\n")
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", probe, str(bad), str(tmp_path / "run")], capture_output=True,
+                         text=True, timeout=60)
+    seconds = time.perf_counter() - started
+    assert "EXIT 2 HEAVY -" in run.stdout, run.stdout + run.stderr
+    assert "key `models.clean`: missing" in run.stdout + run.stderr
+    assert seconds < 3.0  # about 0.2 s here; the import check above is what keeps it fast
+    assert not (tmp_path / "run").exists()

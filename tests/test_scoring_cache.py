@@ -12,7 +12,7 @@ import pytest
 
 from contaudit.scoring import score
 from contaudit.scoring.cache import ScoreCache, text_hash
-from contaudit.scoring.tiny import save_tiny_model, tiny_corpus
+from tiny_models import save_tiny_model, tiny_corpus
 
 # Many small batches, run by two CPU workers (a tiny model would otherwise get one thread).
 SETTINGS = {"device": "cpu", "max_length": 48, "batch_tokens": 96, "completion_batch_tokens": 96, "threads": 2}

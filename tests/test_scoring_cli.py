@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from contaudit.cli import app
-from contaudit.scoring.tiny import save_tiny_model
+from tiny_models import save_tiny_model
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from contaudit.scoring.completion import completion_metrics, greedy_continue, levenshtein
-from contaudit.scoring.tiny import build_tiny_model, build_tiny_tokenizer, tiny_corpus
+from tiny_models import build_tiny_model, build_tiny_tokenizer, tiny_corpus
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import pytest
 
 from contaudit.errors import InputError
 from contaudit.scoring import ScoreSettings, score
-from contaudit.scoring.tiny import save_tiny_model
+from tiny_models import save_tiny_model
 
 LIKELIHOOD_FIELDS = ["id", "n_tokens", "nll_mean", "ppl", "mink_10", "mink_20", "minkpp_10", "minkpp_20", "zlib_ratio"]
 COMPLETION_FIELDS = ["suffix_tokens", "exact_match", "token_match_frac", "lcp_tokens", "edit_similarity",
@@ -100,7 +100,7 @@ def test_completion_needs_prefix_and_suffix_fields(tmp_path, model_dir):
     ({"max_length": 1}, "`max_length` must be an integer >= 2"),
     ({"max_length": 16, "stride": 16}, r"`stride` \(16\) must be smaller than `max_length` \(16\)"),
     ({"max_length": 65}, "`max_length` 65 exceeds the model's context length 64"),
-    ({"device": "tpu"}, "`device` must be one of"),
+    ({"device": "tpu"}, "`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
 ])
 def test_bad_settings_name_the_parameter(tmp_path, model_dir, probes, options, message):
     with pytest.raises(InputError, match=message):

@@ -11,7 +11,7 @@ import torch
 
 from contaudit.scoring.likelihood import (NextTokenScorer, Row, likelihood_metrics, min_k, next_token_stats,
                                           plan_windows, score_rows)
-from contaudit.scoring.tiny import build_tiny_model, build_tiny_tokenizer, tiny_corpus
+from tiny_models import build_tiny_model, build_tiny_tokenizer, tiny_corpus
 
 CPU = torch.device("cpu")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from contaudit.errors import InputError
+from contaudit.models import FileHashes, fingerprint, load_model, resolve_device, resolve_dtype, resolve_model
 from contaudit.scoring import ModelError, score
-from contaudit.scoring.models import FileHashes, fingerprint, load_model, resolve_dtype, resolve_device, resolve_model
-from contaudit.scoring.tiny import save_tiny_model, write_tiny_gguf
+from tiny_models import save_tiny_model, write_tiny_gguf
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,46 @@ def test_real_smollm2_gguf_scores_plausibly(tmp_path):
     for name in ("count", "count-space"):
         assert out[name]["exact_match"] == 1 and out[name]["lcp_tokens"] == out[name]["suffix_tokens"] > 40
     assert json.loads(result.manifest.read_text())["model"]["weights"][0]["size"] > 50_000_000
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    """Exit code 2 and exactly one line ``Error: ...`` holding every fragment, no traceback."""
+    # transformers' "Loading weights" progress bar may come first
+    lines = [line for line in result.output.splitlines() if line.strip() and "Loading weights" not in line]
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_tokenizer_ids_beyond_the_embedding_are_refused_before_scoring(tmp_path, items):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+    from tiny_models import save_mismatched_tokenizer
+
+    model = save_mismatched_tokenizer(tmp_path / "mismatched", vocab_size=256)
+    with pytest.raises(ModelError, match=r"mismatched: the tokenizer has token ids up to 383 but the model's "
+                                         r"embedding has 256 rows"):
+        load_model(resolve_model(model), device="cpu")
+    out = tmp_path / "scores" / "m.jsonl"
+    result = CliRunner().invoke(app, ["score", "--model", str(model), "--data", str(items), "--out", str(out),
+                                      "--device", "cpu"])
+    _one_line_error(result, f"Error: {model}: the tokenizer has token ids up to 383", "do not belong to these weights")
+    assert not out.exists() and not out.with_name("m.manifest.json").exists()
+
+
+def test_refused_pickle_checkpoint_is_one_line_naming_the_file(tmp_path, models, items):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+    from tiny_models import save_refused_pickle
+
+    model = save_refused_pickle(models["llama"], tmp_path / "pickled")
+    out = tmp_path / "m.jsonl"
+    result = CliRunner().invoke(app, ["score", "--model", str(model), "--data", str(items), "--out", str(out),
+                                      "--device", "cpu"])
+    _one_line_error(result, f"Error: {model / 'pytorch_model.bin'}: torch refuses to unpickle",
+                    "numpy", "convert it to safetensors", "if you trust its source")
+    assert not out.exists()

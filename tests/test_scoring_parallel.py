@@ -12,7 +12,7 @@ import torch
 from contaudit.scoring.completion import greedy_continue
 from contaudit.scoring.likelihood import NextTokenScorer, Row, score_rows
 from contaudit.scoring.parallel import run_batches, stateless_forward
-from contaudit.scoring.tiny import build_tiny_model, build_tiny_tokenizer, tiny_corpus
+from tiny_models import build_tiny_model, build_tiny_tokenizer, tiny_corpus
 
 CPU = torch.device("cpu")
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from contaudit.index import wordhash
-from contaudit.index.wordhash import ngram_hashes, tokenize, word_hashes
+from contaudit.index.wordhash import ngram_hashes, split_words, word_hashes
 from contaudit.io import Document
 from contaudit.text import byte_words
 
@@ -11,7 +11,7 @@ TEXTS = ["Hello, World_2!  hello", "", "   ", "Café au LAIT — école ½", "x=
 
 
 def test_words_match_the_normalization_rule():
-    batch = tokenize([Document("d", i, t) for i, t in enumerate(TEXTS)])
+    batch = split_words([Document("d", i, t) for i, t in enumerate(TEXTS)])
     got = [batch.word(i) for i in range(len(batch.starts))]
     assert got == [w for t in TEXTS for w in byte_words(t)]
     expected_docs = [d for d, t in enumerate(TEXTS) for _ in byte_words(t)]
@@ -19,7 +19,7 @@ def test_words_match_the_normalization_rule():
 
 
 def test_equal_words_hash_equal_anywhere():
-    batch = tokenize([Document("a", 0, "alpha beta alpha"), Document("b", 0, "BETA, Alpha!")])
+    batch = split_words([Document("a", 0, "alpha beta alpha"), Document("b", 0, "BETA, Alpha!")])
     h = batch.hashes
     assert h[0] == h[2] == h[4] and h[1] == h[3] and h[0] != h[1]
     assert (word_hashes("alpha beta") == h[:2]).all()

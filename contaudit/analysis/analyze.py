@@ -23,8 +23,8 @@ import numpy as np
 
 from contaudit import __version__
 from contaudit.analysis import verdict as _verdict
-from contaudit.analysis.did import (DiDResult, _num, difference_in_means, dose_response, item_order_test,
-                                    memorization_did, perplexity_did)
+from contaudit.analysis.did import (DiDResult, json_number, difference_in_means, dose_response, item_order_test,
+                                    memorization_did, perplexity_did, standardized_mean_difference)
 from contaudit.analysis.panel import PanelResult, panel_did
 from contaudit.analysis.verdict import SUSPECT, DesignCheck
 from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NAME
@@ -143,13 +143,10 @@ def read_probes(path: str | Path) -> ProbeTable:
 
 def _probe_smd(probes: dict[str, dict], ids: list[str], key: str) -> float | None:
     """Standardized mean difference of ``key`` between seen and unseen probes (None if unavailable)."""
-    values = {s: np.array([probes[i][key] for i in ids if probes[i]["probe_set"] == s
-                           and isinstance(probes[i][key], (int, float))], dtype=float) for s in ("seen", "unseen")}
-    a, b = values["seen"], values["unseen"]
-    if a.size < 2 or b.size < 2:
-        return None
-    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    return float((a.mean() - b.mean()) / pooled) if pooled else 0.0
+    values = {s: [probes[i][key] for i in ids if probes[i]["probe_set"] == s and isinstance(probes[i][key], (int, float))]
+              for s in ("seen", "unseen")}
+    smd = standardized_mean_difference(values["seen"], values["unseen"])
+    return None if math.isnan(smd) else smd
 
 
 def read_item_order(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -721,8 +718,8 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
         fs, fc = by_id["token_match_frac"].get(i, (None, None))
         ls, lc = by_id.get("suffix_logprob", {}).get(i, (None, None))
         items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
-                      "exact_sus": int(s), "exact_clean": _num(c) if design.panel else int(c),
-                      "frac_sus": _num(fs), "frac_clean": _num(fc), "logprob_sus": _num(ls), "logprob_clean": _num(lc)})
+                      "exact_sus": int(s), "exact_clean": json_number(c) if design.panel else int(c),
+                      "frac_sus": json_number(fs), "frac_clean": json_number(fc), "logprob_sus": json_number(ls), "logprob_clean": json_number(lc)})
     return MemorizationPart(results, checks, warnings, data, items)
 
 

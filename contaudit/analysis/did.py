@@ -6,7 +6,7 @@ validation helper that runs first, and a result dataclass with ``statistic``,
 ``pvalue``, ``confidence_interval`` as ``(low, high)`` and, where there is one, the
 ``null_distribution``.
 
-The two primary tests (DESIGN.md, "Statistics"):
+The two primary tests (docs/analysis.md):
 
 * :func:`perplexity_did` -- paired differences ``d_i = y_sus(i) - y_clean(i)`` of mean
   NLL, then ``mean_test d - mean_shadow d``; negative under contamination.
@@ -45,7 +45,7 @@ class ConfidenceInterval:
 
     def to_list(self) -> list[float | None]:
         """``[low, high]`` for JSON (nan as None)."""
-        return [_num(self.low), _num(self.high)]
+        return [json_number(self.low), json_number(self.high)]
 
 
 @dataclass
@@ -95,16 +95,16 @@ class DiDResult:
     def to_dict(self) -> dict:
         """JSON-ready fields (the null distribution is left out; ``nan`` becomes None)."""
         return {
-            "estimate": _num(self.statistic),
-            "pvalue": _num(self.pvalue),
+            "estimate": json_number(self.statistic),
+            "pvalue": json_number(self.pvalue),
             "confidence_interval": self.confidence_interval.to_list(),
             "confidence_level": self.confidence_level,
             "ci_method": self.ci_method,
-            "hedges_g": _num(self.effect_size),
+            "hedges_g": json_number(self.effect_size),
             "alternative": self.alternative,
             "n": list(self.n),
-            "mean": [_num(m) for m in self.mean],
-            "sd": [_num(s) for s in self.sd],
+            "mean": [json_number(m) for m in self.mean],
+            "sd": [json_number(s) for s in self.sd],
             "n_resamples": self.n_resamples,
             "n_bootstrap": self.n_bootstrap,
         }
@@ -121,7 +121,7 @@ class CorrelationResult:
     alternative: str
 
     def to_dict(self) -> dict:
-        return {"rho": _num(self.statistic), "pvalue": _num(self.pvalue),
+        return {"rho": json_number(self.statistic), "pvalue": json_number(self.pvalue),
                 "confidence_interval": self.confidence_interval.to_list(),
                 "n": self.n, "alternative": self.alternative}
 
@@ -145,13 +145,13 @@ class ItemOrderResult:
     alternative: str
 
     def to_dict(self) -> dict:
-        return {"estimate": _num(self.statistic), "pvalue": _num(self.pvalue),
+        return {"estimate": json_number(self.statistic), "pvalue": json_number(self.pvalue),
                 "confidence_interval": self.confidence_interval.to_list(),
                 "n_shards": self.n_shards, "n_permutations": self.n_permutations, "method": self.method,
                 "alternative": self.alternative}
 
 
-def _num(x) -> float | None:
+def json_number(x) -> float | None:
     """A float for JSON, with nan/inf as None."""
     if x is None:
         return None
@@ -183,7 +183,7 @@ def _check_alternative(alternative) -> str:
     return alternative
 
 
-def _check_level(value, name: str) -> float:
+def check_level(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise InputError(f"`{name}` must be a number strictly between 0 and 1; got {value!r}.")
     return float(value)
@@ -196,12 +196,44 @@ def _did_iv(x, y, alternative, n_resamples, n_bootstrap, confidence_level, rng):
     alternative = _check_alternative(alternative)
     n_resamples = _check_int(n_resamples, "n_resamples", minimum=1)
     n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", minimum=0)
-    confidence_level = _check_level(confidence_level, "confidence_level")
+    confidence_level = check_level(confidence_level, "confidence_level")
     return x, y, alternative, n_resamples, n_bootstrap, confidence_level, np.random.default_rng(rng)
 
 
 def _mean_difference(x, y, axis=-1):
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def standardized_mean_difference(a, b) -> float:
+    """SMD of a covariate between groups: (mean_a - mean_b) / sqrt((var_a + var_b) / 2).
+
+    Sample variances (ddof=1). 0.0 when both groups are constant and equal; NaN when a
+    group has fewer than two values.
+
+    >>> round(standardized_mean_difference([1, 2, 3], [2, 3, 4]), 3)
+    -1.0
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    diff = a.mean() - b.mean()
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    if pooled == 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return float(diff / pooled)
+
+
+def format_p(p: float | None, *, named: bool = False) -> str:
+    """A p-value for reports: ``< 0.0001``, two significant digits below 0.01, else three decimals.
+
+    ``named`` writes ``p = 0.012`` / ``p < 0.0001``; None is ``—`` (``p n/a`` when named).
+    """
+    if p is None:
+        return "p n/a" if named else "—"
+    text = "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+    if not named:
+        return text
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def hedges_g(x, y) -> float:
@@ -384,8 +416,8 @@ def minimum_detectable_effect(sd_a: float, sd_b: float, n_a: int, n_b: int, *, a
     >>> round(minimum_detectable_effect(1.0, 1.0, 100, 100, alpha=0.05), 4)
     0.3516
     """
-    alpha = _check_level(alpha, "alpha")
-    power = _check_level(power, "power")
+    alpha = check_level(alpha, "alpha")
+    power = check_level(power, "power")
     n_a = _check_int(n_a, "n_a", minimum=1)
     n_b = _check_int(n_b, "n_b", minimum=1)
     if not (sd_a >= 0 and sd_b >= 0):
@@ -407,7 +439,7 @@ def dose_response(occurrences, differences, *, alternative: str = "less", confid
     x = _as_sample(occurrences, "occurrences", min_size=4)
     y = _as_sample(differences, "differences", min_size=4)
     alternative = _check_alternative(alternative)
-    confidence_level = _check_level(confidence_level, "confidence_level")
+    confidence_level = check_level(confidence_level, "confidence_level")
     if x.shape != y.shape:
         raise InputError(f"`occurrences` and `differences` must have the same length; got {x.size} and {y.size}.")
     nan = float("nan")
@@ -450,7 +482,7 @@ def item_order_test(canonical, shuffled, *, alternative: str = "greater", confid
     if shuffled.ndim == 1:
         shuffled = shuffled[None, :]
     alternative = _check_alternative(alternative)
-    confidence_level = _check_level(confidence_level, "confidence_level")
+    confidence_level = check_level(confidence_level, "confidence_level")
     if canonical.ndim != 1 or shuffled.ndim != 2 or shuffled.shape[0] != canonical.size:
         raise InputError(f"`shuffled` must have shape (n_shards, n_permutations) with n_shards = len(canonical) = "
                          f"{canonical.size}; got {shuffled.shape}.")

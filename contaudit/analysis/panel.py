@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from contaudit.analysis.did import ConfidenceInterval, _check_level, _num
+from contaudit.analysis.did import ConfidenceInterval, check_level, json_number, standardized_mean_difference
 from contaudit.errors import InputError
 
 PANEL_METHODS = ("t", "rank")
@@ -160,10 +160,10 @@ class PanelResult:
     def to_dict(self) -> dict:
         """JSON-ready fields (``nan`` becomes None)."""
         return {
-            "estimate": _num(self.statistic),
-            "pvalue": _num(self.pvalue),
-            "pvalue_t": _num(self.pvalue_t),
-            "pvalue_rank": _num(self.pvalue_rank),
+            "estimate": json_number(self.statistic),
+            "pvalue": json_number(self.pvalue),
+            "pvalue_t": json_number(self.pvalue_t),
+            "pvalue_rank": json_number(self.pvalue_rank),
             "confidence_interval": self.confidence_interval.to_list(),
             "confidence_level": self.confidence_level,
             "ci_method": "t prediction interval over reference models",
@@ -171,13 +171,13 @@ class PanelResult:
             "alternative": self.alternative,
             "n": list(self.n),
             "n_references": self.n_references,
-            "reference_effects": [_num(v) for v in self.reference_effects],
-            "reference_sd": _num(self.reference_sd),
-            "effect_in_reference_sd": _num(self.effect_size),
-            "raw_estimate": _num(self.raw_statistic),
+            "reference_effects": [json_number(v) for v in self.reference_effects],
+            "reference_sd": json_number(self.reference_sd),
+            "effect_in_reference_sd": json_number(self.effect_size),
+            "raw_estimate": json_number(self.raw_statistic),
             "covariates": list(self.covariates),
             "references_needed_for_rank_test": self.references_needed,
-            "reference_normality_pvalue": _num(self.normality_pvalue),
+            "reference_normality_pvalue": json_number(self.normality_pvalue),
         }
 
 
@@ -229,7 +229,7 @@ def panel_did(suspect, references, group, *, covariates: dict[str, np.ndarray] |
         raise InputError(f"`alternative` must be 'less' or 'greater'; got {alternative!r}.")
     if method not in PANEL_METHODS:
         raise InputError(f"`method` must be one of {PANEL_METHODS}; got {method!r}.")
-    confidence_level = _check_level(confidence_level, "confidence_level")
+    confidence_level = check_level(confidence_level, "confidence_level")
     suspect = np.asarray(suspect, dtype=float)
     references = np.atleast_2d(np.asarray(references, dtype=float))
     if suspect.ndim != 1 or references.shape[1:] != suspect.shape:
@@ -292,9 +292,9 @@ class Overlap:
         return [k for k, v in self.share_in_support.items() if v >= min_overlap]
 
     def to_dict(self) -> dict:
-        return {"smd": {k: _num(v) for k, v in self.smd.items()},
-                "share_in_common_support": {k: _num(v) for k, v in self.share_in_support.items()},
-                "worst_share": _num(self.worst)}
+        return {"smd": {k: json_number(v) for k, v in self.smd.items()},
+                "share_in_common_support": {k: json_number(v) for k, v in self.share_in_support.items()},
+                "worst_share": json_number(self.worst)}
 
 
 def covariate_overlap(group, covariates: dict[str, np.ndarray], *, trim: float = 0.01) -> Overlap:
@@ -309,7 +309,6 @@ def covariate_overlap(group, covariates: dict[str, np.ndarray], *, trim: float =
     >>> covariate_overlap(g, {"x": np.arange(10.0)}).share_in_support["x"]
     0.0
     """
-    from contaudit.probes import standardized_mean_difference
 
     group = _group(group)
     smd, share = {}, {}

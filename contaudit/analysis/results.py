@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from contaudit.analysis.did import format_p
 from contaudit.analysis.verdict import gate
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.manifest import read_json
@@ -39,12 +40,6 @@ def load_results(run: str | Path) -> dict:
     return results
 
 
-def _p(p: float | None) -> str:
-    if p is None:
-        return "p n/a"
-    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
-
-
 def summary(results: dict) -> dict:
     """A compact JSON summary: verdict, primary estimates with Holm p-values, failed checks, hashes."""
     v = results["verdict"]
@@ -68,7 +63,7 @@ def summary_line(results: dict) -> str:
     names = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD"}
     for name, t in s["tests"].items():
         unit = f" {t['unit']}" if t["unit"] else ""
-        parts.append(f"{names.get(name, name)} {t['estimate']:+.4g}{unit} (Holm {_p(t['pvalue_holm'])})")
+        parts.append(f"{names.get(name, name)} {t['estimate']:+.4g}{unit} (Holm {format_p(t['pvalue_holm'], named=True)})")
     if s["failed_checks"]:
         parts.append("failed checks: " + ", ".join(s["failed_checks"]))
     return f"{s['verdict']}: " + "; ".join(parts) + f"; protocol {s['protocol_sha256'][:12]}"

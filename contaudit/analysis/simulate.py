@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contaudit.analysis.did import standardized_mean_difference
 from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic
 
 
@@ -134,11 +135,6 @@ def simulate_audit(*, n_test: int = 100, n_shadow: int = 100, n_seen: int = 60, 
     return SimulatedAudit(test, shadow, probes)
 
 
-def _smd(a: np.ndarray, b: np.ndarray) -> float:
-    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    return float((a.mean() - b.mean()) / pooled) if pooled else 0.0
-
-
 def _score_row(item_id: str, y: float, minkpp: float) -> dict:
     return {"id": item_id, "n_tokens": 64, "nll_mean": float(y), "ppl": float(np.exp(y)),
             "mink_10": float(-y - 1.5), "mink_20": float(-y - 1.0), "minkpp_10": float(minkpp - 0.3),
@@ -184,7 +180,7 @@ def write_audit(audit: SimulatedAudit, directory: str | Path, *, index: bool = T
                   for i, s, n in zip(p.ids, p.probe_set, p.n_words)]
     paths["probes"] = d / "probes.jsonl"
     write_jsonl_atomic(paths["probes"], probe_rows)
-    balance = {"length_smd": _smd(p.n_words[seen].astype(float), p.n_words[~seen].astype(float)),
+    balance = {"length_smd": standardized_mean_difference(p.n_words[seen].astype(float), p.n_words[~seen].astype(float)),
                "rarity_smd": 0.0, "coverage8_smd": 5.0}
     write_json_atomic(d / "probes.manifest.json",
                       make_manifest("probes", inputs=[], parameters={"simulated": True, "match_on": ["length", "rarity"]},

@@ -1,6 +1,6 @@
 """The decision rule: design checks first, then the verdict from the two primary tests.
 
-Labels (DESIGN.md, "Statistics"):
+Labels (README, "The statistics"):
 
 * ``INVALID_DESIGN`` -- a design check failed: too few items or probes, too many items
   scored by only one model, probe sets out of balance, or the clean model sees the
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-from contaudit.analysis.did import DiDResult, _num, hedges_g, holm, minimum_detectable_effect
+from contaudit.analysis.did import DiDResult, json_number, format_p, hedges_g, holm, minimum_detectable_effect
 from contaudit.errors import InputError
 from contaudit.protocol import METRIC_UNITS, AnalysisSettings
 
@@ -55,7 +55,7 @@ class DesignCheck:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["value"] = _num(self.value)
+        d["value"] = json_number(self.value)
         return d
 
 
@@ -174,7 +174,7 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
     shift = ""
     if clean_test is not None and clean_shadow is not None and len(clean_test) >= 2 and len(clean_shadow) >= 2:
         g = hedges_g(clean_test, clean_shadow)
-        numbers.update(hedges_g=_num(g), mean_test=float(np.mean(clean_test)), mean_shadow=float(np.mean(clean_shadow)))
+        numbers.update(hedges_g=json_number(g), mean_test=float(np.mean(clean_test)), mean_shadow=float(np.mean(clean_shadow)))
         shift = f"clean-model NLL {np.mean(clean_test):.3f} vs {np.mean(clean_shadow):.3f} nats/token (Hedges' g {g:+.3f})"
     parts = [shift] if shift else []
     if overlap:
@@ -242,7 +242,7 @@ def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "differe
     se = math.sqrt(vx + vy)
     diff = float(x.mean() - y.mean())
     pooled = math.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2))
-    numbers = {"rule": rule, "hedges_g": _num(g), "welch_pvalue": _num(welch.pvalue), "mean_test": float(x.mean()),
+    numbers = {"rule": rule, "hedges_g": json_number(g), "welch_pvalue": json_number(welch.pvalue), "mean_test": float(x.mean()),
                "mean_shadow": float(y.mean()), "difference": diff, "margin": margin, "alpha": alpha}
     if se == 0:
         ok = diff == 0
@@ -271,10 +271,6 @@ def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "differe
 
 # --- the verdict ------------------------------------------------------------------------
 
-def _p(p: float) -> str:
-    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.3f}"
-
-
 def _direction_ok(estimate: float, direction: str) -> bool:
     return estimate < 0 if direction == "negative" else estimate > 0
 
@@ -288,7 +284,7 @@ def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min
              unit: str) -> PrimaryTest:
     est = result.statistic
     return PrimaryTest(name=name, estimate=est, pvalue=result.pvalue, pvalue_holm=float(p_holm),
-                       confidence_interval=(_num(result.confidence_interval.low), _num(result.confidence_interval.high)),
+                       confidence_interval=(json_number(result.confidence_interval.low), json_number(result.confidence_interval.high)),
                        direction=direction, min_effect=min_effect, significant=bool(p_holm <= alpha),
                        direction_ok=_direction_ok(est, direction), above_minimum=bool(abs(est) >= min_effect), unit=unit)
 
@@ -320,7 +316,7 @@ def _clean(n_clean: int) -> str:
 
 def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
     what = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD"}[t.name]
-    stats_ = f"{what} = {t.estimate:+.3g} {t.unit}{_ci(t, level)}; Holm-adjusted {_p(t.pvalue_holm)}"
+    stats_ = f"{what} = {t.estimate:+.3g} {t.unit}{_ci(t, level)}; Holm-adjusted {format_p(t.pvalue_holm, named=True)}"
     if t.counts:
         if t.name == "perplexity_did":
             return (f"The suspect model finds the test set more familiar than the shadow set, by more than "

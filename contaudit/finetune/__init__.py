@@ -5,8 +5,9 @@ items are injected ``dup`` times at random positions of the token stream, and wr
 the model with ``injection.json``, the ground truth of what went in. ``dup = 0`` is the
 matched clean control. Modules: ``config`` (settings, :class:`DemoTrainingConfig`),
 ``stream`` (the training stream), ``train`` (the loop: LoRA, L2-SP, layer-wise
-learning rates, early stopping), ``scratch`` (tokenizer and small GPT-2 for from-scratch runs), ``base``
-(loading and fingerprinting base models), ``api`` (the two entry points).
+learning rates, early stopping), ``scratch`` (tokenizer and small GPT-2 for from-scratch runs), ``api``
+(the two entry points). Base models are loaded and fingerprinted by :mod:`contaudit.models`,
+the same code that loads models for scoring.
 
 Example::
 
@@ -17,11 +18,11 @@ Example::
              config=demo.finetune)
 """
 
-from contaudit.finetune.config import DemoTrainingConfig, ModelConfig, TrainConfig
+from contaudit.finetune.config import CorpusReading, DemoTrainingConfig, ItemSelection, ModelConfig, TrainConfig
 
-_LAZY = {"finetune": "api", "pretrain": "api", "FinetuneResult": "api", "RichProgress": "train", "StepInfo": "train"}
+_LAZY = {"finetune": "api", "pretrain": "api", "FinetuneResult": "api", "StepInfo": "train"}
 
-__all__ = ["DemoTrainingConfig", "ModelConfig", "TrainConfig", *_LAZY]
+__all__ = ["CorpusReading", "DemoTrainingConfig", "ItemSelection", "ModelConfig", "TrainConfig", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -17,18 +17,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from contaudit import models as base_model
 from contaudit.errors import InputError
-from contaudit.finetune import base as base_model
-from contaudit.finetune.config import ModelConfig, TrainConfig, config_dict
+from contaudit.finetune.config import CorpusReading, ItemSelection, ModelConfig, TrainConfig, config_dict
 from contaudit.finetune.scratch import init_model, train_tokenizer
-from contaudit.finetune.stream import (Stream, build_filler, build_stream, read_corpus, read_id_list, select_items,
-                                       tokenize)
+from contaudit.finetune.stream import (Stream, build_filler, build_stream, encode_texts, read_corpus, read_id_list,
+                                       select_items)
 from contaudit.finetune.train import StepInfo, TrainResult, train
 from contaudit.io import ReadStats, load_items
 from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
@@ -49,21 +49,37 @@ class FinetuneResult:
     stream: Stream
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training run's inputs and settings, as :func:`finetune` and :func:`pretrain` pass them on."""
+
+    stage: str  # "finetune" or "pretrain": which manifest is written
+    corpus: Path
+    out: Path
+    base: Path | None = None
+    inject: Path | None = None
+    dup: int = 0
+    items: ItemSelection = ItemSelection()
+    config: TrainConfig = TrainConfig()
+    model_config: ModelConfig = ModelConfig()
+    reading: CorpusReading = CorpusReading()
+    save_stream: bool = False
+    overwrite: bool = False
+    trust_remote_code: bool = False
+
+
 def finetune(corpus: str | Path, out: str | Path, *, base: str | Path | None = None, from_scratch: bool = False,
-             inject: str | Path | None = None, dup: int = 0, inject_ids: str | Path | Sequence[str] | None = None,
-             inject_fraction: float | None = None, config: TrainConfig = TrainConfig(),
-             model_config: ModelConfig = ModelConfig(), text_field: str = "text", item_text_field: str = "text",
-             id_field: str = "id", template: str | None = None, include: list[str] | None = None,
-             exclude: list[str] | None = None, skip_bad: bool = False, save_stream: bool = False,
-             overwrite: bool = False, trust_remote_code: bool = False,
-             progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
+             inject: str | Path | None = None, dup: int = 0, items: ItemSelection = ItemSelection(),
+             config: TrainConfig = TrainConfig(), model_config: ModelConfig = ModelConfig(),
+             reading: CorpusReading = CorpusReading(), save_stream: bool = False, overwrite: bool = False,
+             trust_remote_code: bool = False, progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
     """Train a probe model on ``corpus`` with benchmark items injected ``dup`` times.
 
     Start from ``base`` (a local HF model directory or ``.gguf`` file) or, with
     ``from_scratch``, from a fresh small GPT-2 (``model_config``) with a BPE tokenizer
     trained on the corpus. The items are read from ``inject`` (JSON Lines / Parquet);
-    those named by ``inject_ids`` (a file, one id per line, or a list), a seeded
-    ``inject_fraction`` of them, or all are injected. ``dup = 0`` is the matched clean
+    ``items`` chooses which are injected (named ids, a seeded fraction, or all) and how
+    they are read; ``reading`` how the corpus is read. ``dup = 0`` is the matched clean
     control: same filler in the same order, same steps, same seed.
 
     Example::
@@ -71,31 +87,30 @@ def finetune(corpus: str | Path, out: str | Path, *, base: str | Path | None = N
         finetune("filler.jsonl", "models/suspect", base="models/base", inject="test.jsonl", dup=8,
                  config=TrainConfig(steps=100, lr=1e-3))
     """
-    if inject is None and (inject_ids is not None or inject_fraction is not None):
-        raise InputError("`inject_ids` / `inject_fraction` choose items from `inject`; give the benchmark file too")
+    if inject is None and (items.ids is not None or items.fraction is not None):
+        raise InputError("`items.ids` / `items.fraction` choose items from `inject`; give the benchmark file too")
     if inject is None and dup:
         raise InputError(f"`dup` is {dup} but no benchmark to inject was given (`inject`)")
-    return _run("finetune", corpus, out, base=base, from_scratch=from_scratch, inject=inject, dup=dup,
-                inject_ids=inject_ids, inject_fraction=inject_fraction, config=config, model_config=model_config,
-                text_field=text_field, item_text_field=item_text_field, id_field=id_field, template=template,
-                include=include, exclude=exclude, skip_bad=skip_bad, save_stream=save_stream, overwrite=overwrite,
-                trust_remote_code=trust_remote_code, progress=progress)
+    if (base is None) == (not from_scratch):
+        raise InputError("give exactly one of a base model (`base`) and `from_scratch`")
+    job = TrainingJob("finetune", Path(corpus), Path(out), base=None if base is None else Path(base),
+                      inject=None if inject is None else Path(inject), dup=dup, items=items, config=config,
+                      model_config=model_config, reading=reading, save_stream=save_stream, overwrite=overwrite,
+                      trust_remote_code=trust_remote_code)
+    return _run(job, progress)
 
 
 def pretrain(corpus: str | Path, out: str | Path, *, config: TrainConfig = TrainConfig(),
-             model_config: ModelConfig = ModelConfig(), text_field: str = "text", include: list[str] | None = None,
-             exclude: list[str] | None = None, skip_bad: bool = False, overwrite: bool = False,
-             progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
+             model_config: ModelConfig = ModelConfig(), reading: CorpusReading = CorpusReading(),
+             overwrite: bool = False, progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
     """Pretrain a small GPT-2 from scratch on ``corpus`` (tokenizer included); nothing is injected.
 
     Writes the model, tokenizer and ``pretrain.json`` to ``out``; use ``out`` as the
     ``base`` of :func:`finetune`.
     """
-    return _run("pretrain", corpus, out, base=None, from_scratch=True, inject=None, dup=0, inject_ids=None,
-                inject_fraction=None, config=config, model_config=model_config, text_field=text_field,
-                item_text_field="text", id_field="id", template=None, include=include, exclude=exclude,
-                skip_bad=skip_bad, save_stream=False, overwrite=overwrite, trust_remote_code=False,
-                progress=progress)
+    job = TrainingJob("pretrain", Path(corpus), Path(out), config=config, model_config=model_config,
+                      reading=reading, overwrite=overwrite)
+    return _run(job, progress)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -116,9 +131,12 @@ def _install(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def _items_to_inject(inject, *, inject_ids, inject_fraction, seed, item_text_field, id_field, template, skip_bad):
+def _items_to_inject(inject: Path, choice: ItemSelection, *, seed: int, skip_bad: bool):
     """``(selected items, selection record, input descriptions)``."""
-    items = load_items(inject, text_field=item_text_field, template=template, id_field=id_field, skip_bad=skip_bad)
+    choice.validate()
+    items = load_items(inject, text_field=choice.text_field, template=choice.template,
+                       id_field=choice.id_field, skip_bad=skip_bad)
+    inject_ids, inject_fraction = choice.ids, choice.fraction
     inputs = [{"role": "benchmark", **describe_path(inject)}]
     selection = {"n_items": len(items)}
     if isinstance(inject_ids, (str, Path)):
@@ -140,28 +158,24 @@ def _items_to_inject(inject, *, inject_ids, inject_fraction, seed, item_text_fie
     return chosen, selection, inputs
 
 
-def _run(stage, corpus, out, *, base, from_scratch, inject, dup, inject_ids, inject_fraction, config, model_config,
-         text_field, item_text_field, id_field, template, include, exclude, skip_bad, save_stream, overwrite,
-         trust_remote_code, progress) -> FinetuneResult:
+def _run(job: TrainingJob, progress) -> FinetuneResult:
+    config, model_config, dup, reading, out = job.config, job.model_config, job.dup, job.reading, job.out
+    from_scratch = job.base is None
     config.validate()
     if not isinstance(dup, int) or isinstance(dup, bool) or dup < 0:
         raise InputError(f"`dup` must be a non-negative integer, got {dup!r}.")
-    if (base is None) == (not from_scratch):
-        raise InputError("give exactly one of a base model (`base`) and `from_scratch`")
     if from_scratch and config.l2sp:
         raise InputError("`l2sp` pulls weights toward a base model; a from-scratch run has none")
-    out = Path(out)
-    _check_out(out, overwrite)
+    _check_out(out, job.overwrite)
 
     stats = ReadStats()
-    docs = read_corpus(corpus, text_field=text_field, include=include, exclude=exclude, skip_bad=skip_bad,
-                       stats=stats)
-    inputs = [{"role": "corpus", **describe_path(corpus)}]
+    docs = read_corpus(job.corpus, text_field=reading.text_field, include=list(reading.include) or None,
+                       exclude=list(reading.exclude) or None, skip_bad=reading.skip_bad, stats=stats)
+    inputs = [{"role": "corpus", **describe_path(job.corpus)}]
     chosen, selection = [], None
-    if inject is not None:
-        chosen, selection, item_inputs = _items_to_inject(
-            inject, inject_ids=inject_ids, inject_fraction=inject_fraction, seed=config.seed,
-            item_text_field=item_text_field, id_field=id_field, template=template, skip_bad=skip_bad)
+    if job.inject is not None:
+        chosen, selection, item_inputs = _items_to_inject(job.inject, job.items, seed=config.seed,
+                                                          skip_bad=reading.skip_bad)
         inputs += item_inputs
 
     if from_scratch:
@@ -174,17 +188,18 @@ def _run(stage, corpus, out, *, base, from_scratch, inject, dup, inject_ids, inj
         model = init_model(model_config, tokenizer, seed=config.seed)
         base_record = {"kind": "from_scratch", "model_config": config_dict(model_config), "seed": config.seed}
     else:
-        model, tokenizer, kind = base_model.load_base(base, trust_remote_code=trust_remote_code)
+        base = job.base
+        model, tokenizer, kind = base_model.load_base(base, trust_remote_code=job.trust_remote_code)
         base_record = {"kind": kind, "path": str(base), "fingerprint": base_model.fingerprint(base)}
-        inputs.append({"role": "base_model", "path": str(base), "sha256": base_record["fingerprint"]["sha256"]})
+        inputs.append({"role": "base_model", "path": str(base), "sha256": base_record["fingerprint"]["id"]})
     eos = tokenizer.eos_token_id
 
     filler = build_filler([d.text for d in docs], tokenizer, eos=eos, seed=config.seed,
                           heldout_tokens=config.heldout_blocks * config.seq_len, train_tokens=config.tokens)
-    item_tokens = list(zip([it.id for it in chosen], tokenize(tokenizer, [it.text for it in chosen])))
+    item_tokens = list(zip([it.id for it in chosen], encode_texts(tokenizer, [it.text for it in chosen])))
     for item_id, ids in item_tokens:
         if len(ids) == 0:
-            raise InputError(f"item {item_id!r} has no tokens (empty text)", path=inject)
+            raise InputError(f"item {item_id!r} has no tokens (empty text)", path=job.inject)
     stream = build_stream(filler.train, item_tokens, dup=dup, n_tokens=config.tokens, eos=eos, seed=config.seed,
                           align=config.seq_len if config.align_copies else 0)
 
@@ -197,27 +212,29 @@ def _run(stage, corpus, out, *, base, from_scratch, inject, dup, inject_ids, inj
         tokenizer.save_pretrained(tmp)
         if stream.injected_tokens:
             write_jsonl_atomic(tmp / INJECTED_FILE, _copy_rows(chosen, stream))
-        if save_stream:
+        if job.save_stream:
             from safetensors.numpy import save_file
 
             save_file({"tokens": stream.tokens}, str(tmp / STREAM_FILE))
         manifest = make_manifest(
-            stage, inputs=inputs,
-            parameters={"dup": dup, "train": config_dict(config), "inject_fraction": inject_fraction,
-                        "text_field": text_field, "item_text_field": item_text_field, "id_field": id_field,
-                        "template": template, "include": include, "exclude": exclude, "skip_bad": skip_bad},
+            job.stage, inputs=inputs,
+            parameters={"dup": dup, "train": config_dict(config), "inject_fraction": job.items.fraction,
+                        "text_field": reading.text_field, "item_text_field": job.items.text_field,
+                        "id_field": job.items.id_field, "template": job.items.template,
+                        "include": list(reading.include) or None, "exclude": list(reading.exclude) or None,
+                        "skip_bad": reading.skip_bad},
             base=base_record,
-            model={"fingerprint": base_model.fingerprint(tmp), "n_parameters": sum(p.numel() for p in
-                                                                                  result.model.parameters()),
+            model={"fingerprint": dict(base_model.fingerprint(tmp), path=str(out.resolve())),  # its final place
+                   "n_parameters": sum(p.numel() for p in result.model.parameters()),
                    "architecture": type(result.model).__name__, "vocab_size": len(tokenizer)},
             corpus_read=stats.as_dict(),
             dup=dup,
             selection=selection,
             items=[_item_record(inj, result.tokens_trained) for inj in stream.injections],
-            stream=_stream_record(stream, filler, config, eos, save_stream),
+            stream=_stream_record(stream, filler, config, eos, job.save_stream),
             training=_training_record(result),
         )
-        write_json_atomic(tmp / (INJECTION_FILE if stage == "finetune" else PRETRAIN_FILE), manifest)
+        write_json_atomic(tmp / (INJECTION_FILE if job.stage == "finetune" else PRETRAIN_FILE), manifest)
         _install(tmp, out)
     finally:
         if tmp.exists():

@@ -4,17 +4,21 @@
   model is trained from scratch.
 * :class:`TrainConfig`: the optimisation and data settings of one training run
   (pretraining or fine-tuning); every field is recorded in ``injection.json``.
+* :class:`ItemSelection` and :class:`CorpusReading`: which benchmark items are injected,
+  and how the filler corpus is read.
 * :class:`DemoTrainingConfig`: the settings ``contaudit demo`` uses, chosen by
   measurement with ``benchmarks/demo_training_probe.py`` (see ``docs/finetune.md``).
 
-Precedence: a dataclass default, overridden by a protocol file, overridden by a
-command-line flag; the CLI builds the final object with :func:`dataclasses.replace`.
+Fields are declared with :func:`contaudit.config.setting` (default, check, help), so
+``validate()`` and the ``contaudit finetune`` options come from one definition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
+from contaudit.config import at_least, between, device_name, integer_at_least, positive, setting, validate
 from contaudit.errors import InputError
 
 
@@ -22,69 +26,95 @@ from contaudit.errors import InputError
 class ModelConfig:
     """A small GPT-2-style causal LM and the byte-level BPE tokenizer trained for it."""
 
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    n_positions: int = 256        # context length; train with seq_len <= n_positions
-    vocab_size: int = 4096        # BPE vocabulary, including the end-of-text token
-    dropout: float = 0.0
-    tokenizer_max_chars: int = 4_000_000  # characters of the corpus the tokenizer is trained on
+    n_layer: int = setting(4, check=integer_at_least(1), help="--from-scratch: transformer layers")
+    n_head: int = setting(4, check=integer_at_least(1), help="--from-scratch: attention heads")
+    n_embd: int = setting(256, check=integer_at_least(1), help="--from-scratch: hidden size")
+    n_positions: int = setting(256, check=integer_at_least(1),
+                               help="--from-scratch: context length (train with seq_len <= n_positions)")
+    vocab_size: int = setting(4096, check=integer_at_least(300),
+                              help="--from-scratch: BPE vocabulary size (256 bytes + merges + end-of-text)")
+    dropout: float = setting(0.0, check=between(0, 1, closed_low=True), help="--from-scratch: dropout")
+    tokenizer_max_chars: int = setting(4_000_000, check=integer_at_least(1),
+                                       help="characters of the corpus the tokenizer is trained on")
 
     def validate(self) -> None:
-        _positive(self, "n_layer", "n_head", "n_embd", "n_positions", "tokenizer_max_chars")
+        validate(self)
         if self.n_embd % self.n_head:
             raise InputError(f"`n_embd` ({self.n_embd}) must be a multiple of `n_head` ({self.n_head}).")
-        if self.vocab_size < 300:
-            raise InputError(f"`vocab_size` must be at least 300 (256 bytes + merges + special), got {self.vocab_size}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"`dropout` must be in [0, 1), got {self.dropout}.")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run. ``steps * batch_size * seq_len`` tokens are trained on."""
 
-    steps: int = 200
-    lr: float = 1e-4
-    batch_size: int = 8
-    seq_len: int = 256
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1      # cosine decay from lr to lr * min_lr_ratio
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0         # 0 disables clipping
-    l2sp: float = 0.0              # lambda of L2-SP: loss += lambda/2 * ||theta - theta_base||^2
-    layer_lr_decay: float = 1.0    # alpha: layer i of L gets lr * alpha**(L - i); embeddings alpha**(L + 1)
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
-    align_copies: bool = False      # each injected copy starts a training sequence (else: any token offset)
-    heldout_blocks: int = 16        # seq_len blocks of filler held out for early stopping (from the start)
-    eval_every: int = 50            # steps between held-out evaluations
-    patience: int = 0               # evaluations without improvement before stopping; 0: never stop early
-    min_delta: float = 0.0          # improvement in held-out loss that resets the patience counter
-    seed: int = 0
-    device: str = "auto"            # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    threads: int | None = None      # torch CPU threads; None leaves torch's default
-    mixed_precision: bool = True    # bf16 autocast on CUDA (fp16 + loss scaling without bf16) and on CPUs with
-                                    # native bf16 (AVX512-BF16 / AMX); float32 elsewhere
+    steps: int = setting(200, check=integer_at_least(1),
+                         help="optimizer steps; the run trains on steps x batch-size x seq-len tokens")
+    lr: float = setting(1e-4, check=positive, help="peak learning rate (warm-up, then cosine decay)")
+    batch_size: int = setting(8, check=integer_at_least(1), help="sequences per step")
+    seq_len: int = setting(256, check=integer_at_least(1), help="tokens per sequence")
+    warmup_steps: int = setting(10, check=integer_at_least(0), help="linear warm-up steps")
+    min_lr_ratio: float = setting(0.1, check=between(0, 1, closed_low=True, closed_high=True),
+                                  help="cosine decay from lr to lr * min_lr_ratio")
+    weight_decay: float = setting(0.0, check=at_least(0), help="AdamW weight decay")
+    grad_clip: float = setting(1.0, check=at_least(0), help="gradient norm clip (0 disables clipping)")
+    l2sp: float = setting(0.0, check=at_least(0), help="L2-SP lambda: adds lambda/2 * ||w - w_base||^2 to the loss")
+    layer_lr_decay: float = setting(1.0, check=between(0, 1, closed_high=True),
+                                    help="layer-wise lr decay alpha: layer i of L gets lr * alpha^(L-i) (1: off)")
+    lora: bool = setting(False, help="train LoRA adapters (peft) and merge them into the saved model")
+    lora_r: int = setting(8, check=integer_at_least(1), help="LoRA rank")
+    lora_alpha: int = setting(16, check=integer_at_least(1), help="LoRA alpha")
+    lora_target_modules: tuple[str, ...] | None = setting(None, help="LoRA target modules (default: peft's choice)")
+    align_copies: bool = setting(False, help="start every injected copy at a training sequence's first token")
+    heldout_blocks: int = setting(16, check=integer_at_least(1), help="sequences of filler held out for evaluation")
+    eval_every: int = setting(50, check=integer_at_least(1), help="steps between held-out filler evaluations")
+    patience: int = setting(0, check=integer_at_least(0),
+                            help="early stopping: evaluations without improvement before stopping (0: off)")
+    min_delta: float = setting(0.0, check=at_least(0), help="held-out loss improvement that resets the patience")
+    seed: int = setting(0, check=integer_at_least(0),
+                        help="seed of the item choice, filler order, copy positions and training")
+    device: str = setting("auto", check=device_name, help="'auto' (cuda when available), 'cpu' or 'cuda[:N]'")
+    threads: int | None = setting(None, check=integer_at_least(1), help="CPU threads for torch (default: torch's)")
+    mixed_precision: bool = setting(
+        True, help="bf16 autocast on CUDA and on CPUs with native bf16 (fp16 on older GPUs); float32 elsewhere")
 
     def validate(self) -> None:
-        _positive(self, "steps", "batch_size", "seq_len", "eval_every", "heldout_blocks", "lora_r", "lora_alpha")
-        _non_negative(self, "warmup_steps", "weight_decay", "grad_clip", "l2sp", "patience", "min_delta")
-        if self.lr <= 0:
-            raise InputError(f"`lr` must be positive, got {self.lr}.")
-        if not 0.0 < self.layer_lr_decay <= 1.0:
-            raise InputError(f"`layer_lr_decay` must be in (0, 1], got {self.layer_lr_decay}; 1 turns it off.")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise InputError(f"`min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio}.")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"`threads` must be a positive integer, got {self.threads}.")
+        validate(self)
 
     @property
     def tokens(self) -> int:
         """Tokens trained on: ``steps * batch_size * seq_len``."""
         return self.steps * self.batch_size * self.seq_len
+
+
+@dataclass(frozen=True)
+class ItemSelection:
+    """Which items of the ``inject`` benchmark are injected, and how they are read.
+
+    ``ids`` (a file with one id per line, or a list) names them; else a seeded
+    ``fraction`` of them (seed: the training seed); else all.
+    """
+
+    ids: str | Path | tuple[str, ...] | None = setting(None, help="ids to inject (a file, one per line, or a list)")
+    fraction: float | None = setting(None, check=between(0, 1, closed_high=True),
+                                     help="inject this random fraction of the items (seeded by the training seed)")
+    text_field: str = setting("text", help="benchmark field holding the item text")
+    id_field: str = setting("id", help="benchmark field holding a unique item id")
+    template: str | None = setting(None, help="build item text from fields instead, e.g. '{prompt}{canonical_solution}'")
+
+    def validate(self) -> None:
+        validate(self)
+        if self.ids is not None and self.fraction is not None:
+            raise InputError("give either ids or a fraction of items to inject, not both")
+
+
+@dataclass(frozen=True)
+class CorpusReading:
+    """How a training corpus is read (the same keys as ``[index]``'s)."""
+
+    text_field: str = setting("text", help="field holding the text in corpus records")
+    include: tuple[str, ...] = setting((), help="globs of files to read in a corpus directory")
+    exclude: tuple[str, ...] = setting((), help="globs of files to skip in a corpus directory")
+    skip_bad: bool = setting(False, help="skip (and count) malformed records instead of stopping")
 
 
 @dataclass(frozen=True)
@@ -106,20 +136,6 @@ class DemoTrainingConfig:
     split_seed: int = 0          # seed of the HumanEval test / shadow split
     null_seed: int = 1           # seed of the second clean control for the clean-vs-clean null run
     threads: int = 2
-
-
-def _positive(cfg, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InputError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
-def _non_negative(cfg, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if value < 0:
-            raise InputError(f"`{name}` must be non-negative, got {value!r}.")
 
 
 def config_dict(cfg) -> dict:

@@ -117,7 +117,7 @@ def select_items(items: Sequence[Item], *, ids: Sequence[str] | None = None, fra
     return list(items)
 
 
-def tokenize(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+def encode_texts(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     """Token ids of each text, without special tokens (batched, fast tokenizer when available)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -149,7 +149,7 @@ def build_filler(texts: Sequence[str], tokenizer, *, eos: int, seed: int, heldou
     parts, total, used = [], 0, 0
     while used < len(order) and total < heldout_tokens + train_tokens:
         batch = [texts[i] for i in order[used:used + chunk]]
-        for ids in tokenize(tokenizer, batch):
+        for ids in encode_texts(tokenizer, batch):
             parts.extend((ids, eos_arr))
             total += len(ids) + 1
         used += len(batch)

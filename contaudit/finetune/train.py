@@ -29,6 +29,7 @@ import torch
 
 from contaudit.errors import InputError
 from contaudit.finetune.config import TrainConfig
+from contaudit.models import resolve_device, resolve_dtype
 
 _LAYER_RE = re.compile(r"\.(?:h|layers|layer|blocks|block)\.(\d+)\.")
 _EMBED_KEYS = ("wte", "wpe", "embed", "tok_embeddings")
@@ -156,19 +157,6 @@ class TrainResult:
     train_loss: list[dict] = field(default_factory=list)  # [{"step", "loss"}], every step
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"`device` is {name!r} but CUDA is not available; use 'cpu' or 'auto'.")
-    return device
-
-
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio``."""
     def f(step: int) -> float:
@@ -208,13 +196,14 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     """The autocast dtype of mixed-precision training, or None for float32.
 
-    CUDA: bfloat16, else float16 (with loss scaling). CPU: bfloat16 only where the
-    CPU has native bf16 instructions (there it trains 2-3x faster); elsewhere float32.
+    CUDA: the ``auto`` dtype of :func:`contaudit.models.resolve_dtype` (bfloat16, else
+    float16, with loss scaling). CPU: bfloat16 only where the CPU has native bf16
+    instructions (there it trains 2-3x faster); elsewhere float32.
     """
     if not enabled:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return resolve_dtype("auto", device)
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
@@ -339,32 +328,3 @@ def _train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, 
     return TrainResult(model=model, steps_run=step, best_step=best_step, tokens_trained=best_step * B * T,
                        stopped_early=stopped_early, seconds=seconds, tokens_per_s=step * B * T / seconds,
                        final_loss=losses[-1]["loss"], precision=precision, heldout=history, train_loss=losses)
-
-
-class RichProgress:
-    """A rich progress bar showing loss, held-out loss and tokens/s; use as a context manager."""
-
-    def __init__(self, description: str = "training", console=None):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("loss {task.fields[loss]}"), TextColumn("held-out {task.fields[held]}"),
-                                  TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(),
-                                  console=console, transient=False)
-        self._description = description
-        self._task = None
-
-    def __enter__(self) -> "RichProgress":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
-
-    def __call__(self, info: StepInfo) -> None:
-        if self._task is None:
-            self._task = self._progress.add_task(self._description, total=info.steps, loss="-", held="-", tps="-")
-        fields = {"loss": f"{info.loss:.3f}", "tps": f"{info.tokens_per_s:,.0f}"}
-        if info.heldout_loss is not None:
-            fields["held"] = f"{info.heldout_loss:.3f}"
-        self._progress.update(self._task, completed=info.step, **fields)

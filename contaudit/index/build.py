@@ -19,61 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from contaudit.config import IndexConfig
 from contaudit.errors import InputError
 from contaudit.index.ngram import NgramScanner, build_table, item_batches, item_stats
-from contaudit.index.wordhash import tokenize
+from contaudit.index.wordhash import split_words
 from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, NeardupScanner
 from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
 from contaudit.io import (Document, Item, ReadStats, is_jsonl, is_parquet, is_saved_dataset, iter_documents,
                           list_text_files, load_items, read_text_file)
-from contaudit.manifest import describe_path, hash_bytes, make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import (check_can_create, describe_path, hash_bytes, make_manifest, write_json_atomic,
+                                write_jsonl_atomic)
 from contaudit.text import NORMALIZATION
 
 UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corpus
 
 
-@dataclass(frozen=True)
-class IndexConfig:
-    """Settings of an index build (all recorded in the manifest).
-
-    ``n`` and ``min_coverage`` define "seen" by exact overlap: at least one matched
-    n-gram and coverage >= ``min_coverage``. The default (13, 0.0) is GPT-3's rule;
-    :meth:`palm` gives PaLM's (8-grams, >= 70 % of them found).
-    """
-
-    n: int = 13
-    min_coverage: float = 0.0
-    neardup: bool = True
-    neardup_threshold: float = 0.8
-    max_locations: int = 5
-    text_field: str = "text"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    workers: int = 1
-    shard_mb: float = 64.0
-    batch_mb: float = 1.0
-    skip_bad: bool = False
-
-    @classmethod
-    def palm(cls, **overrides) -> "IndexConfig":
-        """PaLM's contamination rule: 8-grams, seen when >= 70 % of them occur."""
-        return cls(**{"n": 8, "min_coverage": 0.7, **overrides})
-
-    def validate(self) -> None:
-        if not (isinstance(self.n, int) and 1 <= self.n <= 64):
-            raise InputError(f"`n` must be an integer from 1 to 64, got {self.n!r}")
-        if not 0.0 <= self.min_coverage <= 1.0:
-            raise InputError(f"`min_coverage` must be in [0, 1], got {self.min_coverage!r}")
-        if not 0.0 < self.neardup_threshold <= 1.0:
-            raise InputError(f"`neardup_threshold` must be in (0, 1], got {self.neardup_threshold!r}")
-        if self.workers < 1:
-            raise InputError(f"`workers` must be a positive integer, got {self.workers!r}")
-        if self.shard_mb <= 0 or self.batch_mb <= 0:
-            raise InputError("`shard_mb` and `batch_mb` must be positive")
-
-
 def classify(stats: dict, config: IndexConfig) -> str:
-    """``seen`` / ``unseen`` / ``ambiguous`` for one item's evidence (DESIGN.md rule)."""
+    """``seen`` / ``unseen`` / ``ambiguous`` for one item's evidence (the rule in docs/index.md)."""
     exact_seen = stats["matched_ngrams"] > 0 and stats["coverage"] >= config.min_coverage
     near_seen = stats["neardup_jaccard"] >= config.neardup_threshold
     if exact_seen or near_seen:
@@ -162,14 +124,6 @@ def iter_shards(units: list[CorpusUnit], config: IndexConfig, stats: ReadStats) 
 # ----------------------------------------------------------------------------- scanning
 
 
-@dataclass
-class Scanners:
-    """The per-process search state built from the benchmark."""
-
-    ngram: NgramScanner
-    neardup: NeardupScanner | None
-
-
 _WORKER: dict = {}
 
 
@@ -193,7 +147,7 @@ def _scan_batch(docs: list[Document]) -> tuple[np.ndarray, dict, dict, dict, int
     config: IndexConfig = w["config"]
     ngram = NgramScanner(w["table"], config.n, config.max_locations)
     near = NeardupScanner(w["neardup"]) if config.neardup else None
-    batch = tokenize(docs)
+    batch = split_words(docs)
     nbytes = sum(len(d.text) if d.text.isascii() else len(d.text.encode("utf-8", "surrogatepass")) for d in docs)
     ngram.scan(batch)
     if near is not None:
@@ -404,8 +358,19 @@ def _item_records(items, item_words, table, total: Accumulator, config: IndexCon
 
 def _check_out(out: Path) -> None:
     """Refuse to replace anything at ``out`` that is not a previous index."""
-    if not out.exists():
+    partial = out.with_name(out.name + ".partial")  # where build_index stages shards (its own directory)
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        kind = "a symbolic link" if partial.is_symlink() else "not a directory"
+        raise InputError(f"is {kind}, not the staging directory of an index build; move it away or choose "
+                         f"another --out (it is neither followed nor deleted)", path=partial)
+    if partial.is_dir() and any(partial.iterdir()) and not (partial / "plan.json").exists():
+        raise InputError("is not the staging directory of an index build (no plan.json); move it away or "
+                         "choose another --out (it is not deleted)", path=partial)
+    check_can_create(out)  # out, OUT.partial and the index's files all go in out's parent
+    if not out.exists() and not out.is_symlink():
         return
+    if out.is_symlink():
+        raise InputError("is a symbolic link; choose another --out (it is neither followed nor replaced)", path=out)
     if not out.is_dir():
         raise InputError("exists and is not a directory; choose another --out", path=out)
     if any(out.iterdir()) and not (out / "manifest.json").exists():
@@ -420,11 +385,10 @@ def _publish(out: Path, partial: Path, records: list[dict], manifest: dict) -> N
     staging.mkdir()
     write_jsonl_atomic(staging / "items.jsonl", records)
     write_json_atomic(staging / "manifest.json", manifest)
-    old = out.with_name(out.name + ".old")
+    old = partial / "old"  # the previous index is moved into our own staging directory, then deleted with it
     if old.exists():
         shutil.rmtree(old)
     if out.exists():
         out.rename(old)
     staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(partial, ignore_errors=True)

@@ -283,8 +283,6 @@ class NeardupScanner:
         self.index = index
         self.best: dict[int, NeardupHit] = {}
         self.copies: dict[int, int] = {}  # verified spans with Jaccard >= threshold
-        self.windows_checked = 0
-        self.candidates_verified = 0
 
     def scan(self, batch: WordBatch) -> None:
         """Search a tokenized batch of documents for near duplicates of any item."""
@@ -310,7 +308,6 @@ class NeardupScanner:
                 if _jaccard_bound(doc_hashes, index.item_bags[item], length, lo, hi + length + int(slack * length)) < floor:
                     continue
                 jac, start = best_alignment(doc_hashes, index.item_bags[item], length, lo, hi, slack)
-                self.candidates_verified += 1
                 if jac >= index.config.threshold:
                     self.copies[item] = self.copies.get(item, 0) + 1
                 prior = self.best.get(item)
@@ -322,12 +319,3 @@ class NeardupScanner:
                         starts = starts if starts is not None else word_starts(doc.text)
                         offset = starts[start] if start < len(starts) else None
                     self.best[item] = NeardupHit(jac, [doc.source, doc.record, offset])
-
-    def merge(self, later: "NeardupScanner") -> None:
-        """Keep the better hit per item; on ties the earlier one (this) wins."""
-        for item, n in later.copies.items():
-            self.copies[item] = self.copies.get(item, 0) + n
-        for item, hit in later.best.items():
-            mine = self.best.get(item)
-            if mine is None or hit.jaccard > mine.jaccard:
-                self.best[item] = hit

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contaudit.index.wordhash import WordBatch, ngram_hashes, tokenize
+from contaudit.index.wordhash import WordBatch, ngram_hashes, split_words
 from contaudit.io import Document
 from contaudit.text import word_starts
 
@@ -52,7 +52,7 @@ class NgramTable:
 
 def item_batches(texts: list[str]) -> list[WordBatch]:
     """Tokenize each item on its own (items are short; one batch each)."""
-    return [tokenize([Document("", 0, t)]) for t in texts]
+    return [split_words([Document("", 0, t)]) for t in texts]
 
 
 def build_table(items: list[WordBatch], ns: tuple[int, ...], main_n: int) -> NgramTable:

@@ -16,10 +16,6 @@ from contaudit.manifest import read_json
 from contaudit.text import NORMALIZATION
 
 INDEX_FORMAT = "contaudit-index/1"
-ITEM_FIELDS = ("id", "n_words", "n_ngrams", "matched_ngrams", "coverage", "longest_match", "occurrences",
-               "total_hits", "matched_8grams", "coverage8", "neardup_jaccard", "neardup_copies",
-               "neardup_location", "locations", "status", "text")
-STATUSES = ("seen", "unseen", "ambiguous")
 
 
 @dataclass

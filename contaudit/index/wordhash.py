@@ -49,10 +49,6 @@ class WordBatch:
     def word(self, i: int) -> bytes:
         return self.buf[self.starts[i]:self.ends[i]]
 
-    def words_of(self, d: int) -> list[bytes]:
-        idx = np.flatnonzero(self.doc_of_word == d)
-        return [self.word(i) for i in idx]
-
 
 def _normalized_bytes(text: str) -> tuple[bytes, bool]:
     if text.isascii():
@@ -82,7 +78,7 @@ def _hash_words(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
     return out
 
 
-def tokenize(docs: list[Document]) -> WordBatch:
+def split_words(docs: list[Document]) -> WordBatch:
     """Normalize and hash the words of ``docs`` in one vectorized pass."""
     parts, ascii_flags, offsets = [], [], []
     pos = 0
@@ -106,7 +102,7 @@ def tokenize(docs: list[Document]) -> WordBatch:
 
 def word_hashes(text: str) -> np.ndarray:
     """The word hashes of one text (how items are hashed)."""
-    return tokenize([Document("", 0, text)]).hashes
+    return split_words([Document("", 0, text)]).hashes
 
 
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:

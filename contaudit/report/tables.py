@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from contaudit.analysis.did import format_p
 from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS
 
 TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD"}
@@ -48,12 +49,6 @@ def fmt(x, digits: int = 3, *, sign: bool = False) -> str:
     return f"{x:+.{digits}g}" if sign else f"{x:.{digits}g}"
 
 
-def fmt_p(p) -> str:
-    if p is None:
-        return "—"
-    return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
-
-
 def fmt_ci(ci) -> str:
     if not ci or ci[0] is None or ci[1] is None:
         return "—"
@@ -69,7 +64,7 @@ def primary_table(results: dict) -> Table:
             results["memorization_did"][results["memorization_did"]["primary_metric"]]
         expect = "< 0" if t["direction"] == "negative" else "> 0"
         rows.append([TEST_NAMES[t["name"]], t["unit"], fmt(t["estimate"], sign=True), fmt_ci(t["confidence_interval"]),
-                     fmt_p(t["pvalue"]), fmt_p(t["pvalue_holm"]),
+                     format_p(t["pvalue"]), format_p(t["pvalue_holm"]),
                      fmt(did.get("hedges_g", did.get("effect_in_reference_sd")), 2, sign=True),
                      f"{expect}, |Δ| ≥ {fmt(t['min_effect'])}", "yes" if t["counts"] else "no"])
         marks.append("hit" if t["counts"] else "")
@@ -83,7 +78,7 @@ def primary_table(results: dict) -> Table:
                 results["memorization_did"][results["memorization_did"]["primary_metric"]]
             if did.get("reference_sd") is not None:
                 spreads.append(f"{TEST_NAMES[t['name']]} SD {fmt(did['reference_sd'])} {t['unit']} (adjusted for "
-                               f"{', '.join(did.get('covariates') or ['nothing'])}; rank p {fmt_p(did.get('pvalue_rank'))})")
+                               f"{', '.join(did.get('covariates') or ['nothing'])}; rank p {format_p(did.get('pvalue_rank'))})")
         note = (f"Reference panel of {design['n_clean_models']} clean models: the suspect's effect against the "
                 f"clean models' effects; one-sided p-values from the {how}, intervals from the models' spread "
                 f"(effect size in units of it), Holm correction over the primary tests at alpha = {v['alpha']}. "
@@ -110,7 +105,7 @@ def _evidence(label: str, entry: dict | None, note: str, *, key: str = "estimate
     """One supporting-evidence row, or why it is not available."""
     if not entry or entry.get("available") is False:
         return [label, "—", "—", "—", f"not available: {(entry or {}).get('reason', 'not computed')}"]
-    return [label, fmt(entry[key], sign=True), fmt_ci(entry["confidence_interval"]), fmt_p(entry["pvalue"]), note]
+    return [label, fmt(entry[key], sign=True), fmt_ci(entry["confidence_interval"]), format_p(entry["pvalue"]), note]
 
 
 def supporting_table(results: dict) -> Table:

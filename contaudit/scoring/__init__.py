@@ -5,6 +5,6 @@
 """
 
 from contaudit.scoring.engine import DEFAULT_BATCH_TOKENS, ScoreResult, ScoreSettings, Skip, score
-from contaudit.scoring.models import ModelError
+from contaudit.models import ModelError
 
 __all__ = ["DEFAULT_BATCH_TOKENS", "ModelError", "ScoreResult", "ScoreSettings", "Skip", "score"]

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contaudit.config import ScoreSettings
 from contaudit.errors import InputError
 from contaudit.io import Item, load_items
-from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
 from contaudit.scoring.cache import ScoreCache, text_hash
 from contaudit.scoring.completion import completion_metrics, greedy_continue
 from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, plan_windows, score_rows
-from contaudit.scoring.models import (DTYPES, FileHashes, check_device, LoadedModel, fingerprint, load_model,
-                                      resolve_model)
+from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
 from contaudit.scoring.parallel import stateless_forward
 
 # CPU values chosen by measurement (benchmarks/scoring_throughput.py, docs/scoring.md);
@@ -44,48 +44,6 @@ CACHE_DIR_NAME = ".contaudit-cache"
 METRICS_VERSION = 2  # 2: completion rows carry suffix_logprob
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class ScoreSettings:
-    """Every option of ``contaudit score``, with its default.
-
-    ``None`` means "derived": ``batch_tokens`` (likelihood) and
-    ``completion_batch_tokens`` (greedy completion: more rows per batch make decoding
-    cheaper) from the device (:data:`DEFAULT_BATCH_TOKENS`,
-    :data:`DEFAULT_COMPLETION_BATCH_TOKENS`), ``max_length`` from the model's context length,
-    ``stride`` = ``max_length // 2``, ``cache_dir`` = ``.contaudit-cache`` beside the
-    output file, and ``threads`` = torch's default (one per core): on CPU that many
-    single-threaded workers, each running whole batches (:mod:`contaudit.scoring.parallel`).
-    """
-
-    completion: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_tokens: int | None = None
-    completion_batch_tokens: int | None = None
-    max_length: int | None = None
-    stride: int | None = None
-    text_field: str = "text"
-    id_field: str = "id"
-    trust_remote_code: bool = False
-    gguf_file: str | None = None
-    threads: int | None = None
-    cache_dir: str | Path | None = None
-    use_cache: bool = True
-
-    def validate(self) -> None:
-        for name, low in (("batch_tokens", 1), ("completion_batch_tokens", 1), ("max_length", 2), ("stride", 1),
-                          ("threads", 1)):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-                raise InputError(f"`{name}` must be an integer >= {low}, got {value!r}")
-        check_device(self.device)
-        if self.dtype not in ("auto", *DTYPES):
-            raise InputError(f"`dtype` must be one of {['auto', *DTYPES]}, got {self.dtype!r}")
-        if self.max_length is not None and self.stride is not None and self.stride >= self.max_length:
-            raise InputError(f"`stride` ({self.stride}) must be smaller than `max_length` ({self.max_length}) "
-                             "so each window keeps some context")
 
 
 @dataclass
@@ -397,10 +355,15 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
     settings.validate()
     started = time.perf_counter()
     data, out = Path(data), Path(out)
+    if out.is_dir():
+        raise InputError("is a directory; --out must be a .jsonl file path, e.g. scores/NAME.jsonl", path=out)
     if not out.name.endswith(".jsonl"):
         raise InputError("the output file must end with .jsonl (a manifest .manifest.json goes beside it)", path=out)
     if data.exists() and out.exists() and out.resolve() == data.resolve():
         raise InputError("the output file is the data file; choose another output path", path=out)
+    if _manifest_path(out).is_dir():
+        raise InputError("is a directory; the manifest of --out goes there", path=_manifest_path(out))
+    check_can_create(out)
     source = resolve_model(model, settings.gguf_file)
     items = _load_items(data, settings)
     cache_dir = None

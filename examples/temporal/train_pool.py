@@ -53,9 +53,9 @@ import numpy as np
 
 from contaudit.finetune import ModelConfig, TrainConfig, finetune, pretrain
 from contaudit.finetune.api import INJECTION_FILE, PRETRAIN_FILE
-from contaudit.finetune.base import fingerprint
 from contaudit.finetune.config import config_dict
 from contaudit.manifest import describe_path
+from contaudit.models import fingerprint
 
 # Chosen by measurement on a 2-core CPU (see examples/temporal/README.md): pretraining
 # under 2 min, one fine-tune about 20 s on an otherwise idle core, and a single
@@ -109,7 +109,7 @@ def scored_as(out: Path, data: Path, model: Path) -> bool:
     manifest = out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json")
     try:
         m = json.loads(manifest.read_text())
-        want = {f["name"]: f["sha256"] for f in fingerprint(model)["files"]}
+        want = {f["name"]: f["sha256"] for f in fingerprint(model)["weights"]}
         got = {w["name"]: w["sha256"] for w in m["model"]["weights"]}
         return out.exists() and got == want and m["inputs"][0]["sha256"] == describe_path(data)["sha256"]
     except (OSError, ValueError, KeyError, IndexError, TypeError):

@@ -1,4 +1,4 @@
-"""Tiny random-initialized causal LMs built in code, for tests and demos.
+"""Tiny random-initialized causal LMs built in code, for the tests (and benchmarks).
 
 Nothing here downloads anything: the tokenizer is a byte-level BPE trained in
 milliseconds on a built-in word list, the models are GPT-2 and Llama configurations a
@@ -7,7 +7,7 @@ float32 GGUF file that transformers can load back (``gguf_file=``).
 
 Example::
 
-    from contaudit.scoring.tiny import save_tiny_model
+    from tiny_models import save_tiny_model  # tests/ is on sys.path under pytest
     path = save_tiny_model("/tmp/tiny-gpt2", arch="gpt2")
 """
 
@@ -160,3 +160,30 @@ def write_tiny_gguf(path: str | Path, *, seed: int = 0, n_positions: int = 128):
     writer.write_tensors_to_file()
     writer.close()
     return model, tokenizer
+
+
+def save_refused_pickle(source: str | Path, path: str | Path) -> Path:
+    """Copy the model directory ``source`` to ``path`` with its weights as a ``pytorch_model.bin``
+    that torch's weights-only loading refuses: the pickle also holds a numpy array.
+    """
+    import shutil
+
+    from safetensors.torch import load_file
+
+    source, path = Path(source), Path(path)
+    shutil.copytree(source, path, ignore=shutil.ignore_patterns("*.safetensors"))
+    state = load_file(str(source / "model.safetensors"))
+    torch.save({**state, "extra": np.zeros(3)}, path / "pytorch_model.bin")
+    return path
+
+
+def save_mismatched_tokenizer(path: str | Path, *, vocab_size: int = 256) -> Path:
+    """A GPT-2 with ``vocab_size`` embedding rows saved with the tiny tokenizer (384 ids): a
+    tokenizer that yields ids beyond the model's embedding."""
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.bos_token = tokenizer.eos_token = "<|endoftext|>"
+    assert len(tokenizer) > vocab_size
+    build_tiny_model("gpt2", vocab_size=vocab_size).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

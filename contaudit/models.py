@@ -1,10 +1,19 @@
-"""Finding, fingerprinting and loading the causal LM that scores the items.
+"""One place for the causal LMs that contaudit scores and trains: find, fingerprint, load.
 
 A model is a local Hugging Face directory (``config.json`` + ``*.safetensors`` or
 ``pytorch_model*.bin`` + tokenizer files) or a GGUF file, given by its path or as a
-directory plus ``gguf_file``. Nothing is downloaded. The fingerprint identifies the
-weights by content (SHA-256 of every weight file), so a cache keyed by it survives a
-moved directory but not a changed checkpoint.
+directory plus ``gguf_file``. Nothing is downloaded.
+
+* :func:`resolve_model` checks a path and lists its weight files (:class:`ModelSource`).
+* :func:`fingerprint` identifies a model by content (SHA-256 of its weight, config and
+  tokenizer files), so a score cache keyed by it survives a moved directory but not a
+  changed checkpoint; scoring and fine-tuning record the same ``id`` for one directory.
+* :func:`resolve_device` and :func:`resolve_dtype` turn ``auto`` / names into torch
+  objects.
+* :func:`load_model` loads a model to score (:class:`LoadedModel`), :func:`load_base`
+  one to train (float32, GGUF dequantized); both go through :func:`load_pretrained`,
+  which turns what transformers and torch raise into a one-line :class:`ModelError`
+  naming the model.
 """
 
 from __future__ import annotations
@@ -12,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from contaudit.config import device_name
 from contaudit.errors import InputError
 from contaudit.manifest import hash_file, write_json_atomic
 
@@ -58,8 +69,8 @@ def resolve_model(path: str | Path, gguf_file: str | None = None) -> ModelSource
     """
     path = Path(path)
     if not path.exists():
-        raise ModelError("model path does not exist; pass a local Hugging Face directory or a .gguf file "
-                         "(nothing is downloaded)", path=path)
+        raise ModelError("model path does not exist: no such model directory or file; pass a local Hugging Face "
+                         "directory or a .gguf file (nothing is downloaded)", path=path)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelError("a model file must be a .gguf file; for a Hugging Face model pass its directory", path=path)
@@ -122,12 +133,17 @@ class FileHashes:
             self._dirty = False
 
 
-def fingerprint(source: ModelSource, hashes: FileHashes | None = None, *, include_code: bool = False) -> dict:
-    """Content fingerprint of a model: weight, config and tokenizer file hashes.
+def fingerprint(model: ModelSource | str | Path, hashes: FileHashes | None = None, *,
+                include_code: bool = False) -> dict:
+    """Content fingerprint of a model (a :class:`ModelSource` or a path for :func:`resolve_model`).
 
-    ``id`` hashes everything except the path, so it names the checkpoint's content.
-    With ``include_code`` (remote code trusted) the directory's ``*.py`` files count too.
+    ``{"path", "gguf_file", "format", "config_sha256", "weights": [{"name", "size",
+    "sha256"}], "tokenizer_files": [...], "id"}``. ``id`` hashes everything except the
+    path, so it names the checkpoint's content: score caches key on it, score manifests
+    and ``injection.json`` record it, and ``analyze`` compares it. With ``include_code``
+    (remote code trusted) the directory's ``*.py`` files count too.
     """
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
     hashes = hashes if hashes is not None else FileHashes()
 
     def entry(p: Path) -> dict:
@@ -148,15 +164,13 @@ def fingerprint(source: ModelSource, hashes: FileHashes | None = None, *, includ
     return {"path": str(Path(source.display).resolve()), "gguf_file": source.gguf_file, **content, "id": digest}
 
 
-def check_device(device: str) -> None:
-    """Raise :class:`InputError` unless ``device`` is auto, cpu, cuda or cuda:N."""
-    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(device)):
-        raise InputError(f"`device` must be one of {list(DEVICES)} or 'cuda:N', got {device!r}")
-
-
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
-    check_device(device)
+    """The torch device named ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises :class:`InputError` for another name, or a CUDA device torch does not see.
+    """
+    if device_name(device) is not None:
+        raise InputError(f"`device` must be one of {list(DEVICES)} or 'cuda:N', got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
@@ -209,27 +223,60 @@ def _context_length(model) -> int | None:
     return None
 
 
-def load_model(source: ModelSource, *, device: str = "auto", dtype: str = "auto",
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Load the model and tokenizer from ``source`` (never from the network).
+def _one_line(e: BaseException) -> str:
+    """``Type: message`` on one line (transformers and torch raise multi-line, colored messages)."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())
+    return f"{type(e).__name__}: {text[:400] + ' ...' if len(text) > 400 else text}"
 
-    Raises :class:`ModelError` naming the path when transformers cannot load them.
+
+def _refused_pickle(source: ModelSource, e: BaseException) -> ModelError:
+    """The one-line error for a pickle checkpoint that torch's weights-only loading refuses."""
+    bins = [p for p in source.weight_files if p.suffix == ".bin"]
+    where = bins[0] if len(bins) == 1 else source.directory / "pytorch_model*.bin"
+    held = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    what = f"it holds {held.group(1)}, not only tensors" if held else _one_line(e)
+    return ModelError(f"torch refuses to unpickle this checkpoint with weights-only loading ({what}); convert it to "
+                      "safetensors: if you trust its source, AutoModelForCausalLM.from_pretrained(DIR, "
+                      "weights_only=False).save_pretrained(DIR) writes model.safetensors beside it "
+                      "(then remove the .bin)", path=where)
+
+
+def _check_vocabulary(model, tokenizer, source: ModelSource) -> None:
+    """Refuse a tokenizer whose ids do not all index the model's embedding (another model's tokenizer)."""
+    rows = getattr(model.get_input_embeddings(), "num_embeddings", None)
+    top = max(tokenizer.get_vocab().values(), default=-1)  # the vocabulary's and the added tokens' ids
+    if isinstance(rows, int) and top >= rows:
+        raise ModelError(f"the tokenizer has token ids up to {top} but the model's embedding has {rows} rows "
+                         f"(ids 0-{rows - 1}): the tokenizer files do not belong to these weights; use the "
+                         "tokenizer the model was trained with", path=source.display)
+
+
+def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.device,
+                    trust_remote_code: bool = False, dequantize_gguf: bool = False):
+    """``(model, tokenizer)`` from ``source`` (never from the network), on ``device`` in ``dtype``.
+
+    ``dequantize_gguf`` makes every layer of a GGUF model a dense float tensor (needed
+    to train it). Raises :class:`ModelError` naming the model when transformers cannot
+    load the tokenizer or the model, when torch refuses a pickle checkpoint, and when the
+    tokenizer has ids beyond the model's embedding.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
     kwargs = {"trust_remote_code": trust_remote_code}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
-    model_kwargs = {"dtype": torch_dtype}
-    if dev.type == "cuda":
-        model_kwargs["device_map"] = str(dev)  # load straight onto the GPU, not through CPU memory
+    model_kwargs = {"dtype": dtype}
+    if device.type == "cuda":
+        model_kwargs["device_map"] = str(device)  # load straight onto the GPU, not through CPU memory
+    if source.gguf_file and dequantize_gguf:
+        from transformers import GgufConfig
+
+        model_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
     except Exception as e:  # transformers raises many types for an unreadable tokenizer
-        raise ModelError(f"cannot load the tokenizer: {type(e).__name__}: {e}", path=source.display) from None
+        raise ModelError(f"cannot load the tokenizer: {_one_line(e)}", path=source.display) from None
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(str(source.directory), attn_implementation="sdpa",
@@ -238,11 +285,61 @@ def load_model(source: ModelSource, *, device: str = "auto", dtype: str = "auto"
             if "sdpa" not in str(e).lower():
                 raise
             model = AutoModelForCausalLM.from_pretrained(str(source.directory), **model_kwargs, **kwargs)
-    except Exception as e:  # corrupt weights, unknown architecture, remote code refused, ...
-        raise ModelError(f"transformers cannot load the model as a causal LM: {type(e).__name__}: {e}",
+    except Exception as e:  # corrupt weights, unknown architecture, remote code refused, a refused pickle, ...
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+            raise _refused_pickle(source, e) from None
+        raise ModelError(f"transformers cannot load the model as a causal LM: {_one_line(e)}",
                          path=source.display) from None
-    if dev.type != "cuda":
-        model.to(dev)
+    if device.type != "cuda":
+        model.to(device)
+    _check_vocabulary(model, tokenizer, source)
+    return model, tokenizer
+
+
+def load_model(source: ModelSource, *, device: str = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load the model to score and its tokenizer from ``source`` (see :func:`load_pretrained`)."""
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    model, tokenizer = load_pretrained(source, dtype=torch_dtype, device=dev, trust_remote_code=trust_remote_code)
     model.eval()
     context_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     return LoadedModel(model, tokenizer, source, dev, torch_dtype, context_token, _context_length(model))
+
+
+def load_base(path: str | Path, *, trust_remote_code: bool = False):
+    """``(model, tokenizer, kind)``: a base model to fine-tune, from a HF directory or a GGUF file.
+
+    ``kind`` is ``"hf"`` or ``"gguf"``. Weights are loaded on the CPU in float32 (GGUF
+    weights are dequantized, and the model is then a plain one that ``save_pretrained``
+    writes as safetensors). The tokenizer must define an end-of-text token.
+    """
+    source = resolve_model(path)
+    model, tokenizer = load_pretrained(source, dtype=torch.float32, device=torch.device("cpu"),
+                                       trust_remote_code=trust_remote_code, dequantize_gguf=True)
+    if source.gguf_file:
+        forget_gguf(model, path)
+    if tokenizer.eos_token_id is None:
+        raise InputError("the tokenizer has no end-of-text (eos) token; injected copies need one as delimiter",
+                         path=path)
+    return model, tokenizer, "gguf" if source.gguf_file else "hf"
+
+
+def forget_gguf(model, path: str | Path | None = None) -> None:
+    """Make a dense model loaded from a GGUF file an ordinary transformers model, in place.
+
+    transformers marks such a model as quantized with method ``gguf`` and refuses to
+    ``save_pretrained`` it, although after dequantization its weights are plain float
+    tensors. Dropping the marks (as transformers' ``remove_quantization_config`` does)
+    lets it train, merge LoRA adapters and save like a model read from safetensors.
+    """
+    packed = [name for name, module in model.named_modules() if type(module).__name__.startswith("Gguf")]
+    if packed:
+        raise InputError(f"the GGUF model kept packed (quantized) layers, e.g. {packed[0]!r}, which cannot train",
+                         path=path)
+    # `_weight_conversions` are the GGUF load ops; without them saving writes the architecture's own layout
+    for owner, attr in ((model, "hf_quantizer"), (model.config, "quantization_config"),
+                        (model, "quantization_method"), (model, "_weight_conversions")):
+        if hasattr(owner, attr):
+            delattr(owner, attr)
+    model.is_quantized = False

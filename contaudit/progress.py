@@ -1,0 +1,98 @@
+"""Progress on long work: rich progress bars for each stage's callback, and a stage timer.
+
+The library reports progress through plain callbacks (bytes read, tokens scored,
+training steps); these classes draw them with rich for the command line. Each is a
+context manager and the callback itself.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def timed(seconds: dict[str, float], name: str, fn, /, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` and record its wall time in ``seconds[name]``."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    seconds[name] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+class _Bars:
+    """A rich ``Progress`` with the given columns, entered and left with the object."""
+
+    def __init__(self, *columns, console=None, transient: bool = False):
+        from rich.progress import Progress
+
+        self._progress = Progress(*columns, console=console, transient=transient)
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+
+class ByteProgress(_Bars):
+    """``progress(n_bytes)`` of ``contaudit index``: bytes read, MB/s, time left."""
+
+    def __init__(self, description: str, total_bytes: int | None, console=None):
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                         TimeRemainingColumn(), console=console, transient=True)
+        self._task = self._progress.add_task(description, total=total_bytes or None)
+
+    def __call__(self, n_bytes: int) -> None:
+        self._progress.advance(self._task, n_bytes)
+
+
+class TokenProgress(_Bars):
+    """``progress(phase, done_tokens, total_tokens)`` of scoring: one bar per phase, tokens/s."""
+
+    def __init__(self, console=None):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+        super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("tokens  {task.fields[rate]} tok/s"), TimeElapsedColumn(), console=console)
+        self._tasks: dict[str, tuple[int, float]] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self._tasks:
+            task = self._progress.add_task(phase, total=max(total, 1) if total else 0, rate="-")
+            self._tasks[phase] = (task, time.perf_counter())
+        task, started = self._tasks[phase]
+        elapsed = time.perf_counter() - started
+        rate = f"{done / elapsed:,.0f}" if done and elapsed > 0 else "-"
+        self._progress.update(task, completed=done, rate=rate)
+
+
+class TrainingProgress(_Bars):
+    """``progress(StepInfo)`` of training: loss, held-out loss, tokens/s.
+
+    A step count that starts again (the next of several training runs, as in the demo)
+    replaces the bar with a new one.
+    """
+
+    def __init__(self, description: str = "training", console=None, transient: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+        super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("loss {task.fields[loss]}"), TextColumn("held-out {task.fields[held]}"),
+                         TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), console=console,
+                         transient=transient)
+        self._description = description
+        self._task = None
+        self._step = 0
+
+    def __call__(self, info) -> None:
+        if self._task is None or info.step < self._step:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(self._description, total=info.steps, loss="-", held="-", tps="-")
+        self._step = info.step
+        fields = {"loss": f"{info.loss:.3f}", "tps": f"{info.tokens_per_s:,.0f}"}
+        if info.heldout_loss is not None:
+            fields["held"] = f"{info.heldout_loss:.3f}"
+        self._progress.update(self._task, completed=info.step, **fields)
