@@ -54,7 +54,7 @@ mkdir -p "$(dirname "$out")"
 out_abs=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
 "$browser" --headless --no-sandbox --disable-gpu --disable-background-networking \
-  --disable-component-update --disable-sync --no-first-run --hide-scrollbars \
+  --disable-component-update --disable-sync --no-first-run --hide-scrollbars --force-device-scale-factor=1 \
   --user-data-dir="$profile" --window-size="${width},${height}" \
   --screenshot="$out_abs" "file://$html" >"$profile/chromium.log" 2>&1 || {
   echo "screenshot_report.sh: Chromium failed; its log:" >&2

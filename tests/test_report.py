@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -126,18 +128,151 @@ def test_cli_report_prints_the_protocol_hash(full_run):
     assert res.exit_code == 2 and "no results.json" in res.output
 
 
-@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
-                    reason="Chromium is not installed (apt-get install -y chromium)")
-def test_screenshot_script_renders_the_report_in_headless_chromium(full_run, tmp_path):
-    out = tmp_path / "report.png"
-    proc = subprocess.run([str(ROOT / "scripts" / "screenshot_report.sh"), str(full_run), str(out), "1280", "6000"],
-                          capture_output=True, text=True, timeout=120)
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Runs in the report page after everything loaded and writes what the browser rendered into a <pre>,
+# which `chromium --dump-dom` prints: the verdict banner, the page's visible text and every image.
+BROWSER_PROBE = """<script>window.addEventListener("load", function () {
+  function box(el) {
+    var r = el.getBoundingClientRect(), s = getComputedStyle(el);
+    return {x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
+            shown: r.width > 0 && r.height > 0 && s.visibility === "visible" && s.display !== "none" && +s.opacity > 0};
+  }
+  var label = document.querySelector(".verdict .label");
+  var out = {
+    verdict: label && Object.assign(box(label.parentElement), {label: label.innerText, label_shown: box(label).shown}),
+    text: document.body.innerText,
+    images: Array.prototype.map.call(document.images, function (img) {
+      return Object.assign(box(img), {alt: img.alt, complete: img.complete, natural_width: img.naturalWidth});
+    })
+  };
+  var pre = document.createElement("pre");
+  pre.id = "contaudit-browser-probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _browser() -> str:
+    """Headless Chromium's path. Without one the browser tests skip, except in CI (CI=true), where they fail:
+    `.ci/run` installs Chromium from Debian's packages so that the report is checked in a real browser there."""
+    found = os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
+    if found:
+        return found
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail("CI is set but no Chromium was found: .ci/run installs it (apt-get install -y chromium)")
+    pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it and runs this test")
+
+
+def _render_in_chromium(page: Path, tmp_path: Path) -> tuple[dict, Path]:
+    """What headless Chromium rendered for ``page``: the probe's findings (from a copy of the page, next to it, with
+    BROWSER_PROBE added) and a screenshot by scripts/screenshot_report.sh, both at 1280x6000 CSS pixels."""
+    browser = _browser()
+    probe_page = page.with_name(f".browser-probe-{tmp_path.name}.html")
+    probe_page.write_text(page.read_text().replace("</body>", BROWSER_PROBE + "</body>"))
+    profile = tmp_path / "chromium-profile"
+    try:
+        proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                               f"--user-data-dir={profile}", "--window-size=1280,6000", "--dump-dom",
+                               probe_page.as_uri()], capture_output=True, text=True, timeout=60)
+    finally:
+        probe_page.unlink()
+    found = re.search(r'<pre id="contaudit-browser-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert proc.returncode == 0 and found, f"Chromium rendered nothing (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([str(ROOT / "scripts" / "screenshot_report.sh"), str(page), str(shot), "1280", "6000"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "CHROMIUM": browser})
     assert proc.returncode == 0, proc.stderr
-    data = out.read_bytes()
+    return json.loads(html.unescape(found.group(1))), shot
+
+
+def _rendering_problems(probe: dict, shot: Path, label: str, plots: Path) -> list[str]:
+    """Everything that keeps the rendered report from showing verdict ``label`` and each plot in ``plots``: the
+    DOM after rendering (verdict text shown, images decoded and laid out) and the screenshot's pixels (the banner
+    painted in the label's colour, each plot's area showing that plot's PNG)."""
+    from PIL import Image, ImageChops, ImageStat
+
+    from contaudit.report.html import LABEL_COLORS
+    from contaudit.report.plots import FIGURES
+
+    problems = []
+    screen = Image.open(shot).convert("RGB")
+    v = probe["verdict"]
+    if not v or v["label"].strip() != label or not v["label_shown"] or label not in probe["text"]:
+        problems.append(f"verdict {label} is not shown: {v and {k: v[k] for k in ('label', 'label_shown')}}")
+    else:
+        x, y, w, h = (round(v[k]) for k in ("x", "y", "w", "h"))
+        banner = screen.crop((x + 4, y + 4, x + w - 4, y + h - 4))
+        count, colour = max(banner.getcolors(banner.width * banner.height) or [(0, None)])
+        want = LABEL_COLORS[label]
+        if colour != tuple(int(want[i:i + 2], 16) for i in (1, 3, 5)) or count < banner.width * banner.height / 2:
+            problems.append(f"verdict banner is not painted {want} in the screenshot (mostly {colour})")
+
+    def gray_difference(a, b):
+        return ImageStat.Stat(ImageChops.difference(a, b)).mean[0]
+
+    images = {img["alt"]: img for img in probe["images"]}
+    for png in sorted(plots.glob("*.png")):
+        alt = FIGURES[png.stem][1]
+        img = images.pop(alt, None)
+        if img is None:
+            problems.append(f"plot {png.name} ({alt!r}) has no <img>")
+            continue
+        if not (img["complete"] and img["natural_width"] > 0 and img["shown"]):
+            problems.append(f"plot {png.name} is broken or hidden: {img}")
+            continue
+        x, y, w, h = (round(img[k]) for k in ("x", "y", "w", "h"))
+        if y + h > screen.height or x + w > screen.width:
+            problems.append(f"plot {png.name} lies outside the screenshot ({screen.size}): {img}")
+            continue
+        # Compare at 1/8 scale in gray, where antialiasing no longer matters: the plot's area must show that PNG,
+        # much closer to it than a blank area would be.
+        small = (max(1, w // 8), max(1, h // 8))
+        seen = screen.crop((x, y, x + w, y + h)).convert("L").resize(small, Image.BOX)
+        want = Image.open(png).convert("L").resize(small, Image.BOX)
+        blank = Image.new("L", small, 255)
+        off, blank_off = gray_difference(seen, want), gray_difference(blank, want)
+        if not off < min(4.0, blank_off / 3):
+            problems.append(f"plot {png.name} is not what the screenshot shows there (mean gray difference {off:.1f}, "
+                            f"blank {blank_off:.1f})")
+    problems += [f"unexpected image {alt!r}" for alt in images]
+    return problems
+
+
+def test_report_shows_the_verdict_and_plots_in_headless_chromium(full_run, tmp_path):
+    probe, shot = _render_in_chromium(full_run / "report.html", tmp_path)
+    assert _rendering_problems(probe, shot, "CONTAMINATED", full_run / "plots") == []
+    for reason in json.loads((full_run / "results.json").read_text())["verdict"]["reasons"]:
+        assert reason in probe["text"]
+    assert len(probe["images"]) == 4
+    data = shot.read_bytes()
     assert data.startswith(PNG_MAGIC)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width == 1280 and 2000 < height <= 6000  # the page with its plots, trimmed below
-    assert len(data) > 200_000  # plots rendered, not a blank page
+
+
+def test_browser_check_catches_a_missing_verdict_and_broken_or_wrong_plots(full_run, tmp_path):
+    """The check above fails when it should: on a copy of the report with the verdict text gone, one plot's source
+    missing, one not a PNG, and two shown in each other's places."""
+    from contaudit.report.plots import FIGURES
+
+    page = full_run / "report.html"
+    text = page.read_text()
+    sources = re.findall(r'src="(data:image/png;base64,[^"]+)"', text)
+    alts = re.findall(r'<img alt="([^"]+)"', text)
+    assert len(sources) == 4
+    broken = text.replace('<span class="label">CONTAMINATED</span>', '<span class="label"></span>')
+    broken = broken.replace(sources[0], "plots/missing.png").replace(sources[1], "data:image/png;base64,bm90IGEgcG5n")
+    broken = broken.replace(sources[2], "SWAP").replace(sources[3], sources[2]).replace("SWAP", sources[3])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "report.html").write_text(broken)
+    probe, shot = _render_in_chromium(tmp_path / "broken" / "report.html", tmp_path)
+    problems = _rendering_problems(probe, shot, "CONTAMINATED", full_run / "plots")
+    name = {alt: key for key, (_, alt) in FIGURES.items()}
+    assert len(problems) == 5, problems
+    assert problems[0].startswith("verdict CONTAMINATED is not shown")
+    for alt, kind in zip(alts, ("is broken or hidden", "is broken or hidden", "is not what", "is not what")):
+        assert any(p.startswith(f"plot {name[alt]}.png {kind}") for p in problems), (alt, problems)
 
 
 def test_screenshot_script_explains_a_missing_report(tmp_path):
