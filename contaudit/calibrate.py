@@ -385,16 +385,10 @@ def _fmt(p) -> str:
 
 
 def _protocol_tables(path: str | Path | None) -> dict:
-    """The [probes] and [analysis] tables of a protocol file (validated first), as parsed TOML."""
-    if path is None:
-        return {}
-    import tomllib
+    """The [probes] and [analysis] tables of a protocol file (validated before any training), as parsed TOML."""
+    from contaudit.protocol import load_setting_tables
 
-    from contaudit.protocol import load_protocol
-
-    load_protocol(path, check_paths=False)  # validate before any training
-    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    return {table: raw[table] for table in ("probes", "analysis") if table in raw}
+    return {} if path is None else load_setting_tables(path, ("probes", "analysis"))
 
 
 def analysis_seed(tables: dict, seed: int) -> int:

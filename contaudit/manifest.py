@@ -61,6 +61,23 @@ def _unwritable(path: Path, action: str, e: OSError):
     return InputError(f"cannot {action} ({e.strerror or e}); choose another --out", path=path)
 
 
+def replace_dir(finished: Path, out: Path, old: Path) -> None:
+    """Move the finished directory ``finished`` onto ``out``.
+
+    A previous ``out`` is first renamed to ``old`` (a path the caller created or owns,
+    never one it merely found) and deleted after the swap, so ``out`` is at every moment
+    either the complete old directory or the complete new one.
+    """
+    import shutil
+
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(finished, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.

@@ -306,6 +306,41 @@ def _check_paths(loader: _Loader, protocol: Protocol) -> None:
             raise loader.fail(key, f"no such file or directory: {path}")
 
 
+def _read_toml(path: Path) -> tuple[bytes, dict]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProtocolError(f"{path}: protocol file not found") from None
+    except OSError as e:
+        raise ProtocolError(f"{path}: cannot read protocol file ({e.strerror})") from None
+    try:
+        return raw, tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{path}: protocol file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProtocolError(f"{path}: invalid TOML: {e}") from None
+
+
+def load_setting_tables(path: str | Path, names: tuple[str, ...] = ("probes", "analysis")) -> dict[str, dict]:
+    """The named tables of a protocol file, each validated as its stage's config, as parsed TOML.
+
+    For tools that take only some settings from a protocol (``calibrate --protocol``): the
+    file need not name models or sets, and its other tables are ignored.
+    """
+    path = Path(path)
+    _, table = _read_toml(path)
+    loader = _Loader(path)
+    hints = typing.get_type_hints(Protocol)
+    out = {}
+    for name in names:
+        if name in table:
+            if not dataclasses.is_dataclass(hints.get(name)):
+                raise ValueError(f"{name!r} is not a settings table of a protocol")
+            loader.build(hints[name], table[name], name)
+            out[name] = table[name]
+    return out
+
+
 def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
     """Read and validate a protocol TOML file.
 
@@ -325,18 +360,7 @@ def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
         file. The message names the file and the key.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ProtocolError(f"{path}: protocol file not found") from None
-    except OSError as e:
-        raise ProtocolError(f"{path}: cannot read protocol file ({e.strerror})") from None
-    try:
-        table = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ProtocolError(f"{path}: protocol file is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProtocolError(f"{path}: invalid TOML: {e}") from None
+    raw, table = _read_toml(path)
     loader = _Loader(path)
     protocol = loader.build(Protocol, table, "")
     _check_sets(loader, protocol.sets)

@@ -208,3 +208,21 @@ def test_calibrate_needs_at_least_the_clean_control(tmp_path):
     with pytest.raises(InputError, match=r"`references` must be at least 1 \(the clean control\), got 0"):
         calibrate(tmp_path / "cal", references=0)
     assert not (tmp_path / "cal").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dups", "0,x"], "--dups must be comma-separated integers"),
+    (["--dups", "0,-1"], "`dups` must be non-negative integers"),
+    (["--protocol", "PROTOCOL"], "key `analysis.alpha`: must be a number in (0, 0.5]"),
+])
+def test_calibrate_checks_its_inputs_before_pretraining(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[analysis]\nalpha = 2.0\n")
+    args = [str(bad) if a == "PROTOCOL" else a for a in args]
+    result = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path / "cal"), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert not (tmp_path / "cal").exists()  # no corpus written, no base model pretrained

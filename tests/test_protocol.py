@@ -253,3 +253,15 @@ def test_a_bad_protocol_fails_before_any_heavy_import(tmp_path):
     assert "key `models.clean`: missing" in run.stdout + run.stderr
     assert seconds < 3.0  # about 0.2 s here; the import check above is what keeps it fast
     assert not (tmp_path / "run").exists()
+
+
+def test_setting_tables_alone_are_validated_without_models_or_sets(tmp_path):
+    from contaudit.errors import ProtocolError
+    from contaudit.protocol import load_setting_tables
+
+    path = tmp_path / "settings.toml"
+    path.write_text("[probes]\nmin_seen = 3\n[analysis]\nalpha = 0.01\n")
+    assert load_setting_tables(path) == {"probes": {"min_seen": 3}, "analysis": {"alpha": 0.01}}
+    path.write_text("[probes]\nmin_seen = 0\n")
+    with pytest.raises(ProtocolError, match=r"settings.toml: key `probes.min_seen`: must be an integer >= 1; got 0"):
+        load_setting_tables(path)

@@ -31,7 +31,7 @@ from contaudit.finetune.stream import (Stream, build_filler, build_stream, encod
                                        select_items)
 from contaudit.finetune.train import StepInfo, TrainResult, train
 from contaudit.io import ReadStats, load_items
-from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import describe_path, make_manifest, replace_dir, write_json_atomic, write_jsonl_atomic
 
 INJECTION_FILE = "injection.json"
 PRETRAIN_FILE = "pretrain.json"
@@ -118,17 +118,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise InputError("the output path exists and is not a directory", path=out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError("the output directory is not empty; choose another or pass --overwrite", path=out)
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` directory onto ``out`` (replacing it)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _items_to_inject(inject: Path, choice: ItemSelection, *, seed: int, skip_bad: bool):
@@ -235,7 +224,7 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
             training=_training_record(result),
         )
         write_json_atomic(tmp / (INJECTION_FILE if job.stage == "finetune" else PRETRAIN_FILE), manifest)
-        _install(tmp, out)
+        replace_dir(tmp, out, out.with_name(f".{out.name}.old-{os.getpid()}"))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

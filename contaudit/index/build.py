@@ -27,8 +27,8 @@ from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, Nea
 from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
 from contaudit.io import (Document, Item, ReadStats, is_jsonl, is_parquet, is_saved_dataset, iter_documents,
                           list_text_files, load_items, read_text_file)
-from contaudit.manifest import (check_can_create, describe_path, hash_bytes, make_manifest, write_json_atomic,
-                                write_jsonl_atomic)
+from contaudit.manifest import (check_can_create, describe_path, hash_bytes, make_manifest, replace_dir,
+                                write_json_atomic, write_jsonl_atomic)
 from contaudit.text import NORMALIZATION
 
 UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corpus
@@ -385,10 +385,5 @@ def _publish(out: Path, partial: Path, records: list[dict], manifest: dict) -> N
     staging.mkdir()
     write_jsonl_atomic(staging / "items.jsonl", records)
     write_json_atomic(staging / "manifest.json", manifest)
-    old = partial / "old"  # the previous index is moved into our own staging directory, then deleted with it
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    staging.rename(out)
+    replace_dir(staging, out, partial / "old")  # the previous index goes into our own staging directory
     shutil.rmtree(partial, ignore_errors=True)
