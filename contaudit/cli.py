@@ -228,6 +228,8 @@ def score(
                              completion_batch_tokens=completion_batch_tokens, max_length=max_length, stride=stride,
                              text_field=text_field, id_field=id_field, trust_remote_code=trust_remote_code,
                              gguf_file=gguf_file, threads=threads, cache_dir=cache_dir, use_cache=not no_cache)
+    settings.validate()
+    _quiet_transformers()
     with TokenProgress(console=console) as bar:
         r = run_score(model, data, out_file, settings, progress=bar)
     out.print(f"[bold]{r.n_scored} of {r.n_items} items scored[/] -> {escape(str(r.out))} "

@@ -251,6 +251,11 @@ def _check_vocabulary(model, tokenizer, source: ModelSource) -> None:
                          "tokenizer the model was trained with", path=source.display)
 
 
+# Files one of which a Hugging Face model directory's tokenizer is loaded from.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json",
+                   "spiece.model", "sentencepiece.bpe.model", "tiktoken.model")
+
+
 def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.device,
                     trust_remote_code: bool = False, dequantize_gguf: bool = False):
     """``(model, tokenizer)`` from ``source`` (never from the network), on ``device`` in ``dtype``.
@@ -273,27 +278,57 @@ def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.de
 
         model_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not source.gguf_file and not any((source.directory / name).exists() for name in TOKENIZER_FILES):
+        raise ModelError(f"no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...) in the model directory; "
+                         "copy the model's tokenizer files there", path=source.display)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
     except Exception as e:  # transformers raises many types for an unreadable tokenizer
         raise ModelError(f"cannot load the tokenizer: {_one_line(e)}", path=source.display) from None
+    _check_tokenizer(tokenizer, source)
+    # Report (rather than raise on) every weight that does not fit, so the refusal below can name them.
+    model_kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(source.directory), attn_implementation="sdpa",
-                                                         **model_kwargs, **kwargs)
+            model, info = AutoModelForCausalLM.from_pretrained(str(source.directory), attn_implementation="sdpa",
+                                                               **model_kwargs, **kwargs)
         except ValueError as e:
             if "sdpa" not in str(e).lower():
                 raise
-            model = AutoModelForCausalLM.from_pretrained(str(source.directory), **model_kwargs, **kwargs)
+            model, info = AutoModelForCausalLM.from_pretrained(str(source.directory), **model_kwargs, **kwargs)
     except Exception as e:  # corrupt weights, unknown architecture, remote code refused, a refused pickle, ...
         if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
             raise _refused_pickle(source, e) from None
         raise ModelError(f"transformers cannot load the model as a causal LM: {_one_line(e)}",
                          path=source.display) from None
+    _check_loading_info(info, source)
     if device.type != "cuda":
         model.to(device)
     _check_vocabulary(model, tokenizer, source)
     return model, tokenizer
+
+
+def _check_loading_info(info: dict, source: ModelSource) -> None:
+    """Refuse a checkpoint whose weights do not fit its architecture: transformers would fill missing
+    weights with a random draw (scores then differ run to run) and drop unexpected ones."""
+    for kind, what in (("missing_keys", "missing from the checkpoint (they would be random)"),
+                       ("mismatched_keys", "of the wrong shape for the architecture"),
+                       ("unexpected_keys", "in the checkpoint but not in the architecture")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in (info.get(kind) or ()))
+        if keys:
+            raise ModelError(f"{len(keys)} weights {what}, e.g. {', '.join(keys[:3])}; the checkpoint is "
+                             "incomplete or belongs to another architecture", path=source.display)
+
+
+def _check_tokenizer(tokenizer, source: ModelSource) -> None:
+    """Refuse an empty tokenizer (a model directory without tokenizer files loads one silently)."""
+    try:
+        probe = tokenizer("The quick brown fox.", add_special_tokens=False)["input_ids"]
+    except Exception as e:  # noqa: BLE001 - any failure here means the tokenizer is unusable
+        raise ModelError(f"the tokenizer cannot encode text: {_one_line(e)}", path=source.display) from None
+    if len(tokenizer) == 0 or not probe:
+        raise ModelError("the tokenizer is empty (no tokenizer.json, tokenizer.model or vocab files?); copy the "
+                         "model's tokenizer files into the directory", path=source.display)
 
 
 def load_model(source: ModelSource, *, device: str = "auto", dtype: str = "auto",

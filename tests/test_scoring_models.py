@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from contaudit.errors import InputError
 from contaudit.models import FileHashes, fingerprint, load_model, resolve_device, resolve_dtype, resolve_model
@@ -150,8 +151,7 @@ def test_real_smollm2_gguf_scores_plausibly(tmp_path):
 
 def _one_line_error(result, *fragments: str) -> str:
     """Exit code 2 and exactly one line ``Error: ...`` holding every fragment, no traceback."""
-    # transformers' "Loading weights" progress bar may come first
-    lines = [line for line in result.output.splitlines() if line.strip() and "Loading weights" not in line]
+    lines = [line for line in result.output.splitlines() if line.strip()]  # nothing from third parties
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for fragment in fragments:
@@ -188,4 +188,57 @@ def test_refused_pickle_checkpoint_is_one_line_naming_the_file(tmp_path, models,
                                       "--device", "cpu"])
     _one_line_error(result, f"Error: {model / 'pytorch_model.bin'}: torch refuses to unpickle",
                     "numpy", "convert it to safetensors", "if you trust its source")
+    assert not out.exists()
+
+
+def _broken_copy(src: Path, dst: Path, change) -> Path:
+    """A copy of a tiny model directory whose weights (a dict of tensors) ``change`` edits."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = load_file(str(dst / "model.safetensors"))
+    change(weights)
+    save_file(weights, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("missing-layer", lambda w: [w.pop(k) for k in [k for k in w if ".layers.1." in k]],
+     "weights missing from the checkpoint (they would be random)"),
+    ("unexpected", lambda w: w.update({"model.extra.weight": torch.zeros(2, 2)}),
+     "weights in the checkpoint but not in the architecture, e.g. model.extra.weight"),
+    ("wrong-shape", lambda w: w.update({"model.norm.weight": torch.ones(3)}),
+     "weights of the wrong shape for the architecture, e.g. model.norm.weight"),
+])
+def test_a_checkpoint_that_does_not_fit_its_architecture_is_refused(tmp_path, models, items, name, change, message):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    broken = _broken_copy(models["llama"], tmp_path / name, change)
+    out = tmp_path / "scores" / "m.jsonl"
+    result = CliRunner().invoke(app, ["score", "--model", str(broken), "--data", str(items), "--out", str(out),
+                                      "--device", "cpu", "--no-cache"])
+    _one_line_error(result, f"Error: {broken}: ", message)
+    assert not out.exists()
+
+
+def test_a_model_directory_without_tokenizer_files_is_refused(tmp_path, models, items):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    bare = tmp_path / "no-tokenizer"
+    shutil.copytree(models["llama"], bare)
+    for f in bare.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            f.unlink()
+    out = tmp_path / "scores" / "m.jsonl"
+    result = CliRunner().invoke(app, ["score", "--model", str(bare), "--data", str(items), "--out", str(out),
+                                      "--device", "cpu"])
+    _one_line_error(result, f"Error: {bare}: no tokenizer files (tokenizer.json")
     assert not out.exists()

@@ -36,6 +36,8 @@ def greedy_continue(model: torch.nn.Module, prompts: list[list[int]], n_new: lis
     > 1 runs batches on that many single-threaded CPU workers.
     """
     last_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    # transformers >= 5.3 names the KV cache `cache` (input and output); older releases `past_key_values`.
+    cache_name = "cache" if _accepts(model, "cache") else "past_key_values"
 
     @torch.inference_mode()
     def run(batch: list[int]) -> tuple[list[list[int]], int]:
@@ -51,7 +53,7 @@ def greedy_continue(model: torch.nn.Module, prompts: list[list[int]], n_new: lis
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_only)
         token = out.logits[:, -1].argmax(-1)  # (B,)
         generated = [token]
-        cache = out.past_key_values
+        cache = getattr(out, cache_name)
         position = positions[:, -1:]  # (B, 1)
         for _ in range(steps - 1):
             mask = torch.cat([mask, mask.new_ones(len(batch), 1)], dim=1)
@@ -59,8 +61,8 @@ def greedy_continue(model: torch.nn.Module, prompts: list[list[int]], n_new: lis
             if max_positions is not None:
                 position = position.clamp_max(max_positions - 1)  # only rows already finished reach it
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                        past_key_values=cache, use_cache=True, **last_only)
-            cache = out.past_key_values
+                        use_cache=True, **{cache_name: cache}, **last_only)
+            cache = getattr(out, cache_name)
             token = out.logits[:, -1].argmax(-1)
             generated.append(token)
         tokens = torch.stack(generated, dim=1).tolist()  # (B, steps)
