@@ -487,3 +487,7 @@ def demo(
     if result.null_verdict is not None:
         out.print(f"[bold]clean vs clean (null):[/] {result.null_verdict}   ({out_dir / 'null' / 'report.html'})")
     out.print(f"total {total / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

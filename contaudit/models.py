@@ -60,14 +60,37 @@ class ModelSource:
         return str(self.directory / self.gguf_file) if self.gguf_file else str(self.directory)
 
 
+def _looks_like_hub_id(text: str) -> bool:
+    """``org/name`` (one slash, no leading dot or slash): what ``from_pretrained`` would look up on the hub."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text)) and not text.startswith(".")
+
+
+def _from_hub_cache(repo_id: str) -> Path:
+    """The snapshot of ``repo_id`` in the local Hugging Face cache (never downloaded), as transformers finds it offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        raise ModelError(f"not a local path, and the hub id {repo_id!r} is not in the local Hugging Face cache "
+                         f"({HF_HUB_CACHE}); contaudit downloads nothing: fetch it where there is network "
+                         f"(huggingface-cli download {repo_id}) or pass a local directory", path=repo_id) from None
+
+
 def resolve_model(path: str | Path, gguf_file: str | None = None) -> ModelSource:
     """Check that ``path`` names a loadable model and list its weight files.
 
     ``path`` is a ``.gguf`` file, a directory with ``gguf_file`` in it, a directory
     holding exactly one ``.gguf`` file and no ``config.json``, or a Hugging Face
-    directory. Raises :class:`ModelError` naming the path and what is missing.
+    directory; a hub id (``org/name``) that is not a local path resolves to its snapshot
+    in the local Hugging Face cache, offline, as transformers does. Raises
+    :class:`ModelError` naming the path and what is missing.
     """
     path = Path(path)
+    if not path.exists() and _looks_like_hub_id(str(path)):
+        path = _from_hub_cache(str(path))
     if not path.exists():
         raise ModelError("model path does not exist: no such model directory or file; pass a local Hugging Face "
                          "directory or a .gguf file (nothing is downloaded)", path=path)

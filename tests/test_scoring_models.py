@@ -242,3 +242,31 @@ def test_a_model_directory_without_tokenizer_files_is_refused(tmp_path, models, 
                                       "--device", "cpu"])
     _one_line_error(result, f"Error: {bare}: no tokenizer files (tokenizer.json")
     assert not out.exists()
+
+
+def test_a_hub_id_resolves_through_the_local_cache_and_nothing_is_downloaded(tmp_path, models, items):
+    """`org/name` finds the snapshot in HF_HUB_CACHE as transformers does offline; absent, one clear line."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someorg--tiny-llama" / "snapshots" / "0123abcd"
+    shutil.copytree(models["llama"], snapshot)
+    (cache / "models--someorg--tiny-llama" / "refs").mkdir()
+    (cache / "models--someorg--tiny-llama" / "refs" / "main").write_text("0123abcd")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+    def run(model_id: str, out: Path):
+        return subprocess.run([sys.executable, "-m", "contaudit.cli", "score", "--model", model_id, "--data", str(items),
+                               "--out", str(out), "--device", "cpu"], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=300)
+
+    found = run("someorg/tiny-llama", tmp_path / "hub.jsonl")
+    assert found.returncode == 0, found.stderr
+    direct = score(models["llama"], items, tmp_path / "direct.jsonl", device="cpu")
+    assert (tmp_path / "hub.jsonl").read_text() == direct.out.read_text()
+    missing = run("someorg/not-cached", tmp_path / "missing.jsonl")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "hub id 'someorg/not-cached' is not in the local Hugging Face cache" in missing.stderr
+    assert not (tmp_path / "missing.jsonl").exists()
