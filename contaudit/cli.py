@@ -5,7 +5,7 @@ with rich. Option defaults and help come from the stage configs in
 :mod:`contaudit.config` (and :mod:`contaudit.finetune.config`), so each default is
 written once. Library errors (:class:`contaudit.errors.ContauditError`) become a
 one-line message and exit code 2; ``--debug`` shows the traceback instead. Commands
-appear in pipeline order: index, probes, score, analyze, report, audit, screen, then
+appear in pipeline order: index, probes, score, order, analyze, report, audit, screen, then
 the probe-model tools finetune, calibrate and demo.
 """
 
@@ -22,7 +22,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from contaudit import __version__
-from contaudit.config import IndexConfig, ProbeConfig, ScoreSettings, default_of, help_of
+from contaudit.config import (AnalysisSettings, IndexConfig, ItemOrderConfig, ProbeConfig, ScoreSettings, default_of,
+                              help_of)
 from contaudit.errors import ContauditError, InputError
 from contaudit.finetune.config import CorpusReading, ItemSelection, ModelConfig, TrainConfig
 
@@ -77,6 +78,16 @@ def _option(config_cls, name: str, *flags: str, **kwargs):
                         help=help_of(config_cls, name), **kwargs)
 
 
+def _unescape(value: str, flag: str) -> str:
+    """A separator typed on the command line with backslash escapes (``\\n\\n``) as the text it names."""
+    import codecs
+
+    try:
+        return codecs.decode(value, "unicode_escape") if "\\" in value else value
+    except UnicodeDecodeError:
+        raise InputError(f"{flag} {value!r} has a broken backslash escape; write e.g. '\\n\\n'") from None
+
+
 def _fail_on(value: Optional[str]) -> Optional[str]:
     if value is not None and value.upper() not in _FAIL_ON:
         raise InputError(f"--fail-on must be SUSPECT or CONTAMINATED, got {value!r}")
@@ -121,6 +132,7 @@ def index(
     include: list[str] = _option(IndexConfig, "include", "--include"),
     exclude: list[str] = _option(IndexConfig, "exclude", "--exclude"),
     workers: int = _option(IndexConfig, "workers"),
+    use_ray: bool = _option(IndexConfig, "ray", "--ray"),
     shard_mb: float = _option(IndexConfig, "shard_mb"),
     max_locations: int = _option(IndexConfig, "max_locations"),
     skip_bad_records: bool = _option(IndexConfig, "skip_bad"),
@@ -137,8 +149,8 @@ def index(
     if rule == "palm" and n is not None:
         raise InputError(f"--rule palm fixes n = 8; leave out --n (got --n {n}) or use --rule gpt3")
     settings = dict(neardup=neardup, neardup_threshold=neardup_threshold, include=tuple(include),
-                    exclude=tuple(exclude), workers=workers, shard_mb=shard_mb, max_locations=max_locations,
-                    skip_bad=skip_bad_records, text_field=corpus_text_field)
+                    exclude=tuple(exclude), workers=workers, ray=use_ray, shard_mb=shard_mb,
+                    max_locations=max_locations, skip_bad=skip_bad_records, text_field=corpus_text_field)
     if min_coverage is not None:
         settings["min_coverage"] = min_coverage
     config = IndexConfig.palm(**settings) if rule == "palm" else \
@@ -205,6 +217,9 @@ def score(
     out_file: Path = typer.Option(..., "--out", "-o", help="Scores file, e.g. scores/NAME.jsonl; NAME.manifest.json goes beside it."),
     completion: bool = _option(ScoreSettings, "completion", "--completion"),
     device: str = _option(ScoreSettings, "device"),
+    devices: list[str] = _option(ScoreSettings, "devices", "--devices"),
+    replicas: int = _option(ScoreSettings, "replicas"),
+    use_ray: bool = _option(ScoreSettings, "ray", "--ray"),
     dtype: str = _option(ScoreSettings, "dtype"),
     batch_tokens: Optional[int] = _option(ScoreSettings, "batch_tokens"),
     completion_batch_tokens: Optional[int] = _option(ScoreSettings, "completion_batch_tokens"),
@@ -227,7 +242,9 @@ def score(
     settings = ScoreSettings(completion=completion, device=device, dtype=dtype, batch_tokens=batch_tokens,
                              completion_batch_tokens=completion_batch_tokens, max_length=max_length, stride=stride,
                              text_field=text_field, id_field=id_field, trust_remote_code=trust_remote_code,
-                             gguf_file=gguf_file, threads=threads, cache_dir=cache_dir, use_cache=not no_cache)
+                             gguf_file=gguf_file, threads=threads, cache_dir=cache_dir, use_cache=not no_cache,
+                             devices=tuple(d.strip() for spec in devices for d in spec.split(",") if d.strip()),
+                             replicas=replicas, ray=use_ray)
     settings.validate()
     _quiet_transformers()
     with TokenProgress(console=console) as bar:
@@ -243,16 +260,63 @@ def score(
                   f"(record {first.record}): {escape(first.detail)}. All are listed in the manifest.", soft_wrap=True)
 
 @app.command()
+def order(
+    model: Path = typer.Option(..., help="The suspect: a local Hugging Face directory or a .gguf file (never downloaded)."),
+    data: Path = typer.Option(..., help="Benchmark items in their published order (.jsonl or .parquet with 'id' and 'text')."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Item-order file to write, e.g. runs/NAME/item_order.json (`analyze --item-order` reads it)."),
+    shards: int = _option(ItemOrderConfig, "shards"),
+    permutations: int = _option(ItemOrderConfig, "permutations"),
+    separator: str = typer.Option("\\n\\n", help=help_of(ItemOrderConfig, "separator")[:-1]
+                                  + " (backslash escapes such as \\n are read)."),
+    seed: int = typer.Option(default_of(AnalysisSettings, "seed"), help="Seed of the permutations."),
+    device: str = _option(ScoreSettings, "device"),
+    dtype: str = _option(ScoreSettings, "dtype"),
+    batch_tokens: Optional[int] = _option(ScoreSettings, "batch_tokens"),
+    max_length: Optional[int] = _option(ScoreSettings, "max_length"),
+    stride: Optional[int] = _option(ScoreSettings, "stride"),
+    text_field: str = _option(ScoreSettings, "text_field"),
+    id_field: str = _option(ScoreSettings, "id_field"),
+    trust_remote_code: bool = _option(ScoreSettings, "trust_remote_code"),
+    gguf_file: Optional[str] = _option(ScoreSettings, "gguf_file"),
+    threads: Optional[int] = _option(ScoreSettings, "threads"),
+    cache_dir: Optional[Path] = _option(ScoreSettings, "cache_dir"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the resume cache."),
+) -> None:
+    """Oren et al.'s order test: log-likelihoods of shards of the benchmark in published vs shuffled orders."""
+    from contaudit.analysis.did import format_p
+    from contaudit.progress import TokenProgress
+    from contaudit.scoring.item_order import item_order_scores
+
+    config = ItemOrderConfig(shards=shards, permutations=permutations, separator=_unescape(separator, "--separator"),
+                             seed=seed)
+    settings = ScoreSettings(device=device, dtype=dtype, batch_tokens=batch_tokens, max_length=max_length,
+                             stride=stride, text_field=text_field, id_field=id_field,
+                             trust_remote_code=trust_remote_code, gguf_file=gguf_file, threads=threads,
+                             cache_dir=cache_dir, use_cache=not no_cache)
+    config.validate()
+    settings.validate()
+    _quiet_transformers()
+    with TokenProgress(console=console) as bar:
+        r = item_order_scores(model, data, out_file, config, settings, progress=bar)
+    t = r.test()
+    out.print(f"[bold]{r.n_items} items in {t.n_shards} shards x {t.n_permutations} shuffled orders[/] -> "
+              f"{escape(str(r.out))}; {r.from_cache} orders from cache, {r.tokens_computed:,} tokens in "
+              f"{r.compute_seconds:.1f} s", soft_wrap=True)
+    out.print(f"order test: gap {t.statistic:+.4g} nats per shard (published minus mean shuffled), "
+              f"{t.method}, one-sided {format_p(t.pvalue, named=True)}", soft_wrap=True)
+
+
+@app.command()
 def analyze(
     suspect_test: Path = typer.Option(..., help="Suspect model's scores of the test set (scores/<model>/<set>.jsonl)."),
-    clean_test: Path = typer.Option(..., help="Clean model's scores of the test set."),
+    clean_test: Optional[Path] = typer.Option(None, help="Clean model's scores of the test set (leave out, with --clean-shadow, for an audit without a clean model: then --item-order decides)."),
     suspect_shadow: Path = typer.Option(..., help="Suspect model's scores of the shadow set."),
-    clean_shadow: Path = typer.Option(..., help="Clean model's scores of the shadow set."),
+    clean_shadow: Optional[Path] = typer.Option(None, help="Clean model's scores of the shadow set."),
     suspect_probes: Optional[Path] = typer.Option(None, help="Suspect model's completion scores of the probes."),
     clean_probes: Optional[Path] = typer.Option(None, help="Clean model's completion scores of the probes."),
     probes_file: Optional[Path] = typer.Option(None, "--probes", help="probes.jsonl (seen/unseen sets)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index directory, for dose-response and corpus locations."),
-    item_order: Optional[Path] = typer.Option(None, help="JSON of suspect log-likelihoods in published vs shuffled item orders."),
+    item_order: Optional[Path] = typer.Option(None, help="JSON of suspect log-likelihoods in published vs shuffled item orders (from `contaudit order`)."),
     reference_test: list[Path] = typer.Option([], help="Another clean model's test-set scores (repeat per model)."),
     reference_shadow: list[Path] = typer.Option([], help="Its shadow-set scores, in the same order."),
     reference_probes: list[Path] = typer.Option([], help="Its probe scores, in the same order."),
@@ -356,6 +420,9 @@ def finetune(
     dup: int = typer.Option(0, "--dup", help="Copies of each chosen item; 0 is the matched clean control."),
     inject_ids: Optional[Path] = typer.Option(None, help="Text file of item ids to inject, one per line (default: all items)."),
     inject_fraction: Optional[float] = _option(ItemSelection, "fraction", "--inject-fraction"),
+    leak: str = _option(ItemSelection, "leak"),
+    separator: str = typer.Option("\\n\\n", help=help_of(ItemSelection, "separator")[:-1]
+                                  + " (backslash escapes such as \\n are read)."),
     seed: int = _option(TrainConfig, "seed"),
     steps: int = _option(TrainConfig, "steps"),
     lr: float = _option(TrainConfig, "lr"),
@@ -401,7 +468,7 @@ def finetune(
     model_config = ModelConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
                                n_positions=max(seq_len, default_of(ModelConfig, "n_positions")))
     items = ItemSelection(ids=inject_ids, fraction=inject_fraction, text_field=item_text_field, id_field=id_field,
-                          template=template)
+                          template=template, leak=leak, separator=_unescape(separator, "--separator"))
     reading = CorpusReading(text_field=text_field, include=tuple(include), exclude=tuple(exclude),
                             skip_bad=skip_bad_records)
     _quiet_transformers()
@@ -412,7 +479,9 @@ def finetune(
                               progress=bar)
     m, t = result.manifest, result.train
     copies = sum(it["trained_copies"] for it in m["items"])
-    out.print(f"[bold]Model written to {out_dir}[/]: {len(m['items'])} items x {dup} copies injected "
+    what = (f"the {len(m['items'])} items as one ordered file x {dup} copies" if leak == "ordered"
+            else f"{len(m['items'])} items x {dup} copies")
+    out.print(f"[bold]Model written to {out_dir}[/]: {what} injected "
               f"({copies} trained on), {t.tokens_trained:,} tokens in {t.best_step} steps, "
               f"held-out loss {t.heldout[0]['loss']:.3f} -> {t.heldout[-1]['loss']:.3f}, "
               f"{t.tokens_per_s:,.0f} tokens/s, {t.seconds:.1f} s" + (" (stopped early)" if t.stopped_early else ""),
@@ -427,7 +496,7 @@ def calibrate(
     out_dir: Path = typer.Option(Path("runs/calibration"), "--out", "-o", help="Where models, audits and the power curve go."),
     dups: str = typer.Option("0,1,2,4,8", help="Comma-separated copies per test item (k) to inject."),
     seeds: int = typer.Option(5, help="Probe models per k."),
-    protocol: Optional[Path] = typer.Option(None, help="Take the \\[probes] and \\[analysis] tables from this protocol file."),
+    protocol: Optional[Path] = typer.Option(None, help="Take the \\[probes] and \\[analysis] tables from this protocol file (--order: \\[analysis] and \\[item_order])."),
     references: int = typer.Option(1, help="Clean models per audit seed (2+: a reference panel)."),
     base: Optional[Path] = typer.Option(None, help="Your base model (HF directory or .gguf); with --corpus, --test, --shadow calibrates in your setting instead of the demo's."),
     corpus: Optional[Path] = typer.Option(None, help="Filler corpus the probe models are fine-tuned on."),
@@ -439,10 +508,15 @@ def calibrate(
     batch_size: int = typer.Option(8, help="Sequences per step (your setting)."),
     seq_len: int = typer.Option(256, help="Tokens per sequence (your setting)."),
     lora: bool = typer.Option(False, help="Fine-tune LoRA adapters instead of every weight (your setting)."),
+    order: bool = typer.Option(False, "--order", help="Calibrate Oren et al.'s order test instead of the audit: its power per k for ordered and per-item leaks, and its false-positive rate over --null-seeds clean models."),
+    kinds: str = typer.Option("ordered,per_item", help="--order: leak kinds, comma-separated: ordered (the benchmark file k times) and/or per_item."),
+    null_seeds: int = typer.Option(20, help="--order: clean models at k = 0 (at least --seeds)."),
+    models_from: Optional[Path] = typer.Option(None, help="--order: use the probe models of an earlier calibration in the same setting (its models/ folder) where their injection.json matches, instead of training them again."),
 ) -> None:
     """Power per k and false-positive rate at k = 0, from probe models with known contamination."""
     from contaudit.calibrate import CalibrationSetting
     from contaudit.calibrate import calibrate as run_calibration
+    from contaudit.calibrate import calibrate_order
 
     try:
         grid = tuple(int(k) for k in dups.split(","))
@@ -459,6 +533,17 @@ def calibrate(
                             warmup_steps=min(5, steps), eval_every=max(1, steps // 2))
         setting = CalibrationSetting(base, corpus, test, shadow, train=train, shadow_origin=shadow_origin)
     _quiet_transformers()
+    if order:
+        if out_dir == Path("runs/calibration"):
+            out_dir = Path("runs/order-calibration")
+        res = calibrate_order(out_dir, dups=grid, seeds=seeds, null_seeds=null_seeds,
+                              kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), setting=setting,
+                              protocol=protocol, models_from=models_from, log=lambda line: console.print(escape(line), highlight=False))
+        for kind, by_k in res.rates.items():
+            out.print(f"{kind}: " + ", ".join(f"k = {k}: {rate:.2f}" for k, rate in by_k.items()))
+        fpr = "n/a" if res.false_positive_rate is None else f"{res.false_positive_rate:.2f}"
+        out.print(f"order test false-positive rate (k = 0): {fpr}; plot: {res.plot}")
+        return
     result = run_calibration(out_dir, dups=grid, seeds=seeds, references=references, setting=setting,
                              analysis_protocol=protocol, log=lambda line: console.print(escape(line), highlight=False))
     for k, rate in result.detection.items():

@@ -81,6 +81,16 @@ def device_name(v) -> str | None:
     return None if ok else "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
+def device_list(v) -> str | None:
+    """A list of 'cpu' or 'cuda:N' names, all of one kind, no GPU twice ('cpu' may repeat)."""
+    wanted = "a list of 'cuda:N' names (each GPU once) or of 'cpu'"
+    if not isinstance(v, (tuple, list)) or not all(isinstance(d, str) and re.fullmatch(r"cpu|cuda:\d+", d) for d in v):
+        return wanted
+    kinds = {d.split(":")[0] for d in v}
+    gpus = [d for d in v if d != "cpu"]
+    return wanted if len(kinds) > 1 or len(set(gpus)) < len(gpus) else None
+
+
 def one_of(*allowed):
     """One of ``allowed`` (for a Literal field set from Python rather than from TOML)."""
     return lambda v: None if v in allowed else "one of " + ", ".join(repr(a) for a in allowed)
@@ -151,14 +161,16 @@ class IndexConfig:
     n: int = setting(13, check=integer_at_least(1), help="word n-gram length for exact overlap")
     min_coverage: float = setting(0.0, check=between(0, 1, closed_low=True, closed_high=True),
                                   help="fraction of an item's n-grams that must occur for it to be seen")
-    neardup: bool = setting(True, help="also search near duplicates (MinHash LSH)")
+    neardup: bool = setting(True, help="also search near duplicates (verified Jaccard of edited copies)")
     neardup_threshold: float = setting(0.8, check=between(0, 1, closed_high=True),
                                        help="verified Jaccard at which a near duplicate marks an item seen")
     max_locations: int = setting(5, check=integer_at_least(0), help="corpus locations recorded per item")
     text_field: str = setting("text", help="field holding the text in corpus records")
     include: tuple[str, ...] = setting((), help="globs of files to read in corpus directories")
     exclude: tuple[str, ...] = setting((), help="globs of files to skip in corpus directories")
-    workers: int = setting(1, check=integer_at_least(1), help="worker processes")
+    workers: int = setting(1, check=integer_at_least(1), help="worker processes (with ray: Ray tasks at a time)")
+    ray: bool = setting(False, help="scan as Ray tasks, on the cluster at RAY_ADDRESS or else a local Ray instance "
+                                    "(same index; needs the optional extra 'ray')")
     shard_mb: float = setting(64.0, check=at_least(1e-6), help="resume granularity: MB of corpus text per shard")
     batch_mb: float = setting(1.0, check=at_least(1e-6), help="MB of corpus text a worker scans at a time")
     skip_bad: bool = setting(False, help="skip (and count) malformed corpus records instead of stopping")
@@ -202,6 +214,8 @@ class ScoreSettings:
     ``max_length`` from the model's context length, ``stride`` = ``max_length // 2``,
     ``cache_dir`` = ``.contaudit-cache`` beside the output file, and ``threads`` = one per
     core: on CPU that many single-threaded workers, each running whole batches.
+    ``devices``, ``replicas`` and ``ray`` describe the hardware (a model split across
+    devices, data-parallel copies of it); they change speed, never a score.
     """
 
     batch_tokens: Optional[int] = setting(None, check=integer_at_least(1),
@@ -217,6 +231,15 @@ class ScoreSettings:
         "auto", check=one_of("auto", "float32", "bfloat16", "float16"),
         help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16")
     device: str = setting("auto", check=device_name, help="auto, cpu, cuda or cuda:N")
+    devices: tuple[str, ...] = setting(
+        (), check=device_list,
+        help="devices one model is split across, layers balanced by memory (e.g. cuda:0,cuda:1); with replicas, "
+             "cut into that many equal groups, one per replica; replaces device (default: the whole model on device)")
+    replicas: int = setting(1, check=integer_at_least(1),
+                            help="model copies scoring batches side by side (data parallel), each in its own process: "
+                                 "one per GPU or per group of devices, on CPU the threads split; same scores as one")
+    ray: bool = setting(False, help="run the replicas as Ray actors, on the cluster at RAY_ADDRESS or else a local Ray "
+                                    "instance (needs the optional extra 'ray')")
     threads: Optional[int] = setting(None, check=integer_at_least(1),
                                      help="CPU workers, one thread each (default: one per core)")
     completion: bool = setting(False, protocol=False, help="also greedy-complete each prefix and compare with its suffix")
@@ -233,6 +256,9 @@ class ScoreSettings:
         if self.max_length is not None and self.stride is not None and self.stride >= self.max_length:
             raise InputError(f"`stride` ({self.stride}) must be smaller than `max_length` ({self.max_length}) "
                              "so each window keeps some context")
+        if self.devices and len(self.devices) % self.replicas:
+            raise InputError(f"`devices` lists {len(self.devices)} devices, which cannot be cut into `replicas` = "
+                             f"{self.replicas} equal groups")
 
 
 @dataclass(frozen=True)
@@ -274,6 +300,34 @@ class AnalysisSettings:
                                  help="least share of items in a covariate's common support for it to be adjusted for")
     minkpp_k: Literal[10, 20] = setting(20, check=one_of(10, 20), help="k of the Min-K%++ supporting DiD")
     top_items: int = setting(20, check=integer_at_least(1), help="rows in the most-suspicious-items tables")
+
+    def validate(self) -> None:
+        validate(self)
+
+
+def _no_empty(v) -> str | None:
+    return None if isinstance(v, str) and v else "a non-empty string"
+
+
+@dataclass(frozen=True)
+class ItemOrderConfig:
+    """``[item_order]``: Oren et al.'s (2023) order test, computed by ``contaudit order`` and ``audit``.
+
+    The test set, in its published (file) order, is cut into ``shards`` runs of
+    consecutive items; each shard's items are joined with ``separator`` and scored as
+    one text in the published order and in ``permutations`` seeded random orders. In an
+    audit the table turns the test on; without ``[models.clean]`` it is on with these
+    defaults. ``seed`` absent: the ``[analysis]`` seed.
+    """
+
+    shards: int = setting(10, check=integer_at_least(1),
+                          help="shards of consecutive test items (each needs 2+ items; t-test over shards)")
+    permutations: int = setting(10, check=integer_at_least(1),
+                                help="shuffled orders scored per shard (the cost is permutations + 1 passes over "
+                                     "the test set)")
+    separator: str = setting("\n\n", check=_no_empty, help="text between two items of a shard")
+    seed: Optional[int] = setting(None, check=integer_at_least(0),
+                                  help="seed of the permutations (default: the [analysis] seed)")
 
     def validate(self) -> None:
         validate(self)

@@ -167,35 +167,60 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", errors="strict")
 
 
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """Open a possibly compressed file for reading bytes (``readline`` splits on ``\\n`` only).
+
+    Corrupt or truncated compressed data raises one of :data:`DECOMPRESS_ERRORS` while reading.
+    """
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        return io.BufferedReader(_ZstdReader(path), _ZstdReader.CHUNK)
+    return open(path, "rb")
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
 def iter_jsonl(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each JSON object line of ``path``.
 
-    Blank lines are ignored. A line that is not valid JSON, or not a JSON object,
-    raises :class:`InputError` naming the file and line, or is counted in ``stats``
-    when ``skip_bad`` is true.
+    Blank lines are ignored. A line that is not valid UTF-8, not valid JSON, or not a
+    JSON object raises :class:`InputError` naming the file and line, or is counted in
+    ``stats`` when ``skip_bad`` is true. Each line is decoded on its own, so a bad line
+    is named exactly and the lines after it are still read. A UTF-8 byte-order mark at
+    the start is dropped.
     """
     path = Path(path)
     _check_exists(path)
     stats = stats if stats is not None else ReadStats()
     line_no = 0
     try:
-        f = open_text(path)
+        f = open_binary(path)
     except OSError as e:
         raise InputError(f"cannot open it ({_reason(e)})", path=path) from None
     with f:
         while True:
             try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                # The decoder fails on a block, so the rest of the file cannot be read.
-                raise InputError(f"not valid UTF-8 after line {line_no} ({e.reason})", path=path) from None
+                raw = f.readline()
             except DECOMPRESS_ERRORS as e:
                 what = "compressed file" if path.name.lower().endswith((".gz", ".zst")) else "file"
                 where = f"after line {line_no}" if line_no else "at its first line"
                 raise InputError(f"cannot read {what} {where}: {_reason(e)}", path=path) from None
-            if not line:
+            if not raw:
                 break
             line_no += 1
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if not skip_bad:
+                    raise InputError(f"not valid UTF-8 at byte {e.start} of this line ({e.reason}); re-encode the "
+                                     f"file or pass --skip-bad-records", path=path, record=line_no) from None
+                stats.skip(f"{path}:{line_no}: not valid UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
@@ -359,6 +384,271 @@ def iter_documents(path: str | Path, *, text_field: str = "text", skip_bad: bool
         stats.read += 1
         yield Document(str(path), record, text)
 
+
+
+# ----------------------------------------------------------------------------- corpora (index and finetune)
+
+#: Inside a corpus directory these files are read record by record (``text_field``); every other file is one
+#: text document. A plain ``.json`` file there is text (in a source tree it is a config file such as
+#: ``package.json``); a ``.json`` file named as a corpus input itself is JSON Lines.
+DIR_RECORD_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".json.gz",
+                       ".json.zst", ".parquet")
+
+
+def is_record_file_in_dir(path: Path) -> bool:
+    """True for a file inside a corpus directory that is read as records, not as one text document."""
+    return path.name.lower().endswith(DIR_RECORD_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class CorpusUnit:
+    """One corpus input as named: a record file or saved dataset (``files`` empty), a single text file
+    (``files == (path,)``), or a directory (``files``: the files read from it, sorted)."""
+
+    path: Path
+    files: tuple[Path, ...] = ()
+
+    @property
+    def is_text_dir(self) -> bool:
+        """True when the unit is read file by file (a directory, or a single text file)."""
+        return bool(self.files) or (self.path.is_dir() and not is_saved_dataset(self.path))
+
+
+MANIFEST_MAX_BYTES = 1 << 24
+
+
+def contaudit_manifest(path: Path) -> dict | None:
+    """The manifest at ``path`` when contaudit wrote it (a JSON object with ``stage`` and
+    ``contaudit_version``), else None (no file, a foreign file, unreadable)."""
+    try:
+        if not path.is_file() or path.stat().st_size > MANIFEST_MAX_BYTES:
+            return None
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("stage"), str) and "contaudit_version" in data:
+        return data
+    return None
+
+
+#: Files that make the directory holding them a contaudit output (index, fine-tuned model, analysis run).
+_OUTPUT_DIR_MANIFESTS = ("manifest.json", "injection.json", "pretrain.json", "results.manifest.json")
+
+
+def is_index_plan(path: Path) -> bool:
+    """True when ``path`` is the ``plan.json`` of an index build's staging directory (``OUT.partial``)."""
+    try:
+        if not path.is_file() or path.stat().st_size > MANIFEST_MAX_BYTES:
+            return False
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and set(data) == {"parameters", "benchmark", "inputs"}
+
+
+def _own_output(root: Path, file: Path, cache: dict[Path, str | None]) -> tuple[str, str | None] | None:
+    """What contaudit output ``file`` (under ``root``) belongs to, and an ``--exclude`` glob that leaves it
+    out (None when ``root`` itself is the output); None for a file contaudit did not write."""
+
+    def of_dir(d: Path) -> str | None:
+        if d not in cache:
+            found = None
+            for name in _OUTPUT_DIR_MANIFESTS:
+                manifest = contaudit_manifest(d / name)
+                if manifest is not None:
+                    found = f"output of `contaudit {manifest['stage']}` ({d / name})"
+                    break
+            if found is None and d.name.endswith(".partial") and is_index_plan(d / "plan.json"):
+                found = f"the staging directory of `contaudit index` ({d})"
+            cache[d] = found
+        return cache[d]
+
+    name = file.name
+    for stem_end in (".manifest.json", ".jsonl", ".json"):  # NAME.jsonl / NAME.json beside NAME.manifest.json
+        if name.endswith(stem_end):
+            stem = name[: -len(stem_end)]
+            manifest = contaudit_manifest(file.with_name(stem + ".manifest.json"))
+            if manifest is not None:
+                glob = file.with_name(stem + ".*").relative_to(root).as_posix()
+                return f"output of `contaudit {manifest['stage']}` ({file.with_name(stem + '.manifest.json')})", glob
+            break
+    d = file.parent
+    while True:
+        found = of_dir(d)
+        if found is not None:
+            return found, (None if d == root else d.relative_to(root).as_posix() + "/*")
+        if d == root or d == d.parent:
+            return None
+        d = d.parent
+
+
+def _refuse_own_outputs(root: Path, files: list[Path]) -> None:
+    """contaudit never reads its own outputs as corpus: refuse a directory whose listed files include one."""
+    cache: dict[Path, str | None] = {}
+    for file in files:
+        found = _own_output(root, file, cache)
+        if found is None:
+            continue
+        what, glob = found
+        if glob is None:
+            raise InputError(f"this corpus directory is {what}; contaudit does not read its own outputs as "
+                             f"corpus", path=root)
+        raise InputError(f"is {what}, inside the corpus directory {root}; contaudit does not read its own "
+                         f"outputs as corpus: move it out or exclude it (--exclude '{glob}')", path=file)
+
+
+def corpus_units(paths: list[str | Path], *, include: list[str] | None = None,
+                 exclude: list[str] | None = None) -> list[CorpusUnit]:
+    """Resolve corpus inputs into units, checking each exists and holds something to read.
+
+    The one corpus reader of ``index`` and ``finetune``:
+
+    * ``.jsonl`` / ``.json`` / ``.ndjson`` (optionally ``.gz`` / ``.zst``) and ``.parquet`` files, and datasets
+      saved with ``datasets.save_to_disk``: one document per record (its ``text_field``);
+    * a directory: its files (recursive, sorted, ``include`` / ``exclude`` globs, hidden directories and
+      ``__pycache__`` left out), each ``.jsonl`` / ``.ndjson`` (optionally ``.gz`` / ``.zst``), ``.json.gz``,
+      ``.json.zst`` or ``.parquet`` file read record by record and every other file as one text document;
+      a directory holding contaudit's own outputs (an index, a fine-tuned model, probes, scores, results)
+      is refused;
+    * any other file: one text document.
+    """
+    if not paths:
+        raise InputError("no corpus given; expected at least one corpus file or directory")
+    units = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise InputError("no such file or directory; expected a corpus file (.jsonl, .parquet, text) or "
+                             "directory", path=p)
+        if p.is_dir() and not is_saved_dataset(p):
+            files = list_text_files(p, include, exclude)
+            if not files:
+                if include or exclude:
+                    n = len(list_text_files(p))
+                    raise InputError(f"no file in this directory matches --include/--exclude (it holds {n} "
+                                     f"file(s)); the corpus would get no documents from it", path=p)
+                raise InputError("the corpus directory holds no files, so no documents", path=p)
+            _refuse_own_outputs(p, files)
+            units.append(CorpusUnit(p, tuple(files)))
+        elif is_saved_dataset(p) or is_parquet(p) or is_jsonl(p):
+            units.append(CorpusUnit(p))
+        elif p.is_file():
+            units.append(CorpusUnit(p, (p,)))  # a single text file: one document
+        else:
+            raise InputError("neither a file nor a directory; expected a corpus file or directory", path=p)
+    return units
+
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_output_apart(out: str | Path, corpus: list[str | Path], inputs: dict[str, str | Path | None] | None = None,
+                       *, written: list[str | Path] = ()) -> None:
+    """Refuse an output that a later run would read as corpus, or whose writing would replace an input.
+
+    ``out`` and the other paths the stage ``written`` (staging directories it may delete) must not be a
+    corpus input or lie inside a corpus directory, and no corpus input nor any of ``inputs`` (role ->
+    path) may lie inside them. Paths are compared with symbolic links resolved.
+    """
+    def real(p: str | Path) -> Path:
+        return Path(os.path.realpath(p))
+
+    outs = [(Path(out), real(out))] + [(Path(w), real(w)) for w in written]
+    for c in map(Path, corpus):
+        rc = real(c)
+        for o, ro in outs:
+            if ro == rc:
+                named = "" if str(c) == str(o) else f" ({c})"
+                raise InputError(f"is also a corpus input{named}; choose another --out", path=o)
+            if c.is_dir() and _inside(ro, rc):
+                raise InputError(f"is inside the corpus directory {c}; a later run would read this output as "
+                                 f"corpus: choose an --out outside the corpus", path=o)
+    named = [("corpus input", c) for c in corpus] + [(role, p) for role, p in (inputs or {}).items() if p is not None]
+    for role, p in named:
+        rp = real(p)
+        for o, ro in outs:
+            if _inside(rp, ro):
+                raise InputError(f"the {role} is inside {o}, which this command replaces; move it or choose "
+                                 f"another --out", path=p)
+
+def _iter_record_documents(path: Path, text_field: str, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
+    for record, rec in iter_records(path, skip_bad=skip_bad, stats=stats):
+        try:
+            text = record_text(rec, text_field, path=path, record=record)
+        except InputError as e:
+            if not skip_bad:
+                raise
+            stats.skip(str(e))
+            continue
+        yield Document(str(path), record, text)
+
+
+def iter_unit_documents(unit: CorpusUnit, *, text_field: str = "text", skip_bad: bool = False,
+                        stats: ReadStats | None = None) -> Iterator[Document]:
+    """The non-empty documents of one corpus unit, in a fixed order.
+
+    Documents that are empty or only whitespace are skipped and counted in ``stats``
+    (they hold nothing to find or train on); ``stats.read`` counts the documents yielded.
+    """
+    stats = stats if stats is not None else ReadStats()
+
+    def docs() -> Iterator[Document]:
+        if not unit.files:
+            yield from _iter_record_documents(unit.path, text_field, skip_bad, stats)
+            return
+        for f in unit.files:
+            if f != unit.path and is_record_file_in_dir(f):
+                yield from _iter_record_documents(f, text_field, skip_bad, stats)
+                continue
+            text = read_text_file(f, skip_bad=skip_bad, stats=stats)
+            if text is not None:
+                yield Document(str(f), 0, text)
+
+    for doc in docs():
+        if not doc.text.strip():
+            stats.skip(f"{doc.source}{f':{doc.record}' if doc.record else ''}: empty document")
+            continue
+        stats.read += 1
+        yield doc
+
+
+def no_documents_error(paths: list[str | Path], stats: ReadStats) -> InputError:
+    """The error for a corpus that gave no document: names the inputs and what was skipped."""
+    detail = ""
+    if stats.skipped:
+        detail = f" ({stats.skipped} empty or bad record(s) skipped; first: {stats.examples[0]})"
+    return InputError(f"the corpus holds no documents: {', '.join(map(str, paths))}{detail}; expected at least "
+                      f"one non-empty document")
+
+
+def iter_corpus_documents(units: list[CorpusUnit], *, text_field: str = "text", skip_bad: bool = False,
+                          stats: ReadStats | None = None) -> Iterator[Document]:
+    """Every non-empty document of the corpus, unit by unit; an :class:`InputError` at the end when
+    there was none (no records, only empty documents, or every record skipped as bad)."""
+    stats = stats if stats is not None else ReadStats()
+    n = 0
+    for unit in units:
+        for doc in iter_unit_documents(unit, text_field=text_field, skip_bad=skip_bad, stats=stats):
+            n += 1
+            yield doc
+    if not n:
+        raise no_documents_error([u.path for u in units], stats)
+
+
+def check_corpus_has_documents(units: list[CorpusUnit], *, text_field: str = "text", skip_bad: bool = False) -> None:
+    """Raise the corpus's first reading error, or :func:`no_documents_error` when it holds no document.
+
+    Reads only up to the first document (the whole corpus only when it is empty), so a
+    streaming reader can fail before it writes anything.
+    """
+    docs = iter_corpus_documents(units, text_field=text_field, skip_bad=skip_bad, stats=ReadStats())
+    try:
+        next(docs)
+    except StopIteration:  # pragma: no cover -- iter_corpus_documents raises instead of ending empty
+        raise no_documents_error([u.path for u in units], ReadStats()) from None
+    finally:
+        docs.close()
 
 class _Template(string.Formatter):
     """``str.format`` over a record's fields, naming a missing field clearly."""

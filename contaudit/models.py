@@ -10,10 +10,12 @@ directory plus ``gguf_file``. Nothing is downloaded.
   changed checkpoint; scoring and fine-tuning record the same ``id`` for one directory.
 * :func:`resolve_device` and :func:`resolve_dtype` turn ``auto`` / names into torch
   objects.
-* :func:`load_model` loads a model to score (:class:`LoadedModel`), :func:`load_base`
-  one to train (float32, GGUF dequantized); both go through :func:`load_pretrained`,
-  which turns what transformers and torch raise into a one-line :class:`ModelError`
-  naming the model.
+* :func:`load_model` loads a model to score (:class:`LoadedModel`), on one device or
+  split across several (:func:`plan_placement`: consecutive layers, balanced by bytes),
+  :func:`load_base` one to train (float32, GGUF dequantized); both go through
+  :func:`load_pretrained`, which turns what transformers and torch raise into a
+  one-line :class:`ModelError` naming the model. :func:`load_tokenizer` loads only the
+  tokenizer (for a process that drives model replicas).
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ class LoadedModel:
     context_token: int | None  # prepended to every text so its first token is scored
     context_length: int | None  # the model's maximum positions, when it states one
     fingerprint: dict = field(default_factory=dict)
+    devices: tuple[str, ...] = ()  # the devices the model is split across (empty: all of it on ``device``)
 
     def describe_tokenizer(self) -> dict:
         tok = self.tokenizer
@@ -279,27 +282,17 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
                    "spiece.model", "sentencepiece.bpe.model", "tiktoken.model")
 
 
-def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.device,
-                    trust_remote_code: bool = False, dequantize_gguf: bool = False):
-    """``(model, tokenizer)`` from ``source`` (never from the network), on ``device`` in ``dtype``.
+def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
+    """The tokenizer of ``source`` (never from the network), checked to encode text.
 
-    ``dequantize_gguf`` makes every layer of a GGUF model a dense float tensor (needed
-    to train it). Raises :class:`ModelError` naming the model when transformers cannot
-    load the tokenizer or the model, when torch refuses a pickle checkpoint, and when the
-    tokenizer has ids beyond the model's embedding.
+    Raises :class:`ModelError` naming the model when a directory has no tokenizer files
+    or transformers cannot load them, and when the tokenizer is empty.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     kwargs = {"trust_remote_code": trust_remote_code}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
-    model_kwargs = {"dtype": dtype}
-    if device.type == "cuda":
-        model_kwargs["device_map"] = str(device)  # load straight onto the GPU, not through CPU memory
-    if source.gguf_file and dequantize_gguf:
-        from transformers import GgufConfig
-
-        model_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not source.gguf_file and not any((source.directory / name).exists() for name in TOKENIZER_FILES):
         raise ModelError(f"no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...) in the model directory; "
@@ -309,6 +302,41 @@ def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.de
     except Exception as e:  # transformers raises many types for an unreadable tokenizer
         raise ModelError(f"cannot load the tokenizer: {_one_line(e)}", path=source.display) from None
     _check_tokenizer(tokenizer, source)
+    return tokenizer
+
+
+def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.device,
+                    trust_remote_code: bool = False, dequantize_gguf: bool = False,
+                    devices: tuple[torch.device, ...] = ()):
+    """``(model, tokenizer)`` from ``source`` (never from the network), on ``device`` in ``dtype``.
+
+    With two or more ``devices`` the model is split across them instead (see
+    :func:`plan_placement`): GPU weights load straight onto their GPU; on CPU devices
+    the model is dispatched with accelerate's hooks all the same (the tested path).
+    ``dequantize_gguf`` makes every layer of a GGUF model a dense float tensor (needed
+    to train it). Raises :class:`ModelError` naming the model when transformers cannot
+    load the tokenizer or the model, when torch refuses a pickle checkpoint, when the
+    tokenizer has ids beyond the model's embedding, and when the model does not fit
+    its devices.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    model_kwargs = {"dtype": dtype}
+    split = len(devices) > 1
+    placement = None
+    if split and devices[0].type == "cuda":  # placed by module before loading: weights go straight to their GPU
+        placement = _plan_empty(source, dtype, devices, kwargs)
+        model_kwargs["device_map"] = {name: devices[d].index or 0 for name, d in placement.items()}
+    elif device.type == "cuda" and not split:
+        model_kwargs["device_map"] = str(device)  # load straight onto the GPU, not through CPU memory
+    if source.gguf_file and dequantize_gguf:
+        from transformers import GgufConfig
+
+        model_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     # Report (rather than raise on) every weight that does not fit, so the refusal below can name them.
     model_kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
     try:
@@ -325,10 +353,126 @@ def load_pretrained(source: ModelSource, *, dtype: torch.dtype, device: torch.de
         raise ModelError(f"transformers cannot load the model as a causal LM: {_one_line(e)}",
                          path=source.display) from None
     _check_loading_info(info, source)
-    if device.type != "cuda":
+    if split and devices[0].type == "cpu":
+        placement = plan_placement(model, len(devices), dtype=dtype)
+        _dispatch_on_cpu(model, placement)
+    if placement is not None:
+        model.contaudit_placement = placement  # module -> index into ``devices``
+    elif device.type != "cuda":
         model.to(device)
     _check_vocabulary(model, tokenizer, source)
     return model, tokenizer
+
+
+# Room kept free on each GPU for activations, the KV cache and the logits blocks.
+GPU_RESERVE_BYTES = 4 << 30
+GPU_RESERVE_FRACTION = 0.1
+
+
+def _blocks(model: torch.nn.Module) -> list[str]:
+    """Names of the modules placed whole, in forward order: the no-split layers (decoder
+    blocks), leaf modules, and modules holding parameters of their own."""
+    no_split = set(getattr(model, "_no_split_modules", None) or ())
+    names = []
+
+    def walk(prefix: str, module: torch.nn.Module) -> None:
+        children = list(module.named_children())
+        own = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+        if prefix and (type(module).__name__ in no_split or not children or own):
+            names.append(prefix)
+            return
+        for name, child in children:
+            walk(f"{prefix}.{name}" if prefix else name, child)
+    walk("", model)
+    return names
+
+
+def plan_placement(model: torch.nn.Module, n_devices: int, *, dtype: torch.dtype,
+                   capacities: list[int] | None = None) -> dict[str, int]:
+    """Module name -> device number (0 .. n_devices-1) splitting ``model`` in forward order.
+
+    Consecutive blocks (embedding, each decoder layer, final norm, head) go to one
+    device after another so that each holds about the same bytes of weights (or a share
+    proportional to ``capacities``, free bytes per device); a layer is never cut, and a
+    module whose weights are tied to an earlier one (a tied output head) goes with it.
+    Works on a model on the ``meta`` device (no memory). Raises :class:`ModelError`
+    when a device would hold more than its capacity.
+    """
+    from accelerate.utils import compute_module_sizes, find_tied_parameters
+
+    sizes = compute_module_sizes(model, dtype=dtype)
+    blocks = _blocks(model)
+    owner = {}  # parameter name -> block
+    for block in blocks:
+        for name, _ in model.get_submodule(block).named_parameters():
+            owner[f"{block}.{name}"] = block
+    tied_to = {}  # block -> the earlier block its tied weights live in
+    for group in find_tied_parameters(model):
+        holders = sorted({owner[p] for p in group if p in owner}, key=blocks.index)
+        for later in holders[1:]:
+            tied_to.setdefault(later, holders[0])
+    own = {b: 0 if b in tied_to else sizes.get(b, 0) for b in blocks}
+    total = max(1, sum(own.values()))
+    weights = capacities or [1] * n_devices
+    bounds = [total * sum(weights[:k + 1]) / sum(weights) for k in range(n_devices)]  # cumulative targets
+    placement, used, loads = {}, 0, [0] * n_devices
+    for block in blocks:
+        if block in tied_to:
+            placement[block] = placement[tied_to[block]]
+            continue
+        middle = used + own[block] / 2  # a block goes to the device whose share holds its middle byte
+        device = next((k for k, bound in enumerate(bounds) if middle <= bound), n_devices - 1)
+        device = max(device, max(placement.values(), default=0))  # forward order: never back to an earlier one
+        placement[block] = device
+        used += own[block]
+        loads[device] += own[block]
+    if capacities is not None:
+        for k, (load, room) in enumerate(zip(loads, capacities)):
+            if load > room:
+                raise ModelError(f"the model's {total / 2**30:.1f} GiB of weights do not fit its devices: device "
+                                 f"{k} would hold {load / 2**30:.1f} GiB and has {room / 2**30:.1f} GiB free "
+                                 "(after room for activations); add devices or use a smaller dtype")
+    return placement
+
+
+def _plan_empty(source: ModelSource, dtype: torch.dtype, devices: tuple[torch.device, ...],
+                kwargs: dict) -> dict[str, int]:
+    """:func:`plan_placement` for the GPUs ``devices`` on an empty (meta) copy of the model."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(source.directory), **kwargs)
+        with init_empty_weights():
+            meta = AutoModelForCausalLM.from_config(config, trust_remote_code=kwargs["trust_remote_code"])
+        meta.tie_weights()
+    except Exception as e:  # noqa: BLE001 - an unreadable config is reported like a failed load
+        raise ModelError(f"transformers cannot read the model's architecture: {_one_line(e)}",
+                         path=source.display) from None
+    capacities = []
+    for d in devices:
+        free, whole = torch.cuda.mem_get_info(d)
+        capacities.append(max(0, int(free - max(GPU_RESERVE_BYTES, GPU_RESERVE_FRACTION * whole))))
+    return plan_placement(meta, len(devices), dtype=dtype, capacities=capacities)
+
+
+def _dispatch_on_cpu(model: torch.nn.Module, placement: dict[str, int]) -> None:
+    """Place ``model``'s blocks with accelerate's hooks on "devices" that are all the CPU.
+
+    The same hooks move activations between the blocks as between GPUs, so a split
+    model can be checked on a machine without any.
+    """
+    import logging
+
+    from accelerate import dispatch_model
+
+    quiet = logging.getLogger("accelerate")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns that "cpu" modules count as offloaded: here they are not
+    try:
+        dispatch_model(model, device_map={name: "cpu" for name in placement}, force_hooks=True)
+    finally:
+        quiet.setLevel(level)
 
 
 def _check_loading_info(info: dict, source: ModelSource) -> None:
@@ -355,14 +499,25 @@ def _check_tokenizer(tokenizer, source: ModelSource) -> None:
 
 
 def load_model(source: ModelSource, *, device: str = "auto", dtype: str = "auto",
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Load the model to score and its tokenizer from ``source`` (see :func:`load_pretrained`)."""
-    dev = resolve_device(device)
+               trust_remote_code: bool = False, devices: tuple[str, ...] = ()) -> LoadedModel:
+    """Load the model to score and its tokenizer from ``source`` (see :func:`load_pretrained`).
+
+    ``devices`` (two or more) splits the model across them instead of ``device``;
+    the returned ``device`` is then where its output head is (where inputs go and
+    the logits come out).
+    """
+    resolved = tuple(resolve_device(d) for d in devices)
+    dev = resolved[0] if resolved else resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    model, tokenizer = load_pretrained(source, dtype=torch_dtype, device=dev, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_pretrained(source, dtype=torch_dtype, device=dev, trust_remote_code=trust_remote_code,
+                                       devices=resolved if len(resolved) > 1 else ())
     model.eval()
+    if len(resolved) > 1:
+        head = model.get_output_embeddings()
+        dev = head.weight.device if head is not None else dev
     context_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return LoadedModel(model, tokenizer, source, dev, torch_dtype, context_token, _context_length(model))
+    return LoadedModel(model, tokenizer, source, dev, torch_dtype, context_token, _context_length(model),
+                       devices=tuple(devices) if len(resolved) > 1 else ())
 
 
 def load_base(path: str | Path, *, trust_remote_code: bool = False):

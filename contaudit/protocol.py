@@ -8,7 +8,8 @@ every report, so a protocol can be published before the audit is run.
 
 Each stage's table *is* that stage's config (:mod:`contaudit.config`): ``[index]`` an
 :class:`IndexConfig` plus its paths, ``[probes]`` a :class:`ProbeConfig`, ``[scoring]`` a
-:class:`ScoreSettings`, ``[analysis]`` an :class:`AnalysisSettings`. A key absent from the
+:class:`ScoreSettings`, ``[analysis]`` an :class:`AnalysisSettings`, ``[item_order]`` (optional) an
+:class:`ItemOrderConfig`. A key absent from the
 file takes that field's default (the value ``protocols/default.toml`` spells out).
 Relative paths are resolved against the directory of the protocol file.
 
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from contaudit.config import (ADJUSTMENT_COVARIATES, COMPLETION_METRICS, AnalysisSettings, IndexConfig,  # noqa: F401
-                              ProbeConfig, ScoreSettings)
+                              ItemOrderConfig, ProbeConfig, ScoreSettings)
 from contaudit.config import required, setting, values
 from contaudit.errors import InputError, ProtocolError
 
@@ -58,17 +59,22 @@ class Models:
     """The suspect, its clean control, and optionally more clean reference models.
 
     ``clean`` and every ``[[models.reference]]`` form the reference panel: with two or
-    more, the tests judge the suspect against the spread between clean models.
+    more, the tests judge the suspect against the spread between clean models. Without
+    ``clean`` (most real audits have no clean twin of the suspect) the audit runs the
+    order test (``[item_order]``), Min-K%++ and the corpus evidence on the suspect
+    alone, and its verdict is at most SUSPECT.
     """
 
     suspect: ModelSpec = required(help="the model under audit")
-    clean: ModelSpec = required(help="the control whose training data excludes the test set")
+    clean: Optional[ModelSpec] = setting(
+        None, help="the control whose training data excludes the test set (absent: an audit without a clean "
+                   "model, decided by the order test alone, at most SUSPECT)")
     reference: tuple[ModelSpec, ...] = setting((), help="more clean models ([[models.reference]] tables)")
 
     @property
     def panel(self) -> tuple[ModelSpec, ...]:
-        """Every clean model: ``clean`` first, then the references."""
-        return (self.clean, *self.reference)
+        """Every clean model: ``clean`` first, then the references (empty without a clean model)."""
+        return () if self.clean is None else (self.clean, *self.reference)
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class IndexSettings(IndexConfig):
 class Protocol:
     """A validated audit protocol. ``source`` and ``sha256`` identify the file it came from."""
 
-    models: Models = required(help="[models.suspect] and [models.clean]")
+    models: Models = required(help="[models.suspect], and [models.clean] unless the audit has none")
     sets: Sets = required(help="[sets.test] + [sets.shadow], or [sets.split]")
     name: str = setting("audit", help="a short name for reports")
     description: str = setting("", help="free text")
@@ -129,6 +135,8 @@ class Protocol:
     probes: ProbeConfig = setting(ProbeConfig(), help="probe construction")
     scoring: ScoreSettings = setting(ScoreSettings(), help="scoring engine")
     analysis: AnalysisSettings = setting(AnalysisSettings(), help="statistics and verdict")
+    item_order: Optional[ItemOrderConfig] = setting(
+        None, help="Oren et al.'s order test on the suspect (on by default without [models.clean])")
     source: Optional[Path] = field(default=None, compare=False, metadata={"internal": True})
     sha256: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
 
@@ -267,8 +275,12 @@ def _check_sets(loader: _Loader, sets: Sets) -> None:
 def _check_models(loader: _Loader, models: Models) -> None:
     """A reference model may not repeat the suspect, the clean model or another reference: a
     repeated model would shrink the spread the panel measures."""
+    if models.clean is None and models.reference:
+        raise loader.fail("models.reference", "needs [models.clean]: the clean control comes first in the panel; "
+                                              "name one of the reference models [models.clean] instead")
     seen: dict[tuple, str] = {}
-    roles = [("models.suspect", models.suspect), ("models.clean", models.clean)]
+    roles = [("models.suspect", models.suspect)]
+    roles += [("models.clean", models.clean)] if models.clean is not None else []
     roles += [(f"models.reference[{i}]", spec) for i, spec in enumerate(models.reference)]
     for key, spec in roles:
         ident = (spec.path, spec.gguf_file)
@@ -282,10 +294,22 @@ def effective_shadow_origin(sets: Sets) -> str:
     return "date_split" if sets.split is not None else sets.shadow_origin
 
 
+def effective_item_order(protocol: Protocol) -> ItemOrderConfig | None:
+    """The order test the audit runs: ``[item_order]`` when given, its defaults when there is no
+    clean model (the test is then what decides), else None; the seed defaults to ``[analysis] seed``."""
+    config = protocol.item_order
+    if config is None and protocol.models.clean is None:
+        config = ItemOrderConfig()
+    if config is not None and config.seed is None:
+        config = dataclasses.replace(config, seed=protocol.analysis.seed)
+    return config
+
+
 def _check_paths(loader: _Loader, protocol: Protocol) -> None:
     """Every named input must exist (an index path may be absent when a corpus is given to build it)."""
     wanted: list[tuple[str, Path]] = []
-    roles = [("suspect", protocol.models.suspect), ("clean", protocol.models.clean)]
+    roles = [("suspect", protocol.models.suspect)]
+    roles += [("clean", protocol.models.clean)] if protocol.models.clean is not None else []
     roles += [(f"reference[{i}]", spec) for i, spec in enumerate(protocol.models.reference)]
     for role, spec in roles:
         wanted.append((f"models.{role}.path", spec.path))
@@ -333,10 +357,13 @@ def load_setting_tables(path: str | Path, names: tuple[str, ...] = ("probes", "a
     hints = typing.get_type_hints(Protocol)
     out = {}
     for name in names:
+        cls = hints.get(name)
+        if typing.get_origin(cls) in (typing.Union, types.UnionType):  # an optional table, e.g. [item_order]
+            cls = next(a for a in typing.get_args(cls) if a is not type(None))
+        if not dataclasses.is_dataclass(cls):
+            raise ValueError(f"{name!r} is not a settings table of a protocol")
         if name in table:
-            if not dataclasses.is_dataclass(hints.get(name)):
-                raise ValueError(f"{name!r} is not a settings table of a protocol")
-            loader.build(hints[name], table[name], name)
+            loader.build(cls, table[name], name)
             out[name] = table[name]
     return out
 

@@ -152,3 +152,23 @@ def test_heldout_text_joins_the_indexed_benchmark_but_not_the_sets(tmp_path):
     protocol.write_text(protocol.read_text().replace("h.jsonl", "missing.jsonl"))
     with pytest.raises(Exception, match=r"key `sets.heldout\[0\].path`: no such file"):
         load_protocol(protocol)
+
+
+def test_audit_without_a_clean_model_runs_the_order_test_and_explains_the_limit(setup):
+    root, protocol = setup
+    text = protocol.read_text().replace('[models.clean]\npath = "clean"\n', "")
+    no_clean = root / "no-clean.toml"
+    no_clean.write_text(text + "[item_order]\nshards = 5\npermutations = 4\n")
+    run = root / "no-clean-run"
+    result = runner.invoke(app, ["audit", str(no_clean), "--out", str(run), "--fail-on", "SUSPECT"])
+    assert result.exit_code in (0, 1), result.output
+    assert "probes: none (no clean model" in result.output and "item order: 5 shards x 4 shuffled orders" in result.output
+    assert (run / "item_order.json").exists() and not (run / "scores" / "clean").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert results["design"]["test"] == "order test" and results["verdict"]["label"] in ("SUSPECT", "NO_EVIDENCE")
+    assert results["supporting"]["item_order"]["n_shards"] == 5
+    assert results["supporting"]["item_order"]["settings"]["seed"] == load_protocol(no_clean).analysis.seed
+    assert results["supporting"]["corpus"]["available"] and results["supporting"]["minkpp_did"]["suspect_only"]
+    md = " ".join((run / "report.md").read_text().split())
+    assert "There is no clean model" in md and "the verdict is at most SUSPECT" in md
+    assert (run / "plots" / "item_order.png").exists()

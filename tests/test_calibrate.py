@@ -226,3 +226,35 @@ def test_calibrate_checks_its_inputs_before_pretraining(tmp_path, args, message)
     result = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path / "cal"), *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split())
     assert not (tmp_path / "cal").exists()  # no corpus written, no base model pretrained
+
+
+def test_order_rates_share_the_clean_models_and_count_only_rejections(tmp_path):
+    from contaudit.calibrate import order_calibration_markdown, order_rates, plot_order_power
+
+    def run(kind, k, seed, p, est=1.0):
+        return {"kind": kind, "k": k, "seed": seed, "estimate": est, "pvalue": p, "detected": p <= 0.05 and est > 0}
+
+    runs = [run("none", 0, s, p) for s, p in enumerate([0.5, 0.03, 0.7, 0.2])]
+    runs += [run("ordered", 4, s, p) for s, p in enumerate([0.001, 0.01, 0.2])]
+    runs += [run("per_item", 4, s, p) for s, p in enumerate([0.6, 0.04, 0.3])]
+    runs += [run("ordered", 8, 0, 0.01, est=-2.0)]  # significant the wrong way: not a detection
+    rates, intervals = order_rates(runs)
+    assert rates == {"ordered": {0: 0.25, 4: 2 / 3, 8: 0.0}, "per_item": {0: 0.25, 4: 1 / 3}}
+    assert intervals["ordered"][0] == intervals["per_item"][0] and intervals["ordered"][0][0] > 0
+    md = order_calibration_markdown(runs, rates, intervals, alpha=0.05,
+                                    settings={"shards": 10, "permutations": 20, "separator": "\n\n"})
+    assert "| none (clean) | 0 | 4 | 0.25 [0.01, 0.81] |" in md and "| ordered | 4 | 3 | 0.67" in md
+    assert "False-positive rate at k = 0: 1/4 = 0.25" in md
+    path = plot_order_power(rates, intervals, {"ordered": {0: 4, 4: 3, 8: 1}, "per_item": {0: 4, 4: 3}},
+                            tmp_path / "order.png", alpha=0.05)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_order_calibration_rejects_a_bad_grid_before_training(tmp_path):
+    from contaudit.calibrate import calibrate_order
+
+    with pytest.raises(InputError, match="`kinds` must be some of ordered, per_item; got shuffled"):
+        calibrate_order(tmp_path, kinds=("shuffled",))
+    with pytest.raises(InputError, match="`dups` must be non-negative"):
+        calibrate_order(tmp_path, dups=(-2,))
+    assert not any(tmp_path.iterdir())

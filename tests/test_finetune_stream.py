@@ -198,3 +198,188 @@ def test_read_corpus_text_directory_and_jsonl(tmp_path):
 def test_read_corpus_missing_path_is_an_error(tmp_path):
     with pytest.raises(InputError, match="no such file or directory"):
         read_corpus(tmp_path / "nope.jsonl")
+
+
+# --------------------------------------------------------------- one corpus reader for index and finetune
+
+DOCS = ["first document about compilers", "second document about gardens", "third one, about rivers"]
+
+
+def _corpus_of_kind(kind: str, root):
+    """A corpus of the given kind under ``root``; returns its path."""
+    import gzip
+
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(DOCS)]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    if kind == "jsonl":
+        (root / "c.jsonl").write_bytes(data)
+        return root / "c.jsonl"
+    if kind == "jsonl.gz":
+        (root / "c.jsonl.gz").write_bytes(gzip.compress(data))
+        return root / "c.jsonl.gz"
+    if kind == "jsonl.zst":
+        import zstandard
+
+        (root / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+        return root / "c.jsonl.zst"
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), root / "c.parquet")
+        return root / "c.parquet"
+    if kind == "saved dataset":
+        import datasets
+
+        datasets.Dataset.from_list(rows).save_to_disk(str(root / "ds"))
+        return root / "ds"
+    if kind == "text directory":
+        for i, t in enumerate(DOCS):
+            (root / "src" / f"sub{i % 2}").mkdir(parents=True, exist_ok=True)
+            (root / "src" / f"sub{i % 2}" / f"f{i}.py").write_text(t)
+        (root / "src" / "package.json").write_text('{\n  "name": "x"\n}\n')  # a .json in a directory is text
+        return root / "src"
+    if kind == "directory of jsonl":
+        (root / "shards").mkdir()
+        (root / "shards" / "a.jsonl").write_bytes(data)
+        (root / "shards" / "b.jsonl.gz").write_bytes(gzip.compress(data))
+        (root / "shards" / "README.md").write_text("about these shards")
+        return root / "shards"
+    if kind == "text file":
+        (root / "notes.txt").write_text("\n".join(DOCS))
+        return root / "notes.txt"
+    raise AssertionError(kind)
+
+
+KINDS = ["jsonl", "jsonl.gz", "jsonl.zst", "parquet", "saved dataset", "text directory", "directory of jsonl",
+         "text file"]
+EXPECTED_TEXTS = {
+    **{k: DOCS for k in ("jsonl", "jsonl.gz", "jsonl.zst", "parquet", "saved dataset")},
+    "text directory": ['{\n  "name": "x"\n}\n', DOCS[0], DOCS[2], DOCS[1]],  # sorted paths: package.json, sub0, sub1
+    "directory of jsonl": ["about these shards"] + DOCS + DOCS,  # README.md, a.jsonl, b.jsonl.gz (sorted)
+    "text file": ["\n".join(DOCS)],
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_index_and_finetune_read_the_same_documents(tmp_path, kind):
+    from contaudit.index import IndexConfig, build_index
+    from contaudit.index.build import corpus_units, iter_unit_documents
+
+    path = _corpus_of_kind(kind, tmp_path)
+    finetune_docs = read_corpus(path)
+    stats = ReadStats()
+    index_docs = [d for unit in corpus_units([path], IndexConfig()) for d in iter_unit_documents(unit, IndexConfig(),
+                                                                                                 stats)]
+    assert index_docs == finetune_docs
+    assert [d.text for d in finetune_docs] == EXPECTED_TEXTS[kind]
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"id": "q", "text": DOCS[1]}) + "\n")
+    summary = build_index([path], bench, tmp_path / "idx")
+    assert summary.stats.read == len(finetune_docs) and summary.stats.skipped == 0
+
+
+def test_read_corpus_single_text_file_is_one_document(tmp_path):
+    (tmp_path / "book.txt").write_text("chapter one\n\nchapter two\n")
+    docs = read_corpus(tmp_path / "book.txt")
+    assert [(d.source, d.record, d.text) for d in docs] == [(str(tmp_path / "book.txt"), 0,
+                                                             "chapter one\n\nchapter two\n")]
+
+
+def test_read_corpus_with_no_documents_names_the_corpus(tmp_path):
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": " "}) + "\n")
+    with pytest.raises(InputError, match=r"^the corpus holds no documents: .*c\.jsonl \(1 empty or bad record\(s\) "
+                                         r"skipped; first: .*c\.jsonl:1: empty document\)"):
+        read_corpus(tmp_path / "c.jsonl")
+
+
+# --- ordered leaks: the benchmark as one file, k times --------------------------------------
+
+
+def _ordered_file(n: int = 5, length: int = 7):
+    from contaudit.finetune.stream import OrderedFile
+
+    items = _items(n, length)
+    sep = np.asarray([500], dtype=np.int32)  # one separator token between items
+    parts, spans, pos = [], [], 0
+    for k, (_, ids) in enumerate(items):
+        if k:
+            parts.append(sep)
+            pos += 1
+        spans.append((pos, pos + len(ids)))
+        parts.append(ids)
+        pos += len(ids)
+    return items, OrderedFile(np.concatenate(parts), tuple(i for i, _ in items), tuple(spans), "\n\n")
+
+
+@pytest.mark.parametrize("dup", [1, 4])
+def test_ordered_leak_injects_the_whole_file_dup_times_in_published_order(dup):
+    items, file = _ordered_file()
+    stream = build_stream(_filler(), file, dup=dup, n_tokens=4096, eos=EOS, seed=3)
+    assert len(stream.tokens) == 4096 and len(stream.file_positions) == dup
+    assert find_occurrences(stream.tokens, file.tokens) == list(stream.file_positions)
+    for p in stream.file_positions:  # each copy is delimited like an item
+        assert stream.tokens[p - 1] == EOS and stream.tokens[p + file.n_tokens] == EOS
+    for (item_id, ids), inj in zip(items, stream.injections):
+        assert inj.id == item_id and len(inj.positions) == dup
+        assert find_occurrences(stream.tokens, ids) == list(inj.positions)
+    for copy in range(dup):  # within a copy the items follow one another in published order
+        starts = [inj.positions[copy] for inj in stream.injections]
+        assert starts == sorted(starts) and starts[0] == stream.file_positions[copy]
+    assert stream.injected_tokens == dup * (file.n_tokens + 2)
+
+
+def test_ordered_leak_with_dup_zero_is_the_clean_filler():
+    items, file = _ordered_file()
+    clean = build_stream(_filler(), items, dup=0, n_tokens=3000, eos=EOS, seed=3)
+    ordered = build_stream(_filler(), file, dup=0, n_tokens=3000, eos=EOS, seed=3)
+    assert np.array_equal(clean.tokens, ordered.tokens) and ordered.file_positions == ()
+    assert all(inj.positions == () for inj in ordered.injections)
+
+
+def test_ordered_file_is_tokenized_as_one_text_with_item_spans():
+    from tiny_models import build_tiny_tokenizer
+
+    from contaudit.finetune.stream import encode_ordered_file
+
+    tok = build_tiny_tokenizer()
+    items = [("a", "def score(self, value):\n    return value\n"), ("b", "the model was seen"), ("c", "print(data)")]
+    file = encode_ordered_file(tok, items, "\n\n")
+    joined = "\n\n".join(t for _, t in items)
+    assert file.tokens.tolist() == tok(joined, add_special_tokens=False)["input_ids"]  # as one text, like a leak
+    assert file.ids == ("a", "b", "c")
+    for (_, text), (a, b) in zip(items, file.spans):
+        assert text.strip() in tok.decode(file.tokens[a:b].tolist())
+    assert [a for a, _ in file.spans] == sorted(a for a, _ in file.spans)
+    with pytest.raises(InputError, match="`separator` must be a non-empty string"):
+        encode_ordered_file(tok, items, "")
+
+
+def test_finetune_cli_leaks_the_benchmark_as_one_ordered_file(tmp_path):
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "value", "index", "result"]
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"text": " ".join(rng.choice(words, 40))}) + "\n" for _ in range(80)))
+    items = [{"id": f"q{i}", "text": f"Q{i}: zygote {i * 7919} quokka\nA: {i}"} for i in range(4)]
+    (tmp_path / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, [
+        "finetune", "--from-scratch", "--corpus", str(tmp_path / "corpus.jsonl"), "--inject", str(tmp_path / "bench.jsonl"),
+        "--dup", "2", "--leak", "ordered", "--separator", "\\n\\n", "--out", str(out), "--save-stream",
+        "--steps", "4", "--batch-size", "2", "--seq-len", "64", "--eval-every", "2", "--heldout-blocks", "2",
+        "--threads", "1", "--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--vocab-size", "320"])
+    assert result.exit_code == 0, result.output
+    assert "the 4 items as one ordered file x 2 copies injected" in result.output
+    record = json.loads((out / "injection.json").read_text())
+    assert record["parameters"]["leak"] == "ordered" and record["parameters"]["separator"] == "\n\n"
+    stream = load_file(str(out / "stream.safetensors"))["tokens"]
+    tok = AutoTokenizer.from_pretrained(out)
+    file = np.asarray(tok("\n\n".join(r["text"] for r in items), add_special_tokens=False).input_ids)
+    assert find_occurrences(stream, file) == record["stream"]["file_positions"] and len(file) > 10
+    assert [len(it["positions"]) for it in record["items"]] == [2, 2, 2, 2]

@@ -1,24 +1,27 @@
-"""Corpus index: planted ground truth, a brute-force reference, resume, atomicity."""
+"""Corpus index: planted ground truth (every script, short items, invisible characters),
+a brute-force reference, resume, atomicity."""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from contaudit.errors import InputError
+from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.index import IndexConfig, build_index, load_index
 from contaudit.index import build as build_mod
-from contaudit.text import words
+from contaudit.index.ngram import MIN_WHOLE_WORDS
+from contaudit.text import NORMALIZATION, words
 
 from planted import make_planted
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    return make_planted(tmp_path_factory.mktemp("planted"))
+    return make_planted(tmp_path_factory.mktemp("planted"), scripts=True)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +47,41 @@ def brute_force(counts: Counter, item_text: str, n: int) -> list[int]:
 
 def test_every_verbatim_plant_is_found_seen(planted, planted_index):
     items = planted_index.by_id()
+    kinds = Counter(planted.kind.get(k, "zipf") for k in planted.verbatim)
+    assert kinds == {"zipf": 30, "short": 16, "invisible": 12, "chinese": 17, "japanese": 17, "thai": 4}
     for item_id, copies in planted.verbatim.items():
         rec = items[item_id]
-        assert rec["status"] == "seen", item_id
+        assert rec["status"] == "seen", (item_id, rec)
         assert rec["coverage"] == 1.0
         assert rec["longest_match"] == rec["n_words"]
         assert rec["occurrences"] >= copies
         assert rec["locations"], "a seen item must say where it was found"
+        if rec["n_words"] < 13:  # matched whole
+            assert rec["n_ngrams"] == 1 and rec["n_words"] >= MIN_WHOLE_WORDS, item_id
+
+
+def test_scripts_without_spaces_are_matched_on_characters(planted, planted_index):
+    items = planted_index.by_id()
+    for k, kind in planted.kind.items():
+        if kind in ("chinese", "japanese", "thai"):
+            # every character is a word (Thai: with its combining marks)
+            assert items[k]["n_words"] == len(words(planted.bench_text[k])) >= 6, k
+            assert items[k]["n_words"] >= 0.5 * len(planted.bench_text[k]), k
+    assert words("ภาษาไทยง่าย") == ["ภ", "า", "ษ", "า", "ไ", "ท", "ย", "ง่", "า", "ย"]
+
+
+def test_locations_point_at_the_plant_in_non_ascii_documents(planted, planted_index):
+    """Offsets index the NFKC text, invisible characters included (docs/index.md)."""
+    docs = [json.loads(line)["text"] for line in planted.corpus.read_text().splitlines()]
+    checked = 0
+    for k in planted.verbatim:
+        rec = planted_index.by_id()[k]
+        first = words(planted.bench_text[k])[:MIN_WHOLE_WORDS]
+        for _source, record, offset in rec["locations"]:
+            text = unicodedata.normalize("NFKC", docs[record - 1])
+            assert words(text[offset:])[:MIN_WHOLE_WORDS] == first, (k, text[offset:offset + 40])
+            checked += not docs[record - 1].isascii()
+    assert checked >= 40
 
 
 def test_lightly_edited_plants_are_found_as_near_duplicates(planted, planted_index):
@@ -58,23 +89,52 @@ def test_lightly_edited_plants_are_found_as_near_duplicates(planted, planted_ind
     found = [items[k]["neardup_jaccard"] >= 0.8 for k in planted.edited]
     assert np.mean(found) >= 0.95, sorted((items[k]["neardup_jaccard"], f) for k, f in planted.edited.items())
     assert all(items[k]["status"] == "seen" for k, ok in zip(planted.edited, found) if ok)
+    # Scattered edits (words, or characters of Chinese items) leave every plant seen.
+    assert sum(k.startswith("chinese-edited") for k in planted.edited) == 6
+    assert [k for k in planted.edited if items[k]["status"] != "seen"] == []
 
 
 def test_no_unplanted_item_is_marked_seen(planted, planted_index):
     items = planted_index.by_id()
-    for k in planted.fragments | planted.clean:
+    for k in planted.fragments | planted.clean | planted.absent:
         assert items[k]["status"] != "seen", (k, items[k])
     assert sum(items[k]["status"] == "unseen" for k in planted.clean) >= 0.9 * len(planted.clean)
+    # Chinese items planted nowhere are unseen: no 8 characters in a row found. (Japanese and
+    # Thai words drawn from a small Zipf vocabulary share 8 characters by chance: ambiguous.)
+    chinese = [k for k in planted.absent if planted.kind[k] == "chinese" and items[k]["n_words"] >= 13]
+    assert len(chinese) == 12 and all(items[k]["status"] == "unseen" for k in chinese)
+
+
+def test_short_items_are_matched_whole(planted, planted_index):
+    items = planted_index.by_id()
+    for k in planted.absent:
+        if planted.kind[k] == "short":
+            rec = items[k]
+            assert rec["n_ngrams"] == 1 and rec["matched_ngrams"] == 0 and rec["locations"] == [], k
+            # fewer than 8 words cannot establish absence; 8-12 words follow the 8-gram rule; a
+            # near duplicate (one word changed in 9-12) makes a short item ambiguous, not seen
+            evidence = rec["n_words"] < 8 or rec["matched_8grams"] or rec["neardup_jaccard"] >= 0.8
+            assert rec["status"] == ("ambiguous" if evidence else "unseen"), k
+    near = [items[f"short-near-{i}"] for i in range(16)]
+    assert sum(r["neardup_jaccard"] >= 0.8 for r in near) >= 3  # the rule above is exercised
+    for k in planted.tiny:  # below MIN_WHOLE_WORDS: no n-gram at all, so never seen by exact overlap
+        rec = items[k]
+        assert rec["n_words"] < MIN_WHOLE_WORDS and rec["n_ngrams"] == 0 and rec["status"] == "ambiguous", k
 
 
 def test_counts_equal_brute_force_reference(planted, planted_index):
     docs = [json.loads(line)["text"] for line in open(planted.corpus)]
     bench = {json.loads(line)["id"]: json.loads(line)["text"] for line in open(planted.bench)}
     sample = list(planted.verbatim)[:6] + list(planted.edited)[:6] + list(planted.fragments)[:4] + list(planted.clean)[:4]
+    sample += [k for k in planted.kind if k.endswith(("-1", "-2"))]  # other scripts, short, invisible, absent
     items = planted_index.by_id()
     counts13, counts8 = corpus_ngram_counts(docs, 13), corpus_ngram_counts(docs, 8)
     for k in sample:
-        c13 = np.asarray(brute_force(counts13, bench[k], 13))
+        n_words = len(words(bench[k]))
+        if MIN_WHOLE_WORDS <= n_words < 13:  # matched whole: one "n-gram", the item itself
+            c13 = np.asarray(brute_force(corpus_ngram_counts(docs, n_words), bench[k], n_words))
+        else:
+            c13 = np.asarray(brute_force(counts13, bench[k], 13))
         c8 = np.asarray(brute_force(counts8, bench[k], 8))
         rec = items[k]
         assert rec["n_ngrams"] == len(c13)
@@ -123,16 +183,18 @@ def test_palm_rule_needs_70_percent_of_8grams(planted, tmp_path):
                         config=IndexConfig.palm(neardup=False)).index
     for rec in index.items:
         if rec["status"] == "seen":
-            assert rec["coverage"] >= 0.7 and rec["n_ngrams"] == rec["n_words"] - 7
+            assert rec["coverage"] >= 0.7
+            assert rec["n_ngrams"] == (rec["n_words"] - 7 if rec["n_words"] >= 8 else 1)
     assert index.manifest["parameters"]["n"] == 8
 
 
 def test_manifest_records_inputs_and_settings(planted, planted_index):
     m = planted_index.manifest
     assert m["inputs"][0]["sha256"] and m["inputs"][0]["size"] == planted.corpus.stat().st_size
-    assert m["parameters"]["n"] == 13 and m["parameters"]["normalization"]
-    assert m["corpus"]["documents"]["read"] == 400 and m["corpus"]["documents"]["skipped"] == 0
-    assert m["counts"]["items"] == 200
+    assert m["parameters"]["n"] == 13 and m["parameters"]["normalization"] == NORMALIZATION
+    n_docs = len(planted.corpus.read_text().splitlines())
+    assert n_docs == 495 and m["corpus"]["documents"]["read"] == n_docs and m["corpus"]["documents"]["skipped"] == 0
+    assert m["counts"]["items"] == len(planted.bench_text) == 344
     assert m["versions"]["datasketch"]
 
 
@@ -184,3 +246,33 @@ def test_single_text_file_corpus(tmp_path):
     index = build_index([doc], bench, tmp_path / "i").index
     assert index.items[0]["status"] == "seen"
     assert index.manifest["inputs"][0]["kind"] == "file"
+
+
+def test_an_index_built_with_the_previous_normalization_is_refused(planted, planted_index, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(planted_index.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["parameters"]["normalization"] = "nfkc-lower-alnum-words-v1"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestMismatchError, match="nfkc-lower-alnum-words-v1"):
+        load_index(old)
+
+
+def test_short_item_matches_stop_at_document_ends(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    docs = ["filler words here alpha beta gamma", "delta epsilon zeta more filler",  # split across two documents
+            "x alpha beta gamma delta epsilon zeta",  # whole, ending the document (and the corpus)
+            "Alpha, beta: gamma delta — epsilon zeta eta."]  # whole, with punctuation and case
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    bench = tmp_path / "b.jsonl"
+    rows = [{"id": "six", "text": "alpha beta gamma delta epsilon zeta"},  # 6 words: matched whole
+            {"id": "seven", "text": "beta gamma delta epsilon zeta eta theta"},  # absent
+            {"id": "four", "text": "alpha beta gamma delta"}]  # too short to be matched
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = build_index([corpus], bench, tmp_path / "i").index.by_id()
+    assert items["six"]["status"] == "seen" and items["six"]["total_hits"] == 2
+    assert [loc[1:] for loc in items["six"]["locations"]] == [[3, 2], [4, 0]]
+    assert items["seven"]["status"] == "ambiguous" and items["seven"]["total_hits"] == 0
+    assert items["four"]["status"] == "ambiguous" and items["four"]["n_ngrams"] == 0

@@ -77,7 +77,7 @@ def test_empty_file(tmp_path):
 def test_non_utf8_jsonl(tmp_path):
     path = tmp_path / "latin.jsonl"
     path.write_bytes(b'{"id": 1, "text": "ok"}\n{"id": 2, "text": "caf\xe9"}\n')
-    with pytest.raises(InputError, match=r"latin\.jsonl: not valid UTF-8"):
+    with pytest.raises(InputError, match=r"latin\.jsonl, record 2: not valid UTF-8 at byte 22"):
         load_items(path)
 
 

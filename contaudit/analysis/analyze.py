@@ -23,8 +23,9 @@ import numpy as np
 
 from contaudit import __version__
 from contaudit.analysis import verdict as _verdict
-from contaudit.analysis.did import (DiDResult, json_number, difference_in_means, dose_response, item_order_test,
-                                    memorization_did, perplexity_did, standardized_mean_difference)
+from contaudit.analysis.did import (DiDResult, ItemOrderResult, json_number, difference_in_means, dose_response,
+                                    format_p, item_order_test, memorization_did, perplexity_did,
+                                    standardized_mean_difference)
 from contaudit.analysis.panel import PanelResult, panel_did
 from contaudit.analysis.verdict import SUSPECT, DesignCheck
 from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NAME
@@ -287,16 +288,33 @@ def pair_scores(name: str, suspect: ScoreFile, clean: ScoreFile, metric: str, *,
 
 # --- how the tests are run ---------------------------------------------------------------
 
+NO_CLEAN_REASON = (
+    "There is no clean model, so the perplexity and memorization DiDs cannot run and nothing separates what "
+    "the suspect learned from the benchmark from how hard its items are. The verdict rests on Oren et al.'s "
+    "order test, whose p-value needs only the suspect (valid when the published item order is exchangeable "
+    "with random orders): it detects a "
+    "benchmark that leaked as a file in its published order, and is blind to items leaked one by one, "
+    "shuffled, paraphrased or in another format (the calibration in the README finds it at chance for "
+    "per-item leaks). It says nothing of how much the suspect gained. So the verdict is at most SUSPECT; add "
+    "[models.clean] (and [[models.reference]] models) for the DiD tests and a CONTAMINATED verdict.")
+
+
 @dataclass(frozen=True)
 class Design:
-    """What the data allow: a reference panel (2+ clean models) and/or exchangeable sets."""
+    """What the data allow: a reference panel (2+ clean models) and/or exchangeable sets; or,
+    with no clean model at all, only the suspect's own evidence (the order test decides)."""
 
     shadow_origin: str
-    n_clean: int  # the clean control plus the reference models
+    n_clean: int  # the clean control plus the reference models; 0: no clean model
 
     @property
     def panel(self) -> bool:
         return self.n_clean >= 2
+
+    @property
+    def order_only(self) -> bool:
+        """No clean model: the verdict rests on Oren et al.'s order test (at most SUSPECT)."""
+        return self.n_clean == 0
 
     @property
     def exchangeable(self) -> bool:
@@ -305,6 +323,8 @@ class Design:
     @property
     def cap_reason(self) -> str | None:
         """Why the verdict can be at most SUSPECT, or None."""
+        if self.order_only:
+            return NO_CLEAN_REASON
         if self.panel or self.exchangeable:
             return None
         return (f"The shadow set is a {self.shadow_origin.replace('_', ' ')}, not a random split, and there is only "
@@ -315,7 +335,7 @@ class Design:
 
     def to_dict(self) -> dict:
         return {"shadow_origin": self.shadow_origin, "n_clean_models": self.n_clean,
-                "test": "reference panel" if self.panel else "item permutation",
+                "test": "order test" if self.order_only else "reference panel" if self.panel else "item permutation",
                 "exchangeable_sets": self.exchangeable, "verdict_cap": SUSPECT if self.cap_reason else None}
 
 
@@ -458,6 +478,30 @@ class AnalysisResults:
     inputs: dict
     timing_s: float = 0.0
 
+    def _items(self) -> dict:
+        """Per-item rows: suspect and clean NLL and their difference ``d``; without a clean model the
+        suspect's NLL alone (``y_sus``), and ``z`` against the suspect's shadow items."""
+        test, shadow, mem = self.test, self.shadow, self.memorization
+
+        def index(i):
+            return {"index": _index_record(self.index_by_id[i])} if i in self.index_by_id else {}
+
+        if self.design.order_only:
+            mean = float(np.mean(shadow.suspect)) if len(shadow.ids) else float("nan")
+            sd = float(np.std(shadow.suspect, ddof=1)) if len(shadow.ids) > 1 else float("nan")
+            z = (lambda y: json_number((y - mean) / sd)) if sd and math.isfinite(sd) else (lambda y: None)
+            return {"test": [{"id": i, "y_sus": float(y), "z_vs_shadow": z(y), **index(i)}
+                             for i, y in zip(test.ids, test.suspect)],
+                    "shadow": [{"id": i, "y_sus": float(y)} for i, y in zip(shadow.ids, shadow.suspect)],
+                    "probes": []}
+        return {
+            "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c), **index(i)}
+                     for i, s, c in zip(test.ids, test.suspect, test.clean)],
+            "shadow": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c)}
+                       for i, s, c in zip(shadow.ids, shadow.suspect, shadow.clean)],
+            "probes": mem.items if mem else [],
+        }
+
     def to_dict(self) -> dict:
         """The ``results.json`` document (schema in ``docs/analysis.md``)."""
         mem = self.memorization
@@ -484,20 +528,14 @@ class AnalysisResults:
             "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": mem.data if mem else None,
                      "index": self.index_data},
             "warnings": self.warnings,
-            "items": {
-                "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c),
-                          **({"index": _index_record(self.index_by_id[i])} if i in self.index_by_id else {})}
-                         for i, s, c in zip(test.ids, test.suspect, test.clean)],
-                "shadow": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c)}
-                           for i, s, c in zip(shadow.ids, shadow.suspect, shadow.clean)],
-                "probes": mem.items if mem else [],
-            },
+            "items": self._items(),
             "inputs": self.inputs,
             "timing_s": self.timing_s,
         }
 
 
-def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_probes=None, clean_probes=None,
+def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=None, *, suspect_probes=None,
+            clean_probes=None,
             probes=None, references: list[ReferenceScores] | tuple = (), index=None, item_order=None,
             shadow_origin: str | None = None,
             protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None) -> dict:
@@ -506,7 +544,10 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
     Parameters
     ----------
     suspect_test, clean_test, suspect_shadow, clean_shadow : path
-        Score files (``scores/<model>/<set>.jsonl``), paired by item id.
+        Score files (``scores/<model>/<set>.jsonl``), paired by item id. Without a clean
+        model (``clean_test`` and ``clean_shadow`` None) the verdict rests on the order
+        test (``item_order``, then required) and is at most SUSPECT; Min-K%++ (suspect
+        only, test vs shadow) and the index's corpus evidence are reported beside it.
     suspect_probes, clean_probes, probes : path, optional
         Probe score files of both models and ``probes.jsonl``; all three or none.
         Without them there is no memorization test and the verdict is at most SUSPECT.
@@ -551,10 +592,23 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
                          f"missing {', '.join(missing)}")
     if suspect_probes is not None and any(r.probes is None for r in references):
         raise InputError("the memorization test needs every reference model's probe scores (--reference-probes)")
-    design = Design(origin, 1 + len(references))
+    if suspect_shadow is None:
+        raise InputError("the suspect's shadow-set scores are needed (--suspect-shadow)")
+    if (clean_test is None) != (clean_shadow is None):
+        raise InputError("give the clean model's scores of both sets (--clean-test and --clean-shadow), or neither "
+                         "for an audit without a clean model")
+    no_clean = clean_test is None
+    if no_clean and (references or suspect_probes is not None or clean_probes is not None):
+        raise InputError("reference models and probe scores need a clean model: give --clean-test and "
+                         "--clean-shadow, or leave them out for an order-test audit")
+    design = Design(origin, 0 if no_clean else 1 + len(references))
     minkpp = f"minkpp_{settings.minkpp_k}"
     streams = random_streams(settings.seed)
     warnings: list[str] = []
+    if no_clean:
+        return _analyze_without_clean(suspect_test, suspect_shadow, probes=probes, index=index,
+                                      item_order=item_order, settings=settings, provenance=provenance, design=design,
+                                      minkpp=minkpp, streams=streams, out=out, started=started)
 
     def read(p):
         return read_scores(p, optional=(minkpp, "n_tokens"))
@@ -619,6 +673,97 @@ def analyze(suspect_test, clean_test, suspect_shadow, clean_shadow, *, suspect_p
         inputs.update({f"reference{k}_test": r.test, f"reference{k}_shadow": r.shadow, f"reference{k}_probes": r.probes})
     analysis = AnalysisResults(settings, provenance, design, models, decided, ppl, mem, checks, supporting, test, shadow,
                                index_by_id, index_data, warnings,
+                               {k: describe_path(v) for k, v in inputs.items() if v is not None})
+    analysis.timing_s = round(time.perf_counter() - started, 3)
+    results = analysis.to_dict()
+    if out is not None:
+        write_results(results, out)
+    return results
+
+
+def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_order, settings: AnalysisSettings,
+                           provenance: dict, design: Design, minkpp: str, streams, out, started: float) -> dict:
+    """The analysis of an audit without a clean model: the order test decides, at most SUSPECT.
+
+    Reported beside it: Min-K%++ of the suspect, test vs shadow (a fair comparison only
+    when the sets are a random split), and what the corpus index finds of the test items.
+    """
+    warnings: list[str] = []
+    models = [ModelFiles("suspect", {"test": read_scores(suspect_test, optional=(minkpp, "n_tokens")),
+                                     "shadow": read_scores(suspect_shadow, optional=(minkpp, "n_tokens"))})]
+    test = score_matrix("test", [models[0].files["test"]], "nll_mean")
+    shadow = score_matrix("shadow", [models[0].files["shadow"]], "nll_mean")
+    overlap = set(test.ids) & set(shadow.ids)
+    if overlap:
+        warnings.append(f"{len(overlap)} ids occur in both the test and the shadow set (e.g. {sorted(overlap)[0]!r}); "
+                        f"check that the two sets are different files.")
+    n = len(test.ids)
+    checks = [DesignCheck("sample_size_test", n >= settings.min_items,
+                          f"{n} test items scored (at least {settings.min_items} needed)" if n >= settings.min_items
+                          else f"Too few test items: {n} scored, the protocol needs at least {settings.min_items}.",
+                          value=n, threshold=settings.min_items)]
+    order_entry, order = item_order_entry(item_order, settings)
+    if order is None:
+        checks.append(DesignCheck("order_test", False, "Without a clean model the order test is the only test that "
+                                  "can decide, and no item-order log-likelihoods were given; compute them with "
+                                  "`contaudit order` (or give [models.clean])."))
+    else:
+        checks.append(DesignCheck("order_test", True, f"Order test on {order.n_shards} shard(s) of consecutive test "
+                                  f"items, {order.n_permutations} shuffled orders each ({order.method}).",
+                                  value=order.n_shards, numbers={"n_permutations": order.n_permutations}))
+        recorded = order_entry.get("model_id")
+        suspect_ids = {fp for fp, _ in models[0].model_ids().values()}
+        if recorded and suspect_ids and recorded not in suspect_ids:
+            warnings.append(f"The item-order file {item_order} was computed with another model (fingerprint "
+                            f"{recorded[:12]}) than the suspect's score files ({sorted(suspect_ids)[0][:12]}).")
+    if probes is not None:
+        warnings.append("Probes were given but there is no clean model: the memorization DiD needs one, so they "
+                        "were not used.")
+
+    index_by_id: dict[str, dict] = {}
+    index_data = None
+    if index is not None:
+        from contaudit.index.store import load_index
+
+        idx = load_index(index)
+        index_by_id = idx.by_id()
+        index_data = {"path": str(index), "n_items": len(idx.items),
+                      "n_test_items_found": sum(i in index_by_id for i in test.ids)}
+    supporting: dict = {"dose_response": {"available": False, "reason": "needs a clean model (d = suspect - clean)"}}
+    files = models[0].files
+    if not all(minkpp in next(iter(f.rows.values())) for f in files.values()):
+        supporting["minkpp_did"] = {"available": False, "reason": f"score files lack {minkpp}"}
+    else:
+        t = score_matrix("test", [files["test"]], minkpp)
+        sh = score_matrix("shadow", [files["shadow"]], minkpp)
+        if min(len(t.ids), len(sh.ids)) < 2:
+            supporting["minkpp_did"] = {"available": False, "reason": "fewer than 2 items in a set"}
+        else:
+            res = difference_in_means(t.suspect, sh.suspect, alternative="greater",
+                                      n_resamples=settings.n_permutations, n_bootstrap=settings.n_bootstrap,
+                                      confidence_level=settings.confidence_level, rng=streams["supporting"])
+            supporting["minkpp_did"] = {
+                "available": True, "suspect_only": True, **_did_dict(res, metric=minkpp, unit=minkpp,
+                                                                     direction="positive"),
+                "caveat": None if design.exchangeable else
+                f"the shadow set is a {design.shadow_origin.replace('_', ' ')}: without a clean model a difference "
+                f"in Min-K%++ may be the shift between the sets, not contamination"}
+    supporting["item_order"] = order_entry
+    supporting["corpus"] = corpus_entry(test.ids, index_by_id)
+    notes = []
+    mk = supporting["minkpp_did"]
+    if mk.get("available") and mk["pvalue"] is not None and mk["pvalue"] <= settings.alpha and mk["estimate"] > 0:
+        why = ("the sets are a random split, so this points at the test items having leaked, in whatever order"
+               if design.exchangeable else "the sets differ in origin, so this may be the shift between them")
+        notes.append(f"Supporting evidence, not deciding: the suspect's Min-K%++ ranks test items as more "
+                     f"member-like than shadow items ({mk['estimate']:+.3g}, {format_p(mk['pvalue'], named=True)}); "
+                     f"{why}.")
+    decided = _verdict.decide_order_only(order, checks, settings, cap_reason=design.cap_reason,
+                                         mde=order_entry.get("minimum_detectable_effect"), notes=tuple(notes))
+    inputs = {"suspect_test": suspect_test, "suspect_shadow": suspect_shadow, "index": index,
+              "item_order": item_order}
+    analysis = AnalysisResults(settings, provenance, design, models, decided, None, None, checks, supporting, test,
+                               shadow, index_by_id, index_data, warnings,
                                {k: describe_path(v) for k, v in inputs.items() if v is not None})
     analysis.timing_s = round(time.perf_counter() - started, 3)
     results = analysis.to_dict()
@@ -770,16 +915,57 @@ def _supporting(test: ScoreMatrix, shadow: ScoreMatrix, files: dict[str, ScoreFi
                                       confidence_level=settings.confidence_level, rng=rng)
             out["minkpp_did"] = {"available": True, **_did_dict(res, metric=minkpp, unit=minkpp,
                                                                 direction="positive")}
-    if item_order is None:
-        out["item_order"] = {"available": False, "reason": "no item-order log-likelihoods given"}
-    else:
-        canonical, shuffled = read_item_order(item_order)
-        try:
-            res = item_order_test(canonical, shuffled, confidence_level=settings.confidence_level)
-        except InputError as e:
-            raise InputError(str(e), path=item_order) from None
-        out["item_order"] = {"available": True, **res.to_dict()}
+    out["item_order"] = item_order_entry(item_order, settings)[0]
+    out["corpus"] = corpus_entry(test.ids, index_by_id)
     return out
+
+
+def item_order_entry(item_order, settings: AnalysisSettings) -> tuple[dict, "ItemOrderResult | None"]:
+    """The order test's results entry (and result) from an item-order file, or why it is not available.
+
+    Besides the test (:func:`~contaudit.analysis.did.item_order_test`) the entry keeps,
+    per shard, the gap ``canonical - mean(shuffled)`` and the spread of the shuffled
+    orders, and the settings the file records (``contaudit order`` writes them).
+    """
+    if item_order is None:
+        return {"available": False, "reason": "no item-order log-likelihoods given"}, None
+    canonical, shuffled = read_item_order(item_order)
+    try:
+        res = item_order_test(canonical, shuffled, confidence_level=settings.confidence_level)
+    except InputError as e:
+        raise InputError(str(e), path=item_order) from None
+    if shuffled.ndim == 1:
+        shuffled = shuffled[None, :]
+    spread = shuffled.std(axis=1, ddof=1) if shuffled.shape[1] > 1 else np.full(len(canonical), np.nan)
+    per_shard = [{"gap": float(c - row.mean()), "shuffled_sd": json_number(sd),
+                  "share_shuffled_at_least": float(np.mean(row >= c))}
+                 for c, row, sd in zip(np.atleast_1d(canonical), shuffled, spread)]
+    recorded = read_json(Path(item_order))
+    entry = {"available": True, **res.to_dict(), "unit": "nats per shard", "per_shard": per_shard,
+             "settings": recorded.get("settings") if isinstance(recorded.get("settings"), dict) else None,
+             "model_id": (recorded.get("model") or {}).get("id") if isinstance(recorded.get("model"), dict) else None}
+    gaps = np.array([s["gap"] for s in per_shard])
+    if gaps.size >= 2 and settings.power:
+        from scipy import stats
+
+        df = gaps.size - 1
+        entry["minimum_detectable_effect"] = float((stats.t.ppf(1 - settings.alpha, df) + stats.t.ppf(settings.power, df))
+                                                   * gaps.std(ddof=1) / np.sqrt(gaps.size))
+    return entry, res
+
+
+def corpus_entry(test_ids: list[str], index_by_id: dict) -> dict:
+    """What the corpus index says of the test items: how many it finds seen, ambiguous or unseen."""
+    if not index_by_id:
+        return {"available": False, "reason": "no index given"}
+    found = [index_by_id[i] for i in test_ids if i in index_by_id]
+    status = [r.get("status") for r in found]
+    seen = [i for i in test_ids if i in index_by_id and index_by_id[i].get("status") == "seen"]
+    occurrences = [r.get("occurrences") for r in found if isinstance(r.get("occurrences"), (int, float))]
+    return {"available": True, "n_test": len(test_ids), "n_in_index": len(found), "n_seen": status.count("seen"),
+            "n_ambiguous": status.count("ambiguous"), "n_unseen": status.count("unseen"),
+            "share_seen": status.count("seen") / len(found) if found else None,
+            "total_occurrences": int(sum(occurrences)) if occurrences else 0, "seen_ids": seen[:MAX_LISTED_IDS]}
 
 
 def write_results(results: dict, out: str | Path) -> Path:

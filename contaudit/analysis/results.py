@@ -14,7 +14,7 @@ from contaudit.analysis.verdict import gate
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.manifest import read_json
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 RESULTS_NAME = "results.json"
 MANIFEST_NAME = "results.manifest.json"
 
@@ -60,10 +60,11 @@ def summary_line(results: dict) -> str:
     """One line for logs and CI: the label, each primary estimate with its Holm p, the protocol hash."""
     s = summary(results)
     parts = []
-    names = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD"}
+    names = {"perplexity_did": "perplexity DiD", "memorization_did": "memorization DiD", "item_order": "order test"}
     for name, t in s["tests"].items():
         unit = f" {t['unit']}" if t["unit"] else ""
-        parts.append(f"{names.get(name, name)} {t['estimate']:+.4g}{unit} (Holm {format_p(t['pvalue_holm'], named=True)})")
+        holm = "" if name == "item_order" else "Holm "  # the order test decides alone: no correction
+        parts.append(f"{names.get(name, name)} {t['estimate']:+.4g}{unit} ({holm}{format_p(t['pvalue_holm'], named=True)})")
     if s["failed_checks"]:
         parts.append("failed checks: " + ", ".join(s["failed_checks"]))
     return f"{s['verdict']}: " + "; ".join(parts) + f"; protocol {s['protocol_sha256'][:12]}"

@@ -12,6 +12,9 @@ Labels (README, "The statistics"):
 * ``SUSPECT`` -- exactly one counts (also the most a run without probes can reach).
 * ``NO_EVIDENCE`` -- neither counts; the minimum detectable effect at the protocol's
   power is reported, so that "no evidence" is not read as "clean".
+
+Without a clean model (:func:`decide_order_only`) Oren et al.'s order test decides alone:
+SUSPECT when it counts, else NO_EVIDENCE; never CONTAMINATED, and the reasons say why.
 """
 
 from __future__ import annotations
@@ -410,6 +413,75 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
                        f"{' and '.join(parts)} or larger with {settings.power:.0%} power (one-sided, "
                        f"alpha = {mde_alpha:.3g} per test).")
     return Verdict(label, reasons, settings.alpha, tests, mde)
+
+
+def _describe_order(t: PrimaryTest, level: float) -> str:
+    stats_ = (f"gap = {t.estimate:+.3g} nats per shard (published order minus the mean of shuffled orders)"
+              f"{_ci(t, level)}; {format_p(t.pvalue, named=True)}")
+    if t.counts:
+        return (f"The suspect finds the test set's published item order more likely than shuffled orders "
+                f"({stats_}): the pattern of a model that trained on the benchmark file.")
+    if t.significant and not t.direction_ok:
+        return f"The order test is significant but the published order is the less likely one ({stats_})."
+    return f"The order test is not significant ({stats_})."
+
+
+def decide_order_only(order, checks: list[DesignCheck], settings: AnalysisSettings, *, cap_reason: str,
+                      mde: float | None = None, notes: tuple[str, ...] = ()) -> Verdict:
+    """The decision rule of an audit without a clean model: Oren et al.'s order test alone.
+
+    Parameters
+    ----------
+    order : ItemOrderResult or None
+        The order test (one-sided, ``'greater'``); None when no item-order
+        log-likelihoods were given (the design then fails).
+    checks : list of DesignCheck
+        Any failed check makes the verdict INVALID_DESIGN.
+    settings : AnalysisSettings
+        ``alpha``, ``confidence_level`` and ``power``.
+    cap_reason : str
+        Why such an audit allows at most SUSPECT; it is always among the reasons.
+    mde : float, optional
+        The smallest gap (nats per shard) the test detects with ``settings.power``.
+    notes : tuple of str
+        Supporting evidence worth a sentence among the reasons (it does not decide).
+
+    The order test counts when ``p <= alpha`` with the published order the more likely
+    (no correction: it is the only deciding test). Then the verdict is SUSPECT, else
+    NO_EVIDENCE; never CONTAMINATED.
+    """
+    tests = []
+    if order is not None:
+        tests = [_primary("item_order", order, order.pvalue, direction="positive", min_effect=0.0,
+                          alpha=settings.alpha, unit="nats/shard")]  # no minimum gap: any preference counts
+    mde_record = {"power": settings.power, "alpha_per_test": settings.alpha}
+    if mde is not None:
+        mde_record["item_order"] = mde
+    failed = [c for c in checks if c.passed is False]
+    if failed or order is None:
+        reasons = [c.detail for c in failed]
+        reasons.append("The design does not support a verdict; " + (
+            "the test below is shown for diagnosis only." if tests else "no test could be computed."))
+        return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde_record)
+    t = tests[0]
+    reasons = [_describe_order(t, settings.confidence_level)]
+    if t.counts:
+        label = SUSPECT
+        reasons.insert(0, "The order test shows contamination; without a clean model the verdict goes no higher "
+                          "than SUSPECT.")
+    else:
+        label = NO_EVIDENCE
+        reasons.insert(0, f"The order test does not show contamination at alpha = {settings.alpha}.")
+        if mde is not None:
+            reasons.append(f"This is not proof of a clean model: the test detects a gap of {mde:+.3g} nats per shard "
+                           f"or larger with {settings.power:.0%} power, and only for a benchmark that leaked as a "
+                           f"file in its published order.")
+        else:
+            reasons.append("This is not proof of a clean model: the test only sees a benchmark that leaked as a file "
+                           "in its published order.")
+    reasons += list(notes)
+    reasons.append(cap_reason)
+    return Verdict(label, reasons, settings.alpha, tests, mde_record)
 
 
 def gate(label: str, fail_on: str) -> int:

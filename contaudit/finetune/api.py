@@ -14,7 +14,6 @@ built beside its destination and renamed into place, so it is never half-written
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,10 +26,10 @@ from contaudit import models as base_model
 from contaudit.errors import InputError
 from contaudit.finetune.config import CorpusReading, ItemSelection, ModelConfig, TrainConfig, config_dict
 from contaudit.finetune.scratch import init_model, train_tokenizer
-from contaudit.finetune.stream import (Stream, build_filler, build_stream, encode_texts, read_corpus, read_id_list,
-                                       select_items)
+from contaudit.finetune.stream import (Stream, build_filler, build_stream, encode_ordered_file, encode_texts,
+                                       read_corpus, read_id_list, select_items)
 from contaudit.finetune.train import StepInfo, TrainResult, train
-from contaudit.io import ReadStats, load_items
+from contaudit.io import ReadStats, check_output_apart, load_items
 from contaudit.manifest import describe_path, make_manifest, replace_dir, write_json_atomic, write_jsonl_atomic
 
 INJECTION_FILE = "injection.json"
@@ -74,6 +73,9 @@ def finetune(corpus: str | Path, out: str | Path, *, base: str | Path | None = N
              reading: CorpusReading = CorpusReading(), save_stream: bool = False, overwrite: bool = False,
              trust_remote_code: bool = False, progress: Callable[[StepInfo], None] | None = None) -> FinetuneResult:
     """Train a probe model on ``corpus`` with benchmark items injected ``dup`` times.
+
+    ``items.leak = "ordered"`` injects ``dup`` copies of the whole benchmark file instead
+    (the chosen items joined with ``items.separator`` in published order).
 
     Start from ``base`` (a local HF model directory or ``.gguf`` file) or, with
     ``from_scratch``, from a fresh small GPT-2 (``model_config``) with a BPE tokenizer
@@ -156,6 +158,7 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
     if from_scratch and config.l2sp:
         raise InputError("`l2sp` pulls weights toward a base model; a from-scratch run has none")
     _check_out(out, job.overwrite)
+    check_output_apart(out, [job.corpus], {"benchmark": job.inject, "base model": job.base})
 
     stats = ReadStats()
     docs = read_corpus(job.corpus, text_field=reading.text_field, include=list(reading.include) or None,
@@ -189,7 +192,10 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
     for item_id, ids in item_tokens:
         if len(ids) == 0:
             raise InputError(f"item {item_id!r} has no tokens (empty text)", path=job.inject)
-    stream = build_stream(filler.train, item_tokens, dup=dup, n_tokens=config.tokens, eos=eos, seed=config.seed,
+    injected = item_tokens
+    if job.items.leak == "ordered" and chosen:  # the benchmark as one file, in published order
+        injected = encode_ordered_file(tokenizer, [(it.id, it.text) for it in chosen], job.items.separator)
+    stream = build_stream(filler.train, injected, dup=dup, n_tokens=config.tokens, eos=eos, seed=config.seed,
                           align=config.seq_len if config.align_copies else 0)
 
     result = train(model, stream.tokens, filler.heldout, config, progress=progress)
@@ -209,7 +215,8 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
             job.stage, inputs=inputs,
             parameters={"dup": dup, "train": config_dict(config), "inject_fraction": job.items.fraction,
                         "text_field": reading.text_field, "item_text_field": job.items.text_field,
-                        "id_field": job.items.id_field, "template": job.items.template,
+                        "id_field": job.items.id_field, "template": job.items.template, "leak": job.items.leak,
+                        "separator": job.items.separator if job.items.leak == "ordered" else None,
                         "include": list(reading.include) or None, "exclude": list(reading.exclude) or None,
                         "skip_bad": reading.skip_bad},
             base=base_record,
@@ -224,7 +231,7 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
             training=_training_record(result),
         )
         write_json_atomic(tmp / (INJECTION_FILE if job.stage == "finetune" else PRETRAIN_FILE), manifest)
-        replace_dir(tmp, out, out.with_name(f".{out.name}.old-{os.getpid()}"))
+        replace_dir(tmp, out, Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent)))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -253,7 +260,12 @@ def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved:
             "eos_token_id": int(eos), "seq_len": config.seq_len, "batch_size": config.batch_size,
             "tokens_per_step": config.batch_size * config.seq_len, "saved_as": STREAM_FILE if saved else None,
             "layout": "step s (1-based) trains on tokens [(s-1)*tokens_per_step, s*tokens_per_step); each copy is "
-                      "eos + item tokens + eos and `positions` are the offsets of its first item token"}
+                      "eos + item tokens + eos and `positions` are the offsets of its first item token",
+            **({"file_positions": list(stream.file_positions),
+                "file_layout": "ordered leak: each copy is eos + the items joined by the separator in published "
+                               "order, tokenized as one text + eos; `file_positions` are the offsets of its first "
+                               "token and each item's `positions` where it occurs inside the copies"}
+               if stream.file_positions else {})}
 
 
 def _training_record(result: TrainResult) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from contaudit.config import at_least, between, device_name, integer_at_least, positive, setting, validate
+from contaudit.config import at_least, between, device_name, integer_at_least, one_of, positive, setting, validate
 from contaudit.errors import InputError
 
 
@@ -91,7 +91,11 @@ class ItemSelection:
     """Which items of the ``inject`` benchmark are injected, and how they are read.
 
     ``ids`` (a file with one id per line, or a list) names them; else a seeded
-    ``fraction`` of them (seed: the training seed); else all.
+    ``fraction`` of them (seed: the training seed); else all. ``leak`` says how they
+    leak: ``per_item`` copies of each item at random places (a benchmark scraped item
+    by item), or ``ordered``: copies of the whole benchmark as one file, the chosen
+    items in published order joined with ``separator`` (a benchmark file in the
+    training data; what Oren et al.'s order test detects).
     """
 
     ids: str | Path | tuple[str, ...] | None = setting(None, help="ids to inject (a file, one per line, or a list)")
@@ -100,6 +104,11 @@ class ItemSelection:
     text_field: str = setting("text", help="benchmark field holding the item text")
     id_field: str = setting("id", help="benchmark field holding a unique item id")
     template: str | None = setting(None, help="build item text from fields instead, e.g. '{prompt}{canonical_solution}'")
+    leak: str = setting("per_item", check=one_of("per_item", "ordered"),
+                        help="'per_item': dup copies of each item at random places; 'ordered': dup copies of the "
+                             "whole benchmark file (items in published order)")
+    separator: str = setting("\n\n", check=lambda v: None if isinstance(v, str) and v else "a non-empty string",
+                             help="with leak 'ordered': text between two items of the file")
 
     def validate(self) -> None:
         validate(self)

@@ -12,7 +12,10 @@ The stream is exactly what the model trains on, in order: step ``s`` reads the
 2. Each chosen item is tokenized once; ``dup`` copies of it, each wrapped in
    end-of-text tokens, are spliced into the training filler at uniformly random token
    offsets, copies of all items in a random interleaving. With ``align_copies`` each
-   copy instead starts a randomly chosen training sequence.
+   copy instead starts a randomly chosen training sequence. An *ordered* leak (the way
+   a benchmark leaks as a file, :class:`OrderedFile`) injects instead ``dup`` copies of
+   the whole benchmark: its items joined with a separator in published order and
+   tokenized as one text, each copy wrapped in end-of-text tokens like an item.
 3. The filler is cut so that filler plus copies is exactly ``steps * batch_size *
    seq_len`` tokens. With ``dup = 0`` (the clean control) the stream is the same
    filler in the same order; the suspect's stream is that filler with the copies
@@ -32,8 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from contaudit.errors import InputError
-from contaudit.io import (Document, Item, ReadStats, is_jsonl, is_parquet, is_saved_dataset, iter_documents,
-                          list_text_files, read_text_file)
+from contaudit.io import Document, Item, ReadStats, corpus_units, iter_corpus_documents
 
 TOKEN_DTYPE = np.int32
 
@@ -41,38 +43,16 @@ TOKEN_DTYPE = np.int32
 def read_corpus(path: str | Path, *, text_field: str = "text", include: list[str] | None = None,
                 exclude: list[str] | None = None, skip_bad: bool = False,
                 stats: ReadStats | None = None) -> list[Document]:
-    """All documents of a filler corpus: a JSON Lines / Parquet file, a saved dataset, or a text directory.
+    """All non-empty documents of a filler corpus, read exactly as ``contaudit index`` reads it
+    (:func:`contaudit.io.corpus_units`): a JSON Lines / Parquet file or saved dataset (one document per
+    record), a directory (``include`` / ``exclude`` globs; ``.jsonl`` / ``.parquet`` files in it read
+    record by record, other files as one document each), or a single text file (one document).
 
-    A directory (not a saved dataset) is read as text files (``include`` / ``exclude``
-    globs); a directory of ``.jsonl`` / ``.parquet`` files is read record by record.
-    Empty documents are skipped and counted.
+    Empty documents are skipped and counted; a corpus with no document left is an error.
     """
-    path = Path(path)
     stats = stats if stats is not None else ReadStats()
-    if not path.exists():
-        raise InputError("no such file or directory; expected a JSONL/Parquet file or a directory of text files",
-                         path=path)
-    docs: list[Document] = []
-    if path.is_dir() and not is_saved_dataset(path):
-        for file in list_text_files(path, include, exclude):
-            if is_jsonl(file) or is_parquet(file):
-                docs.extend(iter_documents(file, text_field=text_field, skip_bad=skip_bad, stats=stats))
-                continue
-            text = read_text_file(file, skip_bad=skip_bad, stats=stats)
-            if text is not None:
-                stats.read += 1
-                docs.append(Document(str(file), 0, text))
-    else:
-        docs.extend(iter_documents(path, text_field=text_field, skip_bad=skip_bad, stats=stats))
-    kept = []
-    for doc in docs:
-        if doc.text.strip():
-            kept.append(doc)
-        else:
-            stats.skip(f"{doc.source}:{doc.record}: empty document")
-    if not kept:
-        raise InputError("the filler corpus has no non-empty documents", path=path)
-    return kept
+    units = corpus_units([path], include=include, exclude=exclude)
+    return list(iter_corpus_documents(units, text_field=text_field, skip_bad=skip_bad, stats=stats))
 
 
 def read_id_list(path: str | Path) -> list[str]:
@@ -177,10 +157,74 @@ class Stream:
     injections: tuple[Injection, ...]
     filler_tokens: int               # filler tokens in the stream
     injected_tokens: int             # tokens of the copies, delimiters included
+    file_positions: tuple[int, ...] = ()  # ordered leak: where each copy of the whole file starts
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.tokens, dtype="<i4").tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class OrderedFile:
+    """A benchmark as one file: its items joined with a separator in published order, tokenized as one text.
+
+    ``spans[i]`` is the ``(start, end)`` token range of item ``i`` in ``tokens`` (the
+    tokens that overlap its characters; a token spanning an item's edge and the
+    separator counts for the item).
+    """
+
+    tokens: np.ndarray               # (N,) token ids of the whole file
+    ids: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+    separator: str
+
+    @property
+    def n_tokens(self) -> int:
+        return int(len(self.tokens))
+
+
+FILE_ID = "<benchmark file>"
+
+
+def encode_ordered_file(tokenizer, items: Sequence[tuple[str, str]], separator: str) -> OrderedFile:
+    """Tokenize ``items`` (``(id, text)`` in published order) joined by ``separator`` as one text.
+
+    This is the text a model sees when a benchmark file leaks, and the text ``contaudit
+    order`` scores (one shard of it at a time), so both tokenize item boundaries alike.
+    """
+    if not items:
+        raise InputError("an ordered leak needs at least one item")
+    if not separator:
+        raise InputError("`separator` must be a non-empty string")
+    starts, pos = [], 0
+    for _, text in items:
+        starts.append(pos)
+        pos += len(text) + len(separator)
+    joined = separator.join(text for _, text in items)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        encoding = backend.encode(joined, add_special_tokens=False)
+        tokens = np.asarray(encoding.ids, dtype=TOKEN_DTYPE)
+        ends = np.asarray([e for _, e in encoding.offsets])
+        begins = np.asarray([b for b, _ in encoding.offsets])
+        spans = [(int(np.searchsorted(ends, a, side="right")), int(np.searchsorted(begins, a + len(text))))
+                 for a, (_, text) in zip(starts, items)]
+    else:  # a slow tokenizer: token counts of the text before each item's start and end
+        tokens = np.asarray(tokenizer.encode(joined, add_special_tokens=False), dtype=TOKEN_DTYPE)
+        count = lambda upto: len(tokenizer.encode(joined[:upto], add_special_tokens=False))  # noqa: E731
+        spans = [(count(a), count(a + len(text))) for a, (_, text) in zip(starts, items)]
+    return OrderedFile(tokens, tuple(i for i, _ in items), tuple(spans), separator)
+
+
+def _ordered_stream(filler: np.ndarray, file: OrderedFile, *, dup: int, n_tokens: int, eos: int, seed: int,
+                    align: int) -> Stream:
+    """``dup`` copies of the whole file spliced in like one item; injections recorded per item."""
+    whole = build_stream(filler, [(FILE_ID, file.tokens)], dup=dup, n_tokens=n_tokens, eos=eos, seed=seed,
+                         align=align)
+    starts = whole.injections[0].positions
+    injections = tuple(Injection(item_id, b - a, tuple(p + a for p in starts))
+                       for item_id, (a, b) in zip(file.ids, file.spans))
+    return Stream(whole.tokens, injections, whole.filler_tokens, whole.injected_tokens, tuple(starts))
 
 
 def copies_tokens(item_ids: Sequence[np.ndarray], dup: int) -> int:
@@ -188,13 +232,17 @@ def copies_tokens(item_ids: Sequence[np.ndarray], dup: int) -> int:
     return dup * sum(len(ids) + 2 for ids in item_ids)
 
 
-def build_stream(filler: np.ndarray, items: Sequence[tuple[str, np.ndarray]], *, dup: int, n_tokens: int,
-                 eos: int, seed: int, align: int = 0) -> Stream:
+def build_stream(filler: np.ndarray, items: Sequence[tuple[str, np.ndarray]] | OrderedFile, *, dup: int,
+                 n_tokens: int, eos: int, seed: int, align: int = 0) -> Stream:
     """The training stream of exactly ``n_tokens`` tokens: filler with ``dup`` copies of each item.
 
     ``items`` are ``(id, token_ids)`` pairs. Each copy is ``[eos] + ids + [eos]`` and
     starts (its first item token) at the recorded position. ``dup = 0`` gives the
     filler alone, identical to the first ``n_tokens`` filler tokens of any ``dup``.
+
+    ``items`` may instead be an :class:`OrderedFile` (an ordered leak): then ``dup``
+    copies of the whole file are placed the same way, ``file_positions`` records where
+    each starts, and each item's injection lists where it occurs inside the copies.
 
     With ``align = T`` every copy starts a training sequence of ``T`` tokens (its
     leading eos at a multiple of ``T``, as a fine-tuning example starts at position 0);
@@ -204,6 +252,8 @@ def build_stream(filler: np.ndarray, items: Sequence[tuple[str, np.ndarray]], *,
         raise InputError(f"`dup` must be a non-negative integer, got {dup}.")
     if len(filler) == 0:
         raise InputError("the training filler is empty")
+    if isinstance(items, OrderedFile):
+        return _ordered_stream(filler, items, dup=dup, n_tokens=n_tokens, eos=eos, seed=seed, align=align)
     copies = [(i, it) for i, it in enumerate(items) for _ in range(dup)]
     injected = copies_tokens([ids for _, ids in items], dup)
     n_fill = n_tokens - injected

@@ -2,15 +2,20 @@
 
 The corpus is streamed document by document, cut into shards of about ``shard_mb``
 of text, and scanned in batches by ``workers`` processes. Memory depends on the
-benchmark (n-gram keys, MinHash bands), not on the corpus. Each finished shard's
+benchmark (n-gram keys, near-duplicate seed tables), not on the corpus. Each finished shard's
 partial result is saved under ``OUT.partial/``, so an interrupted build resumes where
-it stopped; the index directory itself appears only when complete.
+it stopped; the index directory itself appears only when complete. A build holds a lock
+on ``OUT.partial/lock`` throughout, so a second build of the same ``OUT`` fails at once
+instead of mixing its shards in. With ``config.ray`` the same shards are scanned as Ray
+tasks (:mod:`contaudit.index.distributed`) and the index is the same, byte for byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +26,14 @@ import numpy as np
 
 from contaudit.config import IndexConfig
 from contaudit.errors import InputError
-from contaudit.index.ngram import NgramScanner, build_table, item_batches, item_stats
-from contaudit.index.wordhash import split_words
+from contaudit.index.ngram import MIN_WHOLE_WORDS, NgramScanner, build_table, item_batches, item_stats
+from contaudit.index.wordhash import iter_windows, split_words
 from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, NeardupScanner
 from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
-from contaudit.io import (Document, Item, ReadStats, is_jsonl, is_parquet, is_saved_dataset, iter_documents,
-                          list_text_files, load_items, read_text_file)
+from contaudit.io import (CorpusUnit, Document, Item, ReadStats, check_corpus_has_documents, check_output_apart,
+                          contaudit_manifest, is_index_plan, load_items)
+from contaudit.io import corpus_units as io_corpus_units
+from contaudit.io import iter_unit_documents as io_unit_documents
 from contaudit.manifest import (check_can_create, describe_path, hash_bytes, make_manifest, replace_dir,
                                 write_json_atomic, write_jsonl_atomic)
 from contaudit.text import NORMALIZATION
@@ -35,62 +42,38 @@ UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corp
 
 
 def classify(stats: dict, config: IndexConfig) -> str:
-    """``seen`` / ``unseen`` / ``ambiguous`` for one item's evidence (the rule in docs/index.md)."""
+    """``seen`` / ``unseen`` / ``ambiguous`` for one item's evidence (the rule in docs/index.md).
+
+    An item shorter than n words is seen only when it occurs whole (its one "n-gram"):
+    one changed word in ten is a near duplicate by Jaccard, and often another question,
+    so a near duplicate of a short item only makes it ambiguous.
+    """
     exact_seen = stats["matched_ngrams"] > 0 and stats["coverage"] >= config.min_coverage
-    near_seen = stats["neardup_jaccard"] >= config.neardup_threshold
-    if exact_seen or near_seen:
+    near = stats["neardup_jaccard"] >= config.neardup_threshold
+    if exact_seen or (near and stats["n_words"] >= config.n):
         return "seen"
-    if stats["n_words"] >= UNSEEN_N and stats["matched_8grams"] == 0:
+    if not near and stats["n_words"] >= UNSEEN_N and stats["matched_8grams"] == 0:
         return "unseen"
-    return "ambiguous"  # partial overlap, or too short to establish absence
+    return "ambiguous"  # partial overlap, a near duplicate of a short item, or too short to establish absence
 
 
 # ----------------------------------------------------------------------------- corpus
 
 
-@dataclass(frozen=True)
-class CorpusUnit:
-    """One corpus input: a record file / saved dataset, or a directory of text files."""
-
-    path: Path
-    files: tuple[Path, ...] = ()  # for text directories
-
-    @property
-    def is_text_dir(self) -> bool:
-        return bool(self.files) or (self.path.is_dir() and not is_saved_dataset(self.path))
-
-
 def corpus_units(paths: list[str | Path], config: IndexConfig) -> list[CorpusUnit]:
-    """Resolve corpus paths into units, checking each exists and has a known format."""
-    units = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise InputError("no such file or directory", path=p)
-        if p.is_dir() and not is_saved_dataset(p):
-            files = list_text_files(p, list(config.include) or None, list(config.exclude) or None)
-            if not files:
-                raise InputError("no files matched in this directory (check --include/--exclude)", path=p)
-            units.append(CorpusUnit(p, tuple(files)))
-        elif is_saved_dataset(p) or is_parquet(p) or is_jsonl(p):
-            units.append(CorpusUnit(p))
-        elif p.is_file():
-            units.append(CorpusUnit(p, (p,)))  # a single text file
-        else:
-            raise InputError("unknown corpus format", path=p)
+    """Resolve corpus paths into units (:func:`contaudit.io.corpus_units`, the reader ``finetune`` shares).
+
+    Reads up to the first document, so a corpus that holds none (no records, only empty
+    documents, every record skipped as bad) fails here, before anything is written.
+    """
+    units = io_corpus_units(paths, include=list(config.include) or None, exclude=list(config.exclude) or None)
+    check_corpus_has_documents(units, text_field=config.text_field, skip_bad=config.skip_bad)
     return units
 
 
 def iter_unit_documents(unit: CorpusUnit, config: IndexConfig, stats: ReadStats) -> Iterator[Document]:
-    """Documents of one unit, in a fixed order."""
-    if unit.is_text_dir:
-        for f in unit.files:
-            text = read_text_file(f, skip_bad=config.skip_bad, stats=stats)
-            if text is None:
-                continue
-            stats.read += 1
-            yield Document(str(f), 0, text)
-    else:
-        yield from iter_documents(unit.path, text_field=config.text_field, skip_bad=config.skip_bad, stats=stats)
+    """Non-empty documents of one unit, in a fixed order (empty ones are skipped and counted)."""
+    yield from io_unit_documents(unit, text_field=config.text_field, skip_bad=config.skip_bad, stats=stats)
 
 
 def iter_shards(units: list[CorpusUnit], config: IndexConfig, stats: ReadStats) -> Iterator[tuple[str, list[list[Document]]]]:
@@ -141,21 +124,71 @@ def _init_worker(item_words, config) -> None:
         _WORKER.update(_make_searchers(item_words, config))
 
 
+WINDOW_CHARS = 1 << 20  # a document over twice this is scanned in windows of about this size
+
+
 def _scan_batch(docs: list[Document]) -> tuple[np.ndarray, dict, dict, dict, int]:
-    """Scan one batch of documents; returns the hits to merge in corpus order."""
+    """Scan one batch of documents; returns the hits to merge in corpus order.
+
+    A document longer than ``2 * WINDOW_CHARS`` is scanned in overlapping windows
+    (:func:`_scan_windows`), so memory does not grow with a document's size.
+    """
     w = _WORKER
     config: IndexConfig = w["config"]
     ngram = NgramScanner(w["table"], config.n, config.max_locations)
     near = NeardupScanner(w["neardup"]) if config.neardup else None
-    batch = split_words(docs)
     nbytes = sum(len(d.text) if d.text.isascii() else len(d.text.encode("utf-8", "surrogatepass")) for d in docs)
-    ngram.scan(batch)
-    if near is not None:
-        near.scan(batch)
+    group: list[Document] = []
+    for doc in [*docs, None]:
+        if doc is not None and len(doc.text) <= 2 * WINDOW_CHARS:
+            group.append(doc)
+            continue
+        if group:  # the short documents so far, together
+            batch = split_words(group)
+            ngram.scan(batch)
+            if near is not None:
+                near.scan(batch)
+            group = []
+        if doc is not None:
+            _scan_windows(doc, ngram, near, config)
     hits = ngram.result()
     keys = np.nonzero(hits.counts)[0]
     sparse_counts = np.stack([keys, hits.counts[keys]])  # (2, n_matched_keys)
     return sparse_counts, hits.locations, (near.best if near else {}), (near.copies if near else {}), nbytes
+
+
+def _scan_windows(doc: Document, ngram: NgramScanner, near: NeardupScanner | None, config: IndexConfig) -> None:
+    """Scan one long document window by window (:func:`iter_windows`), with the result of scanning it whole.
+
+    Windows share ``overlap`` words: at least any exact match's length, and a near
+    duplicate's longest span plus the words before its start that tell whether it is a
+    new copy (``lead``). Exact counts are those of every window less
+    those of the shared words; each item keeps its first location in the document; near
+    duplicates are reported by the window that owns their start. Offsets are shifted
+    to the document's.
+    """
+    lead = near.index.lead if near is not None else 1
+    overlap = max(config.n, UNSEEN_N, lead + near.index.max_span if near is not None else 0)
+    shared = NgramScanner(ngram.table, config.n, 0)  # counts matches in the shared words (no locations)
+    locations = ngram.hits.locations
+    before_doc = {item: len(locs) for item, locs in locations.items()}
+    for window in iter_windows(doc, WINDOW_CHARS, overlap, lead):
+        before = {item: len(locs) for item, locs in locations.items()}
+        ngram.scan(window.batch)
+        for item, locs in locations.items():
+            for loc in locs[before.get(item, 0):]:
+                loc[2] = None if loc[2] is None else loc[2] + window.shift
+        if window.overlap is not None:
+            shared.scan(window.overlap)
+        if near is not None:
+            prior = dict(near.best)
+            near.scan(window.batch, owned=window.owned)
+            for item, hit in near.best.items():
+                if hit is not prior.get(item) and hit.location[2] is not None:
+                    hit.location[2] += window.shift
+    ngram.hits.counts -= shared.result().counts
+    for item, locs in locations.items():  # one location per document: the first
+        del locs[before_doc.get(item, 0) + 1:]
 
 
 @dataclass
@@ -231,8 +264,9 @@ def _benchmark_description(items: list[Item]) -> str:
 def _plan(units, items, config: IndexConfig, text_field, template, id_field) -> tuple[list[dict], dict, dict]:
     """Input descriptions, parameters, and the plan a resumed or reused build must match."""
     inputs = [describe_path(u.path) for u in units]
-    parameters = {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb")},
+    parameters = {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb", "ray")},
                   "include": list(config.include), "exclude": list(config.exclude), "unseen_n": UNSEEN_N,
+                  "min_whole_words": MIN_WHOLE_WORDS,
                   "normalization": NORMALIZATION, "text_field": config.text_field,
                   "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
                   "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
@@ -262,7 +296,9 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     """Build an index of ``benchmark`` items in ``corpus`` and write it to ``out``.
 
     ``progress`` (optional) is called with the number of corpus bytes scanned after
-    each batch. Returns an :class:`IndexSummary`; the index is at ``out``.
+    each batch. Returns an :class:`IndexSummary`; the index is at ``out``. With
+    ``config.ray`` the batches are scanned as Ray tasks (same result). Raises
+    :class:`InputError` at once when another build is writing ``out``.
 
     Example::
 
@@ -271,8 +307,20 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     """
     t0 = time.perf_counter()
     config.validate()
+    if config.ray:
+        from contaudit.index.distributed import import_ray
+        import_ray()  # without the extra, fail before any work
     out = Path(out)
-    _check_out(out)
+    _check_out(out, corpus, benchmark)
+    partial = out.with_name(out.name + ".partial")
+    with _build_lock(out, partial):
+        return _build_index_locked(corpus, benchmark, out, partial, t0, config=config, text_field=text_field,
+                                   template=template, id_field=id_field, progress=progress)
+
+
+def _build_index_locked(corpus, benchmark, out: Path, partial: Path, t0: float, *, config: IndexConfig, text_field,
+                        template, id_field, progress) -> IndexSummary:
+    """:func:`build_index` once it holds the lock on ``partial``."""
     bench_stats = ReadStats()
     items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field,
                        skip_bad=config.skip_bad, stats=bench_stats)
@@ -280,19 +328,40 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     inputs, parameters, plan = _plan(units, items, config, text_field, template, id_field)
     bench_desc = describe_path(benchmark)
 
-    partial = out.with_name(out.name + ".partial")
     plan_path = partial / "plan.json"
     if partial.exists() and (not plan_path.exists() or json.loads(plan_path.read_text()) != plan):
-        shutil.rmtree(partial)  # inputs or settings changed: partial results are stale
+        _clear_partial(partial)  # inputs or settings changed: partial results are stale
     partial.mkdir(parents=True, exist_ok=True)
     write_json_atomic(plan_path, plan)
 
     item_words = item_batches([it.text for it in items])
     searchers = _make_searchers(item_words, config)
     total = Accumulator(np.zeros(searchers["table"].n_keys, dtype=np.int64), config.max_locations)
+    if config.ray:
+        from contaudit.index.distributed import scan_with_ray
+        stats, shards_total, shards_resumed = scan_with_ray(units, config, searchers, partial, total, progress)
+    else:
+        stats, shards_total, shards_resumed = _scan_here(units, config, searchers, item_words, partial, total,
+                                                         progress)
+
+    records = _item_records(items, item_words, searchers["table"], total, config)
+    counts = {"items": len(items), "seen": sum(r["status"] == "seen" for r in records),
+              "unseen": sum(r["status"] == "unseen" for r in records),
+              "ambiguous": sum(r["status"] == "ambiguous" for r in records)}
+    manifest = make_manifest("index", inputs=inputs, parameters=parameters, format=INDEX_FORMAT,
+                             benchmark={**bench_desc, **bench_stats.as_dict()},
+                             corpus={"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
+                                     "shards_resumed": shards_resumed},
+                             counts=counts, plan_sha256=_plan_hash(plan), seconds=round(time.perf_counter() - t0, 3))
+    _publish(out, partial, records, manifest)
+    return IndexSummary(load_index(out), time.perf_counter() - t0, total.nbytes, shards_total, shards_resumed, stats)
+
+
+def _scan_here(units, config: IndexConfig, searchers: dict, item_words, partial: Path, total: Accumulator,
+               progress) -> tuple[ReadStats, int, int]:
+    """Scan ``units`` in this process (and ``config.workers`` processes), saving and merging shard by shard."""
     stats = ReadStats()
     shards_total = shards_resumed = 0
-
     _WORKER.clear()
     _WORKER.update(searchers)
     pool = None
@@ -326,18 +395,7 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
         if pool is not None:
             pool.terminate()
         _WORKER.clear()
-
-    records = _item_records(items, item_words, searchers["table"], total, config)
-    counts = {"items": len(items), "seen": sum(r["status"] == "seen" for r in records),
-              "unseen": sum(r["status"] == "unseen" for r in records),
-              "ambiguous": sum(r["status"] == "ambiguous" for r in records)}
-    manifest = make_manifest("index", inputs=inputs, parameters=parameters, format=INDEX_FORMAT,
-                             benchmark={**bench_desc, **bench_stats.as_dict()},
-                             corpus={"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
-                                     "shards_resumed": shards_resumed},
-                             counts=counts, plan_sha256=_plan_hash(plan), seconds=round(time.perf_counter() - t0, 3))
-    _publish(out, partial, records, manifest)
-    return IndexSummary(load_index(out), time.perf_counter() - t0, total.nbytes, shards_total, shards_resumed, stats)
+    return stats, shards_total, shards_resumed
 
 
 def _item_records(items, item_words, table, total: Accumulator, config: IndexConfig) -> list[dict]:
@@ -356,15 +414,21 @@ def _item_records(items, item_words, table, total: Accumulator, config: IndexCon
     return records
 
 
-def _check_out(out: Path) -> None:
-    """Refuse to replace anything at ``out`` that is not a previous index."""
+INDEX_FILES = ("manifest.json", "items.jsonl")  # all an index directory holds (contaudit.index.store)
+
+
+def _check_out(out: Path, corpus: list[str | Path] = (), benchmark: str | Path | None = None) -> None:
+    """Refuse to replace anything at ``out`` that is not a previous index, to write where the corpus
+    would read it back, or to replace an input (corpus, ``benchmark``)."""
     partial = out.with_name(out.name + ".partial")  # where build_index stages shards (its own directory)
+    check_output_apart(out, list(corpus), {"benchmark": benchmark}, written=[partial])
     if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
         kind = "a symbolic link" if partial.is_symlink() else "not a directory"
         raise InputError(f"is {kind}, not the staging directory of an index build; move it away or choose "
                          f"another --out (it is neither followed nor deleted)", path=partial)
-    if partial.is_dir() and any(partial.iterdir()) and not (partial / "plan.json").exists():
-        raise InputError("is not the staging directory of an index build (no plan.json); move it away or "
+    staged = partial.is_dir() and any(p.name != LOCK_NAME for p in partial.iterdir())  # more than a lock file
+    if staged and not is_index_plan(partial / "plan.json"):
+        raise InputError("is not the staging directory of an index build (no plan.json of one); move it away or "
                          "choose another --out (it is not deleted)", path=partial)
     check_can_create(out)  # out, OUT.partial and the index's files all go in out's parent
     if not out.exists() and not out.is_symlink():
@@ -373,8 +437,17 @@ def _check_out(out: Path) -> None:
         raise InputError("is a symbolic link; choose another --out (it is neither followed nor replaced)", path=out)
     if not out.is_dir():
         raise InputError("exists and is not a directory; choose another --out", path=out)
-    if any(out.iterdir()) and not (out / "manifest.json").exists():
-        raise InputError("exists and is not a contaudit index (no manifest.json); refusing to replace it", path=out)
+    if not any(out.iterdir()):
+        return
+    manifest = contaudit_manifest(out / "manifest.json")
+    if manifest is None or manifest.get("stage") != "index":
+        raise InputError("exists and is not a contaudit index (no manifest.json written by `contaudit index`); "
+                         "refusing to replace it (nothing was deleted): choose another --out", path=out)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in INDEX_FILES)
+    if foreign:
+        raise InputError(f"holds files a contaudit index does not ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); refusing to replace it (nothing was deleted): "
+                         f"move them or choose another --out", path=out)
 
 
 def _publish(out: Path, partial: Path, records: list[dict], manifest: dict) -> None:
@@ -386,4 +459,68 @@ def _publish(out: Path, partial: Path, records: list[dict], manifest: dict) -> N
     write_jsonl_atomic(staging / "items.jsonl", records)
     write_json_atomic(staging / "manifest.json", manifest)
     replace_dir(staging, out, partial / "old")  # the previous index goes into our own staging directory
-    shutil.rmtree(partial, ignore_errors=True)
+    _clear_partial(partial, and_lock=True)
+
+
+# ----------------------------------------------------------------------------- one build at a time
+
+LOCK_NAME = "lock"  # OUT.partial/lock: held (flock) for the whole build, so two builds of OUT cannot mix shards
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path, partial: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``partial/lock`` for the whole build, or fail at once.
+
+    A finished build removes the lock file while still holding it (see
+    :func:`_clear_partial`); a run that locked that removed file retries on the file
+    now at the path, so two runs never both hold the lock of one ``partial``.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: no protection against concurrent runs
+        yield
+        return
+    created = not partial.exists()
+    path = partial / LOCK_NAME
+    while True:
+        partial.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # partial was just removed by a run that finished
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InputError(f"another contaudit index run is writing {out} (lock {path}); wait for it or choose "
+                             "another --out") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a lock file its finished holder had removed: lock the current one
+    try:
+        yield
+    finally:
+        if created and partial.is_dir() and [p.name for p in partial.iterdir()] == [LOCK_NAME]:
+            _clear_partial(partial, and_lock=True)  # failed before writing anything: leave no trace
+        os.close(fd)
+
+
+def _clear_partial(partial: Path, *, and_lock: bool = False) -> None:
+    """Delete what ``partial`` holds, except the lock file unless ``and_lock`` (then ``partial`` too).
+
+    The lock file goes last, while still locked, so no other run ever deletes a lock file it does not hold.
+    """
+    for p in partial.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if and_lock:
+        (partial / LOCK_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.rmdir()  # fails, harmlessly, when a new run has already put its lock file here

@@ -1,47 +1,72 @@
-"""Near-duplicate search: MinHash LSH over benchmark items, queried with corpus windows.
+"""Near-duplicate search: word 3-gram seeds, then exact weighted Jaccard of every candidate span.
 
-Items are cut into overlapping chunks of ``chunk_words`` word bigrams whose MinHash
-signatures (datasketch, ``scheme="affine32"``) are banded as datasketch's
-``MinHashLSH`` would band them for ``candidate_threshold``. Every corpus window of the
-same size (at a stride of ``window_stride`` words) is signed with the same
-permutations, vectorized with NumPy, and looked up band by band. Each candidate is
-verified by computing the actual Jaccard similarity between the whole item and the
-best-aligned corpus span, so the reported similarity is exact, not an estimate.
+A near duplicate of an item is a corpus span whose weighted (multiset) Jaccard with the
+item's words, ``sum(min(a_w, b_w)) / sum(max(a_w, b_w))``, reaches the threshold:
+changing 10 % of an item's words gives 0.82, deleting 10 % gives 0.90. Spans are
+``L - e`` to ``L + e`` words long for an item of ``L`` words (``e = length_slack * L``).
 
-The verified similarity is the weighted (multiset) Jaccard of the two word bags,
-``sum(min(a_w, b_w)) / sum(max(a_w, b_w))``: changing 10 % of an item's words gives
-0.82, deleting 10 % gives 0.90.
+**Seeds.** Every word 3-gram of every item is hashed into a sorted table (with a
+bitmap in front that rules out almost every corpus 3-gram with one random read). A
+batch of corpus text is scanned with array operations: each corpus 3-gram that is
+some item's 3-gram is a seed for that item. A span start ``s`` is a *candidate* for
+an item when ``[s, s + L + e)`` holds at least ``T`` seeds of that item at distinct
+positions, with ``T`` a fraction of the item's 3-grams (``seed_fraction``, derived from
+the threshold). A copy made by editing the item (substitutions, insertions,
+deletions) keeps every 3-gram that no edit touches, and each edit touches at most
+three: a copy with Jaccard 0.8 keeps about 40 % of them however its edits are spread
+(an edit every 9 words, so that no 13-gram survives, keeps 2/3), twice ``T``.
+Unrelated prose shares common 3-grams with items ("one of the") but almost never a
+fifth of one item's 3-grams within one item's length.
+
+**Verification.** For every candidate start, the weighted Jaccard of every span length
+is computed exactly with array operations (a cumulative count of each item word), so
+the reported similarity is that of an actual span, and the best span is the best of
+all candidate spans (earliest on ties). Starts that an upper bound (the item words
+within ``L + e`` of the start) keeps below the threshold and below the item's best so
+far are not scored. ``copies`` counts the places where a span reaches the threshold:
+starts that reach it with no start reaching it within half the item's length before.
+Both depend only on the words near a start, which is what lets one huge document be
+scanned in overlapping windows with the same result (:meth:`NeardupScanner.scan`'s
+``owned``).
+
+Memory is the seed table (benchmark size) plus arrays the size of the batch.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
-from contaudit.index.wordhash import WordBatch
-from contaudit.text import word_starts
+from contaudit.index.wordhash import WordBatch, distinct_sorted, document_word_starts, ngram_hashes
 
-CHUNK_SIZES = (8, 12, 16, 24)  # window sizes in bigrams; items shorter than 9 words are not searched
-_MAX_HASH = np.uint64((1 << 32) - 1)
-_FILTER_BITS = 22
-_FILTER_MASK = np.uint64((1 << _FILTER_BITS) - 1)
+_FILTER_BITS = 24  # a 16 MB bitmap over the top bits of a seed hash
+_FILTER_SHIFT = np.uint64(64 - _FILTER_BITS)
+_CELLS = 1 << 18  # bound on the (start, offset) cells verified at once
 
 
 @dataclass(frozen=True)
 class NeardupConfig:
     """Settings of the near-duplicate search (recorded in the index manifest)."""
 
-    num_perm: int = 64
-    chunk_words: int = 24
-    window_stride: int = 4
-    candidate_threshold: float = 0.5  # LSH threshold on the Jaccard of chunk bigram sets
     threshold: float = 0.8  # verified Jaccard at which a span counts as a copy
-    verify_floor: float = 0.5  # candidates whose Jaccard cannot reach this are not verified
-    length_slack: float = 0.1  # verified spans may be this fraction longer/shorter than the item
-    seed: int = 1
+    verify_floor: float = 0.5  # best spans below this are not reported
+    length_slack: float = 0.1  # spans may be this fraction longer/shorter than the item
+    seed_words: int = 3  # seeds are word n-grams of this size
+    seed_fraction: float | None = None  # of an item's seeds a candidate holds; None: from the threshold
+    min_words: int = 9  # shorter items are not searched
+
+    @property
+    def min_seed_fraction(self) -> float:
+        """Half the fraction of seeds an edited copy at the threshold keeps in the worst case.
+
+        Each edit destroys at most ``seed_words`` seeds, and a copy at Jaccard ``t`` has
+        at most about ``(1 - t) * L`` edits (deletions are the cheapest), so it keeps at
+        least ``1 - seed_words * (1 - t)`` of them.
+        """
+        if self.seed_fraction is not None:
+            return self.seed_fraction
+        return round(max(0.05, 0.5 * (1 - self.seed_words * (1 - self.threshold))), 6)
 
 
 @dataclass
@@ -52,228 +77,203 @@ class NeardupHit:
     location: list  # [source, record, char_offset]
 
 
-def _chunk_size(n_words: int, chunk_words: int) -> int | None:
-    sizes = [c for c in CHUNK_SIZES if c <= min(n_words, chunk_words)]
-    return max(sizes) if sizes else None
-
-
-def _chunk_starts(n_words: int, size: int) -> list[int]:
-    step = max(1, size // 2)
-    starts = list(range(0, n_words - size + 1, step))
-    if starts[-1] != n_words - size:
-        starts.append(n_words - size)
-    return starts
-
-
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer (what datasketch's affine32 scheme applies first)."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
-
-
-def bigrams(hashes: np.ndarray) -> np.ndarray:
-    """32-bit hashes of consecutive word pairs (the shingles used for candidates)."""
-    h = hashes.astype(np.uint64)
-    return ((h[:-1] * np.uint64(0x9E3779B1)) ^ h[1:]) & _MAX_HASH
-
-
 class NeardupIndex:
-    """Banded MinHash signatures of every item chunk, ready to query corpus windows."""
+    """The seeds of every item (sorted hashes and the items holding each) and each item's word bag."""
 
     def __init__(self, items: list[WordBatch], config: NeardupConfig = NeardupConfig()):
         self.config = config
-        lsh = MinHashLSH(threshold=config.candidate_threshold, num_perm=config.num_perm)
-        self.bands, self.rows = lsh.b, lsh.r
-        probe = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=int, scheme="affine32")
-        self.perm_a, self.perm_b = (np.asarray(p, dtype=np.uint32)[:, None] for p in probe.permutations)
-        rng = np.random.default_rng(config.seed)
-        self._mix = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) | np.uint64(1)
+        k = config.seed_words
+        n_items = len(items)
+        self.length = np.asarray([len(b.hashes) for b in items], dtype=np.int64)
+        extra = np.rint(config.length_slack * self.length).astype(np.int64)
+        self.min_len = np.maximum(1, self.length - extra)
+        self.max_len = self.length + extra
+        searched = self.length >= max(config.min_words, k)
+        n_seeds = np.maximum(self.length - k + 1, 0)
+        self.min_seeds = np.maximum(1, np.ceil(config.min_seed_fraction * n_seeds - 1e-9)).astype(np.int64)
+        self.bags: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted distinct word hashes, counts)
+        seed_hashes, seed_items = [], []
+        for i, batch in enumerate(items):
+            self.bags.append(np.unique(batch.hashes, return_counts=True))
+            if searched[i]:
+                grams = np.unique(ngram_hashes(batch.hashes, k))
+                seed_hashes.append(grams)
+                seed_items.append(np.full(len(grams), i, dtype=np.int64))
+        hashes = np.concatenate(seed_hashes) if seed_hashes else np.empty(0, dtype=np.uint64)
+        owners = np.concatenate(seed_items) if seed_items else np.empty(0, dtype=np.int64)
+        order = np.lexsort((owners, hashes))
+        hashes, owners = hashes[order], owners[order]
+        self.keys, first = np.unique(hashes, return_index=True)
+        self.key_ptr = np.append(first, len(hashes)).astype(np.int64)  # items of key j: owners[ptr[j]:ptr[j+1]]
+        self.key_items = owners
+        self.filter = np.zeros(1 << _FILTER_BITS, dtype=bool)
+        self.filter[(self.keys >> _FILTER_SHIFT).astype(np.int64)] = True
+        self.n_items = n_items
+        self.max_span = int(self.max_len.max()) if n_items else 0
+        self.gap = self.length // 2  # spans starting closer than this are one copy
+        self.lead = int(self.gap.max()) if n_items else 0  # starts before a window's own that it must score
+        # Every searched item's word counts, under one key: item * len(vocab) + word id.
+        self.vocab = np.unique(np.concatenate([self.bags[i][0] for i in np.flatnonzero(searched)] or
+                                              [np.empty(0, dtype=np.uint64)]))
+        keys, counts = [], []
+        for i in np.flatnonzero(searched):
+            words, c = self.bags[i]
+            keys.append(i * len(self.vocab) + np.searchsorted(self.vocab, words))
+            counts.append(c)
+        self.bag_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.int64)  # sorted: items, words sorted
+        self.bag_counts = np.concatenate(counts) if counts else np.empty(0, dtype=np.int64)
 
-        self.item_hashes = [b.hashes & _MAX_HASH for b in items]
-        self.item_bags = [Counter(h.tolist()) for h in self.item_hashes]
-        # chunks[size] = (item index, chunk start) per chunk, and band keys per band
-        self.sizes: list[int] = []
-        self._chunks: dict[int, np.ndarray] = {}
-        self._band_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self._band_filter: dict[int, np.ndarray] = {}  # could any band key end in these bits?
-        by_size: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-        for i, hashes in enumerate(self.item_hashes):
-            shingles = bigrams(hashes)
-            size = _chunk_size(len(shingles), config.chunk_words)
-            if size is None:
-                continue
-            for start in _chunk_starts(len(shingles), size):
-                sig = self.signature(shingles[start:start + size])
-                by_size.setdefault(size, []).append((i, start, sig))
-        for size, chunks in sorted(by_size.items()):
-            self.sizes.append(size)
-            self._chunks[size] = np.asarray([(i, s) for i, s, _ in chunks], dtype=np.int64)
-            keys = self._band_hash(np.stack([sig for _, _, sig in chunks]))  # (n_chunks, bands)
-            per_band = []
-            for j in range(self.bands):
-                order = np.argsort(keys[:, j], kind="stable")
-                per_band.append((keys[order, j], order))
-            self._band_keys[size] = per_band
-            self._band_filter[size] = np.zeros(1 << _FILTER_BITS, dtype=bool)
-            self._band_filter[size][(keys & _FILTER_MASK).astype(np.int64).ravel()] = True
+    @property
+    def searching(self) -> bool:
+        return len(self.keys) > 0
 
-    def signature(self, hashes: np.ndarray) -> np.ndarray:
-        """MinHash signature of a set of 32-bit hashes; equals datasketch's affine32 MinHash."""
-        return self._permute(hashes).min(axis=1)
+    def seeds(self, batch: WordBatch) -> tuple[np.ndarray, np.ndarray]:
+        """``(items, positions)`` of every seed in ``batch``, sorted by item then position."""
+        k = self.config.seed_words
+        grams = ngram_hashes(batch.hashes, k)
+        if not len(grams) or not len(self.keys):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        maybe = np.flatnonzero(self.filter[(grams >> _FILTER_SHIFT).astype(np.intp)])
+        idx = np.searchsorted(self.keys, grams[maybe])
+        idx[idx == len(self.keys)] = 0
+        hit = self.keys[idx] == grams[maybe]
+        hit &= batch.doc_of_word[maybe] == batch.doc_of_word[maybe + k - 1]
+        positions, keys = maybe[hit], idx[hit]
+        lo, counts = self.key_ptr[keys], self.key_ptr[keys + 1] - self.key_ptr[keys]
+        # the items of every hit: key_items[lo:lo + count], concatenated
+        owner = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        width = len(batch.hashes) + 1
+        key = distinct_sorted(np.sort(self.key_items[owner] * width + np.repeat(positions, counts)))
+        return key // width, key % width
 
-    def _permute(self, hashes: np.ndarray) -> np.ndarray:
-        """(num_perm, n) permuted values: fmix32, then a*h + b modulo 2**32."""
-        hv = _fmix32(hashes.astype(np.uint32))[None, :]
-        return self.perm_a * hv + self.perm_b
+    def candidate_ranges(self, batch: WordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(items, docs, lo, hi)``: maximal runs ``[lo, hi]`` of candidate span starts (batch word indices).
 
-    def _band_hash(self, sigs: np.ndarray) -> np.ndarray:
-        """(n, num_perm) signatures -> (n, bands) 64-bit keys, one per LSH band."""
-        n = sigs.shape[0]
-        banded = sigs[:, : self.bands * self.rows].reshape(n, self.bands, self.rows).astype(np.uint64)
-        return (banded * self._mix).sum(axis=2)  # wraps mod 2**64
-
-    def window_signatures(self, hashes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Signatures of the windows ``hashes[q:q+size]`` for q = 0, stride, 2*stride, ...
-
-        Returns ``(starts, sigs)`` with sigs of shape (n_windows, num_perm).
+        Start ``s`` is a candidate when ``[s, s + max_len)`` holds ``min_seeds`` of the
+        item's seeds, all in one document. Sorted by item, then position.
         """
-        stride = self.config.window_stride
-        n = len(hashes)
-        if n < size:
-            return np.empty(0, dtype=np.int64), np.empty((0, self.config.num_perm), dtype=np.uint32)
-        phv = self._permute(hashes)  # (P, n)
-        block_starts = np.arange(0, n, stride)
-        blocks = np.minimum.reduceat(phv, block_starts, axis=1)  # (P, n_blocks)
-        per_window = -(-size // stride)  # blocks per window (size is a multiple of stride here)
-        starts = np.arange(0, n - size + 1, stride)
-        sigs = blocks[:, : len(starts)].copy()
-        for k in range(1, per_window):
-            np.minimum(sigs, blocks[:, k: k + len(starts)], out=sigs)
-        return starts, sigs.T
+        items, pos = self.seeds(batch)
+        empty = np.empty(0, dtype=np.int64)
+        if not len(items):
+            return empty, empty, empty, empty
+        k = self.config.seed_words
+        need = self.min_seeds[items]
+        reach = self.max_len[items] - k  # last seed of a span starts at most this far after the span
+        j2 = np.arange(len(items)) + need - 1
+        ok = j2 < len(items)
+        j2 = np.minimum(j2, len(items) - 1)
+        doc = batch.doc_of_word[pos]
+        ok &= (items[j2] == items) & (doc[j2] == doc) & (pos[j2] - pos <= reach)
+        sel = np.flatnonzero(ok)
+        if not len(sel):
+            return empty, empty, empty, empty
+        items, doc = items[sel], doc[sel]
+        lo = np.maximum(pos[j2[sel]] - reach[sel], np.searchsorted(batch.doc_of_word, doc))
+        hi = pos[sel]
+        # lo and hi never decrease within an item; merge overlapping or touching runs.
+        new = np.ones(len(sel), dtype=bool)
+        new[1:] = (items[1:] != items[:-1]) | (doc[1:] != doc[:-1]) | (lo[1:] > hi[:-1] + 1)
+        heads = np.flatnonzero(new)
+        tails = np.append(heads[1:], len(sel)) - 1
+        return items[heads], doc[heads], lo[heads], hi[tails]
 
-    def candidates(self, hashes: np.ndarray) -> list[tuple[int, int]]:
-        """(item, estimated start of the item in the words ``hashes``) for each LSH hit."""
-        out = []
-        shingles = bigrams(hashes)
-        for size in self.sizes:
-            starts, sigs = self.window_signatures(shingles, size)
-            if not len(starts):
-                continue
-            keys = self._band_hash(sigs)
-            chunks = self._chunks[size]
-            maybe = self._band_filter[size][(keys & _FILTER_MASK).astype(np.int64)]  # (n_windows, bands)
-            for j, (sorted_keys, order) in enumerate(self._band_keys[size]):
-                windows = np.flatnonzero(maybe[:, j])
-                q = keys[windows, j]
-                lo = np.searchsorted(sorted_keys, q, side="left")
-                hi = np.searchsorted(sorted_keys, q, side="right")
-                for w_i in np.flatnonzero(hi > lo):
-                    w = windows[w_i]
-                    for c in order[lo[w_i]:hi[w_i]]:
-                        item, chunk_start = chunks[c]
-                        out.append((int(item), int(starts[w] - chunk_start)))
-        return out
+    def span_scores(self, item: int, words: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Best weighted Jaccard over span lengths for each start ``lo..hi`` of ``words`` (one document).
 
+        Spans must fit in ``words``; a start with no such span scores 0.
+        """
+        item_, lo_, hi_, end_ = (np.asarray([v], dtype=np.int64) for v in (item, lo, hi, len(words)))
+        return self.score_ranges(words, item_, lo_, hi_, end_, np.zeros(1))[2]
 
-def best_alignment(doc: np.ndarray, bag: Counter, length: int, lo: int, hi: int, slack: float) -> tuple[float, int]:
-    """Best weighted Jaccard between ``bag`` and a span of ``doc`` starting in ``[lo, hi]``.
+    def score_ranges(self, hashes: np.ndarray, item: np.ndarray, lo: np.ndarray, hi: np.ndarray, end: np.ndarray,
+                     level: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score every start of every range ``r``: ``lo[r]..hi[r]`` for ``item[r]``, spans ending by ``end[r]``.
 
-    First slides a window of ``length`` words over the starts (O(1) per step), then
-    lets the best few starts grow or shrink by up to ``slack * length`` words (for
-    copies with insertions or deletions). Returns ``(jaccard, start)`` of an actual
-    span, so the value is exact for that span.
-    """
-    n = len(doc)
-    lo, hi = max(0, lo), min(hi, n - 1)
-    if lo > hi:
-        return 0.0, lo
-    words = doc.tolist()
-    total = sum(bag.values())
-    scores = _fixed_length_scores(words, bag, total, length, lo, hi)
-    best, best_start = 0.0, lo
-    extra = int(round(slack * length))
-    for start in sorted(range(len(scores)), key=lambda i: -scores[i])[:3]:
-        s = lo + start
-        jac = _best_length(words, bag, total, s, max(1, length - extra), length + extra)
-        if jac > best:
-            best, best_start = jac, s
-    return best, best_start
+        Returns ``(range, start, score)`` per start, ranges in order; the score is the
+        best weighted Jaccard over span lengths, exact where it can reach ``level[r]``
+        and 0 where an upper bound shows it cannot.
+        """
+        out = [], [], []
+        budget = _CELLS
+        r0 = 0
+        region = np.minimum(hi + self.max_len[item], end) - lo
+        while r0 < len(item):  # ranges in chunks of about _CELLS region words
+            r1 = r0 + max(1, int(np.searchsorted(np.cumsum(region[r0:]), budget, side="right")))
+            rid, start, score = self._score_chunk(hashes, item[r0:r1], lo[r0:r1], hi[r0:r1], end[r0:r1],
+                                                  level[r0:r1])
+            for acc, part in zip(out, (rid + r0, start, score)):
+                acc.append(part)
+            r0 = r1
+        if not out[0]:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
+        return tuple(np.concatenate(parts) for parts in out)
 
+    def _score_chunk(self, hashes, item, lo, hi, end, level):
+        length, min_len, max_len = self.length[item], self.min_len[item], self.max_len[item]
+        n_ranges = len(item)
+        n_starts = hi - lo + 1
+        start_base = np.cumsum(n_starts) - n_starts
+        srid = np.repeat(np.arange(n_ranges), n_starts)
+        s = np.arange(int(n_starts.sum())) - start_base[srid] + lo[srid]
+        # The region of range r: the words any of its spans can hold.
+        region = np.minimum(hi + max_len, end) - lo
+        elem_base = np.cumsum(region) - region
+        rid = np.repeat(np.arange(n_ranges), region)
+        x = np.arange(int(region.sum())) - elem_base[rid] + lo[rid]
+        words = hashes[x]
+        wid = np.searchsorted(self.vocab, words)
+        wid[wid == len(self.vocab)] = 0
+        key = item[rid] * len(self.vocab) + wid
+        at = np.searchsorted(self.bag_keys, key)
+        at[at == len(self.bag_keys)] = 0
+        known = (self.bag_keys[at] == key) & (self.vocab[wid] == words)
+        # prev[x]: where, within the region, the item's count of the word x was last reached
+        # before x (the count-th previous occurrence), -1 if never: word x is shared (counted
+        # in the min) in every span that starts after prev[x] and holds x.
+        m = np.flatnonzero(known)
+        group = rid[m] * len(self.vocab) + wid[m]
+        order = np.argsort(group, kind="stable")
+        group, xm = group[order], x[m][order]
+        heads = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        head_of = np.repeat(heads, np.diff(np.r_[heads, len(group)]))
+        back = np.arange(len(group)) - self.bag_counts[at[m][order]]
+        prev = np.full(len(x), np.iinfo(np.int64).max)
+        prev[m[order]] = np.where(back >= head_of, xm[np.maximum(back, 0)], -1)
 
-def _fixed_length_scores(words: list, bag: Counter, total: int, length: int, lo: int, hi: int) -> list[float]:
-    """Jaccard of the window ``words[s:s+length]`` for every start s in [lo, hi]."""
-    window: Counter = Counter()
-    inter = 0
-    end = min(len(words), lo + length)
-    for w in words[lo:end]:
-        if window[w] < bag.get(w, 0):
-            inter += 1
-        window[w] += 1
-    size = end - lo
-    scores = [inter / (total + size - inter)]
-    for s in range(lo + 1, hi + 1):
-        out_w = words[s - 1]
-        window[out_w] -= 1
-        if window[out_w] < bag.get(out_w, 0):
-            inter -= 1
-        size -= 1
-        if s + length - 1 < len(words):
-            in_w = words[s + length - 1]
-            if window[in_w] < bag.get(in_w, 0):
-                inter += 1
-            window[in_w] += 1
-            size += 1
-        scores.append(inter / (total + size - inter))
-    return scores
+        def shared_in(width: np.ndarray) -> np.ndarray:
+            """For every start: shared words in the span of ``width[r]`` words from it."""
+            r = rid[m]
+            left = np.maximum(np.maximum(prev[m] + 1, x[m] - width[r] + 1), lo[r])
+            right = np.minimum(x[m], hi[r])
+            ok = left <= right
+            left, right, base = left[ok] - lo[r[ok]], right[ok] - lo[r[ok]] + 1, start_base[r[ok]]
+            n = len(s) + 1
+            return np.cumsum(np.bincount(base + left, minlength=n) - np.bincount(base + right, minlength=n))[:-1]
 
-
-def _best_length(words: list, bag: Counter, total: int, start: int, min_len: int, max_len: int) -> float:
-    """Best Jaccard of ``words[start:start+k]`` over k in [min_len, max_len]."""
-    window: Counter = Counter()
-    inter = best = 0
-    for e in range(start, min(len(words), start + max_len)):
-        w = words[e]
-        if window[w] < bag.get(w, 0):
-            inter += 1
-        window[w] += 1
-        size = e - start + 1
-        if size >= min_len:
-            best = max(best, inter / (total + size - inter))
-    return best
-
-
-def _jaccard_bound(doc: np.ndarray, bag: Counter, length: int, lo: int, hi: int) -> float:
-    """Upper bound on the Jaccard of ``bag`` with any span inside ``doc[lo:hi]``.
-
-    A span's intersection with the item is at most the region's, and its union is at
-    least the item's size, so ``inter(region) / |item|`` bounds every span.
-    """
-    region = Counter(doc[max(0, lo):max(0, hi)].tolist())
-    inter = sum(min(c, region.get(w, 0)) for w, c in bag.items())
-    return inter / length
-
-
-def _clusters(cands, stride, slack, item_hashes):
-    """Group each item's candidate starts into clusters, one per likely copy.
-
-    Yields ``(item, lo, hi)``: the range of span starts to verify for the cluster.
-    """
-    by_item: dict[int, list[int]] = {}
-    for item, begin in cands:
-        by_item.setdefault(item, []).append(begin)
-    for item in sorted(by_item):
-        margin = stride + int(slack * len(item_hashes[item]))
-        begins = sorted(set(by_item[item]))
-        lo = hi = begins[0]
-        for b in begins[1:]:
-            if b - hi > 2 * margin:
-                yield item, lo - margin, hi + margin
-                lo = b
-            hi = b
-        yield item, lo - margin, hi + margin
+        most = shared_in(max_len)  # no span from s shares more
+        L, lmin = length[srid], min_len[srid]
+        bound = most / (L + lmin - most)
+        score = np.zeros(len(s))
+        sel = np.flatnonzero((s + lmin <= end[srid]) & (bound >= level[srid]))
+        if not len(sel):
+            return srid, s, score
+        first = shared_in(min_len)[sel]  # spans of min_len words
+        r, ss = srid[sel], s[sel]
+        best = first / (L[sel] + min_len[r] - first)
+        extra = max_len[r] - min_len[r]
+        width = int(extra.max()) if len(extra) else 0
+        rows = max(1, _CELLS // max(1, width))
+        for a in range(0, len(sel) if width else 0, rows):  # longer spans, word by word
+            b = slice(a, a + rows)
+            j = np.arange(width)
+            xs = ss[b, None] + min_len[r[b], None] + j  # the word that makes the span min_len + j + 1 long
+            valid = (j < extra[b, None]) & (xs < end[r[b], None])
+            el = np.where(valid, elem_base[r[b], None] + xs - lo[r[b], None], 0)
+            inter = first[b, None] + np.cumsum(valid & (prev[el] < ss[b, None]), axis=1)
+            jac = inter / (L[sel][b, None] + min_len[r[b], None] + j + 1 - inter)
+            best[b] = np.maximum(best[b], np.where(valid, jac, 0).max(axis=1))
+        score[sel] = best
+        return srid, s, score
 
 
 class NeardupScanner:
@@ -282,40 +282,58 @@ class NeardupScanner:
     def __init__(self, index: NeardupIndex):
         self.index = index
         self.best: dict[int, NeardupHit] = {}
-        self.copies: dict[int, int] = {}  # verified spans with Jaccard >= threshold
+        self.copies: dict[int, int] = {}  # places where a span reaches the threshold
 
-    def scan(self, batch: WordBatch) -> None:
-        """Search a tokenized batch of documents for near duplicates of any item."""
+    def scan(self, batch: WordBatch, owned: tuple[int, int] | None = None) -> None:
+        """Search a tokenized batch of documents for near duplicates of any item.
+
+        ``owned`` (word indices ``[a, b)``) restricts the spans reported to those starting
+        there: how one huge document scanned in overlapping windows gives the result of
+        scanning it whole (each window must hold ``index.max_span - 1`` words past ``b``
+        and ``index.lead`` words before ``a``).
+        """
         index = self.index
-        if not index.sizes or not len(batch.hashes):
+        if not index.searching or not len(batch.hashes):
             return
-        hashes = batch.hashes & _MAX_HASH
-        cands = index.candidates(hashes)
-        if not cands:
+        a, b = owned if owned is not None else (0, len(batch.hashes))
+        threshold, floor = index.config.threshold, index.config.verify_floor
+        items, docs, lo, hi = index.candidate_ranges(batch)
+        lo, hi = np.maximum(lo, a - index.lead), np.minimum(hi, b - 1)
+        keep = lo <= hi
+        items, docs, lo, hi = items[keep], docs[keep], lo[keep], hi[keep]
+        if not len(items):
             return
-        # Verify within the document where each candidate copy starts.
         doc_first = np.searchsorted(batch.doc_of_word, np.arange(len(batch.docs) + 1))
-        by_doc: dict[int, list[tuple[int, int]]] = {}
-        for item, begin in cands:
-            d = int(batch.doc_of_word[min(max(begin, 0), len(hashes) - 1)])
-            by_doc.setdefault(d, []).append((item, begin - int(doc_first[d])))
-        slack, stride, floor = index.config.length_slack, index.config.window_stride, index.config.verify_floor
-        for d, doc_cands in sorted(by_doc.items()):
-            doc_hashes = hashes[doc_first[d]:doc_first[d + 1]]
-            starts = None
-            for item, lo, hi in _clusters(doc_cands, stride, slack, index.item_hashes):
-                length = len(index.item_hashes[item])
-                if _jaccard_bound(doc_hashes, index.item_bags[item], length, lo, hi + length + int(slack * length)) < floor:
-                    continue
-                jac, start = best_alignment(doc_hashes, index.item_bags[item], length, lo, hi, slack)
-                if jac >= index.config.threshold:
-                    self.copies[item] = self.copies.get(item, 0) + 1
-                prior = self.best.get(item)
-                if prior is None or jac > prior.jaccard:
-                    doc = batch.docs[d]
-                    if batch.doc_ascii[d]:
-                        offset = int(batch.starts[doc_first[d] + start] - batch.doc_offsets[d])
-                    else:
-                        starts = starts if starts is not None else word_starts(doc.text)
-                        offset = starts[start] if start < len(starts) else None
-                    self.best[item] = NeardupHit(jac, [doc.source, doc.record, offset])
+        # Starts whose bound stays below this need no exact score: they can neither reach
+        # the threshold nor beat the item's best so far.
+        prior = np.asarray([self.best[i].jaccard if i in self.best else 0.0 for i in items.tolist()])
+        level = np.where(prior >= threshold, threshold, np.maximum(floor, prior))
+        rid, start, score = index.score_ranges(batch.hashes, items, lo, hi, doc_first[docs + 1], level)
+        # A copy is where a start reaches the threshold with no start within the item's
+        # gap before it reaching it (all such starts are scored: candidates are in ranges).
+        hit = np.flatnonzero(score >= threshold)  # sorted by item, document, start
+        same = np.r_[False, (items[rid[hit[1:]]] == items[rid[hit[:-1]]]) & (docs[rid[hit[1:]]] == docs[rid[hit[:-1]]])]
+        new = ~same | (start[hit] - np.r_[0, start[hit[:-1]]] > index.gap[items[rid[hit]]])
+        copy = hit[new & (start[hit] >= a)]
+        for item, n in zip(*np.unique(items[rid[copy]], return_counts=True)):
+            self.copies[int(item)] = self.copies.get(int(item), 0) + int(n)
+        ok = np.flatnonzero((start >= a) & (score >= floor))
+        if not len(ok):
+            return
+        order = ok[np.lexsort((start[ok], -score[ok], items[rid[ok]]))]  # per item: best, then earliest
+        top = order[np.r_[True, items[rid[order[1:]]] != items[rid[order[:-1]]]]]
+        offsets: dict[int, list[int]] = {}
+        for t in top.tolist():
+            item, jac, s, d = int(items[rid[t]]), float(score[t]), int(start[t]), int(docs[rid[t]])
+            prior_hit = self.best.get(item)
+            if prior_hit is not None and jac <= prior_hit.jaccard:
+                continue
+            doc = batch.docs[d]
+            if batch.doc_ascii[d]:
+                offset = int(batch.starts[s] - batch.doc_offsets[d])
+            else:
+                if d not in offsets:
+                    offsets[d] = document_word_starts(doc.text)
+                k = s - int(doc_first[d])
+                offset = offsets[d][k] if k < len(offsets[d]) else None
+            self.best[item] = NeardupHit(jac, [doc.source, doc.record, offset])

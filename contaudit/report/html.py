@@ -101,7 +101,7 @@ def render_html(results: dict, images: dict[str, bytes]) -> str:
         f'<p class="sub">contaudit {_e(results["contaudit_version"])} · results schema {_e(results["schema_version"])}'
         f" · {_e(results['created'])}</p>",
         f'<section class="verdict" style="background:{color}"><span class="label">{_e(v["label"])}</span>'
-        f'<span class="what">{_e(T.LABEL_TEXT[v["label"]])}</span><ul>{reasons}</ul></section>',
+        f'<span class="what">{_e(T.label_text(results))}</span><ul>{reasons}</ul></section>',
         f'<div class="card"><dl class="kv">{kv}</dl>{mde_html}</div>',
     ]
     if warnings:

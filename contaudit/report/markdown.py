@@ -64,7 +64,7 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
 
     v = results["verdict"]
     out = [f"# Contamination audit: {results['protocol'].get('name') or 'audit'}", ""]
-    out += [_wrap(f"**Verdict: {v['label']}** — {T.LABEL_TEXT[v['label']]}"), ""]
+    out += [_wrap(f"**Verdict: {v['label']}** — {T.label_text(results)}"), ""]
     out += [_wrap(r, "- ") for r in v["reasons"]]
     mde = T.mde_text(results)
     if mde and v["label"] != "NO_EVIDENCE":

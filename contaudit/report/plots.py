@@ -40,7 +40,7 @@ def differences(results: dict) -> bytes | None:
     """Per-item NLL differences d (suspect − clean): test vs shadow, and the scatter behind them."""
     test = results["items"]["test"]
     shadow = results["items"]["shadow"]
-    if not test or not shadow:
+    if not test or not shadow or "d" not in test[0]:  # no clean model: no differences
         return None
     d_t = np.array([it["d"] for it in test])
     d_s = np.array([it["d"] for it in shadow])
@@ -89,7 +89,13 @@ def estimates(results: dict) -> bytes | None:
                              mem[metric], verdict_tests.get("memorization_did") if primary else None))
     mk = results["supporting"].get("minkpp_did", {})
     if mk.get("available"):
-        rows.append((f"Min-K%++ DiD ({mk['metric']})\n(supporting, > 0 = contaminated)", mk, None))
+        what = "Min-K%++, suspect: test − shadow" if mk.get("suspect_only") else "Min-K%++ DiD"
+        rows.append((f"{what} ({mk['metric']})\n(supporting, > 0 = contaminated)", mk, None))
+    io = results["supporting"].get("item_order", {})
+    if io.get("available") and io.get("confidence_interval"):
+        deciding = verdict_tests.get("item_order")
+        rows.append((f"Order test (nats per shard)\n({'deciding' if deciding else 'supporting'}, > 0 = contaminated)",
+                     io, deciding))
     if not rows:
         return None
     with plt.rc_context(STYLE):
@@ -116,10 +122,11 @@ def estimates(results: dict) -> bytes | None:
             ax.spines["left"].set_visible(False)
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9, labelpad=10)
             p = test["pvalue_holm"] if test else r["pvalue"]
-            ptxt = ("Holm p " if test else "p ") + ("< 0.0001" if p is not None and p < 1e-4 else f"= {p:.3g}")
+            holm = test and test["name"] != "item_order"  # the order test alone decides: no correction
+            ptxt = ("Holm p " if holm else "p ") + ("< 0.0001" if p is not None and p < 1e-4 else f"= {p:.3g}")
             ax.text(1.01, 0.5, f"{est:+.3g}\n{ptxt}", transform=ax.transAxes, va="center", fontsize=9, color=color)
-        axes[0, 0].set_title("Difference-in-differences estimates with 95% CIs (shaded: counts as contamination)",
-                             loc="left")
+        what = "Estimates" if results.get("perplexity_did") is None else "Difference-in-differences estimates"
+        axes[0, 0].set_title(f"{what} with 95% CIs (shaded: counts as contamination)", loc="left")
         fig.tight_layout()
         return _png(fig)
 
@@ -243,12 +250,40 @@ def panel(results: dict) -> bytes | None:
         return _png(fig)
 
 
+def item_order(results: dict) -> bytes | None:
+    """Each shard's published-order log-likelihood against its shuffled orders (Oren et al. 2023)."""
+    io = results["supporting"].get("item_order") or {}
+    shards = io.get("per_shard") or []
+    if not io.get("available") or not shards:
+        return None
+    gaps = np.array([s["gap"] for s in shards])
+    sds = np.array([s["shuffled_sd"] if s["shuffled_sd"] is not None else np.nan for s in shards])
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(10.5, 3.2))
+        x = np.arange(1, gaps.size + 1)
+        ok = np.isfinite(sds)
+        ax.errorbar(x[ok], np.zeros(ok.sum()), yerr=1.96 * sds[ok], fmt="none", ecolor=MUTED, capsize=3,
+                    linewidth=1, label="shuffled orders (±1.96 SD around their mean)")
+        ax.scatter(x, gaps, s=36, color=SUSPECT_COLOR, zorder=3, label="published order")
+        ax.axhline(0, color=MUTED, linewidth=1)
+        ax.axhline(io["estimate"], color=SUSPECT_COLOR, linestyle="--", linewidth=1.2,
+                   label=f"mean gap {io['estimate']:+.3g} (p = {io['pvalue']:.3g})")
+        ax.set_xticks(x)
+        ax.set_xlabel("shard of consecutive test items")
+        ax.set_ylabel("log-likelihood minus the\nshuffled mean [nats]")
+        ax.set_title("Order test: is the published item order more likely than shuffled orders?")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+        fig.tight_layout()
+        return _png(fig)
+
+
 FIGURES = {
     "panel": (panel, "The suspect among the clean reference models"),
     "differences": (differences, "Per-item NLL differences, test vs shadow"),
     "estimates": (estimates, "DiD estimates with confidence intervals"),
     "completion": (completion, "Verbatim completion on seen and unseen probes"),
     "dose_response": (dose_response, "Dose-response"),
+    "item_order": (item_order, "Order test: published vs shuffled item orders, per shard"),
 }
 
 

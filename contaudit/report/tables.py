@@ -11,13 +11,41 @@ from dataclasses import dataclass, field
 from contaudit.analysis.did import format_p
 from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS
 
-TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD"}
+TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD",
+              "item_order": "Order test (Oren et al. 2023)"}
 LABEL_TEXT = {
     "CONTAMINATED": "Contamination detected: both primary tests agree.",
     "SUSPECT": "Suspect: one primary test shows contamination, the other does not confirm it.",
     "NO_EVIDENCE": "No evidence of contamination (which is not proof of a clean model).",
     "INVALID_DESIGN": "Invalid design: this audit cannot support a verdict.",
 }
+ORDER_ONLY_LABEL_TEXT = {
+    "SUSPECT": "Suspect: the suspect prefers the benchmark's published item order; with no clean model the "
+               "verdict goes no higher.",
+    "NO_EVIDENCE": "No evidence from the order test (which is not proof of a clean model).",
+}
+
+
+def order_only(results: dict) -> bool:
+    """True for an audit without a clean model (the order test decides)."""
+    return (results.get("design") or {}).get("n_clean_models") == 0
+
+
+def label_text(results: dict) -> str:
+    """The verdict's one-line meaning, for this design."""
+    label = results["verdict"]["label"]
+    if order_only(results):
+        return ORDER_ONLY_LABEL_TEXT.get(label, LABEL_TEXT[label])
+    return LABEL_TEXT[label]
+
+
+def _test_result(results: dict, name: str) -> dict:
+    """The results entry of a primary test."""
+    if name == "perplexity_did":
+        return results["perplexity_did"]
+    if name == "item_order":
+        return results["supporting"]["item_order"]
+    return results["memorization_did"][results["memorization_did"]["primary_metric"]]
 
 
 @dataclass
@@ -60,17 +88,24 @@ def primary_table(results: dict) -> Table:
     level = results["protocol"]["analysis"]["confidence_level"]
     rows, marks = [], []
     for t in v["tests"]:
-        did = results["perplexity_did"] if t["name"] == "perplexity_did" else \
-            results["memorization_did"][results["memorization_did"]["primary_metric"]]
+        did = _test_result(results, t["name"])
         expect = "< 0" if t["direction"] == "negative" else "> 0"
         rows.append([TEST_NAMES[t["name"]], t["unit"], fmt(t["estimate"], sign=True), fmt_ci(t["confidence_interval"]),
                      format_p(t["pvalue"]), format_p(t["pvalue_holm"]),
                      fmt(did.get("hedges_g", did.get("effect_in_reference_sd")), 2, sign=True),
-                     f"{expect}, |Δ| ≥ {fmt(t['min_effect'])}", "yes" if t["counts"] else "no"])
+                     f"{expect}, |Δ| ≥ {fmt(t['min_effect'])}" if t["min_effect"] else expect,
+                     "yes" if t["counts"] else "no"])
         marks.append("hit" if t["counts"] else "")
     design = results.get("design") or {}
     analysis = results["protocol"]["analysis"]
-    if design.get("test") == "reference panel":
+    if order_only(results):
+        io = results["supporting"]["item_order"]
+        note = (f"No clean model: the order test alone decides, at alpha = {v['alpha']} (no correction: one test). "
+                f"Estimate: the mean over {io.get('n_shards')} shards of consecutive test items of the suspect's "
+                f"log-likelihood of the shard in its published order minus the mean over "
+                f"{io.get('n_permutations')} shuffled orders; one-sided {io.get('method')}.")
+        size = "Effect size"
+    elif design.get("test") == "reference panel":
         how = "t prediction interval" if analysis.get("reference_test", "t") == "t" else "rank among the models"
         spreads = []
         for t in v["tests"]:
@@ -121,15 +156,38 @@ def supporting_table(results: dict) -> Table:
     rows.append(_evidence("Dose-response (Spearman ρ, occurrences vs d)", dr,
                           f"< 0 under contamination; n = {dr.get('n')}", key="rho"))
     mk = sup.get("minkpp_did", {})
-    rows.append(_evidence(f"Min-K%++ DiD ({mk.get('metric', 'minkpp')})", mk, "> 0 under contamination"))
+    if mk.get("suspect_only"):
+        rows.append(_evidence(f"Min-K%++, suspect only: test − shadow ({mk.get('metric')})", mk,
+                              "> 0 under contamination" + (f"; {mk['caveat']}" if mk.get("caveat") else
+                                                           "; sets are a random split")))
+    else:
+        rows.append(_evidence(f"Min-K%++ DiD ({mk.get('metric', 'minkpp')})", mk, "> 0 under contamination"))
     io = sup.get("item_order", {})
-    rows.append(_evidence("Item order (Oren et al. 2023), nats", io,
-                          f"> 0 under contamination; {io.get('method')}, {io.get('n_shards')} shard(s)"))
+    if not order_only(results):  # without a clean model it is the primary test
+        rows.append(_evidence("Item order (Oren et al. 2023), nats", io,
+                              f"> 0 under contamination; {io.get('method')}, {io.get('n_shards')} shard(s)"))
+    corpus = sup.get("corpus")
+    if corpus is not None:
+        if corpus.get("available"):
+            rows.append(["Corpus index: test items seen", f"{corpus['n_seen']} / {corpus['n_in_index']}", "—", "—",
+                         f"{corpus['n_ambiguous']} ambiguous, {corpus['n_unseen']} unseen; "
+                         f"{corpus['total_occurrences']} occurrences in all"])
+        else:
+            rows.append(["Corpus index: test items seen", "—", "—", "—",
+                         f"not available: {corpus.get('reason', 'not computed')}"])
     return Table("Supporting evidence (shown, not deciding)", ["Evidence", "Estimate", "CI", "p", "Note"], rows,
                  "lrrrl")
 
 
 def data_table(results: dict) -> Table:
+    if order_only(results):
+        rows = [[name, str(results["data"][name].get("n_paired", 0))] for name in ("test", "shadow")
+                if results["data"].get(name) is not None]
+        io = results["supporting"].get("item_order") or {}
+        if io.get("available"):
+            rows.append(["test, in shards for the order test", f"{io['n_shards']} x {io['n_permutations'] + 1} orders"])
+        return Table("Items scored", ["Set", "Scored by the suspect"], rows, "lr",
+                     note="No clean model: only the suspect is scored.")
     rows = []
     for name in ("test", "shadow", "probes"):
         d = results["data"].get(name)
@@ -167,6 +225,8 @@ def fixed(x, decimals: int = 3, *, sign: bool = False) -> str:
 def suspicious_items_table(results: dict, top: int | None = None) -> Table:
     """Test items whose suspect-minus-clean NLL difference is most negative, against the shadow spread."""
     top = top or results["protocol"]["analysis"]["top_items"]
+    if order_only(results):
+        return _suspect_only_items_table(results, top)
     shadow = [it["d"] for it in results["items"]["shadow"]]
     mean = sum(shadow) / len(shadow) if shadow else 0.0
     sd = math.sqrt(sum((x - mean) ** 2 for x in shadow) / (len(shadow) - 1)) if len(shadow) > 1 else 0.0
@@ -190,6 +250,29 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
     return Table("Most suspicious test items", headers, rows, align,
                  note="d is the suspect's mean NLL minus the clean model's (nats/token); z compares it with the "
                       "shadow items' d. Items first in this list are where the suspect is most unusually familiar.")
+
+
+def _suspect_only_items_table(results: dict, top: int) -> Table:
+    """Without a clean model: the test items the suspect finds easiest, against its shadow items."""
+    has_index = any("index" in it for it in results["items"]["test"])
+    rows = []
+    for k, it in enumerate(sorted(results["items"]["test"], key=lambda it: it["y_sus"])[:top], 1):
+        row = [str(k), str(it["id"]), fixed(it["y_sus"]), fixed(it.get("z_vs_shadow"), 2, sign=True)]
+        if has_index:
+            idx = it.get("index") or {}
+            occ = idx.get("occurrences")
+            row += [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2),
+                    _locations(it.get("index")) or "—"]
+        rows.append(row)
+    headers = ["#", "Item", "NLL sus", "z vs shadow"]
+    align = "rlrr"
+    if has_index:
+        headers += ["Occurrences", "Coverage", "Corpus locations (file:record@offset)"]
+        align += "rrl"
+    return Table("Test items the suspect finds easiest", headers, rows, align,
+                 note="Mean NLL of the suspect (nats/token) and its z against the suspect's shadow items. Without a "
+                      "clean model an easy item may simply be an easy item: this lists where to look, it is not "
+                      "evidence.")
 
 
 def probe_table(results: dict, top: int | None = None) -> Table | None:
@@ -238,6 +321,8 @@ def mde_text(results: dict) -> str:
     if mde.get("memorization_did") is not None:
         metric = (results.get("memorization_did") or {}).get("primary_metric")
         parts.append(f"memorization DiD {mde['memorization_did']:+.3g} {METRIC_UNITS.get(metric, '')}".rstrip())
+    if mde.get("item_order") is not None:
+        parts.append(f"order-test gap {mde['item_order']:+.3g} nats per shard")
     if not parts:
         return ""
     return (f"Minimum detectable effects at {mde['power']:.0%} power (one-sided, alpha {mde['alpha_per_test']:.3g} "

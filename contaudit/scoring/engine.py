@@ -5,15 +5,22 @@ fingerprint the weights, load the model, tokenize, decide which items are skippe
 why, take finished scores from the cache, score the rest in length-sorted batches
 (appending each batch to the cache), then write the scores in input order and the
 manifest, both atomically.
+
+The batches run on a *runner*: :class:`LocalRunner` (one model in this process, on one
+device or split across ``devices``; on CPU on single-threaded workers) or a pool of
+model replicas (:mod:`contaudit.scoring.replicas`: processes or Ray actors), chosen by
+:func:`open_runner` from the settings. Either way this module plans the batches, joins
+windows into items and writes the cache, so the scores do not depend on the runner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from importlib import metadata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,7 +34,7 @@ from contaudit.manifest import check_can_create, describe_path, make_manifest, w
 from contaudit.scoring.cache import ScoreCache, text_hash
 from contaudit.scoring.completion import completion_metrics, greedy_continue
 from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, plan_windows, score_rows
-from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
+from contaudit.models import FileHashes, LoadedModel, ModelSource, fingerprint, load_model, resolve_model
 from contaudit.scoring.parallel import stateless_forward
 
 # CPU values chosen by measurement (benchmarks/scoring_throughput.py, docs/scoring.md);
@@ -184,8 +191,8 @@ def _store(finished: dict, cache: ScoreCache, found: dict) -> None:
     found.update(finished)
 
 
-def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[_Plan], cache: ScoreCache,
-                      found: dict, *, max_length: int, stride: int, batch_tokens: int, workers: int,
+def _score_likelihood(runner: "LocalRunner", plans: list[_Plan], cache: ScoreCache, found: dict, *,
+                      max_length: int, stride: int, batch_tokens: int, pad_id: int,
                       progress: Progress | None) -> int:
     """Score every text not in ``found``; add results to ``found`` and the cache. Returns tokens scored."""
     todo = _pending(plans, "text_key", found)
@@ -200,8 +207,7 @@ def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
         progress("likelihood", 0, total)
     pending: dict[str, dict] = {}  # item key -> {window number: stats} until all its windows are in
     done = 0
-    for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
-                                      pad_id=loaded.context_token or 0, workers=workers):
+    for group, stats, n in runner.likelihood(rows, batch_tokens=batch_tokens, pad_id=pad_id):
         finished = {}
         for row, s in zip(group, stats):
             key, w = row.key
@@ -217,8 +223,8 @@ def _score_likelihood(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
     return done
 
 
-def _suffix_logprobs(loaded: LoadedModel, scorer: NextTokenScorer, todo: dict[str, _Plan], *, batch_tokens: int,
-                     workers: int, progress: Progress | None) -> tuple[dict[str, float], int]:
+def _suffix_logprobs(runner: "LocalRunner", todo: dict[str, _Plan], *, batch_tokens: int, pad_id: int,
+                     progress: Progress | None) -> tuple[dict[str, float], int]:
     """Mean log-probability of each suffix token given the prompt and the true suffix before it.
 
     One teacher-forced pass over ``prompt + suffix`` per probe, scoring the suffix only.
@@ -228,8 +234,7 @@ def _suffix_logprobs(loaded: LoadedModel, scorer: NextTokenScorer, todo: dict[st
     if progress and total:
         progress("suffix log-prob", 0, total)
     means, done = {}, 0
-    for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens, device=loaded.device,
-                                      pad_id=loaded.context_token or 0, workers=workers):
+    for group, stats, n in runner.likelihood(rows, batch_tokens=batch_tokens, pad_id=pad_id):
         means.update({row.key: float(np.mean(s[:, 0], dtype=np.float64)) for row, s in zip(group, stats)})
         done += n
         if progress:
@@ -237,8 +242,8 @@ def _suffix_logprobs(loaded: LoadedModel, scorer: NextTokenScorer, todo: dict[st
     return means, done
 
 
-def _score_completion(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[_Plan], cache: ScoreCache,
-                      found: dict, *, likelihood_batch_tokens: int, batch_tokens: int, workers: int,
+def _score_completion(runner: "LocalRunner", plans: list[_Plan], cache: ScoreCache, found: dict, *,
+                      likelihood_batch_tokens: int, batch_tokens: int, pad_id: int, max_positions: int | None,
                       progress: Progress | None) -> int:
     """Greedy-complete every prefix not in ``found`` and score its suffix teacher-forced.
 
@@ -248,15 +253,13 @@ def _score_completion(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
     keys = list(todo)
     n_new = [len(todo[k].suffix) for k in keys]
     total = sum(n_new)
-    logprob, computed = _suffix_logprobs(loaded, scorer, todo, batch_tokens=likelihood_batch_tokens,
-                                         workers=workers, progress=progress)
+    logprob, computed = _suffix_logprobs(runner, todo, batch_tokens=likelihood_batch_tokens, pad_id=pad_id,
+                                         progress=progress)
     if progress and total:
         progress("completion", 0, total)
     done = 0
-    for batch, continuations, n in greedy_continue(loaded.model, [todo[k].prompt for k in keys], n_new,
-                                                   batch_tokens=batch_tokens, device=loaded.device,
-                                                   pad_id=loaded.context_token or 0, workers=workers,
-                                                   max_positions=loaded.context_length):
+    for batch, continuations, n in runner.complete([todo[k].prompt for k in keys], n_new, batch_tokens=batch_tokens,
+                                                   pad_id=pad_id, max_positions=max_positions):
         plans_done = [(keys[i], todo[keys[i]], generated) for i, generated in zip(batch, continuations)]
         _store({key: {**completion_metrics(generated, plan.suffix), "suffix_logprob": logprob[key],
                       "prefix_tokens": plan.prefix_tokens}
@@ -267,21 +270,111 @@ def _score_completion(loaded: LoadedModel, scorer: NextTokenScorer, plans: list[
     return computed + done
 
 
-def _cpu_workers(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+def cpu_workers(threads: int | None, model: torch.nn.Module, device: torch.device,
+                available: int) -> tuple[int, int]:
     """``(workers, intra-op threads)``: one single-threaded worker per thread when safe.
 
-    By default a tiny model runs on one thread: its ops are too short for workers to
-    run them side by side (they queue on Python's interpreter lock) or for intra-op
-    threads to pay off.
+    ``threads`` is the setting (None: ``available``, torch's thread count or a
+    replica's share of it). By default a tiny model runs on one thread: its ops are
+    too short for workers to run them side by side (they queue on Python's interpreter
+    lock) or for intra-op threads to pay off.
     """
-    if loaded.device.type != "cpu":
-        return 1, torch.get_num_threads()
-    if settings.threads is None and sum(p.numel() for p in loaded.model.parameters()) < TINY_MODEL_PARAMS:
+    if device.type != "cpu":
+        return 1, available
+    if threads is None and sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMS:
         return 1, 1
-    threads = settings.threads or torch.get_num_threads()
-    if threads > 1 and stateless_forward(loaded.model):
+    threads = threads or available
+    if threads > 1 and stateless_forward(model):
         return threads, 1
     return 1, threads
+
+
+class _HiddenOn:
+    """A model body whose hidden states come back on ``device`` (a model split across devices
+    ends its body on the last one; the scorer selects positions where its inputs are)."""
+
+    def __init__(self, body, device: torch.device):
+        self.body, self.device = body, device
+
+    def __call__(self, **kwargs):
+        return (self.body(**kwargs)[0].to(self.device),)
+
+
+def make_scorer(loaded: LoadedModel) -> NextTokenScorer:
+    """The likelihood scorer of ``loaded`` with the block sizes of its device."""
+    kind = loaded.device.type
+    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
+                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
+    if loaded.devices and scorer.body is not None:
+        scorer.body = _HiddenOn(scorer.body, loaded.device)
+    return scorer
+
+
+class LocalRunner:
+    """Runs batches on one model in this process (on CPU on ``workers`` worker threads).
+
+    The interface :func:`score` drives, also implemented by the replica pools of
+    :mod:`contaudit.scoring.replicas`; each method yields batches as they finish.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, threads: int | None, available: int | None = None):
+        self.loaded = loaded
+        self.scorer = make_scorer(loaded)
+        available = available or torch.get_num_threads()
+        self.workers, self.intra_op = cpu_workers(threads, loaded.model, loaded.device, available)
+        device = "+".join(loaded.devices) if loaded.devices else str(loaded.device)
+        self.facts = {"head_on_scored_positions_only": self.scorer.split, "cpu_workers": self.workers,
+                      "threads_per_worker": self.intra_op, "replicas": 1, "devices_used": [device]}
+        placement = getattr(loaded.model, "contaudit_placement", None)
+        if placement is not None:
+            self.facts["placement"] = {name: loaded.devices[d] + ("" if loaded.devices[d] != "cpu" else f"#{d}")
+                                       for name, d in placement.items()}
+
+    def likelihood(self, rows: list[Row], *, batch_tokens: int, pad_id: int,
+                   workers: int | None = None) -> Iterator[tuple[list[Row], list[np.ndarray], int]]:
+        """``(rows, stats, n_scored)`` per batch, as :func:`~contaudit.scoring.likelihood.score_rows`."""
+        return score_rows(self.scorer, rows, batch_tokens=batch_tokens, device=self.loaded.device, pad_id=pad_id,
+                          workers=self.workers if workers is None else workers)
+
+    def complete(self, prompts: list[list[int]], n_new: list[int], *, batch_tokens: int, pad_id: int,
+                 max_positions: int | None, workers: int | None = None
+                 ) -> Iterator[tuple[list[int], list[list[int]], int]]:
+        """``(indices, continuations, n)`` per batch, as :func:`~contaudit.scoring.completion.greedy_continue`."""
+        return greedy_continue(self.loaded.model, prompts, n_new, batch_tokens=batch_tokens, device=self.loaded.device,
+                               pad_id=pad_id, workers=self.workers if workers is None else workers,
+                               max_positions=max_positions)
+
+    @contextlib.contextmanager
+    def running(self):
+        """Torch's intra-op threads set for this runner while scoring, restored after."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.intra_op)
+        try:
+            yield self
+        finally:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def open_runner(source: ModelSource, settings: ScoreSettings, *, expected_weights: list | None = None
+                ) -> Iterator[tuple[LoadedModel, "LocalRunner"]]:
+    """``(loaded, runner)`` for ``settings``: one model here, or replicas (processes or Ray actors).
+
+    With replicas, ``loaded`` holds the tokenizer and what the replicas report (device
+    type, dtype, context length) but no model. ``expected_weights`` (the fingerprint's
+    weight list) lets each replica check that it loaded the same files.
+    """
+    if settings.replicas > 1 or settings.ray:
+        from contaudit.scoring.replicas import start_replicas
+
+        with start_replicas(source, settings, expected_weights=expected_weights) as (loaded, pool):
+            yield loaded, pool
+        return
+    loaded = load_model(source, device=settings.device, dtype=settings.dtype,
+                        trust_remote_code=settings.trust_remote_code, devices=settings.devices)
+    runner = LocalRunner(loaded, threads=settings.threads)
+    with runner.running():
+        yield loaded, runner
 
 
 def _resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
@@ -299,18 +392,19 @@ def _resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int,
     return max_length, stride
 
 
-def _cache_keys(loaded: LoadedModel, max_length: int) -> dict:
+def _cache_keys(loaded: LoadedModel, max_length: int, transformers_version: str | None = None) -> dict:
     """What every cached score depends on, besides the item itself."""
     return {"model": loaded.fingerprint["id"], "dtype": str(loaded.dtype).removeprefix("torch."),
             "device": loaded.device.type, "context_token": loaded.context_token, "max_length": max_length,
-            "transformers": metadata.version("transformers"), "metrics_version": METRICS_VERSION}
+            "transformers": transformers_version or metadata.version("transformers"),
+            "metrics_version": METRICS_VERSION}
 
 
-def _score_all(loaded: LoadedModel, plans: list[_Plan], settings: ScoreSettings, cache_dir: Path | None, *,
-               max_length: int, stride: int, budgets: dict[str, int],
+def _score_all(loaded: LoadedModel, runner: LocalRunner, plans: list[_Plan], settings: ScoreSettings,
+               cache_dir: Path | None, *, max_length: int, stride: int, budgets: dict[str, int],
                progress: Progress | None) -> tuple[dict, dict, dict]:
     """Scores of every scoreable plan, from the cache or computed: ``(likelihood, completion, run facts)``."""
-    common = _cache_keys(loaded, max_length)
+    common = _cache_keys(loaded, max_length, runner.facts.get("transformers"))
     lik_cache = ScoreCache(cache_dir, {"kind": "likelihood", **common, "stride": stride})
     comp_cache = ScoreCache(cache_dir, {"kind": "completion", **common}) if settings.completion else None
     lik = lik_cache.load()
@@ -318,23 +412,15 @@ def _score_all(loaded: LoadedModel, plans: list[_Plan], settings: ScoreSettings,
     scoreable = [p for p in plans if p.skip is None]
     from_cache = sum(1 for p in scoreable if p.text_key in lik and (comp_cache is None or p.prompt_key in comp))
     started = time.perf_counter()
-    kind = loaded.device.type
-    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
-                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
-    workers, intra_op = _cpu_workers(settings, loaded)
-    before = torch.get_num_threads()
-    torch.set_num_threads(intra_op)
-    try:
-        computed = _score_likelihood(loaded, scorer, plans, lik_cache, lik, max_length=max_length, stride=stride,
-                                     batch_tokens=budgets["likelihood"], workers=workers, progress=progress)
-        if comp_cache is not None:
-            computed += _score_completion(loaded, scorer, plans, comp_cache, comp,
-                                          likelihood_batch_tokens=budgets["likelihood"],
-                                          batch_tokens=budgets["completion"], workers=workers, progress=progress)
-    finally:
-        torch.set_num_threads(before)
+    pad_id = loaded.context_token or 0
+    computed = _score_likelihood(runner, plans, lik_cache, lik, max_length=max_length, stride=stride,
+                                 batch_tokens=budgets["likelihood"], pad_id=pad_id, progress=progress)
+    if comp_cache is not None:
+        computed += _score_completion(runner, plans, comp_cache, comp, likelihood_batch_tokens=budgets["likelihood"],
+                                      batch_tokens=budgets["completion"], pad_id=pad_id,
+                                      max_positions=loaded.context_length, progress=progress)
     facts = {"from_cache": from_cache, "tokens_computed": computed, "compute_seconds": time.perf_counter() - started,
-             "head_on_scored_positions_only": scorer.split, "cpu_workers": workers, "threads_per_worker": intra_op}
+             **{k: v for k, v in runner.facts.items() if k != "transformers"}}
     return lik, comp, facts
 
 
@@ -371,16 +457,15 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
         cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
     fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
                      include_code=settings.trust_remote_code)
-    loaded = load_model(source, device=settings.device, dtype=settings.dtype,
-                        trust_remote_code=settings.trust_remote_code)
-    loaded.fingerprint = fp
-    max_length, stride = _resolve_lengths(settings, loaded)
-    kind = loaded.device.type
-    budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
-               "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
-    plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
-    lik, comp, facts = _score_all(loaded, plans, settings, cache_dir, max_length=max_length, stride=stride,
-                                  budgets=budgets, progress=progress)
+    with open_runner(source, settings, expected_weights=fp["weights"]) as (loaded, runner):
+        loaded.fingerprint = fp
+        max_length, stride = _resolve_lengths(settings, loaded)
+        kind = loaded.device.type
+        budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
+                   "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
+        plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
+        lik, comp, facts = _score_all(loaded, runner, plans, settings, cache_dir, max_length=max_length,
+                                      stride=stride, budgets=budgets, progress=progress)
 
     rows = [{"id": p.item.id, **lik[p.text_key], **(comp[p.prompt_key] if settings.completion else {})}
             for p in plans if p.skip is None]
@@ -388,10 +473,10 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
     resolved = {**asdict(settings), "cache_dir": str(cache_dir) if cache_dir else None, "max_length": max_length,
                 "stride": stride, "batch_tokens": budgets["likelihood"],
                 "completion_batch_tokens": budgets["completion"],
-                **{k: facts[k] for k in ("head_on_scored_positions_only", "cpu_workers", "threads_per_worker")}}
+                **{k: v for k, v in facts.items() if k not in ("from_cache", "tokens_computed", "compute_seconds")}}
     result = ScoreResult(out, _manifest_path(out), len(items), len(rows), [p.skip for p in plans if p.skip],
                          facts["from_cache"], facts["tokens_computed"], time.perf_counter() - started,
-                         facts["compute_seconds"], fp["id"], str(loaded.device),
+                         facts["compute_seconds"], fp["id"], ", ".join(facts["devices_used"]),
                          str(loaded.dtype).removeprefix("torch."), resolved)
     _write_manifest(result, data, loaded)
     return result

@@ -11,7 +11,11 @@ the number of workers.
 
 Workers share the model's weights, so they are used only for models whose forward
 pass keeps no state between calls: transformers' own architectures, without remote
-code and without rotary embeddings that rescale themselves with the sequence length.
+code, without rotary embeddings that rescale themselves with the sequence length and
+without accelerate's device hooks (a model split across devices).
+
+Parallelism across processes, GPUs and machines (model replicas) is in
+:mod:`contaudit.scoring.replicas`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def stateless_forward(model: torch.nn.Module) -> bool:
     if not type(model).__module__.startswith("transformers.models."):
         return False  # remote code: no guarantee
     for module in model.modules():
+        if hasattr(module, "_hf_hook"):
+            return False  # accelerate's hooks (a model split across devices) note the input device per call
         rope = str(getattr(module, "rope_type", "") or "")
         if any(kind in rope for kind in _STATEFUL_ROPE):
             return False

@@ -1,0 +1,359 @@
+"""``contaudit order``: the item-order statistic of Oren et al. (2023), computed for one model.
+
+A model that trained on a benchmark *file* saw its items in the published order, and
+finds that order more likely than shuffled ones; a model that never saw the file has
+no reason to prefer it. The test needs no clean model. Here:
+
+1. the items, in their published (file) order, are cut into ``shards`` runs of
+   consecutive items (:func:`shard_bounds`; sizes differ by at most one);
+2. shard ``s`` is scored as one text, its items joined with ``separator``, in the
+   published order and in ``permutations`` random orders drawn from
+   ``SeedSequence(seed).spawn(shards)[s]`` (:func:`draw_permutations`), so every order
+   is reproducible from the seed;
+3. each text's log-likelihood is the sum of the natural-log probabilities of all its
+   tokens, the first conditioned on the model's context token (BOS, else EOS) as in
+   ``score``, the same for every order. A text longer than the context is scored with
+   the sliding window of :func:`~contaudit.scoring.likelihood.plan_windows`
+   (``max_length``, ``stride``), each token once, with at least
+   ``max_length - stride`` tokens of context;
+4. the file this writes (``{"canonical": [per shard], "shuffled": [[per order] per
+   shard], ...}``) is what ``contaudit analyze --item-order`` reads; the test itself
+   (per-shard gap ``canonical - mean(shuffled)``, a one-sample t-test over shards) is
+   :func:`contaudit.analysis.did.item_order_test`.
+
+**Validity.** Under the null hypothesis (the model never saw the items in this order)
+the published order must be *exchangeable* with the random ones: as likely a priori as
+any other. That holds when the benchmark's order carries no information a model could
+know without the file (items in random order, or ordered by an id unrelated to
+content). A benchmark sorted by something the model can read off the text (length,
+topic, difficulty, date when style drifts) breaks it: the published order can then be
+more likely for an honest model too. The p-value is a t-test's: it also assumes the
+per-shard gaps are roughly normal, which the calibration (README) checks.
+
+Results are cached per text (SHA-256 of the text) under a key of model fingerprint,
+dtype, device, context token and window settings, in ``.contaudit-cache`` beside the
+output, like the scores of ``score``; a rerun computes nothing.
+
+Example::
+
+    from contaudit.scoring.item_order import item_order_scores
+    r = item_order_scores("models/suspect", "sets/test.jsonl", "runs/a/item_order.json")
+    print(r.test().pvalue)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contaudit.config import AnalysisSettings, ItemOrderConfig, ScoreSettings
+from contaudit.errors import InputError
+from contaudit.io import Item, load_items
+from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic
+from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
+from contaudit.scoring.cache import ScoreCache, text_hash
+from contaudit.scoring.likelihood import NextTokenScorer, Row, plan_windows, score_rows
+
+ORDER_FORMAT = 1
+CACHE_VERSION = 1
+# The scoring engine's measured defaults (docs/scoring.md), repeated here so this module
+# does not reach into the engine's internals.
+DEFAULT_BATCH_TOKENS = {"cpu": 256, "cuda": 16384}
+LOGIT_BLOCK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
+STATS_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 27}
+TINY_MODEL_PARAMS = 10_000_000
+CACHE_DIR_NAME = ".contaudit-cache"
+
+Progress = Callable[[str, int, int], None]
+
+
+# --- the orders ---------------------------------------------------------------------------
+
+
+def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of ``n_shards`` runs of consecutive items; sizes differ by at most one.
+
+    Every shard needs two items, or there is no other order to compare with.
+
+    >>> shard_bounds(7, 3)
+    [(0, 3), (3, 5), (5, 7)]
+    """
+    if n_shards < 1:
+        raise InputError(f"`shards` must be a positive integer; got {n_shards!r}")
+    if n_items < 2 * n_shards:
+        raise InputError(f"`shards` ({n_shards}) must be at most half the number of items ({n_items}): every "
+                         f"shard needs 2+ items to be put in another order; lower `shards` (at most "
+                         f"{max(n_items // 2, 1)})")
+    size, extra = divmod(n_items, n_shards)
+    edges = np.cumsum([0] + [size + (1 if s < extra else 0) for s in range(n_shards)])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def draw_permutations(sizes: list[int], n_permutations: int, seed: int) -> list[list[list[int]]]:
+    """``n_permutations`` random orders of each shard, ``[shard][permutation] -> item positions``.
+
+    Shard ``s`` draws from ``numpy.random.default_rng(SeedSequence(seed).spawn(len(sizes))[s])``,
+    so a shard's orders do not depend on the other shards' sizes. The published order
+    itself may be drawn (with probability 1/m! for m items); it counts like any other.
+    """
+    if n_permutations < 1:
+        raise InputError(f"`permutations` must be a positive integer; got {n_permutations!r}")
+    streams = np.random.SeedSequence(seed).spawn(len(sizes))
+    out = []
+    for size, stream in zip(sizes, streams):
+        rng = np.random.default_rng(stream)
+        out.append([rng.permutation(size).tolist() for _ in range(n_permutations)])
+    return out
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: its items' ids, the published-order text and the shuffled texts."""
+
+    ids: tuple[str, ...]
+    canonical: str
+    shuffled: tuple[str, ...]
+    permutations: tuple[tuple[int, ...], ...]
+
+
+def build_shards(items: list[Item], config: ItemOrderConfig, seed: int) -> list[Shard]:
+    """The shards of ``items`` (published order) with their texts in every order (see the module doc)."""
+    bounds = shard_bounds(len(items), config.shards)
+    perms = draw_permutations([b - a for a, b in bounds], config.permutations, seed)
+    shards = []
+    for (a, b), orders in zip(bounds, perms):
+        texts = [it.text for it in items[a:b]]
+        shards.append(Shard(tuple(it.id for it in items[a:b]), config.separator.join(texts),
+                            tuple(config.separator.join(texts[i] for i in order) for order in orders),
+                            tuple(tuple(order) for order in orders)))
+    return shards
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+@dataclass
+class ItemOrderScores:
+    """What :func:`item_order_scores` computed and wrote."""
+
+    out: Path
+    manifest: Path
+    canonical: np.ndarray  # (n_shards,) log-likelihood of each shard in the published order, nats
+    shuffled: np.ndarray  # (n_shards, n_permutations)
+    n_items: int
+    seed: int
+    from_cache: int  # distinct texts found in the cache
+    tokens_computed: int
+    seconds: float
+    compute_seconds: float
+    model_id: str
+    settings: dict = field(default_factory=dict)
+
+    def test(self, *, confidence_level: float = 0.95):
+        """The order test on these log-likelihoods (:func:`~contaudit.analysis.did.item_order_test`)."""
+        from contaudit.analysis.did import item_order_test
+
+        return item_order_test(self.canonical, self.shuffled, confidence_level=confidence_level)
+
+
+def _manifest_path(out: Path) -> Path:
+    return out.with_name(out.name[: -len(".json")] + ".manifest.json")
+
+
+def _lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+    context = loaded.context_length
+    max_length = settings.max_length or context
+    if max_length is None:
+        raise InputError("the model states no context length; pass `max_length` (--max-length)",
+                         path=loaded.source.display)
+    if context is not None and max_length > context:
+        raise InputError(f"`max_length` {max_length} exceeds the model's context length {context}",
+                         path=loaded.source.display)
+    stride = settings.stride or max(1, max_length // 2)
+    if stride >= max_length:
+        raise InputError(f"`stride` ({stride}) must be smaller than `max_length` ({max_length})")
+    return max_length, stride
+
+
+def _workers(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+    """``(CPU workers, threads per worker)``, as ``score`` chooses them (one thread for a tiny model)."""
+    from contaudit.scoring.parallel import stateless_forward
+
+    if loaded.device.type != "cpu":
+        return 1, torch.get_num_threads()
+    if settings.threads is None and sum(p.numel() for p in loaded.model.parameters()) < TINY_MODEL_PARAMS:
+        return 1, 1
+    threads = settings.threads or torch.get_num_threads()
+    if threads > 1 and stateless_forward(loaded.model):
+        return threads, 1
+    return 1, threads
+
+
+def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCache, found: dict, *,
+                     settings: ScoreSettings, max_length: int, stride: int,
+                     progress: Progress | None) -> tuple[int, int, int]:
+    """Score every text (by hash) not in ``found``; add ``{"logprob", "n_tokens"}`` to it and the cache.
+
+    Returns ``(tokens computed, CPU workers, threads per worker)``.
+    """
+    todo = {h: t for h, t in texts.items() if h not in found}
+    ctx = [loaded.context_token] if loaded.context_token is not None else []
+    keys = list(todo)
+    encoded = loaded.tokenizer([todo[h] for h in keys], add_special_tokens=False, verbose=False)["input_ids"] \
+        if keys else []
+    rows, n_windows, n_tokens = [], {}, {}
+    for h, text_ids in zip(keys, encoded):
+        ids = ctx + list(text_ids)
+        if len(ids) < 2:
+            raise InputError("a shard has fewer than two tokens and the tokenizer has no BOS/EOS token to "
+                             "condition the first one on")
+        windows = plan_windows(len(ids), max_length=max_length, stride=stride)
+        n_windows[h], n_tokens[h] = len(windows), len(ids) - 1
+        rows += [Row((h, w), ids[a:b], first - a) for w, (a, b, first) in enumerate(windows)]
+    total = sum(len(r.ids) - r.first_target for r in rows)
+    kind = loaded.device.type
+    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
+                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
+    workers, intra_op = _workers(settings, loaded)
+    batch_tokens = settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"])
+    if progress and total:
+        progress("item order", 0, total)
+    pending: dict[str, dict[int, float]] = {}
+    done = 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(intra_op)
+    try:
+        for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens,
+                                          device=loaded.device, pad_id=loaded.context_token or 0, workers=workers):
+            finished = {}
+            for row, s in zip(group, stats):
+                h, w = row.key
+                pending.setdefault(h, {})[w] = float(np.sum(s[:, 0], dtype=np.float64))
+                if len(pending[h]) == n_windows[h]:
+                    parts = pending.pop(h)
+                    finished[h] = {"logprob": math.fsum(parts[i] for i in range(len(parts))),
+                                   "n_tokens": n_tokens[h]}
+            cache.add(finished)  # on disk before the next batch: a kill loses at most one batch
+            found.update(finished)
+            done += n
+            if progress:
+                progress("item order", done, total)
+    finally:
+        torch.set_num_threads(before)
+    return done, workers, intra_op
+
+
+def item_order_scores(model: str | Path, data: str | Path, out: str | Path, config: ItemOrderConfig | None = None,
+                      settings: ScoreSettings | None = None, *, progress: Progress | None = None
+                      ) -> ItemOrderScores:
+    """Score ``data``'s shards in the published and in shuffled orders with ``model``; write ``out``.
+
+    Parameters
+    ----------
+    model : path
+        A local Hugging Face directory or ``.gguf`` file (see ``contaudit score``).
+    data : path
+        The benchmark items (JSON Lines / Parquet), in their published order.
+    out : path
+        A ``.json`` file (``contaudit analyze --item-order`` reads it); a manifest
+        (``NAME.manifest.json``: model fingerprint, settings, seed, timing) goes beside it.
+    config : ItemOrderConfig
+        Shards, permutations, separator and seed (None: the ``[analysis]`` default seed).
+    settings : ScoreSettings
+        Device, dtype, batch size, window (``max_length``, ``stride``), threads, fields
+        and cache, as for ``score``.
+    progress : callable, optional
+        ``progress(phase, done_tokens, total_tokens)`` as batches finish.
+
+    Returns
+    -------
+    ItemOrderScores
+        The log-likelihoods; ``.test()`` runs the order test on them.
+    """
+    config = config or ItemOrderConfig()
+    settings = settings or ScoreSettings()
+    config.validate()
+    settings.validate()
+    seed = config.seed if config.seed is not None else AnalysisSettings().seed
+    started = time.perf_counter()
+    data, out = Path(data), Path(out)
+    if out.is_dir() or not out.name.endswith(".json"):
+        raise InputError("the output must be a .json file path, e.g. runs/NAME/item_order.json", path=out)
+    if data.exists() and out.exists() and out.resolve() == data.resolve():
+        raise InputError("the output file is the data file; choose another output path", path=out)
+    check_can_create(out)
+    source = resolve_model(model, settings.gguf_file)
+    try:
+        items = load_items(data, text_field=settings.text_field, id_field=settings.id_field)
+    except OSError as e:
+        raise InputError(f"cannot read the data file ({e.strerror or e})", path=data) from None
+    empty = next((it for it in items if not it.text.strip()), None)
+    if empty is not None:
+        raise InputError(f"item {empty.id!r} has an empty text; every item must have text to be ordered",
+                         path=data, record=empty.record)
+    try:
+        shards = build_shards(items, config, seed)
+    except InputError as e:
+        raise InputError(str(e), path=data) from None
+
+    cache_dir = None
+    if settings.use_cache:
+        cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
+    fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
+                     include_code=settings.trust_remote_code)
+    loaded = load_model(source, device=settings.device, dtype=settings.dtype,
+                        trust_remote_code=settings.trust_remote_code)
+    loaded.fingerprint = fp
+    max_length, stride = _lengths(settings, loaded)
+    cache = ScoreCache(cache_dir, {"kind": "item_order", "model": fp["id"],
+                                   "dtype": str(loaded.dtype).removeprefix("torch."), "device": loaded.device.type,
+                                   "context_token": loaded.context_token, "max_length": max_length, "stride": stride,
+                                   "transformers": metadata.version("transformers"), "version": CACHE_VERSION})
+    found = cache.load()
+    texts = {text_hash(t): t for s in shards for t in (s.canonical, *s.shuffled)}
+    from_cache = sum(1 for h in texts if h in found)
+    t0 = time.perf_counter()
+    computed, workers, intra_op = _log_likelihoods(loaded, texts, cache, found, settings=settings,
+                                                   max_length=max_length, stride=stride, progress=progress)
+    compute_seconds = time.perf_counter() - t0
+
+    canonical = np.array([found[text_hash(s.canonical)]["logprob"] for s in shards])
+    shuffled = np.array([[found[text_hash(t)]["logprob"] for t in s.shuffled] for s in shards])
+    resolved = {**asdict(config), "seed": seed, "max_length": max_length, "stride": stride,
+                "device": str(loaded.device), "dtype": str(loaded.dtype).removeprefix("torch."),
+                "batch_tokens": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(loaded.device.type, 256),
+                "cpu_workers": workers, "threads_per_worker": intra_op,
+                "cache_dir": str(cache_dir) if cache_dir else None, "context_token_id": loaded.context_token}
+    result = ItemOrderScores(out, _manifest_path(out), canonical, shuffled, len(items), seed, from_cache, computed,
+                             0.0, compute_seconds, fp["id"], resolved)
+    test = result.test()
+    write_json_atomic(out, {
+        "kind": "contaudit-item-order", "format": ORDER_FORMAT,
+        "canonical": canonical.tolist(), "shuffled": shuffled.tolist(),
+        "n_tokens": [found[text_hash(s.canonical)]["n_tokens"] for s in shards],
+        "shards": [{"ids": list(s.ids), "n_items": len(s.ids)} for s in shards],
+        "permutations": [[list(p) for p in s.permutations] for s in shards],
+        "settings": {k: resolved[k] for k in ("shards", "permutations", "separator", "seed", "max_length",
+                                               "stride")},
+        "model": {"id": fp["id"], "path": fp["path"]},
+        "test": test.to_dict(),
+    })
+    result.seconds = time.perf_counter() - started
+    manifest = make_manifest(
+        "item_order", inputs=[describe_path(data)], parameters=resolved, model=fp,
+        tokenizer=loaded.describe_tokenizer(), outputs=[describe_path(out)],
+        counts={"items": len(items), "shards": len(shards), "permutations": config.permutations,
+                "texts": len(texts), "from_cache": from_cache},
+        timing={"seconds": round(result.seconds, 3), "compute_seconds": round(compute_seconds, 3),
+                "tokens_computed": computed,
+                "tokens_per_second": round(computed / compute_seconds, 1) if compute_seconds > 0 else None})
+    write_json_atomic(result.manifest, manifest)
+    return result
+
