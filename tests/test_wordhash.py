@@ -1,6 +1,5 @@
 """Vectorized tokenization and hashing agree with the reference normalization."""
 
-import numpy as np
 
 from contaudit.index import wordhash
 from contaudit.index.wordhash import ngram_hashes, split_words, word_hashes
