@@ -22,10 +22,23 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from contaudit import __version__
-from contaudit.config import (AnalysisSettings, IndexConfig, ItemOrderConfig, ProbeConfig, ScoreSettings, default_of,
-                              help_of)
+from contaudit.config import (
+    AnalysisSettings,
+    IndexConfig,
+    ItemOrderConfig,
+    ProbeConfig,
+    ScoreSettings,
+    default_of,
+    help_of,
+)
 from contaudit.errors import ContauditError, InputError
-from contaudit.finetune.config import CorpusReading, ItemSelection, ModelConfig, TrainConfig
+from contaudit.finetune.config import (
+    CorpusReading,
+    ItemSelection,
+    ModelConfig,
+    TrainConfig,
+)
+from contaudit.progress import quiet_transformers
 
 
 class _Group(TyperGroup):
@@ -92,14 +105,6 @@ def _fail_on(value: Optional[str]) -> Optional[str]:
     if value is not None and value.upper() not in _FAIL_ON:
         raise InputError(f"--fail-on must be SUSPECT or CONTAMINATED, got {value!r}")
     return None if value is None else value.upper()
-
-
-def _quiet_transformers() -> None:
-    """Hide transformers' per-file progress bars and advisory warnings under our own progress output."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _input_bytes(paths: list[Path]) -> int:
@@ -246,7 +251,7 @@ def score(
                              devices=tuple(d.strip() for spec in devices for d in spec.split(",") if d.strip()),
                              replicas=replicas, ray=use_ray)
     settings.validate()
-    _quiet_transformers()
+    quiet_transformers()
     with TokenProgress(console=console) as bar:
         r = run_score(model, data, out_file, settings, progress=bar)
     out.print(f"[bold]{r.n_scored} of {r.n_items} items scored[/] -> {escape(str(r.out))} "
@@ -258,6 +263,7 @@ def score(
         first = r.skipped[0]
         out.print(f"[yellow]{len(r.skipped)} items skipped[/] ({reasons}); first: id {escape(repr(first.id))} "
                   f"(record {first.record}): {escape(first.detail)}. All are listed in the manifest.", soft_wrap=True)
+
 
 @app.command()
 def order(
@@ -295,7 +301,7 @@ def order(
                              cache_dir=cache_dir, use_cache=not no_cache)
     config.validate()
     settings.validate()
-    _quiet_transformers()
+    quiet_transformers()
     with TokenProgress(console=console) as bar:
         r = item_order_scores(model, data, out_file, config, settings, progress=bar)
     t = r.test()
@@ -375,7 +381,7 @@ def audit(
 
     fail_on = _fail_on(fail_on)
     load_protocol(protocol)  # a bad protocol fails here, before the heavy libraries load
-    _quiet_transformers()
+    quiet_transformers()
     with TokenProgress(console=console) as bar:
         run = run_audit(protocol, out_dir, log=lambda line: console.print(f"[dim]·[/] {escape(line)}"),
                         score_progress=bar)
@@ -471,7 +477,7 @@ def finetune(
                           template=template, leak=leak, separator=_unescape(separator, "--separator"))
     reading = CorpusReading(text_field=text_field, include=tuple(include), exclude=tuple(exclude),
                             skip_bad=skip_bad_records)
-    _quiet_transformers()
+    quiet_transformers()
     with TrainingProgress("fine-tuning" if base else "training from scratch", console=console) as bar:
         result = run_finetune(corpus, out_dir, base=base, from_scratch=from_scratch, inject=inject, dup=dup,
                               items=items, config=config, model_config=model_config, reading=reading,
@@ -514,9 +520,8 @@ def calibrate(
     models_from: Optional[Path] = typer.Option(None, help="--order: use the probe models of an earlier calibration in the same setting (its models/ folder) where their injection.json matches, instead of training them again."),
 ) -> None:
     """Power per k and false-positive rate at k = 0, from probe models with known contamination."""
-    from contaudit.calibrate import CalibrationSetting
+    from contaudit.calibrate import CalibrationSetting, calibrate_order
     from contaudit.calibrate import calibrate as run_calibration
-    from contaudit.calibrate import calibrate_order
 
     try:
         grid = tuple(int(k) for k in dups.split(","))
@@ -532,7 +537,7 @@ def calibrate(
         train = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, lora=lora,
                             warmup_steps=min(5, steps), eval_every=max(1, steps // 2))
         setting = CalibrationSetting(base, corpus, test, shadow, train=train, shadow_origin=shadow_origin)
-    _quiet_transformers()
+    quiet_transformers()
     if order:
         if out_dir == Path("runs/calibration"):
             out_dir = Path("runs/order-calibration")
@@ -562,7 +567,7 @@ def demo(
     from contaudit.demo import run_demo
     from contaudit.progress import TrainingProgress
 
-    _quiet_transformers()
+    quiet_transformers()
     started = time.perf_counter()
     with TrainingProgress(console=console, transient=True) as bar:
         result = run_demo(out_dir, null_run=null_run, train_progress=bar,

@@ -371,19 +371,10 @@ def record_text(rec: dict, text_field: str, *, path: Path, record: int) -> str:
 def iter_documents(path: str | Path, *, text_field: str = "text", skip_bad: bool = False,
                    stats: ReadStats | None = None) -> Iterator[Document]:
     """Yield the documents of one corpus input file or saved dataset (not a text directory)."""
-    path = Path(path)
     stats = stats if stats is not None else ReadStats()
-    for record, rec in iter_records(path, skip_bad=skip_bad, stats=stats):
-        try:
-            text = record_text(rec, text_field, path=path, record=record)
-        except InputError as e:
-            if not skip_bad:
-                raise
-            stats.skip(str(e))
-            continue
+    for doc in _iter_record_documents(Path(path), text_field, skip_bad, stats):
         stats.read += 1
-        yield Document(str(path), record, text)
-
+        yield doc
 
 
 # ----------------------------------------------------------------------------- corpora (index and finetune)
@@ -572,7 +563,9 @@ def check_output_apart(out: str | Path, corpus: list[str | Path], inputs: dict[s
                 raise InputError(f"the {role} is inside {o}, which this command replaces; move it or choose "
                                  f"another --out", path=p)
 
+
 def _iter_record_documents(path: Path, text_field: str, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
+    """The records' texts as documents; bad records raise, or are skipped and counted with ``skip_bad``."""
     for record, rec in iter_records(path, skip_bad=skip_bad, stats=stats):
         try:
             text = record_text(rec, text_field, path=path, record=record)

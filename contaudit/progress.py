@@ -1,4 +1,4 @@
-"""Progress on long work: rich progress bars for each stage's callback, and a stage timer.
+"""Progress on long work: rich progress bars for each stage's callback, a stage timer, and quiet third parties.
 
 The library reports progress through plain callbacks (bytes read, tokens scored,
 training steps); these classes draw them with rich for the command line. Each is a
@@ -8,6 +8,14 @@ context manager and the callback itself.
 from __future__ import annotations
 
 import time
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' per-file progress bars and advisory warnings out of our output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def timed(seconds: dict[str, float], name: str, fn, /, *args, **kwargs):
@@ -38,7 +46,13 @@ class ByteProgress(_Bars):
     """``progress(n_bytes)`` of ``contaudit index``: bytes read, MB/s, time left."""
 
     def __init__(self, description: str, total_bytes: int | None, console=None):
-        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                          TimeRemainingColumn(), console=console, transient=True)
@@ -52,7 +66,12 @@ class TokenProgress(_Bars):
     """``progress(phase, done_tokens, total_tokens)`` of scoring: one bar per phase, tokens/s."""
 
     def __init__(self, console=None):
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("tokens  {task.fields[rate]} tok/s"), TimeElapsedColumn(), console=console)
@@ -76,7 +95,12 @@ class TrainingProgress(_Bars):
     """
 
     def __init__(self, description: str = "training", console=None, transient: bool = False):
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("loss {task.fields[loss]}"), TextColumn("held-out {task.fields[held]}"),

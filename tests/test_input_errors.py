@@ -18,32 +18,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from contaudit.cli import app
-
-runner = CliRunner()
+from cli_helpers import cli, one_line_error
 
 SECRET = ("the quick brown fox jumps over the lazy dog and then keeps running far away into the dark night "
           "while the farmer sleeps soundly in his small wooden house by the river")
 OTHER = "an entirely different sentence about compilers registers and instruction scheduling " * 3
 NOVEL = "novel words about gardening tomatoes and watering cans in the sunny morning light of early spring days"
-
-
-def cli(*args) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def one_line_error(code: int, output: str, *fragments: str) -> str:
-    """Exit code 2, exactly one non-blank line ``Error: ...`` holding every fragment, no traceback."""
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert code == 2, output
-    assert "Traceback" not in output, output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def corpus_rows(n: int = 40) -> list[dict]:

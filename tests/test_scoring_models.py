@@ -13,6 +13,7 @@ import torch
 from contaudit.errors import InputError
 from contaudit.models import FileHashes, fingerprint, load_model, resolve_device, resolve_dtype, resolve_model
 from contaudit.scoring import ModelError, score
+from cli_helpers import one_line_error
 from tiny_models import save_tiny_model, write_tiny_gguf
 
 
@@ -150,13 +151,8 @@ def test_real_smollm2_gguf_scores_plausibly(tmp_path):
 
 
 def _one_line_error(result, *fragments: str) -> str:
-    """Exit code 2 and exactly one line ``Error: ...`` holding every fragment, no traceback."""
-    lines = [line for line in result.output.splitlines() if line.strip()]  # nothing from third parties
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    """Exit code 2 and exactly one line ``Error: ...`` holding every fragment, no traceback (nothing from third parties)."""
+    return one_line_error(result.exit_code, result.output, *fragments)
 
 
 def test_tokenizer_ids_beyond_the_embedding_are_refused_before_scoring(tmp_path, items):

@@ -150,6 +150,18 @@ def _probe_smd(probes: dict[str, dict], ids: list[str], key: str) -> float | Non
     return None if math.isnan(smd) else smd
 
 
+def _index_evidence(index, test_ids) -> tuple[dict[str, dict], dict | None]:
+    """The index's items by id, and what results.json records of it (None without an index)."""
+    if index is None:
+        return {}, None
+    from contaudit.index.store import load_index
+
+    idx = load_index(index)
+    by_id = idx.by_id()
+    return by_id, {"path": str(index), "n_items": len(idx.items),
+                   "n_test_items_found": sum(i in by_id for i in test_ids)}
+
+
 def read_item_order(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """An item-order file: ``{"canonical": [ll per shard], "shuffled": [[ll per permutation] per shard]}``."""
     path = Path(path)
@@ -650,15 +662,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                         f"reference_test = 'rank' with {ppl.references_needed}+ clean models for a test that "
                         f"assumes nothing about their spread.")
 
-    index_by_id: dict[str, dict] = {}
-    index_data = None
-    if index is not None:
-        from contaudit.index.store import load_index
-
-        idx = load_index(index)
-        index_by_id = idx.by_id()
-        index_data = {"path": str(index), "n_items": len(idx.items),
-                      "n_test_items_found": sum(i in index_by_id for i in test.ids)}
+    index_by_id, index_data = _index_evidence(index, test.ids)
 
     files = {"suspect_test": models[0].files["test"], "clean_test": models[1].files["test"],
              "suspect_shadow": models[0].files["shadow"], "clean_shadow": models[1].files["shadow"]}
@@ -720,15 +724,7 @@ def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_
         warnings.append("Probes were given but there is no clean model: the memorization DiD needs one, so they "
                         "were not used.")
 
-    index_by_id: dict[str, dict] = {}
-    index_data = None
-    if index is not None:
-        from contaudit.index.store import load_index
-
-        idx = load_index(index)
-        index_by_id = idx.by_id()
-        index_data = {"path": str(index), "n_items": len(idx.items),
-                      "n_test_items_found": sum(i in index_by_id for i in test.ids)}
+    index_by_id, index_data = _index_evidence(index, test.ids)
     supporting: dict = {"dose_response": {"available": False, "reason": "needs a clean model (d = suspect - clean)"}}
     files = models[0].files
     if not all(minkpp in next(iter(f.rows.values())) for f in files.values()):

@@ -308,7 +308,7 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     t0 = time.perf_counter()
     config.validate()
     if config.ray:
-        from contaudit.index.distributed import import_ray
+        from contaudit.ray_support import import_ray
         import_ray()  # without the extra, fail before any work
     out = Path(out)
     _check_out(out, corpus, benchmark)

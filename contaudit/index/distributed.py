@@ -31,21 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from contaudit.config import IndexConfig
-from contaudit.errors import ContauditError, InputError
+from contaudit.errors import ContauditError
 from contaudit.index import build
 from contaudit.index.build import Accumulator, CorpusUnit, iter_shards
 from contaudit.io import MAX_SKIP_EXAMPLES, ReadStats
+from contaudit.ray_support import import_ray
 
 MAX_PARTS = 8  # at most this many tasks read the same unit (each reads all of it)
-
-
-def import_ray():
-    """The ``ray`` module, or the one-line error that says how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise InputError("--ray needs the optional extra: pip install 'contaudit[ray]'") from None
-    return ray
 
 
 def _scan_unit(u: int, unit: CorpusUnit, config: IndexConfig, searchers: dict, part: int, parts: int,

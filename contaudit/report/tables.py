@@ -237,19 +237,26 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
         row = [str(k), str(it["id"]), fixed(it["d"], sign=True), fixed(z, 2, sign=True), fixed(it["y_sus"]),
                fixed(it["y_clean"])]
         if has_index:
-            idx = it.get("index") or {}
-            occ = idx.get("occurrences")
-            row += [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2),
-                    _locations(it.get("index")) or "—"]
+            row += _index_cells(it)
         rows.append(row)
     headers = ["#", "Item", "d (sus − clean)", "z vs shadow", "NLL sus", "NLL clean"]
     align = "rlrrrr"
     if has_index:
-        headers += ["Occurrences", "Coverage", "Corpus locations (file:record@offset)"]
+        headers += INDEX_HEADERS
         align += "rrl"
     return Table("Most suspicious test items", headers, rows, align,
                  note="d is the suspect's mean NLL minus the clean model's (nats/token); z compares it with the "
                       "shadow items' d. Items first in this list are where the suspect is most unusually familiar.")
+
+
+INDEX_HEADERS = ["Occurrences", "Coverage", "Corpus locations (file:record@offset)"]
+
+
+def _index_cells(item: dict) -> list[str]:
+    """An item's corpus evidence as table cells (under :data:`INDEX_HEADERS`)."""
+    idx = item.get("index") or {}
+    occ = idx.get("occurrences")
+    return [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2), _locations(item.get("index")) or "—"]
 
 
 def _suspect_only_items_table(results: dict, top: int) -> Table:
@@ -259,15 +266,12 @@ def _suspect_only_items_table(results: dict, top: int) -> Table:
     for k, it in enumerate(sorted(results["items"]["test"], key=lambda it: it["y_sus"])[:top], 1):
         row = [str(k), str(it["id"]), fixed(it["y_sus"]), fixed(it.get("z_vs_shadow"), 2, sign=True)]
         if has_index:
-            idx = it.get("index") or {}
-            occ = idx.get("occurrences")
-            row += [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2),
-                    _locations(it.get("index")) or "—"]
+            row += _index_cells(it)
         rows.append(row)
     headers = ["#", "Item", "NLL sus", "z vs shadow"]
     align = "rlrr"
     if has_index:
-        headers += ["Occurrences", "Coverage", "Corpus locations (file:record@offset)"]
+        headers += INDEX_HEADERS
         align += "rrl"
     return Table("Test items the suspect finds easiest", headers, rows, align,
                  note="Mean NLL of the suspect (nats/token) and its z against the suspect's shadow items. Without a "

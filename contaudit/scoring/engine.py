@@ -377,7 +377,8 @@ def open_runner(source: ModelSource, settings: ScoreSettings, *, expected_weight
         yield loaded, runner
 
 
-def _resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+def resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
+    """``(max_length, stride)`` of the sliding windows: the settings', else the model's context and half of it."""
     context = loaded.context_length
     max_length = settings.max_length or context
     if max_length is None:
@@ -459,7 +460,7 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
                      include_code=settings.trust_remote_code)
     with open_runner(source, settings, expected_weights=fp["weights"]) as (loaded, runner):
         loaded.fingerprint = fp
-        max_length, stride = _resolve_lengths(settings, loaded)
+        max_length, stride = resolve_lengths(settings, loaded)
         kind = loaded.device.type
         budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
                    "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}

@@ -59,18 +59,12 @@ from contaudit.io import Item, load_items
 from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic
 from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
 from contaudit.scoring.cache import ScoreCache, text_hash
+from contaudit.scoring.engine import (CACHE_DIR_NAME, DEFAULT_BATCH_TOKENS, LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS,
+                                      cpu_workers, resolve_lengths)
 from contaudit.scoring.likelihood import NextTokenScorer, Row, plan_windows, score_rows
 
 ORDER_FORMAT = 1
 CACHE_VERSION = 1
-# The scoring engine's measured defaults (docs/scoring.md), repeated here so this module
-# does not reach into the engine's internals.
-DEFAULT_BATCH_TOKENS = {"cpu": 256, "cuda": 16384}
-LOGIT_BLOCK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
-STATS_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 27}
-TINY_MODEL_PARAMS = 10_000_000
-CACHE_DIR_NAME = ".contaudit-cache"
-
 Progress = Callable[[str, int, int], None]
 
 
@@ -167,35 +161,6 @@ def _manifest_path(out: Path) -> Path:
     return out.with_name(out.name[: -len(".json")] + ".manifest.json")
 
 
-def _lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
-    context = loaded.context_length
-    max_length = settings.max_length or context
-    if max_length is None:
-        raise InputError("the model states no context length; pass `max_length` (--max-length)",
-                         path=loaded.source.display)
-    if context is not None and max_length > context:
-        raise InputError(f"`max_length` {max_length} exceeds the model's context length {context}",
-                         path=loaded.source.display)
-    stride = settings.stride or max(1, max_length // 2)
-    if stride >= max_length:
-        raise InputError(f"`stride` ({stride}) must be smaller than `max_length` ({max_length})")
-    return max_length, stride
-
-
-def _workers(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, int]:
-    """``(CPU workers, threads per worker)``, as ``score`` chooses them (one thread for a tiny model)."""
-    from contaudit.scoring.parallel import stateless_forward
-
-    if loaded.device.type != "cpu":
-        return 1, torch.get_num_threads()
-    if settings.threads is None and sum(p.numel() for p in loaded.model.parameters()) < TINY_MODEL_PARAMS:
-        return 1, 1
-    threads = settings.threads or torch.get_num_threads()
-    if threads > 1 and stateless_forward(loaded.model):
-        return threads, 1
-    return 1, threads
-
-
 def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCache, found: dict, *,
                      settings: ScoreSettings, max_length: int, stride: int,
                      progress: Progress | None) -> tuple[int, int, int]:
@@ -221,7 +186,7 @@ def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCac
     kind = loaded.device.type
     scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
                              chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
-    workers, intra_op = _workers(settings, loaded)
+    workers, intra_op = cpu_workers(settings.threads, loaded.model, loaded.device, torch.get_num_threads())
     batch_tokens = settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"])
     if progress and total:
         progress("item order", 0, total)
@@ -311,7 +276,7 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
     loaded = load_model(source, device=settings.device, dtype=settings.dtype,
                         trust_remote_code=settings.trust_remote_code)
     loaded.fingerprint = fp
-    max_length, stride = _lengths(settings, loaded)
+    max_length, stride = resolve_lengths(settings, loaded)
     cache = ScoreCache(cache_dir, {"kind": "item_order", "model": fp["id"],
                                    "dtype": str(loaded.dtype).removeprefix("torch."), "device": loaded.device.type,
                                    "context_token": loaded.context_token, "max_length": max_length, "stride": stride,

@@ -53,8 +53,17 @@ import torch
 
 from contaudit.config import ScoreSettings
 from contaudit.errors import ContauditError, InputError
-from contaudit.models import LoadedModel, ModelError, ModelSource, load_model, load_tokenizer, resolve_device, \
-    resolve_model
+from contaudit.models import (
+    LoadedModel,
+    ModelError,
+    ModelSource,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_model,
+)
+from contaudit.progress import quiet_transformers
+from contaudit.ray_support import import_ray
 from contaudit.scoring.batching import pack_batches
 from contaudit.scoring.likelihood import Row
 from contaudit.scoring.parallel import run_batches
@@ -83,7 +92,7 @@ class ReplicaWorker:
     def __init__(self, spec: dict):
         from contaudit.scoring.engine import LocalRunner
 
-        _quiet_transformers()
+        quiet_transformers()
         source = resolve_model(spec["model"], spec["gguf_file"])
         seen = [[p.name, p.stat().st_size] for p in source.weight_files]
         if spec.get("weights") is not None and seen != [list(w) for w in spec["weights"]]:
@@ -139,13 +148,6 @@ class ReplicaWorker:
             return self.execute(task)
         with self._one_at_a_time:
             return self.execute(task)
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _error_message(e: BaseException) -> tuple[str, str]:
@@ -316,15 +318,6 @@ class _RayActor:
 
     def execute(self, task: tuple) -> tuple:
         return self.worker.execute_locked(task)
-
-
-def import_ray():
-    """The ``ray`` module, or the one-line error that says how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise InputError("`ray` (--ray) needs the optional extra: pip install 'contaudit[ray]'") from None
-    return ray
 
 
 class _RayActors:
