@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contaudit import progress
 from contaudit.errors import InputError
 from contaudit.io import load_items
 from contaudit.manifest import write_jsonl_atomic
+from contaudit.progress import timed
 from contaudit.protocol import Protocol, SetSpec, effective_item_order, load_protocol
 
 
@@ -96,65 +96,135 @@ def materialize_sets(protocol: Protocol, out: Path) -> dict[str, Path]:
     return paths
 
 
-def _index_stage(protocol: Protocol, benchmark: Path, out: Path, log) -> Path | None:
-    from contaudit.index import build_index, load_index
-    from contaudit.index.build import plan_matches
+@dataclass
+class BenchmarkRun:
+    """One benchmark's audit inside a run: its protocol, run directory, and what each stage wrote."""
 
-    settings = protocol.index
+    name: str
+    protocol: Protocol
+    out: Path
+    index: Path | None = None  # where its index is (built or prebuilt)
+    sets: dict[str, Path] = field(default_factory=dict)
+    probes: Path | None = None
+    has_probes: bool = False
+    scores: dict[tuple[str, str], Path] = field(default_factory=dict)
+    item_order: Path | None = None
+    results: dict | None = None
+    report: object = None
+
+    def say(self, log: Callable[[str], None], line: str) -> None:
+        log(f"{self.name}: {line}" if self.name else line)
+
+
+def _index_stage(runs: list[BenchmarkRun], staging: Path, log) -> dict:
+    """Find every benchmark's items in the corpus, in one pass over it for all the benchmarks
+    whose index is missing or stale; return what was done (for the suite's record)."""
+    from contaudit.index import build_indexes, load_index
+    from contaudit.index.build import stale_targets
+
+    settings = runs[0].protocol.index
     if settings is None:
         log("index: none in the protocol (no memorization test)")
-        return None
-    path = Path(settings.path) if settings.path else out / "index"
-    if settings.corpus:
-        config = settings.config
-        if plan_matches(path, list(settings.corpus), benchmark, config):
-            log(f"index: reusing {path}")
-        else:
-            summary = build_index(list(settings.corpus), benchmark, path, config=config)
-            log(f"index: {summary.corpus_bytes / 1e6:.1f} MB of corpus in {summary.seconds:.1f} s -> {path}")
+        return {"corpus_passes": 0}
+    if not settings.corpus:
+        for run in runs:
+            index = load_index(run.index)
+            missing = {r["id"] for r in _read_ids(run.sets["benchmark"])} - set(index.by_id())
+            if missing:
+                raise InputError(f"the index does not cover {len(missing)} benchmark items (e.g. {sorted(missing)[:3]}); "
+                                 "give [index].corpus to build it for this benchmark", path=run.index)
+            run.say(log, f"index: using {run.index}")
+        return {"corpus_passes": 0, "prebuilt": [str(run.index) for run in runs]}
+    corpus, config = list(settings.corpus), settings.config
+    rebuild = set(stale_targets({run.index: run.sets["benchmark"] for run in runs}, corpus, config))
+    stale = [run for run in runs if run.index in rebuild]
+    for run in runs:
+        if run not in stale:
+            run.say(log, f"index: reusing {run.index}")
+    if not stale:
+        return {"corpus_passes": 0, "reused": [str(run.index) for run in runs]}
+    summaries = build_indexes(corpus, {run.index: run.sets["benchmark"] for run in stale}, staging, config=config)
+    first = summaries[0]
+    done = f"index: {first.corpus_bytes / 1e6:.1f} MB of corpus in {first.seconds:.1f} s"
+    if len(runs) == 1:
+        log(f"{done} -> {runs[0].index}")
     else:
-        index = load_index(path)
-        missing = {r["id"] for r in _read_ids(benchmark)} - set(index.by_id())
-        if missing:
-            raise InputError(f"the index does not cover {len(missing)} benchmark items (e.g. {sorted(missing)[:3]}); "
-                             "give [index].corpus to build it for this benchmark", path=path)
-        log(f"index: using {path}")
-    return path
+        log(f"{done}, one pass for {len(stale)} benchmarks ({', '.join(run.name for run in stale)})")
+    return {"corpus_passes": 1, "corpus_bytes": first.corpus_bytes, "seconds": round(first.seconds, 3),
+            "built": [str(run.index) for run in stale], "reused": [str(r.index) for r in runs if r not in stale]}
 
 
-def _score_stage(protocol: Protocol, roles, jobs, out: Path, log, progress) -> dict[tuple[str, str], Path]:
-    """Score every (model, set) pair; return the score files by ``(role, set name)``."""
-    from contaudit.scoring import score
+def _probe_stage(runs: list[BenchmarkRun], log) -> None:
+    from contaudit.probes import build_probes
 
-    scores = {}
-    for role, spec in roles:
-        for name, data, completion in jobs:
-            target = out / "scores" / role / f"{name}.jsonl"
-            result = score(spec.path, data, target, protocol.scoring, completion=completion,
-                           trust_remote_code=spec.trust_remote_code, gguf_file=spec.gguf_file, progress=progress)
-            log(f"score: {role}/{name}: {result.n_scored} items ({result.from_cache} cached), "
-                f"{result.tokens_per_second:.0f} tokens/s" + (f", {len(result.skipped)} skipped" if result.skipped else ""))
-            scores[role, name] = target
-    return scores
+    for run in runs:
+        if run.index is None:
+            continue
+        if run.protocol.models.clean is None:
+            run.say(log, "probes: none (no clean model: the memorization DiD needs one)")
+            continue
+        run.probes = run.out / "probes.jsonl"
+        probe_set = build_probes(run.index, run.probes, run.protocol.probes,
+                                 balance_threshold=run.protocol.analysis.balance_threshold)
+        run.has_probes = bool(probe_set.probes)
+        run.say(log, f"probes: {probe_set.counts['n_seen']} seen / {probe_set.counts['n_unseen']} unseen pairs"
+                + "".join(f"; {problem}" for problem in probe_set.problems))
 
 
-def _item_order_stage(protocol: Protocol, test: Path, out: Path, log, progress) -> Path | None:
-    """The suspect's item-order log-likelihoods on the test set, when the protocol runs the order test."""
+def _roles(models) -> list[tuple[str, object]]:
+    roles = [("suspect", models.suspect)]
+    roles += [("clean", models.clean)] if models.clean is not None else []
+    return roles + [(f"reference{k}", spec) for k, spec in enumerate(models.reference, 1)]
+
+
+def _score_stage(runs: list[BenchmarkRun], log, progress, seconds: dict) -> dict[str, int]:
+    """Load each model once and score every benchmark's sets with it (and the suspect's item orders);
+    return how many times each model was loaded."""
+    from dataclasses import replace
+
+    from contaudit.scoring import open_model, prepare_job
+
+    protocol = runs[0].protocol
+    loads = {}
+    for role, spec in _roles(protocol.models):
+        settings = replace(protocol.scoring, trust_remote_code=spec.trust_remote_code, gguf_file=spec.gguf_file)
+        jobs = []
+        for run in runs:
+            wanted = [("test", run.sets["test"], False), ("shadow", run.sets["shadow"], False)]
+            wanted += [("probes", run.probes, True)] if run.has_probes else []
+            for name, data, completion in wanted:
+                target = run.out / "scores" / role / f"{name}.jsonl"
+                jobs.append((run, name, prepare_job(data, target, replace(settings, completion=completion))))
+        order_runs = [run for run in runs if role == "suspect" and effective_item_order(run.protocol) is not None]
+        with open_model(spec.path, settings, hashes_dir=jobs[0][2].cache_dir) as session:
+            loads[role] = 1
+            for run, name, job in jobs:
+                result = session.score(job, progress=progress)
+                run.say(log, f"score: {role}/{name}: {result.n_scored} items ({result.from_cache} cached), "
+                        f"{result.tokens_per_second:.0f} tokens/s"
+                        + (f", {len(result.skipped)} skipped" if result.skipped else ""))
+                run.scores[role, name] = job.out
+            for run in order_runs:
+                run.item_order = timed(seconds, "item_order", _item_order, run, session, log, progress)
+    return loads
+
+
+def _item_order(run: BenchmarkRun, session, log, progress) -> Path:
+    """The suspect's item-order log-likelihoods on the test set (its model already loaded in ``session``)."""
     from dataclasses import replace
 
     from contaudit.scoring.item_order import item_order_scores
 
+    protocol = run.protocol
     config = effective_item_order(protocol)
-    if config is None:
-        return None
     spec = protocol.models.suspect
     settings = replace(protocol.scoring, gguf_file=spec.gguf_file, trust_remote_code=spec.trust_remote_code)
-    path = out / "item_order.json"
-    result = item_order_scores(spec.path, test, path, config, settings, progress=progress)
+    path = run.out / "item_order.json"
+    result = item_order_scores(spec.path, run.sets["test"], path, config, settings, progress=progress, session=session)
     test_result = result.test(confidence_level=protocol.analysis.confidence_level)
-    log(f"item order: {config.shards} shards x {config.permutations} shuffled orders (seed {config.seed}), "
-        f"{result.from_cache} orders cached, {result.compute_seconds:.0f} s; gap {test_result.statistic:+.3g} "
-        f"nats/shard, p = {test_result.pvalue:.3g}")
+    run.say(log, f"item order: {config.shards} shards x {config.permutations} shuffled orders (seed {config.seed}), "
+            f"{result.from_cache} orders cached, {result.compute_seconds:.0f} s; gap {test_result.statistic:+.3g} "
+            f"nats/shard, p = {test_result.pvalue:.3g}")
     return path
 
 
@@ -162,6 +232,51 @@ def _read_ids(path: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _analyze_stage(run: BenchmarkRun) -> dict:
+    from contaudit.analysis import analyze
+    from contaudit.analysis.analyze import ReferenceScores
+
+    probe_files = {}
+    if run.probes is not None:  # an empty probe set still goes in: analysis says why there is no test
+        probe_files = {"probes": run.probes}
+        if run.has_probes:
+            probe_files.update(suspect_probes=run.scores["suspect", "probes"],
+                               clean_probes=run.scores["clean", "probes"])
+    roles = [role for role, _ in _roles(run.protocol.models)]
+    references = [ReferenceScores(run.scores[role, "test"], run.scores[role, "shadow"], run.scores.get((role, "probes")))
+                  for role in roles[2:]]
+    return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],
+                   run.scores.get(("clean", "shadow")), references=references, index=run.index,
+                   item_order=run.item_order, protocol=run.protocol, out=run.out, **probe_files)
+
+
+def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Callable[[str], None] = lambda s: None,
+                     score_progress=None, seconds: dict | None = None) -> dict:
+    """Run every stage for benchmarks that share models, index and scoring settings.
+
+    The corpus is scanned once for all of them; each model is loaded once and scores
+    every benchmark's sets. Each benchmark's run directory ends up as ``contaudit audit``
+    leaves it. Returns what the shared stages did (index passes, model loads, seconds).
+    """
+    from contaudit.report import write_report
+
+    seconds = seconds if seconds is not None else {}
+    for run in runs:
+        run.sets = timed(seconds, "sets", materialize_sets, run.protocol, run.out)
+        run.say(log, f"sets: {sum(1 for _ in open(run.sets['test']))} test / "
+                f"{sum(1 for _ in open(run.sets['shadow']))} shadow items")
+    index = timed(seconds, "index", _index_stage, runs, index_staging, log)
+    timed(seconds, "probes", _probe_stage, runs, log)
+    before = seconds.get("item_order", 0.0)
+    loads = timed(seconds, "score", _score_stage, runs, log, score_progress, seconds)
+    seconds["score"] = round(seconds["score"] - (seconds.get("item_order", 0.0) - before), 3)  # item orders apart
+    for run in runs:
+        run.results = timed(seconds, "analyze", _analyze_stage, run)
+        run.report = timed(seconds, "report", write_report, run.out)
+        run.say(log, f"verdict: {run.results['verdict']['label']} -> {run.report.html}")
+    return {"index": index, "model_loads": loads, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 
 def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str], None] = lambda s: None,
@@ -174,55 +289,12 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
         print(run.verdict, run.report.html)
     """
     protocol = load_protocol(protocol_path)  # before the heavy imports: a bad protocol fails at once
-
-    from contaudit.analysis import analyze
-    from contaudit.analysis.analyze import ReferenceScores
-    from contaudit.probes import build_probes
-    from contaudit.report import write_report
-
     out = Path(out)
+    index = None
+    if protocol.index is not None:
+        index = Path(protocol.index.path) if protocol.index.path else out / "index"
+    run = BenchmarkRun("", protocol, out, index=index)
     seconds: dict[str, float] = {}
-
-    def timed(stage: str, fn, *args, **kwargs):
-        return progress.timed(seconds, stage, fn, *args, **kwargs)
-
-    sets = timed("sets", materialize_sets, protocol, out)
-    log(f"sets: {sum(1 for _ in open(sets['test']))} test / {sum(1 for _ in open(sets['shadow']))} shadow items")
-    index_path = timed("index", _index_stage, protocol, sets["benchmark"], out, log)
-
-    no_clean = protocol.models.clean is None
-    probes_path = None
-    if index_path is not None and no_clean:
-        log("probes: none (no clean model: the memorization DiD needs one)")
-        has_probes = False
-    elif index_path is not None:
-        probes_path = out / "probes.jsonl"
-        probe_set = timed("probes", build_probes, index_path, probes_path, protocol.probes,
-                          balance_threshold=protocol.analysis.balance_threshold)
-        has_probes = bool(probe_set.probes)
-        log(f"probes: {probe_set.counts['n_seen']} seen / {probe_set.counts['n_unseen']} unseen pairs"
-            + "".join(f"; {problem}" for problem in probe_set.problems))
-    else:
-        has_probes = False
-    roles = [("suspect", protocol.models.suspect)]
-    roles += [("clean", protocol.models.clean)] if not no_clean else []
-    roles += [(f"reference{k}", spec) for k, spec in enumerate(protocol.models.reference, 1)]
-    jobs = [("test", sets["test"], False), ("shadow", sets["shadow"], False)]
-    if has_probes:
-        jobs.append(("probes", probes_path, True))
-    scores = timed("score", _score_stage, protocol, roles, jobs, out, log, score_progress)
-    item_order = timed("item_order", _item_order_stage, protocol, sets["test"], out, log, score_progress)
-
-    probe_files = {}
-    if probes_path is not None:  # an empty probe set still goes in: analysis reports it as a design failure
-        probe_files = {"probes": probes_path}
-        if has_probes:
-            probe_files.update(suspect_probes=scores["suspect", "probes"], clean_probes=scores["clean", "probes"])
-    references = [ReferenceScores(scores[role, "test"], scores[role, "shadow"], scores.get((role, "probes")))
-                  for role, _ in roles[2:]]
-    results = timed("analyze", analyze, scores["suspect", "test"], scores.get(("clean", "test")),
-                    scores["suspect", "shadow"], scores.get(("clean", "shadow")), references=references,
-                    index=index_path, item_order=item_order, protocol=protocol, out=out, **probe_files)
-    report = timed("report", write_report, out)
-    log(f"verdict: {results['verdict']['label']} -> {report.html}")
-    return AuditRun(out, results, report, seconds)
+    audit_benchmarks([run], index_staging=index.with_name(index.name + ".partial") if index else out,
+                     log=log, score_progress=score_progress, seconds=seconds)
+    return AuditRun(out, run.results, run.report, seconds)

@@ -395,22 +395,70 @@ def audit(
 
 @app.command()
 def screen(
-    run_dir: Path = typer.Argument(..., help="Run directory holding results.json."),
-    fail_on: str = typer.Option(..., "--fail-on", help="Fail the gate at this verdict or worse: SUSPECT or CONTAMINATED."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of one line."),
+    target: Path = typer.Argument(..., help="A suite file (TOML, see examples/suite) to screen, or a finished run "
+                                            "directory (of `audit` or `screen`) to gate."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for a suite, e.g. runs/NAME."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Fail the gate at this verdict or worse: SUSPECT or "
+                                                                  "CONTAMINATED (a suite's default: its [gate])."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of lines."),
 ) -> None:
-    """Pre-release gate: exit 0 pass, 1 verdict at or above --fail-on, 3 INVALID_DESIGN."""
+    """Pre-release gate: screen a suite of benchmarks, or gate a finished run; exit 0 pass, 1 fail, 3 undecidable."""
     import json
 
+    fail_on = _fail_on(fail_on)
+    if target.is_file() or (not target.exists() and target.suffix == ".toml"):
+        _screen_suite(target, out_dir, fail_on, as_json)
+    if out_dir is not None:
+        raise InputError(f"--out is for a suite file; {target} is a run directory (it is gated as it is)")
+    if (target / "suite.json").exists():
+        from contaudit.screen import regate
+
+        _, gate = regate(target, fail_on=fail_on)
+        _print_suite_gate(gate, as_json)
+    if fail_on is None:
+        raise InputError("--fail-on is required to gate a run directory (SUSPECT or CONTAMINATED)")
     from contaudit.analysis import screen as run_screen
 
-    result = run_screen(run_dir, fail_on=_fail_on(fail_on))
+    result = run_screen(target, fail_on=fail_on)
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     else:
         status = {0: "PASS", 1: "FAIL", 3: "INVALID"}[result.exit_code]
         typer.echo(f"{status} {result.line}")
     raise typer.Exit(result.exit_code)
+
+
+def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[str], as_json: bool) -> None:
+    from contaudit.suite import load_suite
+
+    load_suite(suite_path)  # a bad suite fails here, before the heavy libraries load
+    if out_dir is None:
+        raise InputError(f"screening a suite needs --out (a run directory, e.g. runs/NAME) for {suite_path}")
+    from contaudit.progress import TokenProgress
+    from contaudit.screen import run_suite
+
+    quiet_transformers()
+    with TokenProgress(console=console) as bar:
+        run = run_suite(suite_path, out_dir, fail_on=fail_on,
+                        log=lambda line: console.print(f"[dim]·[/] {escape(line)}"), score_progress=bar)
+    _print_suite_gate(run.gate, as_json, report=run.report.html)
+
+
+def _print_suite_gate(gate, as_json: bool, report: Optional[Path] = None) -> None:
+    import json
+
+    from contaudit.analysis.did import format_p
+
+    if as_json:
+        typer.echo(json.dumps(gate.to_dict(), indent=2))
+        raise typer.Exit(gate.exit_code)
+    for b in gate.benchmarks:
+        p = "—" if b.pvalue is None else f"gate {format_p(b.pvalue, named=True)}, adjusted {format_p(b.adjusted)}"
+        out.print(f"{'FAIL' if b.fails else 'pass'}  {escape(b.name)}: {b.label} ({p})", soft_wrap=True)
+    status = {0: "PASS", 1: "FAIL", 3: "UNDECIDED"}[gate.exit_code]
+    out.print(f"[bold]{status}[/] at {gate.fail_on} ({gate.correction} across {len(gate.benchmarks)} benchmarks)"
+              + (f"; report: {report}" if report else ""), soft_wrap=True)
+    raise typer.Exit(gate.exit_code)
 
 
 # --- probe models with known contamination (contaudit.finetune, calibrate, demo) ---

@@ -19,10 +19,10 @@ def quiet_transformers() -> None:
 
 
 def timed(seconds: dict[str, float], name: str, fn, /, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` and record its wall time in ``seconds[name]``."""
+    """Run ``fn(*args, **kwargs)`` and add its wall time to ``seconds[name]`` (a stage run in parts adds up)."""
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
-    seconds[name] = round(time.perf_counter() - t0, 3)
+    seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
     return result
 
 

@@ -123,12 +123,12 @@ class IndexSettings(IndexConfig):
         return IndexConfig(**values(self, IndexConfig))
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """A validated audit protocol. ``source`` and ``sha256`` identify the file it came from."""
+@dataclass(frozen=True, kw_only=True)
+class AuditSettings:
+    """What an audit protocol and a screening suite (:mod:`contaudit.suite`) share: the models,
+    the corpus index and every stage's settings. ``source`` and ``sha256`` identify the file."""
 
     models: Models = required(help="[models.suspect], and [models.clean] unless the audit has none")
-    sets: Sets = required(help="[sets.test] + [sets.shadow], or [sets.split]")
     name: str = setting("audit", help="a short name for reports")
     description: str = setting("", help="free text")
     index: Optional[IndexSettings] = setting(None, help="corpus index (needed for the memorization test)")
@@ -144,6 +144,13 @@ class Protocol:
         """JSON-ready settings (paths as strings), without ``source``/``sha256``."""
         return _plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                        if not f.metadata.get("internal")})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protocol(AuditSettings):
+    """A validated audit protocol: one test/shadow pair (``sets``) and everything in :class:`AuditSettings`."""
+
+    sets: Sets = required(help="[sets.test] + [sets.shadow], or [sets.split]")
 
 
 def _plain(obj):
@@ -175,7 +182,7 @@ def _type_name(value) -> str:
         type(value), type(value).__name__)
 
 
-class _Loader:
+class Loader:
     """Builds typed dataclasses from parsed TOML, naming the file and key on every error."""
 
     def __init__(self, file: Path):
@@ -253,26 +260,28 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _check_sets(loader: _Loader, sets: Sets) -> None:
+def check_sets(loader: Loader, sets: Sets, key: str = "sets") -> None:
+    """Either a split or a test + shadow pair, with a valid cutoff; ``key`` names the table in errors."""
     if sets.split is not None:
         if sets.test is not None or sets.shadow is not None:
-            raise loader.fail("sets.split", "give either [sets.split] or [sets.test] + [sets.shadow], not both")
+            raise loader.fail(f"{key}.split", f"give either [{key}.split] or [{key}.test] + [{key}.shadow], not both")
         if sets.shadow_origin == "random_split":
-            raise loader.fail("sets.shadow_origin", "a [sets.split] is split by date; leave shadow_origin out or "
-                                                    "set it to 'date_split'")
+            raise loader.fail(f"{key}.shadow_origin", f"a [{key}.split] is split by date; leave shadow_origin out or "
+                                                      "set it to 'date_split'")
         if sets.split.cutoff is None:
-            raise loader.fail("sets.split.cutoff", "missing; a split needs the cutoff date (e.g. 2024-01-01)")
+            raise loader.fail(f"{key}.split.cutoff", "missing; a split needs the cutoff date (e.g. 2024-01-01)")
         try:
             _dt.date.fromisoformat(sets.split.cutoff[:10])
         except ValueError:
-            raise loader.fail("sets.split.cutoff", f"must be a date like 2024-01-01; got {sets.split.cutoff!r}") from None
+            raise loader.fail(f"{key}.split.cutoff",
+                              f"must be a date like 2024-01-01; got {sets.split.cutoff!r}") from None
         return
     for name in ("test", "shadow"):
         if getattr(sets, name) is None:
-            raise loader.fail(f"sets.{name}", "missing; give [sets.test] and [sets.shadow], or [sets.split]")
+            raise loader.fail(f"{key}.{name}", f"missing; give [{key}.test] and [{key}.shadow], or [{key}.split]")
 
 
-def _check_models(loader: _Loader, models: Models) -> None:
+def check_models(loader: Loader, models: Models) -> None:
     """A reference model may not repeat the suspect, the clean model or another reference: a
     repeated model would shrink the spread the panel measures."""
     if models.clean is None and models.reference:
@@ -305,42 +314,50 @@ def effective_item_order(protocol: Protocol) -> ItemOrderConfig | None:
     return config
 
 
-def _check_paths(loader: _Loader, protocol: Protocol) -> None:
-    """Every named input must exist (an index path may be absent when a corpus is given to build it)."""
+def input_paths(settings: AuditSettings) -> list[tuple[str, Path]]:
+    """``(key, path)`` of every model and corpus input ``settings`` names (an index path only when
+    there is no corpus to build it from)."""
     wanted: list[tuple[str, Path]] = []
-    roles = [("suspect", protocol.models.suspect)]
-    roles += [("clean", protocol.models.clean)] if protocol.models.clean is not None else []
-    roles += [(f"reference[{i}]", spec) for i, spec in enumerate(protocol.models.reference)]
+    roles = [("suspect", settings.models.suspect)]
+    roles += [("clean", settings.models.clean)] if settings.models.clean is not None else []
+    roles += [(f"reference[{i}]", spec) for i, spec in enumerate(settings.models.reference)]
     for role, spec in roles:
         wanted.append((f"models.{role}.path", spec.path))
         if spec.gguf_file is not None:
             wanted.append((f"models.{role}.gguf_file", spec.path / spec.gguf_file))
-    for name in ("test", "shadow", "split"):
-        spec = getattr(protocol.sets, name)
-        if spec is not None:
-            wanted.append((f"sets.{name}.path", spec.path))
-    wanted += [(f"sets.heldout[{i}].path", spec.path) for i, spec in enumerate(protocol.sets.heldout)]
-    if protocol.index is not None:
-        for i, p in enumerate(protocol.index.corpus):
+    if settings.index is not None:
+        for i, p in enumerate(settings.index.corpus):
             wanted.append((f"index.corpus[{i}]", p))
-        if protocol.index.path is not None and not protocol.index.corpus:
-            wanted.append(("index.path", protocol.index.path))
+        if settings.index.path is not None and not settings.index.corpus:
+            wanted.append(("index.path", settings.index.path))
+    return wanted
+
+
+def set_paths(sets: Sets, key: str = "sets") -> list[tuple[str, Path]]:
+    """``(key, path)`` of every set file (test, shadow or split, held-out text)."""
+    wanted = [(f"{key}.{name}.path", getattr(sets, name).path) for name in ("test", "shadow", "split")
+              if getattr(sets, name) is not None]
+    return wanted + [(f"{key}.heldout[{i}].path", spec.path) for i, spec in enumerate(sets.heldout)]
+
+
+def check_paths_exist(loader: Loader, wanted: list[tuple[str, Path]]) -> None:
+    """Every named input must exist; the error names the key."""
     for key, path in wanted:
         if not path.exists():
             raise loader.fail(key, f"no such file or directory: {path}")
 
 
-def _read_toml(path: Path) -> tuple[bytes, dict]:
+def read_toml(path: Path, what: str = "protocol") -> tuple[bytes, dict]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ProtocolError(f"{path}: protocol file not found") from None
+        raise ProtocolError(f"{path}: {what} file not found") from None
     except OSError as e:
-        raise ProtocolError(f"{path}: cannot read protocol file ({e.strerror})") from None
+        raise ProtocolError(f"{path}: cannot read {what} file ({e.strerror})") from None
     try:
         return raw, tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ProtocolError(f"{path}: protocol file is not UTF-8 text") from None
+        raise ProtocolError(f"{path}: {what} file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ProtocolError(f"{path}: invalid TOML: {e}") from None
 
@@ -352,8 +369,8 @@ def load_setting_tables(path: str | Path, names: tuple[str, ...] = ("probes", "a
     file need not name models or sets, and its other tables are ignored.
     """
     path = Path(path)
-    _, table = _read_toml(path)
-    loader = _Loader(path)
+    _, table = read_toml(path)
+    loader = Loader(path)
     hints = typing.get_type_hints(Protocol)
     out = {}
     for name in names:
@@ -387,13 +404,13 @@ def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
         file. The message names the file and the key.
     """
     path = Path(path)
-    raw, table = _read_toml(path)
-    loader = _Loader(path)
+    raw, table = read_toml(path)
+    loader = Loader(path)
     protocol = loader.build(Protocol, table, "")
-    _check_sets(loader, protocol.sets)
-    _check_models(loader, protocol.models)
+    check_sets(loader, protocol.sets)
+    check_models(loader, protocol.models)
     if check_paths:
-        _check_paths(loader, protocol)
+        check_paths_exist(loader, input_paths(protocol) + set_paths(protocol.sets))
     return dataclasses.replace(protocol, source=path, sha256=hashlib.sha256(raw).hexdigest())
 
 

@@ -51,7 +51,7 @@ def test_contaminated_audit_writes_versioned_results_and_manifest(contaminated, 
     results = analyze(**contaminated, protocol=FAST, out=tmp_path / "run")
     assert results["verdict"]["label"] == "CONTAMINATED"
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert on_disk["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert on_disk["schema_version"] == SCHEMA_VERSION == "1.2"
     assert on_disk["verdict"] == results["verdict"]
     manifest = json.loads((tmp_path / "run" / "results.manifest.json").read_text())
     assert manifest["stage"] == "analyze" and len(manifest["inputs"]) == 8
@@ -191,7 +191,7 @@ def test_item_order_evidence_is_included_when_given(contaminated, tmp_path):
 
 def test_load_results_refuses_another_major_schema(contaminated, tmp_path):
     analyze(**contaminated, protocol=FAST, out=tmp_path)
-    assert load_results(tmp_path)["schema_version"] == "1.1"
+    assert load_results(tmp_path)["schema_version"] == "1.2"
     data = json.loads((tmp_path / "results.json").read_text())
     data["schema_version"] = "2.0"
     (tmp_path / "results.json").write_text(json.dumps(data))
@@ -242,3 +242,31 @@ def test_cli_library_errors_exit_2_with_one_line(contaminated, tmp_path):
     assert res.exit_code == 2 and "no results.json" in res.output
     res = runner.invoke(app, ["screen", str(tmp_path), "--fail-on", "MAYBE"])
     assert res.exit_code == 2 and "--fail-on must be SUSPECT or CONTAMINATED" in res.output
+
+
+def _empty_probes(directory: Path, *, seen_items: int, unseen_items: int) -> str:
+    """A probes file with no pairs, and the manifest ``contaudit probes`` writes for it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "probes.jsonl").write_text("")
+    counts = {"n_seen": 0, "n_unseen": 0, "seen_items": seen_items, "unseen_items": unseen_items}
+    (directory / "probes.manifest.json").write_text(json.dumps({"counts": counts, "balance": {}}))
+    return str(directory / "probes.jsonl")
+
+
+def test_a_benchmark_absent_from_the_corpus_is_decided_by_the_perplexity_test(contaminated, clean, tmp_path):
+    """Too few seen items in the corpus: no memorization test, no design failure; at most SUSPECT."""
+    base = {k: v for k, v in contaminated.items() if k not in ("probes", "suspect_probes", "clean_probes", "index")}
+    res = analyze(**base, probes=_empty_probes(tmp_path / "absent", seen_items=2, unseen_items=98), protocol=FAST)
+    v = res["verdict"]
+    assert v["label"] == "SUSPECT" and v["ceiling"] == "SUSPECT"  # the perplexity DiD of this audit counts
+    assert [t["name"] for t in v["tests"]] == ["perplexity_did"]
+    assert not [c for c in res["design_checks"] if c["passed"] is False]
+    assert any("marks 2 of 100 benchmark items seen" in r for r in v["reasons"])
+    assert "marks 2 of 100" in res["memorization_did"]["not_run"]
+    clean_base = {k: v for k, v in clean.items() if k not in ("probes", "suspect_probes", "clean_probes", "index")}
+    res = analyze(**clean_base, probes=_empty_probes(tmp_path / "absent2", seen_items=0, unseen_items=100),
+                  protocol=FAST)
+    assert res["verdict"]["label"] == "NO_EVIDENCE"
+    # enough seen items in the corpus but no pairs matched: the test should run and cannot
+    res = analyze(**base, probes=_empty_probes(tmp_path / "unmatched", seen_items=40, unseen_items=60), protocol=FAST)
+    assert res["verdict"]["label"] == "INVALID_DESIGN"

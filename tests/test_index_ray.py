@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from contaudit.cli import app
 from contaudit.errors import InputError
-from contaudit.index import IndexConfig, build_index
+from contaudit.index import IndexConfig, build_index, build_indexes
 from contaudit.index import build as build_mod
 
 from planted import make_planted
@@ -132,6 +132,22 @@ def test_an_interrupted_ray_build_keeps_its_finished_shards(corpus, reference, l
     summary = build_index(corpus.parts, corpus.bench, out, config=config)
     assert summary.shards_resumed == len(done)
     assert (out / "items.jsonl").read_bytes() == (reference / "parts" / "items.jsonl").read_bytes()
+
+
+def test_several_benchmarks_in_one_ray_scan_are_their_one_machine_indexes(corpus, reference, local_ray, tmp_path):
+    half = tmp_path / "half.jsonl"  # every other item: the same ids and texts as in the whole benchmark
+    half.write_text("".join(corpus.bench.read_text().splitlines(keepends=True)[::2]))
+    build_index(corpus.parts, half, tmp_path / "half", config=IndexConfig(**SMALL))
+    targets = {tmp_path / "ray" / "all": corpus.bench, tmp_path / "ray" / "half": half}
+    summaries = build_indexes(corpus.parts, targets, tmp_path / "ray.partial",
+                              config=IndexConfig(ray=True, workers=2, **SMALL))
+    assert [s.shards_resumed for s in summaries] == [0, 0]
+    for out, ref in zip(targets, (reference / "parts", tmp_path / "half")):
+        assert (out / "items.jsonl").read_bytes() == (ref / "items.jsonl").read_bytes()
+        manifest, single = (json.loads((d / "manifest.json").read_text()) for d in (out, ref))
+        assert manifest["corpus"] == single["corpus"] and manifest["plan_sha256"] == single["plan_sha256"]
+        assert manifest["scan"]["benchmarks"] == 2
+    assert not (tmp_path / "ray.partial").exists()
 
 
 def test_a_bad_record_read_by_a_task_is_a_one_line_input_error(corpus, local_ray, tmp_path):

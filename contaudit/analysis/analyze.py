@@ -111,6 +111,7 @@ class ProbeTable:
     probes: dict[str, dict]
     balance: dict | None
     match_on: tuple[str, ...] | None
+    index_items: dict[str, int] | None = None  # benchmark items in the index by status (None: not recorded)
 
 
 def read_probes(path: str | Path) -> ProbeTable:
@@ -131,7 +132,7 @@ def read_probes(path: str | Path) -> ProbeTable:
     manifest_path = _manifest_beside(path)
     if not probes and not manifest_path.exists():
         raise InputError("no probes; expected one JSON object per line", path=path)
-    balance = match_on = None
+    balance = match_on = index_items = None
     if manifest_path.exists():
         manifest = read_json(manifest_path)
         balance = manifest.get("balance")
@@ -139,7 +140,10 @@ def read_probes(path: str | Path) -> ProbeTable:
             raise InputError(f"'balance' must be an object, got {type(balance).__name__}", path=manifest_path)
         recorded = (manifest.get("parameters") or {}).get("match_on")
         match_on = tuple(recorded) if isinstance(recorded, (list, tuple)) else None
-    return ProbeTable(probes, balance, match_on)
+        counts = manifest.get("counts")
+        if isinstance(counts, dict) and isinstance(counts.get("n_seen"), int):
+            index_items = {status: int(counts.get(f"{status}_items", 0)) for status in ("seen", "unseen", "ambiguous")}
+    return ProbeTable(probes, balance, match_on, index_items)
 
 
 def _probe_smd(probes: dict[str, dict], ids: list[str], key: str) -> float | None:
@@ -467,6 +471,7 @@ class MemorizationPart:
     warnings: list[str]
     data: dict
     items: list[dict]
+    not_run: str | None = None  # why the test was not run (the corpus holds too few benchmark items)
 
 
 @dataclass
@@ -532,7 +537,7 @@ class AnalysisResults:
             "perplexity_did": (_did_dict(self.perplexity, metric="nll_mean", unit="nats/token", direction="negative")
                                if self.perplexity is not None else None),
             "memorization_did": None if mem is None else {
-                "primary_metric": self.settings.primary_metric,
+                "primary_metric": self.settings.primary_metric, **({"not_run": mem.not_run} if mem.not_run else {}),
                 **{m: (_did_dict(r, metric=m, unit=METRIC_UNITS[m], direction="positive") if r is not None else None)
                    for m, r in mem.results.items()}},
             "design_checks": [c.to_dict() for c in self.checks],
@@ -668,9 +673,10 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
              "suspect_shadow": models[0].files["shadow"], "clean_shadow": models[1].files["shadow"]}
     supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, streams["supporting"],
                              reference_files=[m.files for m in models[2:]])
+    not_run = mem.not_run if mem else None
     decided = _verdict.decide(ppl, memorization, checks, settings,
-                              memorization_metric=settings.primary_metric if probes is not None else None,
-                              cap_reason=design.cap_reason, n_clean=design.n_clean)
+                              memorization_metric=settings.primary_metric if probes is not None and not not_run else None,
+                              cap_reason=design.cap_reason, n_clean=design.n_clean, memorization_not_run=not_run)
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
     for k, r in enumerate(references, 1):
@@ -786,9 +792,20 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
     """Read the probes and every model's probe scores, check the design, run the test on each metric."""
     table = read_probes(probes)
     probe_table = table.probes
+    n_seen_items = (table.index_items or {}).get("seen")
+    if n_seen_items is not None and n_seen_items < settings.min_probes:
+        # The corpus holds (almost) none of the benchmark: nothing for the test to compare.
+        # That is corpus evidence, not a design failure; the perplexity DiD decides alone.
+        n_items = sum(table.index_items.values())
+        reason = (f"The memorization test was not run: the corpus index marks {n_seen_items} of {n_items} benchmark "
+                  f"items seen, fewer than the {settings.min_probes} seen probes it needs (so the corpus holds "
+                  f"almost none of this benchmark). The verdict rests on the perplexity DiD and cannot be "
+                  f"CONTAMINATED.")
+        return MemorizationPart({m: None for m in COMPLETION_FIELDS}, [], [],
+                                {"n_seen": 0, "n_unseen": 0, "index_items": table.index_items}, [], not_run=reason)
     if not probe_table:
-        # `contaudit probes` wrote no pairs (its manifest says why): the memorization test
-        # cannot run, which is a failed sample-size check, not a missing analysis.
+        # `contaudit probes` wrote no pairs (its manifest says why) although the corpus holds
+        # benchmark items: the test should run and cannot, a failed sample-size check.
         checks = _verdict.check_sample_sizes({"seen": 0, "unseen": 0},
                                              {"seen": settings.min_probes, "unseen": settings.min_probes})
         return MemorizationPart({m: None for m in COMPLETION_FIELDS}, checks, [], {"n_seen": 0, "n_unseen": 0}, [])

@@ -96,11 +96,12 @@ class Verdict:
     alpha: float
     tests: list[PrimaryTest]
     minimum_detectable_effect: dict
+    ceiling: str = CONTAMINATED  # the highest label this design allows (SUSPECT: capped, or one test only)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "reasons": self.reasons, "alpha": self.alpha,
                 "correction": "holm", "tests": [t.to_dict() for t in self.tests],
-                "minimum_detectable_effect": self.minimum_detectable_effect}
+                "minimum_detectable_effect": self.minimum_detectable_effect, "ceiling": self.ceiling}
 
 
 # --- design checks ----------------------------------------------------------------------
@@ -338,7 +339,7 @@ def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
 
 def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks: list[DesignCheck],
            settings: AnalysisSettings, *, memorization_metric: str | None = None,
-           cap_reason: str | None = None, n_clean: int = 1) -> Verdict:
+           cap_reason: str | None = None, n_clean: int = 1, memorization_not_run: str | None = None) -> Verdict:
     """Apply the decision rule.
 
     Parameters
@@ -360,6 +361,9 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         split); CONTAMINATED then becomes SUSPECT with this reason.
     n_clean : int
         Clean models the tests compared with (2+: a reference panel), for the reasons.
+    memorization_not_run : str, optional
+        Why there is no memorization test although probes were built (the corpus holds
+        too few benchmark items); the reason given instead of "no probes given".
     """
     level = settings.confidence_level
     results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, "nats/token"),
@@ -377,6 +381,7 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         mde[name] = _mde(res, alpha=mde_alpha, power=settings.power,
                          binary=name == "memorization_did" and memorization_metric == "exact_match")
 
+    ceiling = SUSPECT if cap_reason or memorization is None else CONTAMINATED
     failed = [c for c in checks if c.passed is False]
     if failed or perplexity is None:
         reasons = [c.detail for c in failed]
@@ -384,13 +389,13 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
             reasons.append("The perplexity DiD could not be computed.")
         reasons.append("The design does not support a verdict; " + (
             "the tests below are shown for diagnosis only." if tests else "no primary test could be computed."))
-        return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde)
+        return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde, ceiling)
 
     reasons = [_describe(t, level, n_clean) for t in tests]
     n_counting = sum(t.counts for t in tests)
     if memorization is None:
-        reasons.append("No memorization test was run (no probes given), so the verdict cannot be CONTAMINATED; "
-                       "build a corpus index and probes to run it.")
+        reasons.append(memorization_not_run or "No memorization test was run (no probes given), so the verdict cannot "
+                       "be CONTAMINATED; build a corpus index and probes to run it.")
     if n_counting == 2 and cap_reason:
         label = SUSPECT
         reasons.insert(0, "Both primary tests show contamination, but this design allows at most SUSPECT.")
@@ -412,7 +417,7 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         reasons.append(f"This is not proof of a clean model: with these sample sizes the audit detects "
                        f"{' and '.join(parts)} or larger with {settings.power:.0%} power (one-sided, "
                        f"alpha = {mde_alpha:.3g} per test).")
-    return Verdict(label, reasons, settings.alpha, tests, mde)
+    return Verdict(label, reasons, settings.alpha, tests, mde, ceiling)
 
 
 def _describe_order(t: PrimaryTest, level: float) -> str:
@@ -462,7 +467,7 @@ def decide_order_only(order, checks: list[DesignCheck], settings: AnalysisSettin
         reasons = [c.detail for c in failed]
         reasons.append("The design does not support a verdict; " + (
             "the test below is shown for diagnosis only." if tests else "no test could be computed."))
-        return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde_record)
+        return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde_record, SUSPECT)
     t = tests[0]
     reasons = [_describe_order(t, settings.confidence_level)]
     if t.counts:
@@ -481,7 +486,7 @@ def decide_order_only(order, checks: list[DesignCheck], settings: AnalysisSettin
                            "in its published order.")
     reasons += list(notes)
     reasons.append(cap_reason)
-    return Verdict(label, reasons, settings.alpha, tests, mde_record)
+    return Verdict(label, reasons, settings.alpha, tests, mde_record, SUSPECT)
 
 
 def gate(label: str, fail_on: str) -> int:

@@ -8,6 +8,11 @@ it stopped; the index directory itself appears only when complete. A build holds
 on ``OUT.partial/lock`` throughout, so a second build of the same ``OUT`` fails at once
 instead of mixing its shards in. With ``config.ray`` the same shards are scanned as Ray
 tasks (:mod:`contaudit.index.distributed`) and the index is the same, byte for byte.
+
+:func:`build_indexes` screens several benchmarks with one corpus pass: their items are
+searched together (by position: ids may repeat across benchmarks), one staging directory
+holds the lock and the shards, and each benchmark gets the index directory
+:func:`build_index` would write for it alone. :func:`build_index` is its one-target case.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -261,29 +266,55 @@ def _benchmark_description(items: list[Item]) -> str:
     return hash_bytes("\n".join(f"{it.id}\t{it.text}" for it in items).encode("utf-8", "surrogatepass"))
 
 
-def _plan(units, items, config: IndexConfig, text_field, template, id_field) -> tuple[list[dict], dict, dict]:
-    """Input descriptions, parameters, and the plan a resumed or reused build must match."""
-    inputs = [describe_path(u.path) for u in units]
-    parameters = {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb", "ray")},
-                  "include": list(config.include), "exclude": list(config.exclude), "unseen_n": UNSEEN_N,
-                  "min_whole_words": MIN_WHOLE_WORDS,
-                  "normalization": NORMALIZATION, "text_field": config.text_field,
-                  "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
-                  "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
-    plan = json.loads(json.dumps({"parameters": parameters, "benchmark": _benchmark_description(items),
+def _describe_inputs(units: list[CorpusUnit]) -> list[dict]:
+    """Path, size and content hash of every corpus input (reads the whole corpus: once per build)."""
+    return [describe_path(u.path) for u in units]
+
+
+def _parameters(config: IndexConfig, text_field, template, id_field) -> dict:
+    """Every setting that changes an index (recorded in its manifest and its plan)."""
+    return {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb", "ray")},
+            "include": list(config.include), "exclude": list(config.exclude), "unseen_n": UNSEEN_N,
+            "min_whole_words": MIN_WHOLE_WORDS,
+            "normalization": NORMALIZATION, "text_field": config.text_field,
+            "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
+            "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
+
+
+def _plan(inputs: list[dict], parameters: dict, benchmark: str | list[str]) -> dict:
+    """The plan a resumed or reused build must match; ``benchmark``: one description, or a list (several)."""
+    return json.loads(json.dumps({"parameters": parameters, "benchmark": benchmark,
                                   "inputs": [(d["path"], d["sha256"]) for d in inputs]}))
-    return inputs, parameters, plan
 
 
 def plan_matches(out: str | Path, corpus: list[str | Path], benchmark: str | Path, config: IndexConfig = IndexConfig(),
                  *, text_field: str | None = "text", template: str | None = None, id_field: str | None = "id") -> bool:
-    """True when ``out`` holds a finished index built from these inputs and settings."""
-    manifest_path = Path(out) / "manifest.json"
-    if not manifest_path.exists():
-        return False
-    items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field, skip_bad=config.skip_bad)
-    _, _, plan = _plan(corpus_units(corpus, config), items, config, text_field, template, id_field)
-    return json.loads(manifest_path.read_text(encoding="utf-8")).get("plan_sha256") == _plan_hash(plan)
+    """True when ``out`` holds a finished index built from these inputs and settings
+    (by :func:`build_index`, or by :func:`build_indexes` along with other benchmarks)."""
+    return not stale_targets({out: benchmark}, corpus, config, text_field=text_field, template=template,
+                             id_field=id_field)
+
+
+def stale_targets(targets: Mapping[str | Path, str | Path], corpus: list[str | Path], config: IndexConfig = IndexConfig(),
+                  *, text_field: str | None = "text", template: str | None = None, id_field: str | None = "id"
+                  ) -> list[Path]:
+    """The index directories of ``targets`` (index -> benchmark) that need building: missing, or
+    built from other inputs or settings. The corpus is hashed once for all of them."""
+    stale, inputs = [], None
+    parameters = _parameters(config, text_field, template, id_field)
+    for out, benchmark in targets.items():
+        manifest_path = Path(out) / "manifest.json"
+        if not manifest_path.exists():
+            stale.append(Path(out))
+            continue
+        if inputs is None:
+            inputs = _describe_inputs(corpus_units(corpus, config))
+        items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field,
+                           skip_bad=config.skip_bad)
+        plan = _plan(inputs, parameters, _benchmark_description(items))
+        if json.loads(manifest_path.read_text(encoding="utf-8")).get("plan_sha256") != _plan_hash(plan):
+            stale.append(Path(out))
+    return stale
 
 
 def _plan_hash(plan: dict) -> str:
@@ -298,63 +329,136 @@ def build_index(corpus: list[str | Path], benchmark: str | Path, out: str | Path
     ``progress`` (optional) is called with the number of corpus bytes scanned after
     each batch. Returns an :class:`IndexSummary`; the index is at ``out``. With
     ``config.ray`` the batches are scanned as Ray tasks (same result). Raises
-    :class:`InputError` at once when another build is writing ``out``.
+    :class:`InputError` at once when another build is writing ``out``. The one-target
+    case of :func:`build_indexes`, staging in ``OUT.partial``.
 
     Example::
 
         summary = build_index(["corpus.jsonl.zst"], "bench.jsonl", "indexes/bench")
         seen = [it for it in summary.index.items if it["status"] == "seen"]
     """
+    out = Path(out)
+    return build_indexes(corpus, {out: benchmark}, out.with_name(out.name + ".partial"), config=config,
+                         text_field=text_field, template=template, id_field=id_field, progress=progress)[0]
+
+
+def build_indexes(corpus: list[str | Path], targets: Mapping[str | Path, str | Path], staging: str | Path, *,
+                  config: IndexConfig = IndexConfig(), text_field: str | None = "text", template: str | None = None,
+                  id_field: str | None = "id", progress: Callable[[int], None] | None = None) -> list[IndexSummary]:
+    """Index several benchmarks with one pass over ``corpus``: ``targets`` maps each index directory to its benchmark.
+
+    Every target is the index :func:`build_index` would write for its benchmark alone,
+    byte for byte, with the same ``plan_sha256`` (so :func:`plan_matches` reuses it);
+    its manifest adds a ``scan`` section naming the targets that shared the scan.
+    ``staging`` holds the lock and the shards of the whole scan (resumed after an
+    interruption); it is removed once every target is published. Returns one
+    :class:`IndexSummary` per target, in order.
+
+    Example::
+
+        build_indexes(["corpus/"], {"run/index/humaneval": "sets/humaneval.jsonl",
+                                    "run/index/changelogs": "sets/changelogs.jsonl"}, "run/index.partial")
+    """
     t0 = time.perf_counter()
     config.validate()
     if config.ray:
         from contaudit.ray_support import import_ray
         import_ray()  # without the extra, fail before any work
-    out = Path(out)
-    _check_out(out, corpus, benchmark)
-    partial = out.with_name(out.name + ".partial")
-    with _build_lock(out, partial):
-        return _build_index_locked(corpus, benchmark, out, partial, t0, config=config, text_field=text_field,
-                                   template=template, id_field=id_field, progress=progress)
+    pairs = [(Path(out), Path(benchmark)) for out, benchmark in targets.items()]
+    staging = Path(staging)
+    _check_outputs(pairs, staging, corpus)
+    with _build_lock([out for out, _ in pairs], staging):
+        return _build_locked(corpus, pairs, staging, t0, config=config, text_field=text_field, template=template,
+                             id_field=id_field, progress=progress)
 
 
-def _build_index_locked(corpus, benchmark, out: Path, partial: Path, t0: float, *, config: IndexConfig, text_field,
-                        template, id_field, progress) -> IndexSummary:
-    """:func:`build_index` once it holds the lock on ``partial``."""
-    bench_stats = ReadStats()
-    items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field,
-                       skip_bad=config.skip_bad, stats=bench_stats)
+@dataclass
+class _Target:
+    """One index to write: where, and its benchmark (the file's description and read stats, and its items)."""
+
+    out: Path
+    benchmark: dict
+    items: list[Item]
+
+
+def _build_locked(corpus, pairs: list[tuple[Path, Path]], staging: Path, t0: float, *, config: IndexConfig,
+                  text_field, template, id_field, progress) -> list[IndexSummary]:
+    """:func:`build_indexes` once it holds the lock on ``staging``: load, plan, scan once, publish each target."""
+    targets = [_load_target(out, benchmark, config, text_field, template, id_field) for out, benchmark in pairs]
     units = corpus_units(corpus, config)
-    inputs, parameters, plan = _plan(units, items, config, text_field, template, id_field)
-    bench_desc = describe_path(benchmark)
+    inputs = _describe_inputs(units)
+    parameters = _parameters(config, text_field, template, id_field)
+    plans = [_plan(inputs, parameters, _benchmark_description(t.items)) for t in targets]
+    staging_plan = _staging_plan(plans, inputs, parameters)
+    _prepare_staging(staging, staging_plan)
 
-    plan_path = partial / "plan.json"
-    if partial.exists() and (not plan_path.exists() or json.loads(plan_path.read_text()) != plan):
-        _clear_partial(partial)  # inputs or settings changed: partial results are stale
-    partial.mkdir(parents=True, exist_ok=True)
+    records, corpus_section, stats = _scan_once(units, [it for t in targets for it in t.items], config, staging,
+                                                progress)
+    scan = None if len(targets) == 1 else {"benchmarks": len(targets), "targets": [str(t.out) for t in targets],
+                                           "staging_plan_sha256": _plan_hash(staging_plan)}
+    start = 0
+    for t, plan in zip(targets, plans):
+        mine, start = records[start:start + len(t.items)], start + len(t.items)
+        manifest = make_manifest("index", inputs=inputs, parameters=parameters, format=INDEX_FORMAT,
+                                 benchmark=t.benchmark, corpus=corpus_section, counts=_counts(mine),
+                                 plan_sha256=_plan_hash(plan), **({"scan": scan} if scan else {}),
+                                 seconds=round(time.perf_counter() - t0, 3))
+        _publish(t.out, staging, mine, manifest)
+    _clear_partial(staging, and_lock=True)
+    seconds = time.perf_counter() - t0
+    return [IndexSummary(load_index(t.out), seconds, corpus_section["bytes"], corpus_section["shards"],
+                         corpus_section["shards_resumed"], stats) for t in targets]
+
+
+def _load_target(out: Path, benchmark: Path, config: IndexConfig, text_field, template, id_field) -> _Target:
+    """Read one target's benchmark items (and describe the file, for its manifest)."""
+    stats = ReadStats()
+    items = load_items(benchmark, text_field=text_field, template=template, id_field=id_field,
+                       skip_bad=config.skip_bad, stats=stats)
+    return _Target(out, {**describe_path(benchmark), **stats.as_dict()}, items)
+
+
+def _staging_plan(plans: list[dict], inputs: list[dict], parameters: dict) -> dict:
+    """The plan of the staged shards: the one target's plan, or the same with every benchmark's description."""
+    if len(plans) == 1:
+        return plans[0]
+    return _plan(inputs, parameters, [p["benchmark"] for p in plans])
+
+
+def _prepare_staging(staging: Path, plan: dict) -> None:
+    """Keep the shards staged for this same plan (resume); clear any others, then record the plan."""
+    plan_path = staging / "plan.json"
+    if staging.exists() and (not plan_path.exists() or json.loads(plan_path.read_text()) != plan):
+        _clear_partial(staging)  # inputs or settings changed: partial results are stale
+    staging.mkdir(parents=True, exist_ok=True)
     write_json_atomic(plan_path, plan)
 
+
+def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
+               progress) -> tuple[list[dict], dict, ReadStats]:
+    """Search the corpus for all ``items`` (those of every target, by position) in one pass.
+
+    Returns their records in order, the manifest's ``corpus`` section and the read stats.
+    """
     item_words = item_batches([it.text for it in items])
     searchers = _make_searchers(item_words, config)
     total = Accumulator(np.zeros(searchers["table"].n_keys, dtype=np.int64), config.max_locations)
     if config.ray:
         from contaudit.index.distributed import scan_with_ray
-        stats, shards_total, shards_resumed = scan_with_ray(units, config, searchers, partial, total, progress)
+        stats, shards_total, shards_resumed = scan_with_ray(units, config, searchers, staging, total, progress)
     else:
-        stats, shards_total, shards_resumed = _scan_here(units, config, searchers, item_words, partial, total,
+        stats, shards_total, shards_resumed = _scan_here(units, config, searchers, item_words, staging, total,
                                                          progress)
-
     records = _item_records(items, item_words, searchers["table"], total, config)
-    counts = {"items": len(items), "seen": sum(r["status"] == "seen" for r in records),
-              "unseen": sum(r["status"] == "unseen" for r in records),
-              "ambiguous": sum(r["status"] == "ambiguous" for r in records)}
-    manifest = make_manifest("index", inputs=inputs, parameters=parameters, format=INDEX_FORMAT,
-                             benchmark={**bench_desc, **bench_stats.as_dict()},
-                             corpus={"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
-                                     "shards_resumed": shards_resumed},
-                             counts=counts, plan_sha256=_plan_hash(plan), seconds=round(time.perf_counter() - t0, 3))
-    _publish(out, partial, records, manifest)
-    return IndexSummary(load_index(out), time.perf_counter() - t0, total.nbytes, shards_total, shards_resumed, stats)
+    corpus_section = {"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
+                      "shards_resumed": shards_resumed}
+    return records, corpus_section, stats
+
+
+def _counts(records: list[dict]) -> dict:
+    """Items per status, for the manifest."""
+    statuses = ("seen", "unseen", "ambiguous")
+    return {"items": len(records), **{s: sum(r["status"] == s for r in records) for s in statuses}}
 
 
 def _scan_here(units, config: IndexConfig, searchers: dict, item_words, partial: Path, total: Accumulator,
@@ -417,20 +521,52 @@ def _item_records(items, item_words, table, total: Accumulator, config: IndexCon
 INDEX_FILES = ("manifest.json", "items.jsonl")  # all an index directory holds (contaudit.index.store)
 
 
-def _check_out(out: Path, corpus: list[str | Path] = (), benchmark: str | Path | None = None) -> None:
-    """Refuse to replace anything at ``out`` that is not a previous index, to write where the corpus
-    would read it back, or to replace an input (corpus, ``benchmark``)."""
-    partial = out.with_name(out.name + ".partial")  # where build_index stages shards (its own directory)
-    check_output_apart(out, list(corpus), {"benchmark": benchmark}, written=[partial])
-    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
-        kind = "a symbolic link" if partial.is_symlink() else "not a directory"
+def _check_outputs(pairs: list[tuple[Path, Path]], staging: Path, corpus: list[str | Path]) -> None:
+    """Every check before any work: the targets and ``staging`` are apart from each other and from the
+    inputs (corpus, benchmarks); ``staging`` is absent or staged by an index build; each target is absent,
+    empty or a previous index (nothing else is ever replaced or deleted)."""
+    if not pairs:
+        raise InputError("no index to build: give at least one index directory and its benchmark")
+    outs = [out for out, _ in pairs]
+    _check_distinct(outs, staging)
+    benchmarks = {"benchmark" if len(pairs) == 1 else f"benchmark of {out}": b for out, b in pairs}
+    check_output_apart(outs[0], list(corpus), benchmarks, written=[staging, *outs[1:]])
+    _check_staging(staging)
+    for out in outs:
+        _check_target(out)
+        _check_same_filesystem(out, staging)
+    check_can_create(staging)  # (one target: OUT.partial, in the parent just checked for OUT)
+
+
+def _check_distinct(outs: list[Path], staging: Path) -> None:
+    """Refuse a target given twice, or inside another target or ``staging`` (or holding it)."""
+    paths = [*outs, staging]
+    real = [Path(os.path.realpath(p)) for p in paths]
+    for i, (a, ra) in enumerate(zip(paths, real)):
+        for j, (b, rb) in enumerate(zip(paths, real)):
+            if i < j and ra == rb:
+                raise InputError(f"is written twice by this build (also as {b}); give each index its own directory",
+                                 path=a)
+            if i != j and ra.is_relative_to(rb):
+                raise InputError(f"is inside {b}, which this build also writes; give each index its own directory, "
+                                 "apart from the others", path=a)
+
+
+def _check_staging(staging: Path) -> None:
+    """Refuse a ``staging`` that is not a directory an index build staged (a lock file and a plan.json)."""
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        kind = "a symbolic link" if staging.is_symlink() else "not a directory"
         raise InputError(f"is {kind}, not the staging directory of an index build; move it away or choose "
-                         f"another --out (it is neither followed nor deleted)", path=partial)
-    staged = partial.is_dir() and any(p.name != LOCK_NAME for p in partial.iterdir())  # more than a lock file
-    if staged and not is_index_plan(partial / "plan.json"):
+                         f"another --out (it is neither followed nor deleted)", path=staging)
+    staged = staging.is_dir() and any(p.name != LOCK_NAME for p in staging.iterdir())  # more than a lock file
+    if staged and not is_index_plan(staging / "plan.json"):
         raise InputError("is not the staging directory of an index build (no plan.json of one); move it away or "
-                         "choose another --out (it is not deleted)", path=partial)
-    check_can_create(out)  # out, OUT.partial and the index's files all go in out's parent
+                         "choose another --out (it is not deleted)", path=staging)
+
+
+def _check_target(out: Path) -> None:
+    """Refuse to replace anything at ``out`` that is not a previous index, or to write where nothing can be."""
+    check_can_create(out)  # out and its files all go in out's parent
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink():
@@ -450,26 +586,39 @@ def _check_out(out: Path, corpus: list[str | Path] = (), benchmark: str | Path |
                          f"move them or choose another --out", path=out)
 
 
-def _publish(out: Path, partial: Path, records: list[dict], manifest: dict) -> None:
-    """Write the finished index into a temporary directory, then swap it into place."""
-    staging = partial / "final"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    write_jsonl_atomic(staging / "items.jsonl", records)
-    write_json_atomic(staging / "manifest.json", manifest)
-    replace_dir(staging, out, partial / "old")  # the previous index goes into our own staging directory
-    _clear_partial(partial, and_lock=True)
+def _check_same_filesystem(out: Path, staging: Path) -> None:
+    """Refuse a target that cannot be renamed into place from ``staging`` (another filesystem)."""
+    def device(p: Path) -> int:
+        p = Path(os.path.abspath(p))
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        return p.stat().st_dev
+
+    if device(out.parent) != device(staging):
+        raise InputError(f"is on another filesystem than the staging directory {staging}; the finished index is "
+                         "renamed into place from there: put the staging directory beside the indexes", path=out)
+
+
+def _publish(out: Path, staging: Path, records: list[dict], manifest: dict) -> None:
+    """Write one finished index into ``staging/final``, then swap it into place at ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    final = staging / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    final.mkdir()
+    write_jsonl_atomic(final / "items.jsonl", records)
+    write_json_atomic(final / "manifest.json", manifest)
+    replace_dir(final, out, staging / "old")  # the previous index goes into our own staging directory
 
 
 # ----------------------------------------------------------------------------- one build at a time
 
-LOCK_NAME = "lock"  # OUT.partial/lock: held (flock) for the whole build, so two builds of OUT cannot mix shards
+LOCK_NAME = "lock"  # STAGING/lock: held (flock) for the whole build, so two builds cannot mix their shards
 
 
 @contextlib.contextmanager
-def _build_lock(out: Path, partial: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``partial/lock`` for the whole build, or fail at once.
+def _build_lock(outs: list[Path], partial: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``partial/lock`` for the whole build (of ``outs``), or fail at once.
 
     A finished build removes the lock file while still holding it (see
     :func:`_clear_partial`); a run that locked that removed file retries on the file
@@ -492,8 +641,8 @@ def _build_lock(out: Path, partial: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise InputError(f"another contaudit index run is writing {out} (lock {path}); wait for it or choose "
-                             "another --out") from None
+            raise InputError(f"another contaudit index run is writing {', '.join(map(str, outs))} (lock {path}); "
+                             "wait for it or choose another --out") from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break

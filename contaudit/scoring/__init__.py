@@ -2,9 +2,12 @@
 
 ``score(model, data, out, ...)`` is what ``contaudit score`` runs; see
 ``docs/scoring.md`` for the output format and the definitions of every metric.
+``open_model`` loads a model once to score several files (``prepare_job``) with it.
 """
 
-from contaudit.scoring.engine import DEFAULT_BATCH_TOKENS, ScoreResult, ScoreSettings, Skip, score
+from contaudit.scoring.engine import (DEFAULT_BATCH_TOKENS, ModelSession, ScoreJob, ScoreResult, ScoreSettings, Skip,
+                                      open_model, prepare_job, score)
 from contaudit.models import ModelError
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "ModelError", "ScoreResult", "ScoreSettings", "Skip", "score"]
+__all__ = ["DEFAULT_BATCH_TOKENS", "ModelError", "ModelSession", "ScoreJob", "ScoreResult", "ScoreSettings", "Skip",
+           "open_model", "prepare_job", "score"]

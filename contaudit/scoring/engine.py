@@ -425,22 +425,23 @@ def _score_all(loaded: LoadedModel, runner: LocalRunner, plans: list[_Plan], set
     return lik, comp, facts
 
 
-def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreSettings | None = None, *,
-          progress: Progress | None = None, **options) -> ScoreResult:
-    """Score every item of ``data`` with ``model``; write ``out`` (JSON Lines) and its manifest.
+@dataclass
+class ScoreJob:
+    """One item file to score and where its scores go, checked and read before any model loads."""
 
-    ``options`` override fields of ``settings`` (see :class:`ScoreSettings`).
-    ``progress(phase, done_tokens, total_tokens)`` is called as batches finish.
+    data: Path
+    out: Path
+    items: list[Item]
+    completion: bool
+    cache_dir: Path | None
 
-    Example::
 
-        from contaudit.scoring import score
-        result = score("models/gpt2", "probes.jsonl", "scores/gpt2.jsonl", completion=True)
-        print(result.n_scored, result.tokens_per_second)
+def prepare_job(data: str | Path, out: str | Path, settings: ScoreSettings, *, model: str | Path | None = None
+                ) -> ScoreJob:
+    """Check ``out`` (and ``model``'s path, when given) and read ``data``'s items, before any model loads.
+
+    Errors are one line naming the path and record.
     """
-    settings = replace(settings or ScoreSettings(), **options)
-    settings.validate()
-    started = time.perf_counter()
     data, out = Path(data), Path(out)
     if out.is_dir():
         raise InputError("is a directory; --out must be a .jsonl file path, e.g. scores/NAME.jsonl", path=out)
@@ -451,36 +452,102 @@ def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreS
     if _manifest_path(out).is_dir():
         raise InputError("is a directory; the manifest of --out goes there", path=_manifest_path(out))
     check_can_create(out)
-    source = resolve_model(model, settings.gguf_file)
-    items = _load_items(data, settings)
+    if model is not None:
+        resolve_model(model, settings.gguf_file)
     cache_dir = None
     if settings.use_cache:
         cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
-    fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
+    return ScoreJob(data, out, _load_items(data, settings), settings.completion, cache_dir)
+
+
+class ModelSession:
+    """One model, loaded once (or its replicas), scoring any number of item files through the cache.
+
+    Open it with :func:`open_model`; :func:`score` is one session with one job.
+    """
+
+    def __init__(self, source: ModelSource, settings: ScoreSettings, loaded: LoadedModel, runner: LocalRunner):
+        self.source, self.settings, self.loaded, self.runner = source, settings, loaded, runner
+        self.max_length, self.stride = resolve_lengths(settings, loaded)
+        kind = loaded.device.type
+        self.budgets = {
+            "likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
+            "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.loaded.fingerprint
+
+    def score(self, job: ScoreJob, *, progress: Progress | None = None, started: float | None = None) -> ScoreResult:
+        """Score ``job``'s items (finished ones from the cache); write its scores and manifest.
+
+        ``started`` (a ``time.perf_counter()`` value) is when the call began, for the
+        manifest's wall time (default: now).
+        """
+        started = time.perf_counter() if started is None else started
+        settings = replace(self.settings, completion=job.completion)
+        loaded = self.loaded
+        plans = _plan_items(job.items, loaded, completion=job.completion, max_length=self.max_length)
+        lik, comp, facts = _score_all(loaded, self.runner, plans, settings, job.cache_dir, max_length=self.max_length,
+                                      stride=self.stride, budgets=self.budgets, progress=progress)
+        rows = [{"id": p.item.id, **lik[p.text_key], **(comp[p.prompt_key] if job.completion else {})}
+                for p in plans if p.skip is None]
+        write_jsonl_atomic(job.out, rows)
+        resolved = {**asdict(settings), "cache_dir": str(job.cache_dir) if job.cache_dir else None,
+                    "max_length": self.max_length, "stride": self.stride, "batch_tokens": self.budgets["likelihood"],
+                    "completion_batch_tokens": self.budgets["completion"],
+                    **{k: v for k, v in facts.items() if k not in ("from_cache", "tokens_computed", "compute_seconds")}}
+        result = ScoreResult(job.out, _manifest_path(job.out), len(job.items), len(rows),
+                             [p.skip for p in plans if p.skip], facts["from_cache"], facts["tokens_computed"],
+                             time.perf_counter() - started, facts["compute_seconds"], self.fingerprint["id"],
+                             ", ".join(facts["devices_used"]), str(loaded.dtype).removeprefix("torch."), resolved)
+        _write_manifest(result, job.data, loaded)
+        return result
+
+
+@contextlib.contextmanager
+def open_model(model: str | Path, settings: ScoreSettings, *, hashes_dir: Path | None = None
+               ) -> Iterator[ModelSession]:
+    """Fingerprint and load ``model`` once for ``settings``; yield a :class:`ModelSession`.
+
+    ``hashes_dir`` keeps the weights' SHA-256 on disk between runs (``file-hashes.json``),
+    so large checkpoints are hashed once.
+
+    Example::
+
+        with open_model("models/gpt2", ScoreSettings()) as session:
+            for name in ("test", "shadow"):
+                session.score(prepare_job(f"{name}.jsonl", f"scores/{name}.jsonl", ScoreSettings()))
+    """
+    settings.validate()
+    source = resolve_model(model, settings.gguf_file)
+    fp = fingerprint(source, FileHashes(hashes_dir / "file-hashes.json" if hashes_dir else None),
                      include_code=settings.trust_remote_code)
     with open_runner(source, settings, expected_weights=fp["weights"]) as (loaded, runner):
         loaded.fingerprint = fp
-        max_length, stride = resolve_lengths(settings, loaded)
-        kind = loaded.device.type
-        budgets = {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
-                   "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
-        plans = _plan_items(items, loaded, completion=settings.completion, max_length=max_length)
-        lik, comp, facts = _score_all(loaded, runner, plans, settings, cache_dir, max_length=max_length,
-                                      stride=stride, budgets=budgets, progress=progress)
+        yield ModelSession(source, settings, loaded, runner)
 
-    rows = [{"id": p.item.id, **lik[p.text_key], **(comp[p.prompt_key] if settings.completion else {})}
-            for p in plans if p.skip is None]
-    write_jsonl_atomic(out, rows)
-    resolved = {**asdict(settings), "cache_dir": str(cache_dir) if cache_dir else None, "max_length": max_length,
-                "stride": stride, "batch_tokens": budgets["likelihood"],
-                "completion_batch_tokens": budgets["completion"],
-                **{k: v for k, v in facts.items() if k not in ("from_cache", "tokens_computed", "compute_seconds")}}
-    result = ScoreResult(out, _manifest_path(out), len(items), len(rows), [p.skip for p in plans if p.skip],
-                         facts["from_cache"], facts["tokens_computed"], time.perf_counter() - started,
-                         facts["compute_seconds"], fp["id"], ", ".join(facts["devices_used"]),
-                         str(loaded.dtype).removeprefix("torch."), resolved)
-    _write_manifest(result, data, loaded)
-    return result
+
+def score(model: str | Path, data: str | Path, out: str | Path, settings: ScoreSettings | None = None, *,
+          progress: Progress | None = None, **options) -> ScoreResult:
+    """Score every item of ``data`` with ``model``; write ``out`` (JSON Lines) and its manifest.
+
+    ``options`` override fields of ``settings`` (see :class:`ScoreSettings`).
+    ``progress(phase, done_tokens, total_tokens)`` is called as batches finish. To score
+    several files with one model loaded once, use :func:`open_model`.
+
+    Example::
+
+        from contaudit.scoring import score
+        result = score("models/gpt2", "probes.jsonl", "scores/gpt2.jsonl", completion=True)
+        print(result.n_scored, result.tokens_per_second)
+    """
+    settings = replace(settings or ScoreSettings(), **options)
+    settings.validate()
+    started = time.perf_counter()
+    job = prepare_job(data, out, settings, model=model)
+    with open_model(model, settings, hashes_dir=job.cache_dir) as session:
+        return session.score(job, progress=progress, started=started)  # its wall time includes loading
 
 
 def _write_manifest(result: ScoreResult, data: Path, loaded: LoadedModel) -> None:

@@ -59,9 +59,9 @@ from contaudit.io import Item, load_items
 from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic
 from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
 from contaudit.scoring.cache import ScoreCache, text_hash
-from contaudit.scoring.engine import (CACHE_DIR_NAME, DEFAULT_BATCH_TOKENS, LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS,
-                                      cpu_workers, resolve_lengths)
-from contaudit.scoring.likelihood import NextTokenScorer, Row, plan_windows, score_rows
+from contaudit.scoring.engine import (CACHE_DIR_NAME, DEFAULT_BATCH_TOKENS, ModelSession, cpu_workers, make_scorer,
+                                      resolve_lengths)
+from contaudit.scoring.likelihood import Row, plan_windows, score_rows
 
 ORDER_FORMAT = 1
 CACHE_VERSION = 1
@@ -184,8 +184,7 @@ def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCac
         rows += [Row((h, w), ids[a:b], first - a) for w, (a, b, first) in enumerate(windows)]
     total = sum(len(r.ids) - r.first_target for r in rows)
     kind = loaded.device.type
-    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
-                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
+    scorer = make_scorer(loaded)
     workers, intra_op = cpu_workers(settings.threads, loaded.model, loaded.device, torch.get_num_threads())
     batch_tokens = settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"])
     if progress and total:
@@ -216,8 +215,8 @@ def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCac
 
 
 def item_order_scores(model: str | Path, data: str | Path, out: str | Path, config: ItemOrderConfig | None = None,
-                      settings: ScoreSettings | None = None, *, progress: Progress | None = None
-                      ) -> ItemOrderScores:
+                      settings: ScoreSettings | None = None, *, progress: Progress | None = None,
+                      session: ModelSession | None = None) -> ItemOrderScores:
     """Score ``data``'s shards in the published and in shuffled orders with ``model``; write ``out``.
 
     Parameters
@@ -236,6 +235,9 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
         and cache, as for ``score``.
     progress : callable, optional
         ``progress(phase, done_tokens, total_tokens)`` as batches finish.
+    session : ModelSession, optional
+        ``model`` already loaded in this process (:func:`~contaudit.scoring.open_model`),
+        to use instead of loading it again; a session of replicas is not used.
 
     Returns
     -------
@@ -271,11 +273,14 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
     cache_dir = None
     if settings.use_cache:
         cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
-    fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
-                     include_code=settings.trust_remote_code)
-    loaded = load_model(source, device=settings.device, dtype=settings.dtype,
-                        trust_remote_code=settings.trust_remote_code)
-    loaded.fingerprint = fp
+    if session is not None and session.loaded.model is not None and session.source == source:
+        loaded, fp = session.loaded, session.fingerprint
+    else:
+        fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
+                         include_code=settings.trust_remote_code)
+        loaded = load_model(source, device=settings.device, dtype=settings.dtype,
+                            trust_remote_code=settings.trust_remote_code, devices=settings.devices)
+        loaded.fingerprint = fp
     max_length, stride = resolve_lengths(settings, loaded)
     cache = ScoreCache(cache_dir, {"kind": "item_order", "model": fp["id"],
                                    "dtype": str(loaded.dtype).removeprefix("torch."), "device": loaded.device.type,

@@ -1,0 +1,135 @@
+"""The suite gate: one pass/fail over several benchmarks' verdicts, with the error rate stated.
+
+Each benchmark keeps its own verdict (its own alpha, Holm across its two primary tests).
+The gate asks, per benchmark, "does the verdict reach ``fail_on``?", and the answer is a
+test: the verdict reaches ``fail_on`` exactly when a *gate p-value* is at most alpha
+(:func:`gate_pvalue`). With ``correction = "holm"`` (the default) the gate applies
+Holm's step-down across the K benchmarks to those p-values, so the chance that any
+benchmark of a clean model fails the gate stays at most alpha however many benchmarks
+the suite holds (instead of up to K x alpha). With ``"none"`` each verdict counts as it
+stands.
+
+Exit codes (as for one run): 0 pass, 1 at least one benchmark fails the gate, 3 none
+fails but at least one is INVALID_DESIGN (an audit that cannot decide never passes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contaudit.analysis.did import holm
+from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INVALID, EXIT_PASS, GATE_LEVELS, INVALID_DESIGN,
+                                        SUSPECT, gate)
+from contaudit.errors import InputError
+
+SUITE_KIND = "contaudit-suite-results"
+SUITE_SCHEMA_VERSION = "1.0"
+CORRECTIONS = ("holm", "none")
+
+
+def _ceiling(verdict: dict) -> str:
+    """The highest label the benchmark's design allows (results before schema 1.2 lack it: inferred)."""
+    if "ceiling" in verdict:
+        return verdict["ceiling"]
+    names = {t["name"] for t in verdict["tests"]}
+    return CONTAMINATED if {"perplexity_did", "memorization_did"} <= names else SUSPECT
+
+
+def gate_pvalue(verdict: dict, fail_on: str) -> float | None:
+    """The smallest alpha at which this verdict reaches ``fail_on``; None for INVALID_DESIGN.
+
+    A primary test counts when its Holm-adjusted p is at most alpha, its estimate points
+    the contamination way and reaches the minimum effect; only the first depends on
+    alpha. So SUSPECT is reached when the smallest p of the tests that point the right
+    way and are large enough is <= alpha, and CONTAMINATED (when the design allows it)
+    when the largest p of the two is. 1.0 when ``fail_on`` cannot be reached at any alpha.
+
+    >>> t = lambda name, p: {"name": name, "pvalue_holm": p, "direction_ok": True, "above_minimum": True}
+    >>> v = {"label": "SUSPECT", "ceiling": "CONTAMINATED", "tests": [t("perplexity_did", 0.01), t("memorization_did", 0.2)]}
+    >>> gate_pvalue(v, "SUSPECT"), gate_pvalue(v, "CONTAMINATED")
+    (0.01, 0.2)
+    """
+    if fail_on not in (SUSPECT, CONTAMINATED):
+        raise InputError(f"`fail_on` must be SUSPECT or CONTAMINATED; got {fail_on!r}.")
+    if verdict["label"] == INVALID_DESIGN:
+        return None
+    eligible = [float(t["pvalue_holm"]) for t in verdict["tests"] if t["direction_ok"] and t["above_minimum"]]
+    if fail_on == SUSPECT:
+        return min(eligible, default=1.0)
+    if _ceiling(verdict) != CONTAMINATED or len(eligible) < 2:
+        return 1.0
+    return max(eligible)
+
+
+@dataclass
+class BenchmarkGate:
+    """One benchmark's part in the gate."""
+
+    name: str
+    label: str
+    pvalue: float | None  # gate p-value (None: INVALID_DESIGN)
+    adjusted: float | None  # after the suite's correction
+    fails: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "verdict": self.label, "gate_pvalue": self.pvalue,
+                "gate_pvalue_adjusted": self.adjusted, "fails": self.fails}
+
+
+@dataclass
+class SuiteGate:
+    """The suite's pass/fail: per-benchmark parts, the exit code and a sentence saying how it was reached."""
+
+    fail_on: str
+    correction: str
+    alpha: float
+    benchmarks: list[BenchmarkGate]
+    exit_code: int
+    rule: str
+
+    def to_dict(self) -> dict:
+        return {"fail_on": self.fail_on, "correction": self.correction, "alpha": self.alpha,
+                "exit_code": self.exit_code, "passed": self.exit_code == EXIT_PASS, "rule": self.rule,
+                "benchmarks": [b.to_dict() for b in self.benchmarks]}
+
+
+def suite_gate(verdicts: dict[str, dict], *, fail_on: str, alpha: float, correction: str = "holm") -> SuiteGate:
+    """Combine benchmarks' verdicts (``results.json``'s ``verdict``, by name) into one gate.
+
+    With ``correction="holm"`` benchmark k fails when its Holm-adjusted gate p-value
+    (over all K benchmarks; an INVALID_DESIGN one enters with p = 1) is <= ``alpha``;
+    with ``"none"`` when its own verdict reaches ``fail_on`` (:func:`~contaudit.analysis.verdict.gate`).
+    """
+    if correction not in CORRECTIONS:
+        raise InputError(f"`correction` must be one of {', '.join(CORRECTIONS)}; got {correction!r}.")
+    if not verdicts:
+        raise InputError("a suite gate needs at least one benchmark")
+    names = list(verdicts)
+    pvalues = [gate_pvalue(verdicts[n], fail_on) for n in names]
+    if correction == "holm":
+        adjusted = holm([1.0 if p is None else p for p in pvalues]).tolist()
+        fails = [p is not None and a <= alpha for p, a in zip(pvalues, adjusted)]
+        rule = (f"A benchmark fails the gate when its verdict reaches {fail_on} after Holm's correction across the "
+                f"{len(names)} benchmarks (adjusted gate p <= {alpha:g}): the chance that a model without "
+                f"contamination fails on any benchmark is at most {alpha:g}. Each benchmark's own verdict uses its "
+                f"own alpha, so a benchmark can read {fail_on} and still pass the gate.")
+    else:
+        adjusted = list(pvalues)
+        fails = [gate(verdicts[n]["label"], fail_on) == EXIT_FAIL for n in names]
+        rule = (f"A benchmark fails the gate when its own verdict reaches {fail_on} (no correction across the "
+                f"{len(names)} benchmarks: the chance that a model without contamination fails on some benchmark "
+                f"grows with their number, up to {len(names)} x alpha).")
+    parts = [BenchmarkGate(n, verdicts[n]["label"], p, None if p is None else a, f)
+             for n, p, a, f in zip(names, pvalues, adjusted, fails)]
+    if any(fails):
+        code = EXIT_FAIL
+    elif any(verdicts[n]["label"] == INVALID_DESIGN for n in names):
+        code = EXIT_INVALID
+    else:
+        code = EXIT_PASS
+    return SuiteGate(fail_on, correction, alpha, parts, code, rule)
+
+
+def gate_label(label: str) -> int:
+    """Rank of a verdict label for sorting (INVALID_DESIGN above CONTAMINATED)."""
+    return GATE_LEVELS.get(label, len(GATE_LEVELS))

@@ -1,0 +1,167 @@
+"""The suite report of ``contaudit screen``: one row per benchmark and the gate.
+
+``RUN/report.md``, a self-contained ``RUN/report.html`` (linking each benchmark's own
+``report.html``) and ``RUN/report.json`` (the suite results without the run details),
+all rendered from ``RUN/suite.json`` alone.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from contaudit.analysis.did import format_p
+from contaudit.manifest import write_json_atomic, write_text_atomic
+from contaudit.report import tables as T
+from contaudit.report.html import CSS, LABEL_COLORS
+from contaudit.report.markdown import _wrap
+from contaudit.report.markdown import table as md_table
+
+HEADERS = ["Benchmark", "Verdict", "Perplexity DiD [CI] (Holm p)", "Memorization DiD [CI] (Holm p)",
+           "Test items seen in corpus", "Most found items (occurrences, first location)", "Gate p (adjusted)",
+           "Gate"]
+GATE_TEXT = {0: "PASS", 1: "FAIL", 3: "UNDECIDED (an INVALID_DESIGN benchmark)"}
+
+
+@dataclass
+class SuiteReportFiles:
+    markdown: Path
+    html: Path
+    json: Path
+    exit_code: int
+
+
+def _did(cell: dict | None) -> str:
+    if cell is None:
+        return "not run"
+    return (f"{T.fmt(cell['estimate'], sign=True)} {T.fmt_ci(cell['confidence_interval'])} "
+            f"({format_p(cell['pvalue_holm'])})")
+
+
+def _seen(corpus: dict) -> str:
+    if not corpus.get("available"):
+        return "no index"
+    share = corpus.get("share_seen")
+    return f"{corpus['n_seen']}/{corpus['n_test']}" + (f" ({share:.0%})" if share is not None else "")
+
+
+def _items(row: dict) -> list[str]:
+    out = []
+    for item in row["top_items"]:
+        loc = item.get("location")
+        where = f"{loc[0]}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "") if loc else ""
+        out.append(f"{item['id']} ({item['occurrences']}x{', ' + where if where else ''})")
+    return out or ["—"]
+
+
+def suite_table(results: dict) -> T.Table:
+    """The suite table: one row per benchmark (cells formatted once for both renderers)."""
+    gates = {b["name"]: b for b in results["gate"]["benchmarks"]}
+    rows, marks = [], []
+    for row in results["benchmarks"]:
+        g = gates[row["name"]]
+        first = _did(row["perplexity_did"])
+        second = _did(row["memorization_did"]) if row["item_order"] is None else f"order test: {_did(row['item_order'])}"
+        p = "—" if g["gate_pvalue"] is None else f"{format_p(g['gate_pvalue'])} ({format_p(g['gate_pvalue_adjusted'])})"
+        rows.append([row["name"], row["verdict"], first, second, _seen(row["corpus"]), _items(row), p,
+                     "FAIL" if g["fails"] else "pass" if g["verdict"] != "INVALID_DESIGN" else "undecided"])
+        marks.append("fail" if g["fails"] else "")
+    return T.Table("Benchmarks", HEADERS, rows, align="llllllrl", marks=marks, note=results["gate"]["rule"])
+
+
+def render_suite_markdown(results: dict) -> str:
+    gate = results["gate"]
+    suite = results["suite"]
+    out = [f"# Contamination screen: {suite['name']}", ""]
+    out += [_wrap(f"**Gate: {GATE_TEXT[gate['exit_code']]}** (exit code {gate['exit_code']}) at "
+                  f"{gate['fail_on']}, correction {gate['correction']}, alpha {gate['alpha']:g}."), ""]
+    if suite.get("description"):
+        out += [_wrap(suite["description"]), ""]
+    out += [md_table(suite_table(results)), ""]
+    out += ["## Each benchmark's verdict", ""]
+    out += [_wrap(f"[{row['name']}]({row['report']}): {row['verdict']} — {row['reason']}", "- ")
+            for row in results["benchmarks"]]
+    out += ["", "## The run", ""] + [f"- {line}" for line in _run_lines(results)]
+    out += ["", "---", _wrap("Written by `contaudit screen` from suite.json; each benchmark's full report is "
+                             "linked above.")]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _run_lines(results: dict) -> list[str]:
+    run = results["run"]
+    index = run.get("index") or {}
+    lines = [f"Suite file: {results['suite']['source']} (SHA-256 {results['suite']['sha256']})"]
+    if index.get("corpus_passes"):
+        lines.append(f"Corpus: {index['corpus_bytes'] / 1e6:.1f} MB scanned once for {len(index['built'])} "
+                     f"benchmarks in {index['seconds']:.1f} s" + (f"; {len(index['reused'])} indexes reused"
+                                                                   if index.get("reused") else ""))
+    elif "reused" in index:
+        lines.append("Corpus: not scanned (every benchmark's index was reused)")
+    elif "prebuilt" in index:
+        lines.append("Corpus: prebuilt indexes")
+    loads = run.get("model_loads") or {}
+    if loads:
+        lines.append("Models loaded: " + ", ".join(f"{role} {n}x" for role, n in loads.items()))
+    seconds = run.get("seconds") or {}
+    if seconds:
+        lines.append("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    return lines
+
+
+def _e(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def render_suite_html(results: dict) -> str:
+    gate = results["gate"]
+    suite = results["suite"]
+    t = suite_table(results)
+    reports = {row["name"]: row["report"] for row in results["benchmarks"]}
+    head = "".join(f"<th>{_e(h)}</th>" for h in t.headers)
+    body = []
+    for row, mark in zip(t.rows, t.marks):
+        name, label, *rest, gate_cell = row
+        cells = [f'<td><a href="{_e(reports[name])}">{_e(name)}</a></td>',
+                 f'<td><span class="badge" style="background:{LABEL_COLORS[label]};color:#fff">{_e(label)}</span></td>']
+        for c in rest:
+            cells.append('<td class="lines">' + "<br>".join(_e(x) for x in c) + "</td>" if isinstance(c, list)
+                         else f"<td>{_e(c)}</td>")
+        cls = {"FAIL": "FAIL", "pass": "pass"}.get(gate_cell, "na")
+        cells.append(f'<td><span class="badge {cls}">{_e(gate_cell)}</span></td>')
+        body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
+    color = {0: "#027a48", 1: LABEL_COLORS["CONTAMINATED"], 3: LABEL_COLORS["INVALID_DESIGN"]}[gate["exit_code"]]
+    verdicts = "".join(f'<li><a href="{_e(row["report"])}">{_e(row["name"])}</a>: {_e(row["verdict"])} — '
+                       f'{_e(row["reason"])}</li>' for row in results["benchmarks"])
+    run = "".join(f"<li>{_e(line)}</li>" for line in _run_lines(results))
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>contaudit screen: {_e(GATE_TEXT[gate['exit_code']])} — {_e(suite['name'])}</title>"
+        f"<style>{CSS}</style></head><body><main>",
+        f"<h1>Contamination screen: {_e(suite['name'])}</h1>",
+        f'<p class="sub">contaudit {_e(results["contaudit_version"])} · {_e(results["created"])}</p>',
+        f'<section class="verdict" style="background:{color}"><span class="label">'
+        f'{_e(GATE_TEXT[gate["exit_code"]])}</span><span class="what">exit code {gate["exit_code"]} at '
+        f'{_e(gate["fail_on"])}, correction {_e(gate["correction"])}, alpha {gate["alpha"]:g}</span>'
+        f'<ul><li>{_e(gate["rule"])}</li></ul></section>',
+        f'<h3>{_e(t.title)}</h3><div class="card scroll" style="padding:0"><table><thead><tr>{head}</tr></thead>'
+        f'<tbody>{"".join(body)}</tbody></table></div>',
+        f"<h2>Each benchmark's verdict</h2><ul>{verdicts}</ul>",
+        f"<h2>The run</h2><ul>{run}</ul>",
+        "<footer>Written by <code>contaudit screen</code> from suite.json.</footer></main></body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_suite_report(run: str | Path) -> SuiteReportFiles:
+    """Render ``report.md``, ``report.html`` and ``report.json`` of a screen's run directory."""
+    from contaudit.screen import load_suite_results
+
+    run = Path(run)
+    results = load_suite_results(run)
+    md, page, js = run / "report.md", run / "report.html", run / "report.json"
+    write_text_atomic(md, render_suite_markdown(results))
+    write_text_atomic(page, render_suite_html(results))
+    write_json_atomic(js, {k: v for k, v in results.items() if k != "run"})
+    return SuiteReportFiles(md, page, js, results["gate"]["exit_code"])
