@@ -123,8 +123,10 @@ def _input_bytes(paths: list[Path]) -> int:
 @app.command()
 def index(
     corpus: list[Path] = typer.Argument(..., help="Corpus inputs: .jsonl(.gz/.zst), .parquet, text/code directories, saved HF datasets."),
-    benchmark: Path = typer.Option(..., "--benchmark", "-b", help="Benchmark items (.jsonl or .parquet)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Index directory to write, e.g. indexes/NAME."),
+    benchmark: list[Path] = typer.Option(..., "--benchmark", "-b", help="Benchmark items (.jsonl or .parquet); "
+                                         "repeat it to index several benchmarks in one pass over the corpus."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Index directory to write, e.g. indexes/NAME (with several "
+                                                          "benchmarks: a directory of indexes, one per file name)."),
     text_field: str = typer.Option("text", help="Benchmark field holding the item text."),
     template: Optional[str] = typer.Option(None, help="Build item text from fields instead, e.g. '{question}\\n{answer}'."),
     id_field: str = typer.Option("id", help="Benchmark field holding a unique item id."),
@@ -144,9 +146,7 @@ def index(
     top: int = typer.Option(10, help="Most contaminated items to list in the summary."),
 ) -> None:
     """Search a training corpus for every benchmark item (exact n-grams + near duplicates)."""
-    from rich.table import Table
-
-    from contaudit.index import build_index
+    from contaudit.index import build_indexes
     from contaudit.progress import ByteProgress
 
     if rule not in ("gpt3", "palm"):
@@ -161,18 +161,42 @@ def index(
     config = IndexConfig.palm(**settings) if rule == "palm" else \
         IndexConfig(n=default_of(IndexConfig, "n") if n is None else n, **settings)
     config.validate()
+    targets = _index_targets(benchmark, out_dir)
+    staging = out_dir.with_name(out_dir.name + ".partial")
     with ByteProgress("indexing corpus", _input_bytes(corpus), console=console) as bar:
-        summary = build_index(corpus, benchmark, out_dir, config=config, text_field=None if template else text_field,
-                              template=template, id_field=id_field, progress=bar)
-    counts = summary.index.manifest["counts"]
-    mb = summary.corpus_bytes / 1e6
-    out.print(f"[bold]Index written to {out_dir}[/]: {counts['items']} items — [red]{counts['seen']} seen[/], "
-              f"[green]{counts['unseen']} unseen[/], {counts['ambiguous']} ambiguous; corpus {mb:.1f} MB in "
-              f"{summary.seconds:.1f} s ({mb / max(summary.seconds, 1e-9):.1f} MB/s)"
-              + (f", {summary.shards_resumed}/{summary.shards_total} shards resumed" if summary.shards_resumed else ""))
-    if summary.stats.skipped:
-        out.print(f"[yellow]{summary.stats.skipped} corpus records skipped[/] (first: {summary.stats.examples[0]})")
-    ranked = sorted((it for it in summary.index.items if it["status"] == "seen"),
+        summaries = build_indexes(corpus, targets, staging, config=config, text_field=None if template else text_field,
+                                  template=template, id_field=id_field, progress=bar)
+    first = summaries[0]
+    mb = first.corpus_bytes / 1e6
+    out.print(f"Corpus {mb:.1f} MB scanned once in {first.seconds:.1f} s ({mb / max(first.seconds, 1e-9):.1f} MB/s)"
+              + (f", {first.shards_resumed}/{first.shards_total} shards resumed" if first.shards_resumed else ""))
+    if first.stats.skipped:
+        out.print(f"[yellow]{first.stats.skipped} corpus records skipped[/] (first: {first.stats.examples[0]})")
+    for path, summary in zip(targets, summaries):
+        _print_index(path, summary.index, top)
+
+
+def _index_targets(benchmarks: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Index directory -> benchmark: ``out_dir`` itself for one benchmark, ``out_dir/STEM`` for several."""
+    if len(benchmarks) == 1:
+        return {out_dir: benchmarks[0]}
+    targets: dict[Path, Path] = {}
+    for bench in benchmarks:
+        name = bench.name.split(".")[0]
+        if out_dir / name in targets:
+            raise InputError(f"two benchmarks would share the index {out_dir / name} ({targets[out_dir / name]} and "
+                             f"{bench}); give them different file names")
+        targets[out_dir / name] = bench
+    return targets
+
+
+def _print_index(path: Path, index, top: int) -> None:
+    from rich.table import Table
+
+    counts = index.manifest["counts"]
+    out.print(f"[bold]Index written to {path}[/]: {counts['items']} items — [red]{counts['seen']} seen[/], "
+              f"[green]{counts['unseen']} unseen[/], {counts['ambiguous']} ambiguous")
+    ranked = sorted((it for it in index.items if it["status"] == "seen"),
                     key=lambda it: (-it["coverage"], -it["neardup_jaccard"], -it["occurrences"]))[:top]
     if ranked:
         table = Table(title="Most contaminated items")

@@ -30,6 +30,27 @@ def test_index_then_probes(tmp_path):
     assert "length_smd" in manifest["balance"]
 
 
+def test_several_benchmarks_are_indexed_in_one_pass_each_into_its_own_index(tmp_path):
+    planted = make_planted(tmp_path, n_items=90, n_docs=100)
+    rows = planted.bench.read_text().splitlines()
+    (tmp_path / "first.jsonl").write_text("\n".join(rows[:45]) + "\n")
+    (tmp_path / "second.jsonl").write_text("\n".join(rows[45:]) + "\n")
+    out = tmp_path / "indexes"
+    result = runner.invoke(app, ["index", str(planted.corpus), "-b", str(tmp_path / "first.jsonl"),
+                                 "-b", str(tmp_path / "second.jsonl"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("scanned once") == 1 and result.output.count("Index written to") == 2
+    alone = tmp_path / "alone"
+    assert runner.invoke(app, ["index", str(planted.corpus), "-b", str(tmp_path / "second.jsonl"),
+                               "-o", str(alone)]).exit_code == 0
+    assert (out / "second" / "items.jsonl").read_bytes() == (alone / "items.jsonl").read_bytes()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "first.jsonl").write_text(rows[0] + "\n")
+    clash = runner.invoke(app, ["index", str(planted.corpus), "-b", str(tmp_path / "first.jsonl"),
+                                "-b", str(tmp_path / "b" / "first.jsonl"), "-o", str(tmp_path / "x")])
+    assert clash.exit_code == 2 and "would share the index" in clash.output
+
+
 def test_bad_benchmark_fails_cleanly_without_an_index(tmp_path):
     planted = make_planted(tmp_path, n_items=20, n_docs=20)
     bad = tmp_path / "bad.jsonl"
