@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contaudit.experiment import (DEMO_SEED, input_hashes, prepare, timed, train_unless_done, with_seed,
-                                  write_protocol, write_suspect_corpus)
+from contaudit.experiment import DEMO_SEED, finetune_from_base, prepare, timed, write_protocol, write_suspect_corpus
 
 @dataclass
 class DemoResult:
@@ -39,36 +38,27 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     rerun after an interruption continues where it stopped.
     """
     from contaudit.audit import run_audit
-    from contaudit.finetune import DemoTrainingConfig, finetune
-    from contaudit.finetune.api import INJECTION_FILE
-    from contaudit.models import fingerprint
-    from contaudit.finetune.config import config_dict
+    from contaudit.finetune import DemoTrainingConfig
 
     config = config or DemoTrainingConfig()
     out = Path(out)
     seconds: dict[str, float] = {}
     prepared = prepare(out, config, log=log, seconds=seconds, train_progress=train_progress)
-    corpus, split, models = prepared["corpus"], prepared, out / "models"
+    split, models = prepared, out / "models"
 
     def stage(name: str, fn, /, *args, **kwargs):
         return timed(seconds, log, name, fn, *args, **kwargs)
 
-    base_fingerprint = fingerprint(models / "base")
-    data_hashes = input_hashes(corpus=corpus, benchmark=split["test"])
-
     def ft(name: str, path: Path, dup: int, seed: int):
-        cfg = with_seed(config.finetune, seed, config.threads)
-        wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, "base": {"fingerprint": base_fingerprint},
-                  "inputs": data_hashes}
-        stage(name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, corpus, path, base=models / "base",
-              inject=split["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
+        finetune_from_base(name, path, prepared=prepared, config=config, dup=dup, seed=seed, seconds=seconds,
+                           log=log, train_progress=train_progress)
 
     ft("finetune suspect", models / "suspect", config.dup, 0)
     ft("finetune clean", models / "clean", 0, 0)
     if null_run:
         ft("finetune clean (null seed)", models / "clean-null", 0, config.null_seed)
 
-    suspect_corpus = write_suspect_corpus(corpus, split["test"], config.dup,
+    suspect_corpus = write_suspect_corpus(prepared["corpus"], split["test"], config.dup,
                                           out / "data" / "suspect-training-text.jsonl")
     common = dict(test=split["test"], shadow=split["shadow"], seed=DEMO_SEED)
     protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",

@@ -2,6 +2,7 @@
 
 * :func:`prepare`: the demo's data (stdlib corpus, HumanEval split) and pretrained base;
 * :func:`train_unless_done`: train a model unless one trained the same way is there;
+* :func:`finetune_from_base`: a suspect or clean model fine-tuned from that base;
 * :func:`write_suspect_corpus`: the text a suspect trained on (corpus + injected copies);
 * :func:`write_protocol`: an audit protocol for a suspect, its clean models and the sets,
   written with a real TOML writer;
@@ -115,6 +116,26 @@ def input_hashes(**paths: Path) -> dict[str, str]:
     from contaudit.manifest import describe_path
 
     return {role: describe_path(p)["sha256"] for role, p in paths.items()}
+
+
+def finetune_from_base(name: str, path: Path, *, prepared: dict, config, dup: int, seed: int, seconds: dict,
+                       log=print, train_progress=None) -> None:
+    """Fine-tune ``prepared["base"]`` on the corpus with the test items injected ``dup`` times (unless done).
+
+    ``prepared`` is what :func:`prepare` returned; ``config`` a ``DemoTrainingConfig``.
+    A model already at ``path`` trained the same way (settings, base, data) is reused.
+    """
+    from contaudit.finetune import finetune
+    from contaudit.finetune.api import INJECTION_FILE
+    from contaudit.finetune.config import config_dict
+    from contaudit.models import fingerprint
+
+    base = prepared["base"]
+    cfg = with_seed(config.finetune, seed, config.threads)
+    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, "base": {"fingerprint": fingerprint(base)},
+              "inputs": input_hashes(corpus=prepared["corpus"], benchmark=prepared["test"])}
+    timed(seconds, log, name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, prepared["corpus"],
+          path, base=base, inject=prepared["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
 
 
 def with_seed(train_config, seed: int, threads: int | None):

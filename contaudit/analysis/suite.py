@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contaudit.analysis.did import holm
-from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INVALID, EXIT_PASS, GATE_LEVELS, INVALID_DESIGN,
+from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INVALID, EXIT_PASS, INVALID_DESIGN,
                                         SUSPECT, gate)
 from contaudit.errors import InputError
 
@@ -129,7 +129,3 @@ def suite_gate(verdicts: dict[str, dict], *, fail_on: str, alpha: float, correct
         code = EXIT_PASS
     return SuiteGate(fail_on, correction, alpha, parts, code, rule)
 
-
-def gate_label(label: str) -> int:
-    """Rank of a verdict label for sorting (INVALID_DESIGN above CONTAMINATED)."""
-    return GATE_LEVELS.get(label, len(GATE_LEVELS))
