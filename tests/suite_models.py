@@ -59,11 +59,15 @@ def _model_config():
     return ModelConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=512, tokenizer_max_chars=400_000)
 
 
+# 400 steps (about one pass over the suspect's text, each alpha test item seen ~8 times):
+# over 5 seeds alpha came out CONTAMINATED with exit 1 on 4 and SUSPECT on 1 (150 steps:
+# 2 of 3; a 128-wide model or a higher learning rate memorised less), beta and gamma
+# NO_EVIDENCE on all 5.
 def _train_config(seed: int):
     from contaudit.finetune import TrainConfig
 
-    return TrainConfig(steps=150, lr=3e-3, batch_size=16, seq_len=128, warmup_steps=10, min_lr_ratio=0.1,
-                       eval_every=150, heldout_blocks=4, seed=seed, threads=2, device="cpu", mixed_precision=False)
+    return TrainConfig(steps=400, lr=3e-3, batch_size=16, seq_len=128, warmup_steps=10, min_lr_ratio=0.1,
+                       eval_every=400, heldout_blocks=4, seed=seed, threads=2, device="cpu", mixed_precision=False)
 
 
 @dataclass
