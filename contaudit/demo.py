@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     out = Path(out)
     seconds: dict[str, float] = {}
     prepared = prepare(out, config, log=log, seconds=seconds, train_progress=train_progress)
-    split, models = prepared, out / "models"
+    models = out / "models"
 
     def stage(name: str, fn, /, *args, **kwargs):
         return timed(seconds, log, name, fn, *args, **kwargs)
@@ -58,9 +58,9 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     if null_run:
         ft("finetune clean (null seed)", models / "clean-null", 0, config.null_seed)
 
-    suspect_corpus = write_suspect_corpus(prepared["corpus"], split["test"], config.dup,
+    suspect_corpus = write_suspect_corpus(prepared["corpus"], prepared["test"], config.dup,
                                           out / "data" / "suspect-training-text.jsonl")
-    common = dict(test=split["test"], shadow=split["shadow"], seed=DEMO_SEED)
+    common = dict(test=prepared["test"], shadow=prepared["shadow"], seed=DEMO_SEED)
     protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
                                description=f"HumanEval test half injected {config.dup}x into the suspect",
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",

@@ -128,12 +128,10 @@ def finetune_from_base(name: str, path: Path, *, prepared: dict, config, dup: in
     from contaudit.finetune import finetune
     from contaudit.finetune.api import INJECTION_FILE
     from contaudit.finetune.config import config_dict
-    from contaudit.models import fingerprint
 
     base = prepared["base"]
     cfg = with_seed(config.finetune, seed, config.threads)
-    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, "base": {"fingerprint": fingerprint(base)},
-              "inputs": input_hashes(corpus=prepared["corpus"], benchmark=prepared["test"])}
+    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, **prepared["finetune_from"]}
     timed(seconds, log, name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, prepared["corpus"],
           path, base=base, inject=prepared["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
 
@@ -146,12 +144,15 @@ def with_seed(train_config, seed: int, threads: int | None):
 def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_progress=None) -> dict:
     """The demo's data and base model: stdlib corpus, HumanEval split, pretrained base.
 
-    Returns paths ``corpus``, ``test``, ``shadow`` and ``base`` (reused when present).
+    Returns paths ``corpus``, ``test``, ``shadow`` and ``base`` (reused when present),
+    and ``finetune_from``: the base's fingerprint and the data's hashes that a fine-tune's
+    manifest records (computed once here, not once per fine-tune).
     """
     from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
     from contaudit.finetune import pretrain
     from contaudit.finetune.api import PRETRAIN_FILE
     from contaudit.finetune.config import config_dict
+    from contaudit.models import fingerprint
 
     seconds = seconds if seconds is not None else {}
     data = out / "data"
@@ -171,5 +172,7 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
               "inputs": input_hashes(corpus=corpus)}
     stage("pretrain", train_unless_done, base, PRETRAIN_FILE, wanted, log, pretrain,
           corpus, base, config=pretrain_config, model_config=config.model, overwrite=True, progress=train_progress)
+    finetune_from = {"base": {"fingerprint": fingerprint(base)},
+                     "inputs": input_hashes(corpus=corpus, benchmark=split["test"])}
     return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,
-            "n_test": split["n_test"], "n_shadow": split["n_shadow"]}
+            "n_test": split["n_test"], "n_shadow": split["n_shadow"], "finetune_from": finetune_from}

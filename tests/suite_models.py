@@ -27,12 +27,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from contaudit.manifest import write_jsonl_atomic
 
 BENCHMARKS = ("alpha", "beta", "gamma")
 CONTAMINATED = "alpha"
@@ -152,8 +153,7 @@ class _Kind:
 
 
 def _write_jsonl(path: Path, rows) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+    write_jsonl_atomic(path, rows)
     return path
 
 
@@ -220,24 +220,3 @@ def make_suite_fixture(root: str | Path, *, seed: int = 0, dup: int = DUP, train
     return SuiteFixture(root, corpus, filler, benchmarks, models / "suspect", models / "clean", tables,
                         dup=dup, seed=seed, seconds=seconds)
 
-
-def write_benchmark_protocol(fx: SuiteFixture, name: str, path: str | Path, *, analysis_seed: int = 20240601) -> Path:
-    """A protocol auditing ``fx.suspect`` against ``fx.clean`` on one benchmark (random split, held-out text,
-    index of the suspect's training text built beside the protocol)."""
-    import tomli_w
-
-    path = Path(path)
-    parts = fx.benchmarks[name]
-    protocol = {
-        "name": f"suite fixture: {name}",
-        "models": {"suspect": {"path": str(fx.suspect.resolve())}, "clean": {"path": str(fx.clean.resolve())}},
-        "sets": {"shadow_origin": "random_split", "test": {"path": str(parts["test"].resolve())},
-                 "shadow": {"path": str(parts["shadow"].resolve())},
-                 "heldout": [{"path": str(parts["heldout"].resolve())}]},
-        "index": {"path": str((path.parent / f"index-{name}").resolve()), "corpus": [str(fx.corpus.resolve())]},
-        "probes": dict(fx.tables["probes"]),
-        "analysis": {**fx.tables["analysis"], "seed": analysis_seed},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(protocol), encoding="utf-8")
-    return path

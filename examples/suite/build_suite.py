@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import re
 import sys
 import time
@@ -107,9 +106,8 @@ def man_page_items(pattern: str, rng: np.random.Generator, n: int) -> tuple[list
             continue
         page = Path(path).name.removesuffix(".gz")
         for text in description_paragraphs(roff):
-            key = hashlib.sha256(text.encode()).hexdigest()
-            if MIN_WORDS <= len(text.split()) <= MAX_WORDS and key not in seen:
-                seen.add(key)
+            if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in seen:
+                seen.add(text)
                 pool.append({"id": f"man/{page}", "text": text, "page": page})
                 stats["with_paragraph"] += 1
                 break
