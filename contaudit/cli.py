@@ -396,7 +396,8 @@ def report(
 def audit(
     protocol: Path = typer.Argument(..., help="Protocol file (see protocols/default.toml)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory, e.g. runs/NAME."),
-    fail_on: Optional[str] = typer.Option(None, help="Exit 1 when the verdict reaches SUSPECT or CONTAMINATED (3 on INVALID_DESIGN)."),
+    fail_on: Optional[str] = typer.Option(None, help="Exit 1 when the verdict reaches SUSPECT or CONTAMINATED (3 on INVALID_DESIGN, 4 on INCONCLUSIVE)."),
+    inconclusive_fails: bool = typer.Option(False, "--inconclusive-fails", help="With --fail-on: exit 1 on INCONCLUSIVE too (default 4)."),
 ) -> None:
     """Run index -> probes -> score -> analyze -> report from one protocol file."""
     from contaudit.audit import run_audit
@@ -414,7 +415,7 @@ def audit(
     out.print(f"[bold]{escape(summary_line(run.results))}[/]")
     out.print(f"report: {run.report.html}")
     if fail_on is not None:
-        raise typer.Exit(code=gate(run.verdict, fail_on))
+        raise typer.Exit(code=gate(run.verdict, fail_on, inconclusive_fails=inconclusive_fails))
 
 
 @app.command()
@@ -424,35 +425,41 @@ def screen(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for a suite, e.g. runs/NAME."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Fail the gate at this verdict or worse: SUSPECT or "
                                                                   "CONTAMINATED (a suite's default: its [gate])."),
+    inconclusive_fails: Optional[bool] = typer.Option(None, "--inconclusive-fails/--inconclusive-exits-4",
+                                                      help="Whether an INCONCLUSIVE verdict fails the gate (exit 1) "
+                                                           "or exits 4 (a suite's default: its [gate])."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of lines."),
 ) -> None:
-    """Pre-release gate: screen a suite of benchmarks, or gate a finished run; exit 0 pass, 1 fail, 3 undecidable."""
+    """Pre-release gate: screen a suite of benchmarks, or gate a finished run; exit 0 pass, 1 fail, 3 invalid design,
+    4 inconclusive."""
     import json
 
     fail_on = _fail_on(fail_on)
     if target.is_file() or (not target.exists() and target.suffix == ".toml"):
-        _screen_suite(target, out_dir, fail_on, as_json)
+        _screen_suite(target, out_dir, fail_on, inconclusive_fails, as_json)
     if out_dir is not None:
         raise InputError(f"--out is for a suite file; {target} is a run directory (it is gated as it is)")
     if (target / "suite.json").exists():
         from contaudit.screen import regate
 
-        _, gate = regate(target, fail_on=fail_on)
+        _, gate = regate(target, fail_on=fail_on, inconclusive_fails=inconclusive_fails)
         _print_suite_gate(gate, as_json)
     if fail_on is None:
         raise InputError("--fail-on is required to gate a run directory (SUSPECT or CONTAMINATED)")
     from contaudit.analysis import screen as run_screen
 
-    result = run_screen(target, fail_on=fail_on)
+    result = run_screen(target, fail_on=fail_on, inconclusive_fails=bool(inconclusive_fails))
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     else:
-        status = {0: "PASS", 1: "FAIL", 3: "INVALID"}[result.exit_code]
-        typer.echo(f"{status} {result.line}")
+        from contaudit.analysis.verdict import EXIT_STATUS
+
+        typer.echo(f"{EXIT_STATUS[result.exit_code]} {result.line}")
     raise typer.Exit(result.exit_code)
 
 
-def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[str], as_json: bool) -> None:
+def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[str],
+                  inconclusive_fails: Optional[bool], as_json: bool) -> None:
     from contaudit.suite import load_suite
 
     load_suite(suite_path)  # a bad suite fails here, before the heavy libraries load
@@ -463,7 +470,7 @@ def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[s
 
     quiet_transformers()
     with TokenProgress(console=console) as bar:
-        run = run_suite(suite_path, out_dir, fail_on=fail_on,
+        run = run_suite(suite_path, out_dir, fail_on=fail_on, inconclusive_fails=inconclusive_fails,
                         log=lambda line: console.print(f"[dim]·[/] {escape(line)}"), score_progress=bar)
     _print_suite_gate(run.gate, as_json, report=run.report.html)
 
@@ -479,7 +486,9 @@ def _print_suite_gate(gate, as_json: bool, report: Optional[Path] = None) -> Non
     for b in gate.benchmarks:
         p = "—" if b.pvalue is None else f"gate {format_p(b.pvalue, named=True)}, adjusted {format_p(b.adjusted)}"
         out.print(f"{'FAIL' if b.fails else 'pass'}  {escape(b.name)}: {b.label} ({p})", soft_wrap=True)
-    status = {0: "PASS", 1: "FAIL", 3: "UNDECIDED"}[gate.exit_code]
+    from contaudit.analysis.verdict import EXIT_STATUS
+
+    status = EXIT_STATUS[gate.exit_code]
     out.print(f"[bold]{status}[/] at {gate.fail_on} ({gate.correction} across {len(gate.benchmarks)} benchmarks)"
               + (f"; report: {report}" if report else ""), soft_wrap=True)
     raise typer.Exit(gate.exit_code)

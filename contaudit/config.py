@@ -96,6 +96,13 @@ def one_of(*allowed):
     return lambda v: None if v in allowed else "one of " + ", ".join(repr(a) for a in allowed)
 
 
+def _reference_test(v) -> str | None:
+    if v == "t":  # the test of contaudit 0.x before issue 22
+        return ("'robust' or 'rank' ('t' was removed: its error rate exceeds Holm's alpha / 2 when the clean "
+                "models' effects are heavy-tailed; 'robust' keeps it, see docs/analysis.md)")
+    return one_of("robust", "rank")(v)
+
+
 def subset_of(allowed: tuple, *, required: str | None = None):
     """A tuple of values from ``allowed``, including ``required`` when given."""
     def check(v):
@@ -290,9 +297,9 @@ class AnalysisSettings:
     shadow_alpha: float = setting(0.05, check=between(0, 0.5, closed_high=True),
                                   help="level of the shadow comparability test")
     power: float = setting(0.8, check=between(0, 1), help="power at which the minimum detectable effect is given")
-    reference_test: Literal["t", "rank"] = setting(
-        "t", check=one_of("t", "rank"),
-        help="with 2+ clean models: t prediction interval ('t') or distribution-free rank test ('rank')")
+    reference_test: Literal["robust", "rank"] = setting(
+        "robust", check=_reference_test,
+        help="with 2+ clean models: heavy-tail-safe prediction test ('robust') or distribution-free rank test ('rank')")
     adjust_for: tuple[Literal["difficulty", "length", "rarity"], ...] = setting(
         ADJUSTMENT_COVARIATES, check=subset_of(ADJUSTMENT_COVARIATES),
         help="item covariates the shift adjustment conditions on")

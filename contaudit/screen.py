@@ -100,12 +100,13 @@ def suite_results(suite: Suite, rows: list[dict], gate, run: dict) -> dict:
 
 
 def run_suite(suite_path: str | Path, out: str | Path, *, fail_on: str | None = None,
+              inconclusive_fails: bool | None = None,
               log: Callable[[str], None] = lambda s: None, score_progress=None) -> SuiteRun:
     """Screen the suspect of a suite file against each of its benchmarks; write ``out``.
 
-    ``fail_on`` overrides the suite's ``[gate] fail_on``. Returns the suite results, the
-    gate (``exit_code``: 0 pass, 1 fail, 3 an undecidable benchmark and no failure) and
-    the report files.
+    ``fail_on`` and ``inconclusive_fails`` override the suite's ``[gate]``. Returns the
+    suite results, the gate (``exit_code``: 0 pass, 1 fail, 3 an invalid design and no
+    failure, 4 an inconclusive benchmark and neither) and the report files.
     """
     suite = load_suite(suite_path)  # before any work: a bad suite fails at once
     from contaudit.analysis.suite import suite_gate
@@ -123,15 +124,20 @@ def run_suite(suite_path: str | Path, out: str | Path, *, fail_on: str | None = 
     staging = index_dir.with_name(index_dir.name + ".partial") if index_dir else out / "index.partial"
     shared = audit_benchmarks(runs, index_staging=staging, log=log, score_progress=score_progress, seconds=seconds)
     fail_on = fail_on or suite.gate.fail_on
+    if inconclusive_fails is None:
+        inconclusive_fails = suite.gate.inconclusive_fails
     gate = suite_gate({run.name: run.results["verdict"] for run in runs}, fail_on=fail_on,
-                      alpha=suite.analysis.alpha, correction=suite.gate.correction)
+                      alpha=suite.analysis.alpha, correction=suite.gate.correction,
+                      inconclusive_fails=inconclusive_fails)
     rows = [benchmark_row(run.name, run.results, run.out, out) for run in runs]
     shared["seconds"]["total"] = round(time.perf_counter() - started, 3)
     results = suite_results(suite, rows, gate, shared)
     write_json_atomic(out / SUITE_RESULTS, results)
     report = write_suite_report(out)
     failing = [b.name for b in gate.benchmarks if b.fails]
-    log(f"gate: {'FAIL' if failing else 'PASS'} at {fail_on} ({suite.gate.correction} across "
+    from contaudit.analysis.verdict import EXIT_STATUS
+
+    log(f"gate: {EXIT_STATUS[gate.exit_code]} at {fail_on} ({suite.gate.correction} across "
         f"{len(runs)} benchmarks)" + (f": {', '.join(failing)}" if failing else "") + f" -> {report.html}")
     return SuiteRun(out, results, gate, report, seconds)
 
@@ -149,7 +155,7 @@ def load_suite_results(run: str | Path) -> dict:
     return data
 
 
-def regate(run: str | Path, *, fail_on: str | None = None) -> tuple[dict, object]:
+def regate(run: str | Path, *, fail_on: str | None = None, inconclusive_fails: bool | None = None) -> tuple[dict, object]:
     """The gate of a finished screen, at ``fail_on`` (default: the one it ran with), from its
     benchmarks' ``results.json``."""
     from contaudit.analysis.results import load_results
@@ -157,5 +163,7 @@ def regate(run: str | Path, *, fail_on: str | None = None) -> tuple[dict, object
 
     data = load_suite_results(run)
     verdicts = {row["name"]: load_results(Path(run) / row["run"])["verdict"] for row in data["benchmarks"]}
+    if inconclusive_fails is None:
+        inconclusive_fails = bool(data["gate"].get("inconclusive_fails", False))
     return data, suite_gate(verdicts, fail_on=fail_on or data["gate"]["fail_on"], alpha=data["gate"]["alpha"],
-                            correction=data["gate"]["correction"])
+                            correction=data["gate"]["correction"], inconclusive_fails=inconclusive_fails)

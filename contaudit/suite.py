@@ -58,13 +58,15 @@ class BenchmarkSpec(Sets):
 
 @dataclass(frozen=True)
 class GateSettings:
-    """``[gate]``: the suite's pass/fail (``contaudit screen`` exits 0 pass, 1 fail, 3 undecidable)."""
+    """``[gate]``: the suite's pass/fail (``contaudit screen`` exits 0 pass, 1 fail, 3 invalid design, 4 inconclusive)."""
 
     fail_on: Literal["SUSPECT", "CONTAMINATED"] = setting(
         "CONTAMINATED", help="a benchmark fails the gate when its verdict reaches this (--fail-on overrides it)")
     correction: Literal["holm", "none"] = setting(
         "holm", help="'holm': a benchmark fails only if it still does after Holm's correction across the suite's "
                      "benchmarks (family-wise error <= [analysis] alpha); 'none': each verdict as it stands")
+    inconclusive_fails: bool = setting(
+        False, help="true: an INCONCLUSIVE benchmark fails the gate (exit 1); false: it exits 4 unless another fails")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -228,7 +228,7 @@ def test_cli_screen_returns_3_for_invalid_design(clean, tmp_path):
                       out=tmp_path)
     assert results["verdict"]["label"] == "INVALID_DESIGN"
     res = runner.invoke(app, ["screen", str(tmp_path), "--fail-on", "CONTAMINATED"])
-    assert res.exit_code == 3 and res.output.startswith("INVALID INVALID_DESIGN:")
+    assert res.exit_code == 3 and res.output.startswith("INVALID_DESIGN INVALID_DESIGN:")
     assert screen(tmp_path, fail_on="SUSPECT").exit_code == 3
 
 

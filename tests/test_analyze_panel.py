@@ -61,7 +61,8 @@ def test_panel_finds_planted_contamination_under_a_shift(tmp_path):
     assert results["verdict"]["label"] == "CONTAMINATED", results["verdict"]["reasons"]
     design = {k: v for k, v in results["design"].items() if k != "models"}
     assert design == {"shadow_origin": "later_set", "n_clean_models": 5, "test": "reference panel",
-                      "exchangeable_sets": False, "verdict_cap": None}
+                      "exchangeable_sets": False, "verdict_cap": None, "exchangeability_refuted": None,
+                      "inconclusive": None}
     assert results["design"]["models"][2] == {"role": "reference[1]", "fingerprints": ["fingerprint-model2"]}
     ppl = results["perplexity_did"]
     assert ppl["n_references"] == 5 and ppl["covariates"] == ["difficulty", "length"] and ppl["estimate"] < -0.1
@@ -77,25 +78,29 @@ def test_panel_null_with_a_shift_is_not_flagged(tmp_path):
     assert results["verdict"]["label"] == "NO_EVIDENCE", results["verdict"]["reasons"]
 
 
-def test_one_clean_model_on_a_shifted_set_is_capped_at_suspect(tmp_path):
+def test_one_clean_model_on_a_shifted_set_is_inconclusive_whatever_the_tests_show(tmp_path):
     files = write_panel(tmp_path, ppl_effect=0.3, mem_effect=0.3)
     files["references"] = []
     results = analyze(**files, protocol=FAST)
-    assert results["design"]["verdict_cap"] == "SUSPECT"
+    assert results["design"]["inconclusive"] and results["verdict"]["ceiling"] == "INCONCLUSIVE"
     tests = {t["name"]: t["counts"] for t in results["verdict"]["tests"]}
-    assert tests == {"perplexity_did": True, "memorization_did": True}
-    assert results["verdict"]["label"] == "SUSPECT"
-    assert any("at most SUSPECT" in r and "[[models.reference]]" in r for r in results["verdict"]["reasons"])
+    assert tests == {"perplexity_did": True, "memorization_did": True}  # shown, but deciding nothing
+    assert results["verdict"]["label"] == "INCONCLUSIVE"
+    reasons = results["verdict"]["reasons"]
+    assert "[[models.reference]]" in reasons[0] and all(r.startswith("For diagnosis only") for r in reasons[1:])
+    null = {**write_panel(tmp_path / "null"), "references": []}
+    null = analyze(**null, protocol=FAST)
+    assert null["verdict"]["label"] == "INCONCLUSIVE"  # no NO_EVIDENCE either: the design cannot tell
     same = analyze(**files, shadow_origin="random_split", protocol=FAST)  # the exact test is kept for random splits
     assert same["verdict"]["label"] == "CONTAMINATED" and same["design"]["test"] == "item permutation"
 
 
-def test_rank_test_with_too_few_references_is_an_invalid_design(tmp_path):
+def test_rank_test_with_too_few_references_is_inconclusive(tmp_path):
     results = analyze(**write_panel(tmp_path, ppl_effect=0.3, mem_effect=0.3),
                       protocol=AnalysisSettings(n_permutations=500, n_bootstrap=0, reference_test="rank"))
-    check = next(c for c in results["design_checks"] if c["name"] == "reference_panel_size")
-    assert check["passed"] is False and "needs 39 clean models" in check["detail"]
-    assert results["verdict"]["label"] == "INVALID_DESIGN"
+    assert results["verdict"]["label"] == "INCONCLUSIVE"
+    assert "39 are needed" in results["verdict"]["reasons"][0]
+    assert not any(c["passed"] is False for c in results["design_checks"])
 
 
 def test_score_files_of_another_model_stop_with_both_files_named(tmp_path):

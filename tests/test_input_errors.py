@@ -288,7 +288,7 @@ def test_report_with_unknown_verdict_label(tmp_path):
                                                   "verdict": {"label": "PROBABLY_FINE", "reasons": []}}))
     code, output = cli("report", run)
     one_line_error(code, output, f"{run / 'results.json'}: key 'verdict.label' is 'PROBABLY_FINE'",
-                   "expected one of NO_EVIDENCE, SUSPECT, CONTAMINATED, INVALID_DESIGN")
+                   "expected one of NO_EVIDENCE, SUSPECT, CONTAMINATED, INCONCLUSIVE, INVALID_DESIGN")
     assert sorted(p.name for p in run.iterdir()) == ["results.json"]
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from contaudit.analysis.panel import adjusted_difference, covariate_overlap, panel_did, references_needed
+from contaudit.analysis.panel import (_heavy_null, adjusted_difference, covariate_overlap, panel_did, references_needed,
+                                      robust_prediction_pvalue)
 from contaudit.analysis.simulate import panel_error_rates, simulate_model_panel
 from contaudit.errors import InputError
 
@@ -29,7 +30,7 @@ def test_adjusted_difference_against_frisch_waugh_lovell():
     assert res.statistic == pytest.approx(-0.3, abs=0.15) and abs(res.raw - res.statistic) > 0.5
 
 
-def test_panel_did_against_a_hand_computed_t_prediction_interval():
+def test_panel_did_against_a_hand_computed_prediction_interval():
     rng = np.random.default_rng(3)
     g = np.arange(40) < 20
     refs = rng.normal(size=(4, 40))
@@ -40,7 +41,10 @@ def test_panel_did_against_a_hand_computed_t_prediction_interval():
     scale = effects.std(ddof=1) * np.sqrt(1 + 1 / 4)
     assert res.statistic == pytest.approx(excess)
     assert res.pvalue_t == pytest.approx(stats.t.cdf(excess / scale, 3))
-    q = stats.t.ppf(0.95, 3)
+    assert res.pvalue == max(res.pvalue_t, res.pvalue_heavy)
+    heavy = _heavy_null(4)  # the Student-t(2) pivot's draws
+    assert res.pvalue_heavy == pytest.approx((1 + np.sum(heavy >= -excess / scale)) / (1 + heavy.size))
+    q = max(stats.t.ppf(0.95, 3), np.quantile(heavy, 0.95))
     assert tuple(res.confidence_interval) == pytest.approx((excess - q * scale, excess + q * scale))
     assert res.reference_sd == pytest.approx(effects.std(ddof=1))
 
@@ -53,6 +57,48 @@ def test_panel_rank_pvalue_counts_the_suspect_itself():
     assert res.pvalue == res.pvalue_rank == pytest.approx(2 / 5)  # only -0.5 is at least as extreme, plus itself
     greater = panel_did(-sus, -refs, g, method="rank", alternative="greater")
     assert greater.pvalue == pytest.approx(2 / 5)
+
+
+def _pivots(draw, n_refs: int, n: int, rng) -> np.ndarray:
+    x = draw(rng, (n, n_refs + 1))
+    refs = x[:, 1:]
+    return (x[:, 0] - refs.mean(1)) / (refs.std(1, ddof=1) * np.sqrt(1 + 1 / n_refs))
+
+
+def test_heavy_tailed_null_against_an_independent_simulation():
+    """The t(2) pivot's tail matches a fresh simulation with another seed (a different stream)."""
+    rng = np.random.default_rng(11)
+    fresh = _pivots(lambda r, shape: r.standard_t(2, shape), 5, 200_000, rng)
+    for q in (2.0, 4.0, 8.0):
+        _, p_heavy = robust_prediction_pvalue(q, 5)
+        expected = np.mean(fresh >= q)
+        assert p_heavy == pytest.approx(expected, rel=4 * np.sqrt((1 - expected) / (expected * 200_000)) + 0.01)
+
+
+@pytest.mark.parametrize("spread", ["normal", "t3", "outliers"])
+@pytest.mark.parametrize("n_refs", [3, 9, 19])
+def test_robust_pvalue_holds_its_level_at_the_deep_levels(spread, n_refs):
+    """Independent clean panels (every draw a fresh set of models): rejections at alpha/2 and alpha/(2K),
+    K = 5, stay within binomial error of nominal, where the t test alone rejects 2-14x too often."""
+    draws = {"normal": lambda r, s: r.normal(size=s),
+             "t3": lambda r, s: r.standard_t(3, s),
+             "outliers": lambda r, s: np.where(r.random(s) < 1 / 8, 5.0, 1.0) * r.normal(size=s)}
+    n = 60_000
+    pivots = _pivots(draws[spread], n_refs, n, np.random.default_rng(n_refs))
+    p_normal, p_heavy = robust_prediction_pvalue(pivots, n_refs)
+    p = np.maximum(p_normal, p_heavy)
+    for level in (0.025, 0.005):
+        bound = level + 3 * np.sqrt(level * (1 - level) / n)
+        assert np.mean(p <= level) <= bound, (spread, n_refs, level, np.mean(p <= level))
+
+
+def test_references_with_one_common_effect_give_the_rank_pvalue():
+    """No spread between references: a pivot would give p = 0 to any excess; the rank p-value stands instead."""
+    g = np.arange(10) < 5
+    refs = np.zeros((4, 10))  # e.g. exact match 0 on every probe for every reference
+    sus = np.where(g, 0.2, 0.0)
+    res = panel_did(sus, refs, g, alternative="greater")
+    assert res.pvalue == res.pvalue_rank == pytest.approx(1 / 5)
 
 
 def test_references_needed_for_the_rank_test():

@@ -79,15 +79,15 @@ class ScreenResult:
     summary: dict
 
 
-def screen(run: str | Path, *, fail_on: str = "CONTAMINATED") -> ScreenResult:
+def screen(run: str | Path, *, fail_on: str = "CONTAMINATED", inconclusive_fails: bool = False) -> ScreenResult:
     """A pre-release gate over a finished run.
 
     Exit codes: 0 pass; 1 the verdict reaches ``fail_on`` (``SUSPECT`` or
-    ``CONTAMINATED``; NO_EVIDENCE < SUSPECT < CONTAMINATED); 3 INVALID_DESIGN (an
-    audit that cannot decide never passes a gate).
+    ``CONTAMINATED``; NO_EVIDENCE < SUSPECT < CONTAMINATED); 3 INVALID_DESIGN; 4
+    INCONCLUSIVE (1 with ``inconclusive_fails``). An audit that cannot decide never passes.
     """
     results = load_results(run)
-    code = gate(results["verdict"]["label"], fail_on)
+    code = gate(results["verdict"]["label"], fail_on, inconclusive_fails=inconclusive_fails)
     s = summary(results)
     s.update(fail_on=fail_on, exit_code=code, passed=code == 0)
     return ScreenResult(code, summary_line(results), s)

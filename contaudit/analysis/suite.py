@@ -9,8 +9,14 @@ benchmark of a clean model fails the gate stays at most alpha however many bench
 the suite holds (instead of up to K x alpha). With ``"none"`` each verdict counts as it
 stands.
 
-Exit codes (as for one run): 0 pass, 1 at least one benchmark fails the gate, 3 none
-fails but at least one is INVALID_DESIGN (an audit that cannot decide never passes).
+An INCONCLUSIVE or INVALID_DESIGN benchmark has no gate p-value: it enters Holm's
+correction with p = 1 (so it cannot make another benchmark fail) and neither passes nor
+fails by p-value.
+
+Exit codes (as for one run): 0 pass, 1 at least one benchmark fails the gate (or, with
+``inconclusive_fails``, is INCONCLUSIVE), 3 none fails but at least one is
+INVALID_DESIGN, 4 none fails or is invalid but at least one is INCONCLUSIVE (an audit that
+cannot decide never passes).
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contaudit.analysis.did import holm
-from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INVALID, EXIT_PASS, INVALID_DESIGN,
-                                        SUSPECT, gate)
+from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS,
+                                        INCONCLUSIVE, INVALID_DESIGN, SUSPECT, UNDECIDED, gate)
 from contaudit.errors import InputError
 
 SUITE_KIND = "contaudit-suite-results"
@@ -36,7 +42,7 @@ def _ceiling(verdict: dict) -> str:
 
 
 def gate_pvalue(verdict: dict, fail_on: str) -> float | None:
-    """The smallest alpha at which this verdict reaches ``fail_on``; None for INVALID_DESIGN.
+    """The smallest alpha at which this verdict reaches ``fail_on``; None for INCONCLUSIVE and INVALID_DESIGN.
 
     A primary test counts when its Holm-adjusted p is at most alpha, its estimate points
     the contamination way and reaches the minimum effect; only the first depends on
@@ -51,7 +57,7 @@ def gate_pvalue(verdict: dict, fail_on: str) -> float | None:
     """
     if fail_on not in (SUSPECT, CONTAMINATED):
         raise InputError(f"`fail_on` must be SUSPECT or CONTAMINATED; got {fail_on!r}.")
-    if verdict["label"] == INVALID_DESIGN:
+    if verdict["label"] in UNDECIDED:
         return None
     eligible = [float(t["pvalue_holm"]) for t in verdict["tests"] if t["direction_ok"] and t["above_minimum"]]
     if fail_on == SUSPECT:
@@ -67,7 +73,7 @@ class BenchmarkGate:
 
     name: str
     label: str
-    pvalue: float | None  # gate p-value (None: INVALID_DESIGN)
+    pvalue: float | None  # gate p-value (None: INCONCLUSIVE or INVALID_DESIGN)
     adjusted: float | None  # after the suite's correction
     fails: bool
 
@@ -86,19 +92,24 @@ class SuiteGate:
     benchmarks: list[BenchmarkGate]
     exit_code: int
     rule: str
+    inconclusive_fails: bool = False
 
     def to_dict(self) -> dict:
         return {"fail_on": self.fail_on, "correction": self.correction, "alpha": self.alpha,
+                "inconclusive_fails": self.inconclusive_fails,
                 "exit_code": self.exit_code, "passed": self.exit_code == EXIT_PASS, "rule": self.rule,
                 "benchmarks": [b.to_dict() for b in self.benchmarks]}
 
 
-def suite_gate(verdicts: dict[str, dict], *, fail_on: str, alpha: float, correction: str = "holm") -> SuiteGate:
+def suite_gate(verdicts: dict[str, dict], *, fail_on: str, alpha: float, correction: str = "holm",
+               inconclusive_fails: bool = False) -> SuiteGate:
     """Combine benchmarks' verdicts (``results.json``'s ``verdict``, by name) into one gate.
 
     With ``correction="holm"`` benchmark k fails when its Holm-adjusted gate p-value
-    (over all K benchmarks; an INVALID_DESIGN one enters with p = 1) is <= ``alpha``;
-    with ``"none"`` when its own verdict reaches ``fail_on`` (:func:`~contaudit.analysis.verdict.gate`).
+    (over all K benchmarks; an INCONCLUSIVE or INVALID_DESIGN one enters with p = 1) is
+    <= ``alpha``; with ``"none"`` when its own verdict reaches ``fail_on``
+    (:func:`~contaudit.analysis.verdict.gate`). With ``inconclusive_fails`` an
+    INCONCLUSIVE benchmark fails the gate too.
     """
     if correction not in CORRECTIONS:
         raise InputError(f"`correction` must be one of {', '.join(CORRECTIONS)}; got {correction!r}.")
@@ -119,13 +130,22 @@ def suite_gate(verdicts: dict[str, dict], *, fail_on: str, alpha: float, correct
         rule = (f"A benchmark fails the gate when its own verdict reaches {fail_on} (no correction across the "
                 f"{len(names)} benchmarks: the chance that a model without contamination fails on some benchmark "
                 f"grows with their number, up to {len(names)} x alpha).")
-    parts = [BenchmarkGate(n, verdicts[n]["label"], p, None if p is None else a, f)
-             for n, p, a, f in zip(names, pvalues, adjusted, fails)]
+    labels = [verdicts[n]["label"] for n in names]
+    if inconclusive_fails:
+        fails = [f or label == INCONCLUSIVE for f, label in zip(fails, labels)]
+    if INCONCLUSIVE in labels:
+        rule += (" An INCONCLUSIVE benchmark (a design that cannot hold its error rate) "
+                 + ("fails the gate (inconclusive_fails)." if inconclusive_fails else
+                    "neither passes nor fails: exit 4 unless another benchmark fails."))
+    parts = [BenchmarkGate(n, label, p, None if p is None else a, f)
+             for n, label, p, a, f in zip(names, labels, pvalues, adjusted, fails)]
     if any(fails):
         code = EXIT_FAIL
-    elif any(verdicts[n]["label"] == INVALID_DESIGN for n in names):
+    elif INVALID_DESIGN in labels:
         code = EXIT_INVALID
+    elif INCONCLUSIVE in labels:
+        code = EXIT_INCONCLUSIVE
     else:
         code = EXIT_PASS
-    return SuiteGate(fail_on, correction, alpha, parts, code, rule)
+    return SuiteGate(fail_on, correction, alpha, parts, code, rule, inconclusive_fails)
 

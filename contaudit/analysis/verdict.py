@@ -12,6 +12,12 @@ Labels (README, "The statistics"):
 * ``SUSPECT`` -- exactly one counts (also the most a run without probes can reach).
 * ``NO_EVIDENCE`` -- neither counts; the minimum detectable effect at the protocol's
   power is reported, so that "no evidence" is not read as "clean".
+* ``INCONCLUSIVE`` -- the design cannot hold the false-positive rate at the level where
+  the verdict is decided, whatever the data say: one clean model on sets that are not a
+  random split (the item-level tests cannot see how two clean models differ on shifted
+  sets), or a rank-test panel too small to reach Holm's alpha / 2. The tests are shown
+  for diagnosis; the reasons say what would make the audit decidable. It is never
+  SUSPECT: every SUSPECT or CONTAMINATED carries the error rate its level promises.
 
 Without a clean model (:func:`decide_order_only`) Oren et al.'s order test decides alone:
 SUSPECT when it counts, else NO_EVIDENCE; never CONTAMINATED, and the reasons say why.
@@ -33,12 +39,16 @@ CONTAMINATED = "CONTAMINATED"
 SUSPECT = "SUSPECT"
 NO_EVIDENCE = "NO_EVIDENCE"
 INVALID_DESIGN = "INVALID_DESIGN"
-LABELS = (NO_EVIDENCE, SUSPECT, CONTAMINATED, INVALID_DESIGN)
+INCONCLUSIVE = "INCONCLUSIVE"
+LABELS = (NO_EVIDENCE, SUSPECT, CONTAMINATED, INCONCLUSIVE, INVALID_DESIGN)
 GATE_LEVELS = {NO_EVIDENCE: 0, SUSPECT: 1, CONTAMINATED: 2}
+UNDECIDED = (INCONCLUSIVE, INVALID_DESIGN)  # labels that neither pass nor fail a gate by p-value
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_INVALID = 3  # 2 is taken by library errors at the CLI boundary
+EXIT_INCONCLUSIVE = 4
+EXIT_STATUS = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_INVALID: "INVALID_DESIGN", EXIT_INCONCLUSIVE: "INCONCLUSIVE"}
 
 
 @dataclass
@@ -96,7 +106,7 @@ class Verdict:
     alpha: float
     tests: list[PrimaryTest]
     minimum_detectable_effect: dict
-    ceiling: str = CONTAMINATED  # the highest label this design allows (SUSPECT: capped, or one test only)
+    ceiling: str = CONTAMINATED  # the highest label this design allows (SUSPECT: one test only; INCONCLUSIVE)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "reasons": self.reasons, "alpha": self.alpha,
@@ -208,16 +218,21 @@ def adjustable_covariates(group, covariates: dict, *, min_overlap: float) -> dic
     return {k: covariates[k] for k in kept}
 
 
-def check_panel_size(n_clean: int, *, alpha: float, n_tests: int) -> DesignCheck:
-    """The rank test's smallest p-value is ``1 / (R + 1)``: with too few clean models it can never reject."""
+def panel_too_small(n_clean: int, *, alpha: float, n_tests: int) -> str | None:
+    """Why a rank-test panel cannot reach Holm's ``alpha / n_tests`` (None when it can).
+
+    The rank test's smallest p-value is ``1 / (R + 1)``: with too few clean models no
+    test can count, whatever the suspect did, so the audit is INCONCLUSIVE (not
+    NO_EVIDENCE, which would read as a finding).
+    """
     from contaudit.analysis.panel import references_needed
 
     needed = references_needed(alpha, n_tests)
-    ok = n_clean >= needed
-    detail = (f"{n_clean} clean models: the rank test can reach p = {1 / (n_clean + 1):.3g}"
-              + ("." if ok else f", which cannot pass Holm's alpha / {n_tests} = {alpha / n_tests:.3g}; it needs "
-                                f"{needed} clean models, or reference_test = 't'."))
-    return DesignCheck("reference_panel_size", ok, detail, value=n_clean, threshold=needed)
+    if n_clean >= needed:
+        return None
+    return (f"With {n_clean} clean models the rank test's smallest p-value is {1 / (n_clean + 1):.3g}, which cannot "
+            f"pass Holm's alpha / {n_tests} = {alpha / n_tests:.3g}: no result could count. Add clean models "
+            f"({needed} are needed) or use reference_test = 'robust'.")
 
 
 def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "difference", margin: float = 0.2,
@@ -295,9 +310,13 @@ def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min
 
 def _mde(result, *, alpha: float, power: float, binary: bool) -> float:
     if hasattr(result, "reference_sd"):  # reference panel: the spread between clean models sets the scale
-        df = max(result.n_references - 1, 1)
-        scale = result.reference_sd * math.sqrt(1 + 1 / result.n_references)
-        return float((stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * scale)
+        from contaudit.analysis.panel import _robust_quantile
+
+        r = result.n_references
+        if r < 2 or not math.isfinite(result.reference_sd):
+            return float("nan")
+        scale = result.reference_sd * math.sqrt(1 + 1 / r)
+        return float((_robust_quantile(1 - alpha, r) + stats.t.ppf(power, r - 1)) * scale)
     value = minimum_detectable_effect(result.sd[0], result.sd[1], result.n[0], result.n[1], alpha=alpha, power=power)
     if binary:
         # A 0/1 score whose seen rate rises by delta has variance delta(1 - delta) even when the
@@ -339,7 +358,8 @@ def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
 
 def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks: list[DesignCheck],
            settings: AnalysisSettings, *, memorization_metric: str | None = None,
-           cap_reason: str | None = None, n_clean: int = 1, memorization_not_run: str | None = None) -> Verdict:
+           cap_reason: str | None = None, n_clean: int = 1, memorization_not_run: str | None = None,
+           inconclusive_reason: str | None = None) -> Verdict:
     """Apply the decision rule.
 
     Parameters
@@ -357,8 +377,12 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     memorization_metric : str
         Name of the primary completion metric, for the reasons.
     cap_reason : str, optional
-        Why the design allows at most SUSPECT (one clean model, shadow set not a random
-        split); CONTAMINATED then becomes SUSPECT with this reason.
+        Why the design allows at most SUSPECT; CONTAMINATED then becomes SUSPECT with
+        this reason.
+    inconclusive_reason : str, optional
+        Why the design cannot hold its false-positive rate (one clean model on sets that
+        are not a random split; a rank panel too small): the label is INCONCLUSIVE
+        whatever the tests show, and they are described for diagnosis only.
     n_clean : int
         Clean models the tests compared with (2+: a reference panel), for the reasons.
     memorization_not_run : str, optional
@@ -381,7 +405,8 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         mde[name] = _mde(res, alpha=mde_alpha, power=settings.power,
                          binary=name == "memorization_did" and memorization_metric == "exact_match")
 
-    ceiling = SUSPECT if cap_reason or memorization is None else CONTAMINATED
+    ceiling = (INCONCLUSIVE if inconclusive_reason else
+               SUSPECT if cap_reason or memorization is None else CONTAMINATED)
     failed = [c for c in checks if c.passed is False]
     if failed or perplexity is None:
         reasons = [c.detail for c in failed]
@@ -392,6 +417,9 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde, ceiling)
 
     reasons = [_describe(t, level, n_clean) for t in tests]
+    if inconclusive_reason:
+        return Verdict(INCONCLUSIVE, [inconclusive_reason] + [f"For diagnosis only: {r}" for r in reasons],
+                       settings.alpha, tests, mde, ceiling)
     n_counting = sum(t.counts for t in tests)
     if memorization is None:
         reasons.append(memorization_not_run or "No memorization test was run (no probes given), so the verdict cannot "
@@ -489,19 +517,24 @@ def decide_order_only(order, checks: list[DesignCheck], settings: AnalysisSettin
     return Verdict(label, reasons, settings.alpha, tests, mde_record, SUSPECT)
 
 
-def gate(label: str, fail_on: str) -> int:
+def gate(label: str, fail_on: str, *, inconclusive_fails: bool = False) -> int:
     """Exit code of a pre-release gate.
 
     0 when ``label`` ranks below ``fail_on`` (NO_EVIDENCE < SUSPECT < CONTAMINATED),
-    1 when it reaches it, 3 for INVALID_DESIGN (an audit that cannot decide never passes).
+    1 when it reaches it, 3 for INVALID_DESIGN (an audit that cannot decide never
+    passes), 4 for INCONCLUSIVE (1 with ``inconclusive_fails``).
 
     >>> gate("SUSPECT", "CONTAMINATED"), gate("SUSPECT", "SUSPECT"), gate("INVALID_DESIGN", "SUSPECT")
     (0, 1, 3)
+    >>> gate("INCONCLUSIVE", "SUSPECT"), gate("INCONCLUSIVE", "SUSPECT", inconclusive_fails=True)
+    (4, 1)
     """
     if fail_on not in (SUSPECT, CONTAMINATED):
         raise InputError(f"`fail_on` must be SUSPECT or CONTAMINATED; got {fail_on!r}.")
     if label == INVALID_DESIGN:
         return EXIT_INVALID
+    if label == INCONCLUSIVE:
+        return EXIT_FAIL if inconclusive_fails else EXIT_INCONCLUSIVE
     if label not in GATE_LEVELS:
         raise InputError(f"unknown verdict label {label!r}; expected one of {', '.join(LABELS)}.")
     return EXIT_FAIL if GATE_LEVELS[label] >= GATE_LEVELS[fail_on] else EXIT_PASS

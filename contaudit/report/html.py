@@ -8,7 +8,7 @@ import html
 from contaudit.report import tables as T
 
 LABEL_COLORS = {"CONTAMINATED": "#b42318", "SUSPECT": "#b54708", "NO_EVIDENCE": "#175cd3",
-                "INVALID_DESIGN": "#475467"}
+                "INVALID_DESIGN": "#475467", "INCONCLUSIVE": "#6941c6"}
 
 CSS = """
 *{box-sizing:border-box}

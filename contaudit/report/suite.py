@@ -21,7 +21,8 @@ from contaudit.report.markdown import table as md_table
 HEADERS = ["Benchmark", "Verdict", "Perplexity DiD [CI] (Holm p)", "Memorization DiD [CI] (Holm p)",
            "Test items seen in corpus", "Most found items (occurrences, first location)", "Gate p (adjusted)",
            "Gate"]
-GATE_TEXT = {0: "PASS", 1: "FAIL", 3: "UNDECIDED (an INVALID_DESIGN benchmark)"}
+GATE_TEXT = {0: "PASS", 1: "FAIL", 3: "INVALID_DESIGN (a benchmark's design cannot support a verdict)",
+             4: "INCONCLUSIVE (a benchmark's design cannot hold its error rate)"}
 
 
 @dataclass
@@ -65,7 +66,7 @@ def suite_table(results: dict) -> T.Table:
         second = _did(row["memorization_did"]) if row["item_order"] is None else f"order test: {_did(row['item_order'])}"
         p = "—" if g["gate_pvalue"] is None else f"{format_p(g['gate_pvalue'])} ({format_p(g['gate_pvalue_adjusted'])})"
         rows.append([row["name"], row["verdict"], first, second, _seen(row["corpus"]), _items(row), p,
-                     "FAIL" if g["fails"] else "pass" if g["verdict"] != "INVALID_DESIGN" else "undecided"])
+                     "FAIL" if g["fails"] else "pass" if g["gate_pvalue"] is not None else g["verdict"].lower()])
         marks.append("fail" if g["fails"] else "")
     return T.Table("Benchmarks", HEADERS, rows, align="llllllrl", marks=marks, note=results["gate"]["rule"])
 
@@ -130,7 +131,8 @@ def render_suite_html(results: dict) -> str:
         cls = {"FAIL": "FAIL", "pass": "pass"}.get(gate_cell, "na")
         cells.append(f'<td><span class="badge {cls}">{_e(gate_cell)}</span></td>')
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
-    color = {0: "#027a48", 1: LABEL_COLORS["CONTAMINATED"], 3: LABEL_COLORS["INVALID_DESIGN"]}[gate["exit_code"]]
+    color = {0: "#027a48", 1: LABEL_COLORS["CONTAMINATED"], 3: LABEL_COLORS["INVALID_DESIGN"],
+             4: LABEL_COLORS["INCONCLUSIVE"]}[gate["exit_code"]]
     verdicts = "".join(f'<li><a href="{_e(row["report"])}">{_e(row["name"])}</a>: {_e(row["verdict"])} — '
                        f'{_e(row["reason"])}</li>' for row in results["benchmarks"])
     run = "".join(f"<li>{_e(line)}</li>" for line in _run_lines(results))

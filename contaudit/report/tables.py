@@ -18,6 +18,8 @@ LABEL_TEXT = {
     "SUSPECT": "Suspect: one primary test shows contamination, the other does not confirm it.",
     "NO_EVIDENCE": "No evidence of contamination (which is not proof of a clean model).",
     "INVALID_DESIGN": "Invalid design: this audit cannot support a verdict.",
+    "INCONCLUSIVE": "Inconclusive: this design cannot hold its false-positive rate, so the tests decide nothing; "
+                    "the reasons say what would make it decidable.",
 }
 ORDER_ONLY_LABEL_TEXT = {
     "SUSPECT": "Suspect: the suspect prefers the benchmark's published item order; with no clean model the "
@@ -106,7 +108,8 @@ def primary_table(results: dict) -> Table:
                 f"{io.get('n_permutations')} shuffled orders; one-sided {io.get('method')}.")
         size = "Effect size"
     elif design.get("test") == "reference panel":
-        how = "t prediction interval" if analysis.get("reference_test", "t") == "t" else "rank among the models"
+        how = {"t": "t prediction interval", "rank": "rank among the models"}.get(
+            analysis.get("reference_test", "t"), "prediction pivot, the larger of its normal and Student-t(2) tails")
         spreads = []
         for t in v["tests"]:
             did = results["perplexity_did"] if t["name"] == "perplexity_did" else \
