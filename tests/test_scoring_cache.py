@@ -128,6 +128,22 @@ def test_changed_settings_do_not_reuse_scores(tmp_path, model_dir, probes):
     assert same.from_cache == same.n_scored
 
 
+def test_scores_cached_before_per_byte_fields_gain_them_unchanged(tmp_path, model_dir, probes):
+    """A likelihood cache written before ``n_bytes`` and ``nll_per_byte`` existed stays valid: the rerun takes
+    every item from it and writes the bytes of a fresh run (the fields derive from the text, n_tokens, nll_mean)."""
+    fresh = score(model_dir, probes, tmp_path / "fresh.jsonl", **SETTINGS)
+    cache_file, = (tmp_path / ".contaudit-cache").glob("likelihood-*.jsonl")
+    entries = [json.loads(line) for line in cache_file.read_text().splitlines()]
+    assert all({"n_bytes", "nll_per_byte"} <= set(e["v"]) for e in entries)
+    for e in entries:
+        del e["v"]["n_bytes"], e["v"]["nll_per_byte"]
+    cache_file.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    again = score(model_dir, probes, tmp_path / "again.jsonl", **SETTINGS)
+    assert again.from_cache == again.n_scored == fresh.n_scored and again.tokens_computed == 0
+    assert (tmp_path / "again.jsonl").read_bytes() == fresh.out.read_bytes()
+    assert all("nll_per_byte" in r for r in read_rows(again.out))
+
+
 def test_torn_last_line_is_cut_and_appends_continue(tmp_path):
     cache = ScoreCache(tmp_path, {"kind": "likelihood", "model": "m"})
     cache.add({"a": {"nll_mean": 1.5}, "b": {"nll_mean": 2.5}})

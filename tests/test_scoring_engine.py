@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import random
 
 import pytest
+import torch
 
 from contaudit.errors import InputError
 from contaudit.scoring import ScoreSettings, score
 from tiny_models import save_tiny_model
 
-LIKELIHOOD_FIELDS = ["id", "n_tokens", "nll_mean", "ppl", "mink_10", "mink_20", "minkpp_10", "minkpp_20", "zlib_ratio"]
+LIKELIHOOD_FIELDS = ["id", "n_tokens", "nll_mean", "ppl", "mink_10", "mink_20", "minkpp_10", "minkpp_20", "zlib_ratio",
+                     "n_bytes", "nll_per_byte"]
 COMPLETION_FIELDS = ["suffix_tokens", "exact_match", "token_match_frac", "lcp_tokens", "edit_similarity",
                      "suffix_logprob", "prefix_tokens"]
 
@@ -163,3 +168,127 @@ def test_progress_reports_each_phase_to_its_total(tmp_path, model_dir, probes):
     for phase in phases:
         last = [c for c in calls if c[0] == phase][-1]
         assert last[1] == last[2] > 0  # each bar ends full
+
+
+def test_bytes_and_nll_per_byte_of_ascii_non_ascii_and_windowed_items(tmp_path, model_dir):
+    from transformers import AutoTokenizer
+
+    texts = {"ascii": "def score(item, 3): return value", "accents": "naïve café, déjà vu — über",
+             "cjk": "東京の data 模型 🙂", "long": "the model said what it had seen — café 東京 " * 12}
+    data = write_jsonl(tmp_path / "items.jsonl", [{"id": k, "text": t} for k, t in texts.items()])
+    rows = {r["id"]: r for r in read_rows(score(model_dir, data, tmp_path / "b.jsonl", device="cpu").out)}
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert rows["long"]["n_tokens"] > 64  # past max-length 64: sliding windows
+    for name, text in texts.items():
+        r = rows[name]
+        assert r["n_bytes"] == len(text.encode("utf-8"))
+        assert r["n_tokens"] == len(tok(text, add_special_tokens=False)["input_ids"])  # BOS is context, not scored
+        assert r["nll_per_byte"] * r["n_bytes"] == pytest.approx(r["nll_mean"] * r["n_tokens"], rel=1e-6)
+    assert rows["cjk"]["n_bytes"] > len(texts["cjk"])  # bytes, not characters
+
+
+# Two tokenizers of one alphabet: one token per character, or one per pair of characters (a BPE whose merges join
+# every pair, after a pre-tokenizer that cuts the text into pairs). Characters of 1, 2 and 3 UTF-8 bytes.
+ALPHABET = ["a", "b", "é", "ж", "東"]
+BOS = "<|endoftext|>"
+NEVER = -1e4  # the logit of tokens a uniform model never predicts
+
+
+def build_tokenizer(kind: str, *, context: bool = True):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "bytes":  # every UTF-8 byte one token: byte-level BPE without merges
+        tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
+        tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate([BOS] + tokens)}, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = decoders.ByteLevel()
+    elif kind == "chars":
+        tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate([BOS] + ALPHABET)}, merges=[]))
+    elif kind == "pairs":
+        merges = list(itertools.product(ALPHABET, ALPHABET))
+        vocab = [BOS] + ALPHABET + [x + y for x, y in merges]
+        tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(".."), behavior="isolated")
+    else:
+        raise ValueError(kind)
+    specials = {"bos_token": BOS, "eos_token": BOS} if context else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+
+
+def save_uniform_model(path, tokenizer, predicted: list[str]):
+    """A GPT-2 whose next-token distribution is uniform over the tokens ``predicted``, whatever the input.
+
+    Every weight is zero, so every hidden state is the final layer norm's bias, here e_0, and the logits are
+    column 0 of the (untied) output head: 0 for the predicted tokens, NEVER for the others.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=8, n_layer=1, n_head=1,
+                        tie_word_embeddings=False)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.lm_head.weight[:, 0] = NEVER
+        model.lm_head.weight[tokenizer.convert_tokens_to_ids(predicted), 0] = 0.0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def alphabet_texts(tmp_path_factory):
+    """Random even-length strings over ALPHABET; the longest exceed the 64-token context of both models."""
+    rng = random.Random(0)
+    rows = [{"id": f"t{n}", "text": "".join(rng.choice(ALPHABET) for _ in range(2 * half))}
+            for n, half in enumerate([1, 3, 8, 20, 45, 90])]
+    return write_jsonl(tmp_path_factory.mktemp("alpha") / "texts.jsonl", rows), [r["text"] for r in rows]
+
+
+
+def test_per_byte_nll_agrees_across_tokenizers_against_theory(tmp_path, alphabet_texts):
+    """Uniform over characters, or uniform over pairs of characters: the same distribution over even-length texts,
+    p(text) = 5^-n_chars. Per token the two differ twofold (log 5 against log 25 nats); per byte both give
+    n_chars * log 5 / n_bytes, what theory says for each text, and therefore agree."""
+    data, texts = alphabet_texts
+    pairs = [x + y for x, y in itertools.product(ALPHABET, ALPHABET)]
+    rows = {}
+    for kind, predicted in (("chars", ALPHABET), ("pairs", pairs)):
+        path = save_uniform_model(tmp_path / kind, build_tokenizer(kind), predicted)
+        rows[kind] = read_rows(score(path, data, tmp_path / f"{kind}.jsonl", device="cpu", use_cache=False).out)
+    for text, c, p in zip(texts, rows["chars"], rows["pairs"]):
+        n_chars, n_bytes = len(text), len(text.encode("utf-8"))
+        assert n_bytes > n_chars  # characters of 2 and 3 bytes: a per-character count would fail below
+        assert (c["n_tokens"], p["n_tokens"]) == (n_chars, n_chars // 2)  # every token scored after the BOS
+        assert c["nll_mean"] == pytest.approx(math.log(5), rel=1e-6)
+        assert p["nll_mean"] == pytest.approx(math.log(25), rel=1e-6)  # per token: twice as much
+        assert c["n_bytes"] == p["n_bytes"] == n_bytes
+        theory = n_chars * math.log(5) / n_bytes
+        assert c["nll_per_byte"] == pytest.approx(theory, rel=1e-6)
+        assert p["nll_per_byte"] == pytest.approx(theory, rel=1e-6)
+    assert rows["chars"][-1]["n_tokens"] > 64 and rows["pairs"][-1]["n_tokens"] > 64  # windows on both
+
+
+def test_uniform_byte_model_scores_log_256_nats_per_byte(tmp_path):
+    """Uniform over the 256 byte values under a byte tokenizer: exactly log 256 nats per byte, for any text."""
+    texts = ["plain ascii text.", "naïve café — déjà vu", "東京の模型 🙂 data", "ж" * 100]
+    data = write_jsonl(tmp_path / "texts.jsonl", [{"id": f"t{n}", "text": t} for n, t in enumerate(texts)])
+    tokenizer = build_tokenizer("bytes")
+    path = save_uniform_model(tmp_path / "bytes", tokenizer, sorted(set(tokenizer.get_vocab()) - {BOS}))
+    rows = read_rows(score(path, data, tmp_path / "bytes.jsonl", device="cpu", use_cache=False).out)
+    for text, r in zip(texts, rows):
+        assert r["n_tokens"] == r["n_bytes"] == len(text.encode("utf-8"))
+        assert r["nll_mean"] == pytest.approx(math.log(256), rel=1e-6)
+        assert r["nll_per_byte"] == pytest.approx(math.log(256), rel=1e-6)
+
+
+def test_without_a_context_token_the_first_token_is_unscored_but_its_bytes_count(tmp_path, alphabet_texts):
+    """The documented caveat: no BOS and no EOS, so the first character is context only."""
+    data, texts = alphabet_texts
+    path = save_uniform_model(tmp_path / "chars", build_tokenizer("chars", context=False), ALPHABET)
+    rows = read_rows(score(path, data, tmp_path / "c.jsonl", device="cpu", use_cache=False).out)
+    for text, r in zip(texts, rows):
+        assert r["n_tokens"] == len(text) - 1 and r["n_bytes"] == len(text.encode("utf-8"))
+        assert r["nll_per_byte"] == pytest.approx((len(text) - 1) * math.log(5) / r["n_bytes"], rel=1e-6)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from contaudit.scoring.likelihood import (NextTokenScorer, Row, likelihood_metrics, min_k, next_token_stats,
-                                          plan_windows, score_rows)
+from contaudit.scoring.likelihood import (NextTokenScorer, Row, byte_metrics, likelihood_metrics, min_k,
+                                          next_token_stats, plan_windows, score_rows)
 from tiny_models import build_tiny_model, build_tiny_tokenizer, tiny_corpus
 
 CPU = torch.device("cpu")
@@ -180,6 +180,45 @@ def test_metric_definitions_against_hand_values():
     assert m["mink_20"] == pytest.approx(-5.0)  # mean of -6 and -4
     assert m["minkpp_10"] == pytest.approx(0.5)  # (lp - (lp - 1)) / 2 for every token
     assert m["zlib_ratio"] == pytest.approx(24.25 / len(zlib.compress(text.encode())))
+    assert m["n_bytes"] == 17
+    assert m["nll_per_byte"] == pytest.approx(24.25 / 17)  # total NLL / UTF-8 bytes
+
+
+@pytest.mark.parametrize("text,n_bytes", [("plain ascii text", 16), ("naïve café", 12), ("東京 data", 11),
+                                          ("emoji 🙂!", 11)])
+def test_n_bytes_counts_utf8_bytes_not_characters(text, n_bytes):
+    stats = np.stack([np.full(4, -2.0), np.full(4, -3.0), np.ones(4)], axis=1)
+    m = likelihood_metrics(stats, text)
+    assert m["n_bytes"] == n_bytes == len(text.encode("utf-8"))
+    assert m["nll_per_byte"] == pytest.approx(8.0 / n_bytes, rel=1e-12)
+
+
+def test_byte_metrics_fill_a_score_cached_before_them_with_the_same_bits():
+    stats = np.stack([-np.linspace(0.1, 7.3, 13), np.full(13, -4.0), np.ones(13)], axis=1)
+    fresh = likelihood_metrics(stats, "é" * 9)
+    old = {k: v for k, v in fresh.items() if k not in ("n_bytes", "nll_per_byte")}  # a cache entry from before
+    assert byte_metrics(old, "é" * 9) == fresh and list(byte_metrics(old, "é" * 9)) == list(fresh)
+    assert byte_metrics(fresh, "é" * 9) == fresh  # idempotent on new entries
+
+
+def test_byte_metrics_refuse_empty_text():
+    with pytest.raises(ValueError, match="`text` must not be empty"):
+        byte_metrics({"n_tokens": 1, "nll_mean": 1.0}, "")
+
+
+def test_nll_per_byte_totals_every_scored_token_across_windows(model, sequences, tokenizer):
+    ids = max(sequences, key=len)
+    text = tokenizer.decode(ids[1:])
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids[1:]
+    windows = plan_windows(len(ids), max_length=40, stride=16)
+    assert len(windows) > 2
+    stats, _ = stats_by_row(model, [Row(w, ids[s:e], f - s) for w, (s, e, f) in enumerate(windows)], budget=100)
+    m = likelihood_metrics(np.concatenate([stats[w] for w in range(len(windows))]), text)
+    want = -sum(float(reference_stats(model, ids[s:e], f - s)[:, 0].sum()) for s, e, f in windows)
+    assert m["n_tokens"] == len(ids) - 1  # the text's tokens, not the context token
+    assert m["nll_per_byte"] * m["n_bytes"] == pytest.approx(m["nll_mean"] * m["n_tokens"], rel=1e-12)
+    assert m["nll_per_byte"] * m["n_bytes"] == pytest.approx(want, rel=1e-5)
+    assert m["n_bytes"] == len(text.encode("utf-8"))
 
 
 def test_min_k_keeps_at_least_one_token():

@@ -93,6 +93,7 @@ def test_two_replica_processes_score_as_one_process(tmp_path, model_dir, probes,
     out = tmp_path / "two.jsonl"
     result = score(model_dir, probes, out, replicas=2, **SETTINGS)
     assert out.read_bytes() == reference  # every number bit for bit: the batches are one process's batches
+    assert all({"n_bytes", "nll_per_byte"} <= set(json.loads(line)) for line in reference.splitlines())
     manifest = json.loads(result.manifest.read_text())
     assert manifest["device"] == "cpu, cpu"
     assert manifest["parameters"]["replicas"] == 2 and manifest["parameters"]["devices_used"] == ["cpu", "cpu"]

@@ -86,6 +86,7 @@ def test_a_model_split_across_two_cpu_devices_scores_as_one(tmp_path, models, pr
     one = score(models[name], probes, tmp_path / "one.jsonl", **SETTINGS)
     split = score(models[name], probes, tmp_path / "split.jsonl", devices=("cpu", "cpu"), **SETTINGS)
     assert (tmp_path / "split.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()  # likelihood + completion
+    assert all("nll_per_byte" in json.loads(line) for line in split.out.read_text().splitlines())
     assert split.device == "cpu+cpu" and one.device == "cpu"
     assert split.settings["head_on_scored_positions_only"]  # the fast path, across the split
     assert {d for d in split.settings["placement"].values()} == {"cpu#0", "cpu#1"}

@@ -33,7 +33,8 @@ from contaudit.io import Item, load_items
 from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
 from contaudit.scoring.cache import ScoreCache, text_hash
 from contaudit.scoring.completion import completion_metrics, greedy_continue
-from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, plan_windows, score_rows
+from contaudit.scoring.likelihood import (NextTokenScorer, Row, byte_metrics, likelihood_metrics, plan_windows,
+                                          score_rows)
 from contaudit.models import FileHashes, LoadedModel, ModelSource, fingerprint, load_model, resolve_model
 from contaudit.scoring.parallel import stateless_forward
 
@@ -490,8 +491,9 @@ class ModelSession:
         plans = _plan_items(job.items, loaded, completion=job.completion, max_length=self.max_length)
         lik, comp, facts = _score_all(loaded, self.runner, plans, settings, job.cache_dir, max_length=self.max_length,
                                       stride=self.stride, budgets=self.budgets, progress=progress)
-        rows = [{"id": p.item.id, **lik[p.text_key], **(comp[p.prompt_key] if job.completion else {})}
-                for p in plans if p.skip is None]
+        # byte_metrics again: likelihood scores cached before n_bytes and nll_per_byte existed gain them here
+        rows = [{"id": p.item.id, **byte_metrics(lik[p.text_key], p.item.text),
+                 **(comp[p.prompt_key] if job.completion else {})} for p in plans if p.skip is None]
         write_jsonl_atomic(job.out, rows)
         resolved = {**asdict(settings), "cache_dir": str(job.cache_dir) if job.cache_dir else None,
                     "max_length": self.max_length, "stride": self.stride, "batch_tokens": self.budgets["likelihood"],

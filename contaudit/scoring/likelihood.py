@@ -187,14 +187,40 @@ def min_k(values: np.ndarray, percent: int) -> float:
     return float(np.mean(np.partition(values, k - 1)[:k]))
 
 
+def byte_metrics(metrics: dict, text: str) -> dict:
+    """``metrics`` with ``n_bytes`` and ``nll_per_byte`` set from ``text``.
+
+    - ``n_bytes``: UTF-8 byte length of ``text`` (the string that was tokenized);
+    - ``nll_per_byte``: total NLL of the scored tokens in nats / ``n_bytes``, where the
+      total is ``nll_mean * n_tokens`` (``n_tokens`` is the number of scored tokens).
+
+    Derived from ``nll_mean`` and ``n_tokens`` alone, so a score cached before these
+    fields existed gains them, with the bits a fresh score gets. Tokenizer-independent,
+    unlike ``nll_mean``: divide by ``ln 2`` for bits per byte.
+
+    >>> byte_metrics({"n_tokens": 2, "nll_mean": 3.0}, "né")
+    {'n_tokens': 2, 'nll_mean': 3.0, 'n_bytes': 3, 'nll_per_byte': 2.0}
+    """
+    n_bytes = len(text.encode("utf-8"))
+    if n_bytes == 0:
+        raise ValueError("`text` must not be empty: nll_per_byte divides by its UTF-8 byte count")
+    return {**metrics, "n_bytes": n_bytes, "nll_per_byte": metrics["nll_mean"] * metrics["n_tokens"] / n_bytes}
+
+
 def likelihood_metrics(stats: np.ndarray, text: str) -> dict:
     """Per-item metrics from per-token stats (N, 3) = (log-prob, mean, variance).
 
+    ``stats`` has one row per scored token (every text token after the context token;
+    windows joined), and ``text`` is the string that was tokenized.
+
+    - ``n_tokens``: scored tokens, N;
     - ``nll_mean``: mean negative log-likelihood, nats per token; ``ppl = exp(nll_mean)``;
     - ``mink_K``: mean of the lowest K % token log-probs (Shi et al. 2024);
     - ``minkpp_K``: the same over (log p - mu) / sigma, mu and sigma^2 the mean and
       variance of log p under the model's next-token distribution (Zhang et al. 2024);
-    - ``zlib_ratio``: total NLL (nats) / zlib-compressed UTF-8 byte length of the text.
+    - ``zlib_ratio``: total NLL (nats) / zlib-compressed UTF-8 byte length of the text;
+    - ``n_bytes``, ``nll_per_byte``: UTF-8 bytes of the text and total NLL per byte
+      (:func:`byte_metrics`).
     """
     stats = stats.astype(np.float64)
     logprob, mean, var = stats[:, 0], stats[:, 1], stats[:, 2]
@@ -207,4 +233,4 @@ def likelihood_metrics(stats: np.ndarray, text: str) -> dict:
     for k in MIN_K_PERCENTS:
         out[f"minkpp_{k}"] = min_k(standardized, k)
     out["zlib_ratio"] = nll / len(zlib.compress(text.encode("utf-8")))
-    return out
+    return byte_metrics(out, text)
