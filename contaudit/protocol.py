@@ -282,8 +282,8 @@ def check_sets(loader: Loader, sets: Sets, key: str = "sets") -> None:
 
 
 def check_models(loader: Loader, models: Models) -> None:
-    """A reference model may not repeat the suspect, the clean model or another reference: a
-    repeated model would shrink the spread the panel measures."""
+    """No model may play two roles: a repeated reference would shrink the spread the panel
+    measures, and a clean model that is the suspect makes every difference zero."""
     if models.clean is None and models.reference:
         raise loader.fail("models.reference", "needs [models.clean]: the clean control comes first in the panel; "
                                               "name one of the reference models [models.clean] instead")
@@ -293,7 +293,7 @@ def check_models(loader: Loader, models: Models) -> None:
     roles += [(f"models.reference[{i}]", spec) for i, spec in enumerate(models.reference)]
     for key, spec in roles:
         ident = (spec.path, spec.gguf_file)
-        if ident in seen and key.startswith("models.reference"):
+        if ident in seen and key != "models.suspect":
             raise loader.fail(key, f"is the same model as `{seen[ident]}` ({spec.path}); each model must differ")
         seen[ident] = key
 

@@ -119,6 +119,16 @@ def test_a_reference_that_repeats_another_model_is_refused(tmp_path):
         analyze(**files, protocol=FAST)
 
 
+def test_a_clean_model_that_is_the_suspect_is_refused(tmp_path):
+    """Before, the suspect as its own clean control gave NO_EVIDENCE (every difference zero) and passed the gate."""
+    files = write_panel(tmp_path)
+    files.update(clean_test=files["suspect_test"], clean_shadow=files["suspect_shadow"],
+                 clean_probes=files["suspect_probes"], references=[])
+    with pytest.raises(InputError, match=r"suspect and clean score files come from the same model .*the clean "
+                                         r"control must be another model"):
+        analyze(**files, protocol=FAST)
+
+
 def test_reference_probes_are_required_with_the_memorization_test(tmp_path):
     files = write_panel(tmp_path)
     files["references"][0] = ReferenceScores(files["references"][0].test, files["references"][0].shadow)

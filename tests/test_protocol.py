@@ -203,6 +203,8 @@ def test_reference_models_and_shadow_origin(workdir):
                r"key `models.reference\[0\].path`: no such file or directory")
     fails_fast(write(workdir, text.replace('path = "models/ref1"', 'path = "models/clean"')),
                r"key `models.reference\[0\]`: is the same model as `models.clean`")
+    fails_fast(write(workdir, VALID.replace('path = "models/clean"', 'path = "models/suspect"')),
+               r"key `models.clean`: is the same model as `models.suspect`")
     fails_fast(write(workdir, text.replace('"random_split"', '"coin_flip"')),
                r"key `sets.shadow_origin`: must be one of 'random_split', 'date_split', 'later_set'")
 

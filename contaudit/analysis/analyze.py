@@ -222,8 +222,9 @@ def check_same_models(models: list[ModelFiles]) -> list[str]:
 
     Every file of one role must come from one model, and a reference model may not be
     the suspect, the clean model or another reference (that would shrink the spread the
-    panel measures). A suspect scored as its own clean control is returned as a warning.
-    Files without a manifest are not checked (the caller warns).
+    panel measures), and the clean model may not be the suspect (a copied directory has the
+    same fingerprint): every difference would be zero and the audit would pass any gate.
+    Returns warnings. Files without a manifest are not checked (the caller warns).
     """
     warnings = []
     owner: dict[str, tuple[str, str, str]] = {}  # fingerprint -> (role, file, model path)
@@ -241,9 +242,9 @@ def check_same_models(models: list[ModelFiles]) -> list[str]:
             if fp in owner:
                 role, other, other_path = owner[fp]
                 if {role, m.role} == {"suspect", "clean"}:
-                    warnings.append(f"The suspect and clean score files come from the same model ({path}): "
-                                    f"every difference is noise.")
-                    continue
+                    raise InputError(f"the suspect and clean score files come from the same model ({path}, "
+                                     f"fingerprint {fp[:12]}): {f} and {other}; the clean control must be another "
+                                     f"model, or every difference is zero and any gate passes")
                 raise InputError(f"the {m.role} and {role} score files come from the same model ({path}, "
                                  f"fingerprint {fp[:12]}): {f} and {other}; each role needs its own model")
             owner[fp] = (m.role, f, path)
@@ -562,7 +563,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
             clean_probes=None,
             probes=None, references: list[ReferenceScores] | tuple = (), index=None, item_order=None,
             shadow_origin: str | None = None,
-            protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None) -> dict:
+            protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None,
+            warnings: list[str] | tuple = ()) -> dict:
     """Run the analysis on score files and return the results dict (see ``docs/analysis.md``).
 
     Parameters
@@ -593,6 +595,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     out : path, optional
         Run directory; ``results.json`` and ``results.manifest.json`` are written there
         atomically.
+    warnings : list of str, optional
+        Warnings of earlier stages (duplicate texts left out of the sets), reported first.
 
     Examples
     --------
@@ -628,11 +632,11 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     design = Design(origin, 0 if no_clean else 1 + len(references))
     minkpp = f"minkpp_{settings.minkpp_k}"
     streams = random_streams(settings.seed)
-    warnings: list[str] = []
+    warnings = [str(w) for w in warnings]
     if no_clean:
         return _analyze_without_clean(suspect_test, suspect_shadow, probes=probes, index=index,
                                       item_order=item_order, settings=settings, provenance=provenance, design=design,
-                                      minkpp=minkpp, streams=streams, out=out, started=started)
+                                      minkpp=minkpp, streams=streams, out=out, started=started, warnings=warnings)
 
     def read(p):
         return read_scores(p, optional=(minkpp, "n_tokens"))
@@ -710,13 +714,13 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
 
 
 def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_order, settings: AnalysisSettings,
-                           provenance: dict, design: Design, minkpp: str, streams, out, started: float) -> dict:
+                           provenance: dict, design: Design, minkpp: str, streams, out, started: float,
+                           warnings: list[str]) -> dict:
     """The analysis of an audit without a clean model: the order test decides, at most SUSPECT.
 
     Reported beside it: Min-K%++ of the suspect, test vs shadow (a fair comparison only
     when the sets are a random split), and what the corpus index finds of the test items.
     """
-    warnings: list[str] = []
     models = [ModelFiles("suspect", {"test": read_scores(suspect_test, optional=(minkpp, "n_tokens")),
                                      "shadow": read_scores(suspect_shadow, optional=(minkpp, "n_tokens"))})]
     test = score_matrix("test", [models[0].files["test"]], "nll_mean")

@@ -278,7 +278,7 @@ def panel_error_rates(*, n_audits: int = 1000, effects=(0.0,), n_references: int
     rng = np.random.default_rng(rng)
     out = {}
     for effect in effects:
-        hits = {"item_permutation": 0, "panel_t": 0, "panel_t_unadjusted": 0, "panel_rank": 0}
+        hits = {"item_permutation": 0, "panel_robust": 0, "panel_t": 0, "panel_t_unadjusted": 0, "panel_rank": 0}
         for _ in range(n_audits):
             sim = simulate_model_panel(n_models=n_references + 1, effect=effect, rng=rng, **panel_kw)
             s, g = sim.scores, sim.is_test
@@ -287,8 +287,69 @@ def panel_error_rates(*, n_audits: int = 1000, effects=(0.0,), n_references: int
             adjusted = panel_did(s[0], s[1:], g, covariates={"difficulty": s.mean(axis=0)})
             plain = panel_did(s[0], s[1:], g)
             hits["item_permutation"] += old.pvalue <= alpha
+            hits["panel_robust"] += adjusted.pvalue <= alpha
             hits["panel_t"] += adjusted.pvalue_t <= alpha
             hits["panel_t_unadjusted"] += plain.pvalue_t <= alpha
             hits["panel_rank"] += adjusted.pvalue_rank <= alpha
         out[effect] = {k: v / n_audits for k, v in hits.items()}
     return out
+
+
+@dataclass
+class PanelPvalues:
+    """Per independent null audit, the p-values of both primary tests by panel method.
+
+    ``pvalues[method]`` has shape ``(n_audits, 2)``: perplexity and memorization, each from
+    its own simulated panel (fresh models every audit). Methods: ``'t'`` (the normal-theory
+    prediction test used before issue 22), ``'robust'`` and ``'rank'``.
+    """
+
+    pvalues: dict[str, np.ndarray]
+
+    def label_rates(self, alpha: float) -> dict[str, dict[str, float]]:
+        """Per method, the share of audits labelled SUSPECT-or-worse and CONTAMINATED at ``alpha``
+        (Holm over the two tests; minimum effects 0, so these are upper bounds)."""
+        out = {}
+        for method, p in self.pvalues.items():
+            low, high = p.min(axis=1), p.max(axis=1)
+            first = low <= alpha / 2
+            out[method] = {"SUSPECT_or_worse": float(np.mean(first)),
+                           "CONTAMINATED": float(np.mean(first & (high <= alpha)))}
+        return out
+
+    def gate_pvalues(self, method: str, fail_on: str) -> np.ndarray:
+        """Each audit's gate p-value (:func:`contaudit.analysis.suite.gate_pvalue`)."""
+        p = self.pvalues[method]
+        low, high = p.min(axis=1), p.max(axis=1)
+        first = np.minimum(1.0, 2 * low)
+        return first if fail_on == "SUSPECT" else np.maximum(first, high)
+
+    def suite_fail_rate(self, method: str, *, k: int, alpha: float, fail_on: str) -> float:
+        """Share of suites of ``k`` consecutive audits (clean benchmarks) that fail the Holm suite gate."""
+        from contaudit.analysis.did import holm
+
+        gp = self.gate_pvalues(method, fail_on)
+        suites = gp[: gp.size // k * k].reshape(-1, k)
+        return float(np.mean([np.any(holm(row) <= alpha) for row in suites]))
+
+
+def panel_null_pvalues(*, n_audits: int = 1000, n_references: int = 5, rng=0, n_probes: int = 40,
+                       **panel_kw) -> PanelPvalues:
+    """Independent clean audits with a reference panel: both primary tests' p-values per method.
+
+    Each audit draws a perplexity panel (``simulate_model_panel``, the default 100 + 100
+    items) and an independent memorization panel (``n_probes`` seen + unseen probes), the
+    suspect clean in both, and runs :func:`contaudit.analysis.panel.panel_did` adjusted for
+    difficulty as the analysis does.
+    """
+    from contaudit.analysis.panel import panel_did
+
+    rng = np.random.default_rng(rng)
+    out = {m: np.empty((n_audits, 2)) for m in ("t", "robust", "rank")}
+    for a in range(n_audits):
+        for j, size in enumerate(({}, {"n_test": n_probes, "n_shadow": n_probes})):
+            sim = simulate_model_panel(n_models=n_references + 1, rng=rng, **size, **panel_kw)
+            res = panel_did(sim.scores[0], sim.scores[1:], sim.is_test,
+                            covariates={"difficulty": sim.scores.mean(axis=0)})
+            out["t"][a, j], out["robust"][a, j], out["rank"][a, j] = res.pvalue_t, res.pvalue, res.pvalue_rank
+    return PanelPvalues(out)
