@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from contaudit.analysis.panel import (_heavy_null, adjusted_difference, covariate_overlap, panel_did, references_needed,
-                                      robust_prediction_pvalue)
+from contaudit.analysis.panel import (_heavy_null, adjusted_difference, common_support_adjustment, covariate_overlap,
+                                      panel_did, references_needed, robust_prediction_pvalue)
 from contaudit.analysis.simulate import panel_error_rates, simulate_model_panel
 from contaudit.errors import InputError
 
@@ -142,3 +142,29 @@ def test_simulated_panel_plants_the_effect_on_the_suspects_test_items():
     b = simulate_model_panel(effect=0.2, rng=3)
     diff = a.scores - b.scores
     assert np.allclose(diff[0, a.is_test], 0.2) and np.allclose(diff[0, ~a.is_test], 0) and np.allclose(diff[1:], 0)
+
+
+def test_a_large_shift_trims_items_instead_of_dropping_the_difficulty_covariate():
+    """Shift 1.5 SD, a suspect whose difficulty slope differs: dropping the covariate (the old rule) flags the
+    clean suspect; adjusting on the items in common support keeps the rate near alpha."""
+    rng = np.random.default_rng(5)
+    hits = {"trim": 0, "drop": 0}
+    n = 300
+    for _ in range(n):
+        sim = simulate_model_panel(n_models=6, shift=1.5, suspect_slope=0.1, rng=rng)
+        s, g = sim.scores, sim.is_test
+        adj = common_support_adjustment(g, {"difficulty": s.mean(axis=0)}, min_overlap=0.8)
+        keep = adj.keep if adj.keep is not None else np.ones(g.size, bool)
+        assert adj.covariates and adj.n_trimmed > 0 and not adj.left_out
+        trimmed = panel_did(s[0, keep], s[1:, keep], g[keep], covariates={"difficulty": s.mean(axis=0)[keep]})
+        dropped = panel_did(s[0], s[1:], g)
+        hits["trim"] += trimmed.pvalue <= 0.05
+        hits["drop"] += dropped.pvalue <= 0.05
+    assert hits["drop"] / n > 0.3 and hits["trim"] / n <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / n), hits
+
+
+def test_common_support_adjustment_falls_back_when_nothing_overlaps():
+    g = np.arange(40) < 20
+    x = np.arange(40.0)
+    adj = common_support_adjustment(g, {"x": x, "noise": np.tile([0.0, 1.0], 20)}, min_overlap=0.8)
+    assert adj.keep is None and adj.left_out == ["x"] and list(adj.covariates) == ["noise"]

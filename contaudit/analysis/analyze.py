@@ -26,7 +26,7 @@ from contaudit.analysis import verdict as _verdict
 from contaudit.analysis.did import (DiDResult, ItemOrderResult, json_number, difference_in_means, dose_response,
                                     format_p, item_order_test, memorization_did, perplexity_did,
                                     standardized_mean_difference)
-from contaudit.analysis.panel import PanelResult, panel_did
+from contaudit.analysis.panel import Adjustment, PanelResult, common_support_adjustment, panel_did
 from contaudit.analysis.verdict import SUSPECT, DesignCheck
 from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NAME
 from contaudit.errors import InputError
@@ -375,17 +375,19 @@ def _covariates(matrix: ScoreMatrix, wanted: tuple[str, ...], features: dict[str
 
 
 def _adjustment(matrix: ScoreMatrix, group: np.ndarray, features: dict[str, np.ndarray],
-                settings: AnalysisSettings) -> dict[str, np.ndarray]:
-    """The covariates the panel test adjusts for: those wanted, with enough common support."""
-    return _verdict.adjustable_covariates(group, _covariates(matrix, settings.adjust_for, features),
-                                          min_overlap=settings.min_overlap)
+                settings: AnalysisSettings) -> Adjustment:
+    """The covariates the panel test adjusts for, and the items in their common support."""
+    return common_support_adjustment(group, _covariates(matrix, settings.adjust_for, features),
+                                     min_overlap=settings.min_overlap)
 
 
-def _panel_test(matrix: ScoreMatrix, group: np.ndarray, covariates: dict[str, np.ndarray], *, alternative: str,
+def _panel_test(matrix: ScoreMatrix, group: np.ndarray, adjustment: Adjustment, *, alternative: str,
                 settings: AnalysisSettings) -> PanelResult | None:
     if group.sum() < 2 or (~group).sum() < 2:
         return None
-    return panel_did(matrix.suspect, matrix.references, group, covariates=covariates, alternative=alternative,
+    keep = adjustment.keep if adjustment.keep is not None else np.ones(group.size, bool)
+    return panel_did(matrix.suspect[keep], matrix.references[:, keep], group[keep],
+                     covariates={k: v[keep] for k, v in adjustment.covariates.items()}, alternative=alternative,
                      method=settings.reference_test, alpha=settings.alpha, n_tests=2,
                      confidence_level=settings.confidence_level)
 

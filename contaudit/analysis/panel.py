@@ -352,6 +352,7 @@ class Overlap:
 
     smd: dict[str, float]
     share_in_support: dict[str, float]
+    in_support: np.ndarray = field(repr=False, default=None)  # (N,) bool: inside every covariate's common support
 
     @property
     def worst(self) -> float:
@@ -383,11 +384,58 @@ def covariate_overlap(group, covariates: dict[str, np.ndarray], *, trim: float =
 
     group = _group(group)
     smd, share = {}, {}
+    inside = np.ones(group.size, bool)
     for name, values in covariates.items():
         values = np.asarray(values, dtype=float)
         a, b = values[group], values[~group]
         smd[name] = standardized_mean_difference(a, b)
         low = max(np.quantile(a, trim), np.quantile(b, trim))
         high = min(np.quantile(a, 1 - trim), np.quantile(b, 1 - trim))
-        share[name] = float(np.mean((values >= low) & (values <= high))) if low <= high else 0.0
-    return Overlap(smd, share)
+        mask = (values >= low) & (values <= high)
+        share[name] = float(np.mean(mask))
+        inside &= mask
+    return Overlap(smd, share, inside)
+
+
+@dataclass
+class Adjustment:
+    """What the shift adjustment uses (:func:`common_support_adjustment`).
+
+    ``keep`` marks the items the test runs on (None: all); ``covariates`` holds the
+    adjusted-for covariates' values on all items; ``left_out`` the covariates not used.
+    """
+
+    covariates: dict[str, np.ndarray]
+    keep: np.ndarray | None
+    left_out: list[str]
+    overlap: Overlap | None
+
+    @property
+    def n_trimmed(self) -> int:
+        return 0 if self.keep is None else int((~self.keep).sum())
+
+
+def common_support_adjustment(group, covariates: dict[str, np.ndarray], *, min_overlap: float) -> Adjustment:
+    """Adjust for every covariate, on the items inside all of their common supports.
+
+    Items outside a covariate's common support (:func:`covariate_overlap`) have no
+    comparable item in the other group, so the adjustment would extrapolate for them:
+    they are trimmed, and the covariate is kept (dropping it, as before, dropped the
+    difficulty covariate exactly when the shift was large). Only when trimming would leave
+    fewer than 2 items in a group do the covariates with less than ``min_overlap`` of the
+    items in support drop out instead, with no trimming.
+
+    >>> g = np.arange(40) < 20
+    >>> adj = common_support_adjustment(g, {"x": np.arange(40.0)}, min_overlap=0.8)
+    >>> adj.keep is None, adj.left_out  # no overlap at all: nothing to trim to
+    (True, ['x'])
+    """
+    if not covariates:
+        return Adjustment({}, None, [], None)
+    group = _group(group)
+    overlap = covariate_overlap(group, covariates)
+    keep = overlap.in_support
+    if keep[group].sum() >= 2 and keep[~group].sum() >= 2:
+        return Adjustment(dict(covariates), None if keep.all() else keep, [], overlap)
+    kept = overlap.supported(min_overlap)
+    return Adjustment({k: covariates[k] for k in kept}, None, [k for k in covariates if k not in kept], overlap)

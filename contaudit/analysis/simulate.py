@@ -227,7 +227,7 @@ class SimulatedPanel:
 def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int = 100, shift: float = 0.5,
                          slope_sd: float = 0.02, hidden_sd: float = 0.05, item_noise: float = 0.05,
                          heavy_tails: bool = False, outlier_share: float = 0.0, outlier_scale: float = 5.0,
-                         effect: float = 0.0, rng=None) -> SimulatedPanel:
+                         effect: float = 0.0, suspect_slope: float = 0.0, rng=None) -> SimulatedPanel:
     """Clean models that differ by a seed effect interacting with a test/shadow shift.
 
     Each item has a difficulty ``x`` (seen by every model, so adjustable) and a hidden
@@ -243,7 +243,9 @@ def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int 
     and item noise ``e_mi ~ N(0, item_noise)``. ``c_m`` times the shift
     moves a model's test-minus-shadow gap in a way no item covariate explains: the
     model-to-model variance the item permutation test ignores. The suspect (model 0)
-    has its test items' NLL lowered by ``effect``.
+    has its test items' NLL lowered by ``effect``, and ``suspect_slope`` added to its
+    difficulty slope ``a_0`` (a suspect trained another way: not exchangeable with the
+    references, but in a way the difficulty covariate can explain).
     """
     rng = np.random.default_rng(rng)
     is_test = np.r_[np.ones(n_test, bool), np.zeros(n_shadow, bool)]
@@ -258,6 +260,7 @@ def simulate_model_panel(*, n_models: int = 6, n_test: int = 100, n_shadow: int 
 
     u, a, c = rng.normal(0, 0.1, n_models), seed_effects(slope_sd), seed_effects(hidden_sd)
     c = np.where(rng.random(n_models) < outlier_share, outlier_scale * c, c)
+    a[0] += suspect_slope
     scores = (2 + 0.5 * x[None, :] + u[:, None] + a[:, None] * x[None, :] + c[:, None] * z[None, :]
               + rng.normal(0, item_noise, (n_models, is_test.size)))
     scores[0, is_test] -= effect

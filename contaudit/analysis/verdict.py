@@ -170,21 +170,21 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
     """Report a shift between two item groups that is expected (not a random split) and what covers it.
 
     The shift: Hedges' g of the clean models' NLL (when given) and each covariate's SMD.
-    Covariates with at least ``min_overlap`` of the items in both groups' common support
-    (:func:`contaudit.analysis.panel.covariate_overlap`) are adjusted for; the others are
-    left out, since the adjustment would extrapolate. The check does not fail on the
-    shift: with a reference panel the tests stay valid under it (they compare the suspect
-    with clean models scored on the same items); with one clean model the verdict cap
-    (at most SUSPECT) answers for it.
+    The adjustment (:func:`contaudit.analysis.panel.common_support_adjustment`) uses every
+    covariate on the items inside the groups' common support and trims the others, where
+    it would extrapolate. The check does not fail on the shift: with a reference panel the
+    tests stay valid under it (they compare the suspect with clean models scored on the
+    same items); with one clean model the design is INCONCLUSIVE.
     """
-    from contaudit.analysis.panel import covariate_overlap
+    from contaudit.analysis.panel import common_support_adjustment
 
-    overlap = covariate_overlap(group, covariates) if covariates else None
+    adjustment = common_support_adjustment(group, covariates, min_overlap=min_overlap)
+    overlap = adjustment.overlap
     shares = overlap.share_in_support if overlap else {}
-    kept = overlap.supported(min_overlap) if overlap else []
-    dropped = [k for k in shares if k not in kept]
+    kept, dropped = list(adjustment.covariates), adjustment.left_out
     numbers = {"overlap": overlap.to_dict() if overlap else None, "min_overlap": min_overlap,
-               "adjusted_for": kept if panel else [], "left_out": dropped}
+               "adjusted_for": kept if panel else [], "left_out": dropped,
+               "trimmed_items": adjustment.n_trimmed if panel else 0}
     shift = ""
     if clean_test is not None and clean_shadow is not None and len(clean_test) >= 2 and len(clean_shadow) >= 2:
         g = hedges_g(clean_test, clean_shadow)
@@ -196,26 +196,19 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
                                for k, v in overlap.smd.items()))
     described = "; ".join(parts) or "no covariates to compare"
     if panel:
+        n = len(group)
         how = (f"adjusted for {', '.join(kept)}" if kept else "not adjusted") + (
-            f"; left out of the adjustment, where it would extrapolate (under {min_overlap:.0%} in common support): "
-            f"{', '.join(dropped)}" if dropped else "")
+            f" on the {n - adjustment.n_trimmed} of {n} items in common support (the {adjustment.n_trimmed} outside "
+            f"it are trimmed: the adjustment would extrapolate for them)" if adjustment.n_trimmed else "") + (
+            f"; left out of the adjustment, where it would extrapolate (under {min_overlap:.0%} in common support and "
+            f"too few items to trim to): {', '.join(dropped)}" if dropped else "")
         detail = (f"Shift between {what}: {described}. The tests compare the suspect with clean models scored on "
                   f"the same items, so the shift does not bias them; {how}.")
     else:
         detail = (f"Shift between {what}: {described}. With one clean model the tests cannot separate this shift "
-                  f"from model-to-model differences, so the verdict is at most SUSPECT.")
+                  f"from model-to-model differences, so the verdict is INCONCLUSIVE.")
     return DesignCheck(name, True, detail, value=overlap.worst if overlap else None, threshold=min_overlap,
                        numbers=numbers)
-
-
-def adjustable_covariates(group, covariates: dict, *, min_overlap: float) -> dict:
-    """The covariates with at least ``min_overlap`` of the items in common support (see :func:`check_shift_overlap`)."""
-    from contaudit.analysis.panel import covariate_overlap
-
-    if not covariates:
-        return {}
-    kept = covariate_overlap(group, covariates).supported(min_overlap)
-    return {k: covariates[k] for k in kept}
 
 
 def panel_too_small(n_clean: int, *, alpha: float, n_tests: int) -> str | None:
