@@ -152,9 +152,11 @@ def if_primary(results: dict) -> dict[str, dict]:
             continue
         p_ppl, p_mem = holm([ppl["pvalue"], mem["pvalue"]])
         ppl_counts = primary_test_counts(ppl["estimate"], p_ppl, direction="negative",
-                                 min_effect=settings["min_effect_perplexity"], alpha=settings["alpha"])
+                                         min_effect=settings["min_effect_perplexity"], alpha=settings["alpha"],
+                                         interval=tuple(ppl.get("confidence_interval") or (None, None)))
         mem_counts = primary_test_counts(mem["estimate"], p_mem, direction="positive",
-                                 min_effect=settings["min_effect_memorization"], alpha=settings["alpha"])
+                                         min_effect=settings["min_effect_memorization"], alpha=settings["alpha"],
+                                         interval=tuple(mem.get("confidence_interval") or (None, None)))
         out[metric] = {"memorization_counts": mem_counts, "contaminated": design_ok and ppl_counts and mem_counts,
                        "did": mem["estimate"], "p": mem["pvalue"]}
     return out

@@ -57,7 +57,7 @@ def write_panel(directory: Path, *, n_models: int = 6, ppl_effect: float = 0.0, 
 
 
 def test_panel_finds_planted_contamination_under_a_shift(tmp_path):
-    results = analyze(**write_panel(tmp_path, ppl_effect=0.2, mem_effect=0.2), protocol=FAST, out=tmp_path / "run")
+    results = analyze(**write_panel(tmp_path, ppl_effect=0.3, mem_effect=0.3), protocol=FAST, out=tmp_path / "run")
     assert results["verdict"]["label"] == "CONTAMINATED", results["verdict"]["reasons"]
     design = {k: v for k, v in results["design"].items() if k != "models"}
     assert design == {"shadow_origin": "later_set", "n_clean_models": 5, "test": "reference panel",
@@ -146,7 +146,7 @@ def test_cli_analyze_with_reference_models(tmp_path):
 
     from contaudit.cli import app
 
-    files = write_panel(tmp_path, ppl_effect=0.2, mem_effect=0.2)
+    files = write_panel(tmp_path, ppl_effect=0.3, mem_effect=0.3)
     args = ["analyze", "--out", str(tmp_path / "run"), "--shadow-origin", "date_split"]
     for key in ("suspect_test", "clean_test", "suspect_shadow", "clean_shadow", "suspect_probes", "clean_probes",
                 "probes"):
@@ -166,7 +166,7 @@ def test_cli_analyze_with_reference_models(tmp_path):
 def test_report_places_the_suspect_among_the_clean_models(tmp_path):
     from contaudit.report import write_report
 
-    files = write_panel(tmp_path, ppl_effect=0.2, mem_effect=0.2)
+    files = write_panel(tmp_path, ppl_effect=0.3, mem_effect=0.3)
     analyze(**files, protocol=FAST, out=tmp_path / "panel")
     names = [p.stem for p in write_report(tmp_path / "panel").plots]
     assert names[0] == "panel"

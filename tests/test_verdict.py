@@ -85,7 +85,7 @@ def test_a_significant_effect_below_the_protocol_minimum_does_not_count():
     v = decide(ppl(-0.005, 0.0001), mem(0.3, 0.0001), [], SETTINGS, memorization_metric="exact_match")
     assert v.label == SUSPECT
     assert not v.tests[0].above_minimum
-    assert any("smaller than the protocol's minimum effect of 0.01" in r for r in v.reasons)
+    assert any("not shown to reach the protocol's minimum effect of 0.01" in r for r in v.reasons)
 
 
 def test_an_effect_in_the_wrong_direction_does_not_count():
@@ -192,3 +192,22 @@ def test_reasons_name_the_memorization_metric_and_its_unit():
     assert any("reproduces probes found in its training corpus more often" in r for r in greedy.reasons)
     assert any("more likely to reproduce the suffixes" in r and "nats/token" in r for r in soft.reasons)
     assert {t.name: t.unit for t in soft.tests}["memorization_did"] == "nats/token"
+
+
+def test_a_true_effect_at_the_minimum_passes_rarely_not_half_the_time():
+    """The minimum effect is judged on the interval, not the point estimate: an effect exactly at the minimum
+    reaches it about (1 - level) / 2 of the time."""
+    from contaudit.analysis.did import perplexity_did
+    from contaudit.analysis.verdict import beyond_minimum
+
+    rng = np.random.default_rng(8)
+    passed, point = 0, 0
+    n = 200
+    for _ in range(n):
+        clean_t, clean_s = rng.normal(2, 0.3, 60), rng.normal(2, 0.3, 60)
+        sus_t, sus_s = clean_t - 0.05 + rng.normal(0, 0.1, 60), clean_s + rng.normal(0, 0.1, 60)
+        res = perplexity_did(sus_t, clean_t, sus_s, clean_s, n_resamples=99, n_bootstrap=999, rng=rng)
+        ci = (res.confidence_interval.low, res.confidence_interval.high)
+        passed += beyond_minimum(res.statistic, ci, direction="negative", min_effect=0.05)
+        point += abs(res.statistic) >= 0.05
+    assert 0.3 < point / n < 0.7 and passed / n < 0.06, (point, passed)

@@ -287,18 +287,41 @@ def _direction_ok(estimate: float, direction: str) -> bool:
     return estimate < 0 if direction == "negative" else estimate > 0
 
 
-def primary_test_counts(estimate: float, p_holm: float, *, direction: str, min_effect: float, alpha: float) -> bool:
-    """The rule for one primary test: Holm-significant, in the contamination direction, above the minimum effect."""
-    return bool(p_holm <= alpha and _direction_ok(estimate, direction) and abs(estimate) >= min_effect)
+def primary_test_counts(estimate: float, p_holm: float, *, direction: str, min_effect: float, alpha: float,
+                        interval: tuple[float | None, float | None] = (None, None)) -> bool:
+    """The rule for one primary test: Holm-significant, in the contamination direction, and shown to reach the
+    minimum effect (:func:`beyond_minimum`)."""
+    return bool(p_holm <= alpha and _direction_ok(estimate, direction)
+                and beyond_minimum(estimate, interval, direction=direction, min_effect=min_effect))
+
+
+def beyond_minimum(estimate: float, interval: tuple[float | None, float | None], *, direction: str,
+                   min_effect: float) -> bool:
+    """Does the effect reach ``min_effect``? The interval's bound nearest zero must (so a true
+    effect at the minimum passes about (1 - level) / 2 of the time, not half); without an
+    interval (``n_bootstrap = 0``) the point estimate must.
+
+    >>> beyond_minimum(-0.05, (-0.08, -0.02), direction="negative", min_effect=0.01)
+    True
+    >>> beyond_minimum(-0.05, (-0.09, -0.005), direction="negative", min_effect=0.01)
+    False
+    """
+    low, high = interval
+    if min_effect == 0:
+        return True
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return abs(estimate) >= min_effect
+    return high <= -min_effect if direction == "negative" else low >= min_effect
 
 
 def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min_effect: float, alpha: float,
              unit: str) -> PrimaryTest:
     est = result.statistic
+    ci = (json_number(result.confidence_interval.low), json_number(result.confidence_interval.high))
     return PrimaryTest(name=name, estimate=est, pvalue=result.pvalue, pvalue_holm=float(p_holm),
-                       confidence_interval=(json_number(result.confidence_interval.low), json_number(result.confidence_interval.high)),
-                       direction=direction, min_effect=min_effect, significant=bool(p_holm <= alpha),
-                       direction_ok=_direction_ok(est, direction), above_minimum=bool(abs(est) >= min_effect), unit=unit)
+                       confidence_interval=ci, direction=direction, min_effect=min_effect,
+                       significant=bool(p_holm <= alpha), direction_ok=_direction_ok(est, direction),
+                       above_minimum=beyond_minimum(est, ci, direction=direction, min_effect=min_effect), unit=unit)
 
 
 def _mde(result, *, alpha: float, power: float, binary: bool) -> float:
@@ -344,8 +367,8 @@ def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
     if t.significant and not t.direction_ok:
         return f"The {what} is significant but points away from contamination ({stats_})."
     if t.significant and not t.above_minimum:
-        return (f"The {what} is significant but smaller than the protocol's minimum effect of "
-                f"{t.min_effect:g} {t.unit} ({stats_}).")
+        return (f"The {what} is significant but not shown to reach the protocol's minimum effect of "
+                f"{t.min_effect:g} {t.unit}: its {level:.0%} interval reaches below it ({stats_}).")
     return f"The {what} is not significant ({stats_})."
 
 
