@@ -26,7 +26,7 @@ from pathlib import Path
 
 from contaudit.errors import InputError
 from contaudit.io import load_items
-from contaudit.manifest import write_jsonl_atomic
+from contaudit.manifest import write_json_atomic, write_jsonl_atomic
 from contaudit.progress import timed
 from contaudit.protocol import Protocol, SetSpec, effective_item_order, load_protocol
 
@@ -94,7 +94,15 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
     Items whose text repeats an earlier one are left out (:func:`drop_duplicate_texts`);
     returns the paths and the warnings that say so."""
     sets = protocol.sets
-    if sets.split is not None:
+    split_info = None
+    if sets.random_split is not None:
+        from contaudit.splits import random_split_items, split_record
+
+        test_items, shadow_items = random_split_items(sets.random_split)
+        split_info = split_record(sets.random_split, test_items, shadow_items)
+        test, shadow = ([{"id": it.id, "text": it.text, "_fields": it.fields} for it in part]
+                        for part in (test_items, shadow_items))
+    elif sets.split is not None:
         spec = sets.split
         cutoff = _as_date(spec.cutoff, path=protocol.source or spec.path, item_id="(cutoff)", key="sets.split.cutoff")
         test, shadow = [], []
@@ -122,6 +130,8 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
     for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow + heldout)):
         paths[name] = out / "sets" / f"{name}.jsonl"
         write_jsonl_atomic(paths[name], ({"id": r["id"], "text": r["text"]} for r in rows))
+    if split_info is not None:
+        write_json_atomic(out / "sets" / "split.json", split_info)
     return paths, warnings
 
 
@@ -280,7 +290,7 @@ def _analyze_stage(run: BenchmarkRun) -> dict:
     return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],
                    run.scores.get(("clean", "shadow")), references=references, index=run.index,
                    item_order=run.item_order, protocol=run.protocol, out=run.out, warnings=run.warnings,
-                   **probe_files)
+                   sets=run.sets, **probe_files)
 
 
 def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Callable[[str], None] = lambda s: None,

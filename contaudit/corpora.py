@@ -28,6 +28,7 @@ import numpy as np
 from contaudit.errors import InputError
 from contaudit.io import Document, Item, ReadStats, load_items
 from contaudit.manifest import write_jsonl_atomic
+from contaudit.splits import split_test_shadow
 
 #: Directory names under the standard library that are not library source.
 STDLIB_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "lib-dynload",
@@ -119,23 +120,6 @@ def load_humaneval(path: str | Path | None = None) -> list[Item]:
                       id_field="task_id")
 
 
-def split_test_shadow(items: list[Item], *, seed: int = 0, test_fraction: float = 0.5) -> tuple[list[Item], list[Item]]:
-    """Split items at random (seeded) into a test set and a shadow set.
-
-    ``round(test_fraction * len(items))`` items go to the test set. Both halves keep
-    the input order, so the split depends only on ``seed`` and the item ids' order.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise InputError(f"`test_fraction` must be between 0 and 1 (exclusive), got {test_fraction}")
-    n_test = round(test_fraction * len(items))
-    if n_test == 0 or n_test == len(items):
-        raise InputError(f"splitting {len(items)} items with test_fraction={test_fraction} leaves one half empty")
-    chosen = set(np.random.default_rng(seed).permutation(len(items))[:n_test].tolist())
-    test = [it for i, it in enumerate(items) if i in chosen]
-    shadow = [it for i, it in enumerate(items) if i not in chosen]
-    return test, shadow
-
-
 def item_rows(items: list[Item]) -> list[dict]:
     """Items as benchmark records ``{"id", "text", **original fields}`` for JSON Lines."""
     return [{"id": it.id, "text": it.text, **{k: v for k, v in it.fields.items() if k not in ("id", "text")}}
@@ -143,13 +127,19 @@ def item_rows(items: list[Item]) -> list[dict]:
 
 
 def write_humaneval_split(out_dir: str | Path, *, seed: int = 0, test_fraction: float = 0.5) -> dict:
-    """Write ``test.jsonl`` and ``shadow.jsonl`` (fields ``id``, ``text`` and HumanEval's own).
+    """Write ``humaneval.jsonl`` (every item, in order) and its split, ``test.jsonl`` and ``shadow.jsonl``
+    (fields ``id``, ``text`` and HumanEval's own).
 
-    Returns ``{"test": path, "shadow": path, "n_test": ..., "n_shadow": ..., "seed": ...}``.
+    A ``[sets.random_split]`` of ``humaneval.jsonl`` with this seed and fraction gives the same
+    two sets. Returns ``{"all": path, "test": path, "shadow": path, "n_test": ..., "n_shadow": ...,
+    "seed": ..., "test_fraction": ...}``.
     """
     out_dir = Path(out_dir)
-    test, shadow = split_test_shadow(load_humaneval(), seed=seed, test_fraction=test_fraction)
+    items = load_humaneval()
+    test, shadow = split_test_shadow(items, seed=seed, test_fraction=test_fraction)
     paths = {name: out_dir / f"{name}.jsonl" for name in ("test", "shadow")}
+    paths["all"] = out_dir / "humaneval.jsonl"
+    write_jsonl_atomic(paths["all"], item_rows(items))
     write_jsonl_atomic(paths["test"], item_rows(test))
     write_jsonl_atomic(paths["shadow"], item_rows(shadow))
-    return {**paths, "n_test": len(test), "n_shadow": len(shadow), "seed": seed}
+    return {**paths, "n_test": len(test), "n_shadow": len(shadow), "seed": seed, "test_fraction": test_fraction}

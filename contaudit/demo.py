@@ -60,7 +60,8 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
 
     suspect_corpus = write_suspect_corpus(prepared["corpus"], prepared["test"], config.dup,
                                           out / "data" / "suspect-training-text.jsonl")
-    common = dict(test=prepared["test"], shadow=prepared["shadow"], seed=DEMO_SEED)
+    common = dict(test=prepared["test"], shadow=prepared["shadow"], seed=DEMO_SEED,
+                  random_split=prepared["random_split"])
     protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
                                description=f"HumanEval test half injected {config.dup}x into the suspect",
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",

@@ -38,13 +38,16 @@ def timed(seconds: dict, log: Callable[[str], None], name: str, fn, /, *args, **
 
 def write_protocol(path: Path, *, name: str, description: str, suspect: Path, clean: Path, test: Path,
                    shadow: Path, index: Path, corpus: Path, seed: int = DEMO_SEED, references: tuple[Path, ...] = (),
-                   shadow_origin: str = "random_split", tables: dict | None = None) -> Path:
+                   shadow_origin: str = "random_split", tables: dict | None = None,
+                   random_split: dict | None = None) -> Path:
     """Write an audit protocol for these models and sets; return its path.
 
     ``tables`` holds ``[probes]`` / ``[analysis]`` settings (parsed TOML) to use instead of
     the defaults; the ``[analysis]`` seed is always ``seed``, so each caller sets it in
     one place. The HumanEval halves of the demo are a random split (``shadow_origin``);
-    ``references`` are more clean models (``[[models.reference]]``). Paths are written
+    ``references`` are more clean models (``[[models.reference]]``). With ``random_split``
+    (``{"path", "seed", "test_fraction"}``) the sets are that ``[sets.random_split]``, which
+    contaudit re-derives and verifies, instead of ``test`` and ``shadow``. Paths are written
     absolute, since a protocol's paths resolve against its own folder.
     """
     import tomli_w
@@ -54,7 +57,8 @@ def write_protocol(path: Path, *, name: str, description: str, suspect: Path, cl
         "name": name, "description": description,
         "models": {"suspect": {"path": _abs(suspect)}, "clean": {"path": _abs(clean)},
                    **({"reference": [{"path": _abs(r)} for r in references]} if references else {})},
-        "sets": {"shadow_origin": shadow_origin, "test": {"path": _abs(test)}, "shadow": {"path": _abs(shadow)}},
+        "sets": ({"random_split": {**random_split, "path": _abs(random_split["path"])}} if random_split else
+                 {"shadow_origin": shadow_origin, "test": {"path": _abs(test)}, "shadow": {"path": _abs(shadow)}}),
         "index": {"path": _abs(index), "corpus": [_abs(corpus)]},
         **({"probes": dict(tables["probes"])} if tables.get("probes") else {}),
         "analysis": {"primary_metric": DEMO_PRIMARY_METRIC, **tables.get("analysis", {}), "seed": seed},
@@ -145,7 +149,7 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     """The demo's data and base model: stdlib corpus, HumanEval split, pretrained base.
 
     Returns paths ``corpus``, ``test``, ``shadow`` and ``base`` (reused when present),
-    and ``finetune_from``: the base's fingerprint and the data's hashes that a fine-tune's
+    ``random_split`` (the ``[sets.random_split]`` that re-derives test and shadow), and ``finetune_from``: the base's fingerprint and the data's hashes that a fine-tune's
     manifest records (computed once here, not once per fine-tune).
     """
     from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
@@ -175,4 +179,5 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
     finetune_from = {"base": {"fingerprint": fingerprint(base)},
                      "inputs": input_hashes(corpus=corpus, benchmark=split["test"])}
     return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,
-            "n_test": split["n_test"], "n_shadow": split["n_shadow"], "finetune_from": finetune_from}
+            "n_test": split["n_test"], "n_shadow": split["n_shadow"], "finetune_from": finetune_from,
+            "random_split": {"path": split["all"], "seed": split["seed"], "test_fraction": split["test_fraction"]}}

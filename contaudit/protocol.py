@@ -35,7 +35,7 @@ from typing import Literal, Optional
 
 from contaudit.config import (ADJUSTMENT_COVARIATES, COMPLETION_METRICS, AnalysisSettings, IndexConfig,  # noqa: F401
                               ItemOrderConfig, ProbeConfig, ScoreSettings)
-from contaudit.config import required, setting, values
+from contaudit.config import between, integer_at_least, required, setting, values
 from contaudit.errors import InputError, ProtocolError
 
 METRIC_UNITS = {"exact_match": "share of probes", "token_match_frac": "share of tokens",
@@ -96,12 +96,28 @@ class SplitSpec(SetSpec):
 
 
 @dataclass(frozen=True)
+class RandomSplitSpec(SetSpec):
+    """One benchmark file that contaudit splits at random into test and shadow.
+
+    The split (:func:`contaudit.splits.split_test_shadow`) depends only on ``seed``,
+    ``test_fraction`` and the file's items in order; the analysis re-derives it from the
+    file and refuses score files whose sets differ, so the test and shadow sets are
+    exchangeable by construction and the item-level tests are exact.
+    """
+
+    test_fraction: float = setting(0.5, check=between(0, 1), help="share of the items that form the test set")
+    seed: int = setting(0, check=integer_at_least(0), help="seed of the random split")
+
+
+@dataclass(frozen=True)
 class Sets:
-    """Either ``test`` and ``shadow``, or ``split``."""
+    """Either ``test`` and ``shadow``, or ``split``, or ``random_split``."""
 
     test: Optional[SetSpec] = setting(None, help="items the suspect may have seen")
     shadow: Optional[SetSpec] = setting(None, help="items from the same distribution, made after the cutoff")
     split: Optional[SplitSpec] = setting(None, help="one file split by date into test and shadow")
+    random_split: Optional[RandomSplitSpec] = setting(
+        None, help="one file split at random by contaudit (seeded; re-derived and verified at analysis)")
     heldout: tuple[SetSpec, ...] = setting(
         (), help="more text the suspect cannot have seen ([[sets.heldout]]): extra candidates for unseen probes")
     shadow_origin: Literal["random_split", "date_split", "later_set"] = setting(
@@ -261,7 +277,16 @@ def _join(prefix: str, name: str) -> str:
 
 
 def check_sets(loader: Loader, sets: Sets, key: str = "sets") -> None:
-    """Either a split or a test + shadow pair, with a valid cutoff; ``key`` names the table in errors."""
+    """Either a split, a random split or a test + shadow pair, with a valid cutoff; ``key`` names the table in errors."""
+    if sets.random_split is not None:
+        others = [f"[{key}.{n}]" for n in ("test", "shadow", "split") if getattr(sets, n) is not None]
+        if others:
+            raise loader.fail(f"{key}.random_split", f"give either [{key}.random_split] or {' + '.join(others)}, "
+                                                     "not both")
+        if sets.shadow_origin not in ("later_set", "random_split"):  # later_set: the default, left out
+            raise loader.fail(f"{key}.shadow_origin", f"a [{key}.random_split] is a random split; leave shadow_origin "
+                                                      "out or set it to 'random_split'")
+        return
     if sets.split is not None:
         if sets.test is not None or sets.shadow is not None:
             raise loader.fail(f"{key}.split", f"give either [{key}.split] or [{key}.test] + [{key}.shadow], not both")
@@ -299,7 +324,10 @@ def check_models(loader: Loader, models: Models) -> None:
 
 
 def effective_shadow_origin(sets: Sets) -> str:
-    """``date_split`` for a ``[sets.split]``, else the protocol's ``shadow_origin``."""
+    """``date_split`` for a ``[sets.split]``, ``random_split`` for a ``[sets.random_split]``, else the
+    protocol's ``shadow_origin``."""
+    if sets.random_split is not None:
+        return "random_split"
     return "date_split" if sets.split is not None else sets.shadow_origin
 
 
@@ -335,7 +363,7 @@ def input_paths(settings: AuditSettings) -> list[tuple[str, Path]]:
 
 def set_paths(sets: Sets, key: str = "sets") -> list[tuple[str, Path]]:
     """``(key, path)`` of every set file (test, shadow or split, held-out text)."""
-    wanted = [(f"{key}.{name}.path", getattr(sets, name).path) for name in ("test", "shadow", "split")
+    wanted = [(f"{key}.{name}.path", getattr(sets, name).path) for name in ("test", "shadow", "split", "random_split")
               if getattr(sets, name) is not None]
     return wanted + [(f"{key}.heldout[{i}].path", spec.path) for i, spec in enumerate(sets.heldout)]
 
@@ -431,4 +459,5 @@ def load_analysis_settings(protocol: str | Path | Protocol | AnalysisSettings | 
     sha = protocol.sha256 or settings_sha256(protocol)
     return protocol.analysis, {"source": str(protocol.source) if protocol.source else None, "name": protocol.name,
                                "sha256": sha, "sha256_of": "file" if protocol.sha256 else "settings",
-                               "shadow_origin": effective_shadow_origin(protocol.sets)}
+                               "shadow_origin": effective_shadow_origin(protocol.sets),
+                               "random_split": protocol.sets.random_split}

@@ -324,6 +324,7 @@ class Design:
     shadow_origin: str
     n_clean: int  # the clean control plus the reference models; 0: no clean model
     refuted: str | None = None  # why sets declared a random split are not treated as exchangeable
+    split_verified: bool = False  # a random split contaudit made, re-derived from its file at analysis
 
     @property
     def panel(self) -> bool:
@@ -360,7 +361,8 @@ class Design:
         return {"shadow_origin": self.shadow_origin, "n_clean_models": self.n_clean,
                 "test": "order test" if self.order_only else "reference panel" if self.panel else "item permutation",
                 "exchangeable_sets": self.exchangeable, "verdict_cap": SUSPECT if self.cap_reason else None,
-                "exchangeability_refuted": self.refuted, "inconclusive": self.inconclusive_reason}
+                "random_split_verified": self.split_verified, "exchangeability_refuted": self.refuted,
+                "inconclusive": self.inconclusive_reason}
 
 
 def _covariates(matrix: ScoreMatrix, wanted: tuple[str, ...], features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -566,7 +568,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
             probes=None, references: list[ReferenceScores] | tuple = (), index=None, item_order=None,
             shadow_origin: str | None = None,
             protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None,
-            warnings: list[str] | tuple = ()) -> dict:
+            warnings: list[str] | tuple = (), sets: dict | None = None) -> dict:
     """Run the analysis on score files and return the results dict (see ``docs/analysis.md``).
 
     Parameters
@@ -599,6 +601,9 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
         atomically.
     warnings : list of str, optional
         Warnings of earlier stages (duplicate texts left out of the sets), reported first.
+    sets : dict, optional
+        ``{"test": path, "shadow": path}`` of the sets' ``{id, text}`` JSON Lines (as the
+        audit writes them), for the blind baseline (:mod:`contaudit.analysis.blind`).
 
     Examples
     --------
@@ -610,6 +615,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     """
     started = time.perf_counter()
     settings, provenance = load_analysis_settings(protocol)
+    split_spec = provenance.pop("random_split", None)
     origin = shadow_origin or provenance.get("shadow_origin") or "later_set"
     if origin not in SHADOW_ORIGINS:
         raise InputError(f"`shadow_origin` must be one of {', '.join(SHADOW_ORIGINS)}; got {origin!r}")
@@ -650,6 +656,11 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     test = score_matrix("test", [m.files["test"] for m in models], "nll_mean")
     shadow = score_matrix("shadow", [m.files["shadow"] for m in models], "nll_mean")
     lengths = _item_lengths([[m.files[s] for m in models] for s in ("test", "shadow")])
+    if split_spec is not None and origin == "random_split":
+        from contaudit.splits import verify_random_split
+
+        provenance["split"] = verify_random_split(split_spec, test.ids, shadow.ids)
+        design = replace(design, split_verified=True)
     warnings += _set_warnings(models, test, shadow)
 
     checks = _verdict.check_sample_sizes({"test": len(test.ids), "shadow": len(shadow.ids)},
@@ -657,7 +668,12 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     checks += [_verdict.check_pairing(p.name, len(p.ids), p.n_unpaired, max_fraction=settings.max_unpaired_fraction)
                for p in (test, shadow)]
     shift = _shift_check(test, shadow, design, settings, lengths)
-    if shift.name == "shadow_comparability" and shift.passed is False:
+    if shift.name == "shadow_comparability" and design.split_verified:
+        # contaudit drew this split itself: any difference the check finds is chance, by construction.
+        shift.detail += (" Reported, not judged: contaudit made this split at random and re-derived it here, so a "
+                         "difference between the sets can only be chance, which the exact tests allow for.")
+        shift.passed = None
+    elif shift.name == "shadow_comparability" and shift.passed is False:
         # Under a true randomisation this fires only by chance; so either it is chance or the split was not
         # random. Neither makes the design invalid: the sets are treated as not exchangeable.
         design = replace(design, refuted="the clean model sees them as different distributions "
@@ -696,6 +712,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
              "suspect_shadow": models[0].files["shadow"], "clean_shadow": models[1].files["shadow"]}
     supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, streams["supporting"],
                              reference_files=[m.files for m in models[2:]])
+    supporting["blind_baseline"] = blind_entry(sets, test.ids, shadow.ids, settings)
     not_run = mem.not_run if mem else None
     decided = _verdict.decide(ppl, memorization, checks, settings,
                               memorization_metric=settings.primary_metric if probes is not None and not not_run else None,
@@ -955,6 +972,25 @@ def _supporting(test: ScoreMatrix, shadow: ScoreMatrix, files: dict[str, ScoreFi
     out["item_order"] = item_order_entry(item_order, settings)[0]
     out["corpus"] = corpus_entry(test.ids, index_by_id)
     return out
+
+
+def blind_entry(sets: dict | None, test_ids: list[str], shadow_ids: list[str], settings: AnalysisSettings) -> dict:
+    """The blind baseline's results entry (text-only classifier, test vs shadow), or why it is not available."""
+    from contaudit.analysis.blind import blind_baseline
+
+    if not sets or not sets.get("test") or not sets.get("shadow"):
+        return {"available": False, "reason": "needs the sets' texts (the audit passes them)"}
+    texts = {str(rec["id"]): rec["text"] for name in ("test", "shadow")
+             for _, rec in iter_jsonl(Path(sets[name]))}
+    missing = [i for i in test_ids + shadow_ids if i not in texts]
+    if missing:
+        return {"available": False, "reason": f"{len(missing)} scored items have no text in the sets "
+                                              f"(e.g. {missing[0]!r})"}
+    if min(len(test_ids), len(shadow_ids)) < 5:
+        return {"available": False, "reason": "fewer than 5 items in a set"}
+    rng = np.random.default_rng([settings.seed, 1 + len(STREAMS)])  # its own stream: the others stay as they were
+    res = blind_baseline([texts[i] for i in test_ids], [texts[i] for i in shadow_ids], rng=rng)
+    return res.to_dict()
 
 
 def item_order_entry(item_order, settings: AnalysisSettings) -> tuple[dict, "ItemOrderResult | None"]:

@@ -169,6 +169,15 @@ def supporting_table(results: dict) -> Table:
     if not order_only(results):  # without a clean model it is the primary test
         rows.append(_evidence("Item order (Oren et al. 2023), nats", io,
                               f"> 0 under contamination; {io.get('method')}, {io.get('n_shards')} shard(s)"))
+    blind = sup.get("blind_baseline")
+    if blind is not None:
+        if blind.get("available"):
+            rows.append(["Blind baseline: text-only classifier, test vs shadow (AUC)", fmt(blind["auc"]), "—",
+                         format_p(blind["pvalue"]), "0.5: the sets read alike; well above: a shift a model-based "
+                         "test can ride on (Das et al. 2024)"])
+        else:
+            rows.append(["Blind baseline: text-only classifier (AUC)", "—", "—", "—",
+                         f"not available: {blind.get('reason', 'not computed')}"])
     corpus = sup.get("corpus")
     if corpus is not None:
         if corpus.get("available"):
