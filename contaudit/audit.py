@@ -260,7 +260,16 @@ def _item_order(run: BenchmarkRun, session, log, progress) -> Path:
     spec = protocol.models.suspect
     settings = replace(protocol.scoring, gguf_file=spec.gguf_file, trust_remote_code=spec.trust_remote_code)
     path = run.out / "item_order.json"
-    result = item_order_scores(spec.path, run.sets["test"], path, config, settings, progress=progress, session=session)
+    import warnings
+
+    from contaudit.scoring.item_order import PublishedOrderWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PublishedOrderWarning)  # logged below, and repeated by the analysis
+        result = item_order_scores(spec.path, run.sets["test"], path, config, settings, progress=progress,
+                                   session=session)
+    for line in result.warnings:
+        run.say(log, f"item order: warning: {line}")
     test_result = result.test(confidence_level=protocol.analysis.confidence_level)
     run.say(log, f"item order: {config.shards} shards x {config.permutations} shuffled orders (seed {config.seed}), "
             f"{result.from_cache} orders cached, {result.compute_seconds:.0f} s; gap {test_result.statistic:+.3g} "

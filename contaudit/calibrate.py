@@ -482,7 +482,7 @@ def plot_order_power(rates: dict[str, dict[int, float]], intervals: dict[str, di
 def order_calibration_markdown(runs: list[dict], rates, intervals, *, alpha: float, settings: dict) -> str:
     """The order-test calibration as Markdown (the plot beside it)."""
     lines = ["# Order-test calibration", "",
-             f"Oren et al.'s order test (one-sided sharded t-test, alpha = {alpha}) on each model; a model counts "
+             f"Oren et al.'s order test (one-sided exact stratified randomisation test, alpha = {alpha}) on each model; a model counts "
              f"as detected when p <= alpha with the published order more likely. Settings: {settings['shards']} "
              f"shards, {settings['permutations']} permutations, separator {settings['separator']!r}.", "",
              "| leak | k | models | detection rate [95 % CI] | median gap (nats/shard) | median p |",

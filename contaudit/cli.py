@@ -326,8 +326,15 @@ def order(
     config.validate()
     settings.validate()
     quiet_transformers()
-    with TokenProgress(console=console) as bar:
+    import warnings
+
+    from contaudit.scoring.item_order import PublishedOrderWarning
+
+    with TokenProgress(console=console) as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", PublishedOrderWarning)  # printed below, once
         r = item_order_scores(model, data, out_file, config, settings, progress=bar)
+    for line in r.warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     t = r.test()
     out.print(f"[bold]{r.n_items} items in {t.n_shards} shards x {t.n_permutations} shuffled orders[/] -> "
               f"{escape(str(r.out))}; {r.from_cache} orders from cache, {r.tokens_computed:,} tokens in "

@@ -297,6 +297,14 @@ class AnalysisSettings:
     shadow_alpha: float = setting(0.05, check=between(0, 0.5, closed_high=True),
                                   help="level of the shadow comparability test")
     power: float = setting(0.8, check=between(0, 1), help="power at which the minimum detectable effect is given")
+    references: Literal["families", "siblings"] = setting(
+        "families", check=one_of("families", "siblings"),
+        help="with 2+ clean models: 'families' (other recipes: judged against the references' shadow-to-test "
+             "relation) or 'siblings' (the suspect's recipe, other seeds: judged against their mean effect)")
+    unit: Literal["auto", "token", "byte"] = setting(
+        "auto", check=one_of("auto", "token", "byte"),
+        help="unit of the NLL comparison: 'auto' (per byte when the models' tokenizers differ, else per token), "
+             "'token' or 'byte'")
     reference_test: Literal["robust", "rank"] = setting(
         "robust", check=_reference_test,
         help="with 2+ clean models: heavy-tail-safe prediction test ('robust') or distribution-free rank test ('rank')")
@@ -325,11 +333,23 @@ class ItemOrderConfig:
     one text in the published order and in ``permutations`` seeded random orders. In an
     audit the table turns the test on; without ``[models.clean]`` it is on with these
     defaults. ``seed`` absent: the ``[analysis]`` seed.
+
+    The test is an exact stratified randomisation test over shards (no normality
+    assumed), so the defaults are chosen for power per model pass, not for a normal
+    approximation. The cost is ``permutations + 1`` passes over the test set, whatever
+    ``shards`` is. 25 permutations (26 passes, 2.4 times the former 11) bring the
+    statistic's null spread to ``sqrt(1 + 1/25) = 1.02`` times its floor (10: 1.05;
+    50: 1.01 for twice the cost again). More shards cost nothing but lose power: each
+    shard boundary drops an adjacent pair of items, and short shards have few distinct
+    orders (``benchmarks/order_test_null.py --power``: a simulated leak of 0.4 nats per
+    adjacent pair in 82 items is detected 0.73 of the time with 10 shards, 0.59 with 20,
+    0.36 with 41). 10 shards need 20+ items.
     """
 
     shards: int = setting(10, check=integer_at_least(1),
-                          help="shards of consecutive test items (each needs 2+ items; t-test over shards)")
-    permutations: int = setting(10, check=integer_at_least(1),
+                          help="shards of consecutive test items (each needs 2+ items; more shards cost nothing "
+                               "but lose power)")
+    permutations: int = setting(25, check=integer_at_least(1),
                                 help="shuffled orders scored per shard (the cost is permutations + 1 passes over "
                                      "the test set)")
     separator: str = setting("\n\n", check=_no_empty, help="text between two items of a shard")

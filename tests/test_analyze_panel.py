@@ -13,7 +13,7 @@ from contaudit.errors import InputError
 from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic
 from contaudit.protocol import AnalysisSettings
 
-FAST = AnalysisSettings(n_permutations=500, n_bootstrap=0)
+FAST = AnalysisSettings(n_permutations=500, n_bootstrap=0, references="siblings")  # write_panel: seed siblings
 
 
 def _write(path: Path, rows: list[dict], model: str) -> str:
@@ -62,7 +62,7 @@ def test_panel_finds_planted_contamination_under_a_shift(tmp_path):
     design = {k: v for k, v in results["design"].items() if k != "models"}
     assert design == {"shadow_origin": "later_set", "n_clean_models": 5, "test": "reference panel",
                       "exchangeable_sets": False, "verdict_cap": None, "exchangeability_refuted": None,
-                      "inconclusive": None}
+                      "inconclusive": None, "random_split_verified": False}
     assert results["design"]["models"][2] == {"role": "reference[1]", "fingerprints": ["fingerprint-model2"]}
     ppl = results["perplexity_did"]
     assert ppl["n_references"] == 5 and ppl["covariates"] == ["difficulty", "length"] and ppl["estimate"] < -0.1
@@ -97,7 +97,8 @@ def test_one_clean_model_on_a_shifted_set_is_inconclusive_whatever_the_tests_sho
 
 def test_rank_test_with_too_few_references_is_inconclusive(tmp_path):
     results = analyze(**write_panel(tmp_path, ppl_effect=0.3, mem_effect=0.3),
-                      protocol=AnalysisSettings(n_permutations=500, n_bootstrap=0, reference_test="rank"))
+                      protocol=AnalysisSettings(n_permutations=500, n_bootstrap=0, reference_test="rank",
+                                                references="siblings"))
     assert results["verdict"]["label"] == "INCONCLUSIVE"
     assert "39 are needed" in results["verdict"]["reasons"][0]
     assert not any(c["passed"] is False for c in results["design_checks"])

@@ -3,19 +3,23 @@ the audit without a clean model, and its report."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
 from typer.testing import CliRunner
 
+from contaudit.analysis.did import item_order_mde, item_order_test
 from contaudit.cli import app
 from contaudit.config import AnalysisSettings, ItemOrderConfig, ScoreSettings
 from contaudit.errors import InputError, ProtocolError
 from contaudit.io import Item
-from contaudit.scoring.item_order import build_shards, draw_permutations, item_order_scores, shard_bounds
+from contaudit.scoring.item_order import (PublishedOrderWarning, build_shards, draw_permutations, item_order_scores,
+                                         shard_bounds, sorted_ids, sorted_order_warning)
 
 runner = CliRunner()
 FAST = AnalysisSettings(n_permutations=500, n_bootstrap=0, min_items=10)
@@ -70,6 +74,183 @@ def test_shard_texts_join_items_in_published_and_permuted_orders():
     assert build_shards(items, ItemOrderConfig(shards=2, permutations=3, separator=" | "), seed=5) == shards
 
 
+# --- the exact test -----------------------------------------------------------------------------
+
+
+def _skewed_null(rng, n_runs: int, shards: int, perms: int) -> np.ndarray:
+    """``(n_runs, shards, perms + 1)`` order log-likelihoods under the null, column 0 published.
+
+    Long left tail (an order is sometimes much less likely, never much more), shard
+    sizes that differ: what makes a t-test over shards reject too often.
+    """
+    scale = rng.lognormal(1.0, 0.5, size=(n_runs, shards, 1))
+    return -1000.0 - scale * rng.exponential(size=(n_runs, shards, perms + 1))
+
+
+@pytest.mark.parametrize(("shards", "perms", "n_resamples", "method"), [
+    (3, 9, 100_000, "stratified randomisation (exact)"),  # 10 ** 3 assignments, all enumerated
+    (10, 10, 999, "stratified randomisation (Monte Carlo)"),  # the issue's 10 x 10
+])
+def test_skewed_null_rejects_at_alpha_against_theory(shards, perms, n_resamples, method):
+    rng = np.random.default_rng(2024)
+    n_runs = 3000
+    runs = _skewed_null(rng, n_runs, shards, perms)
+    results = [item_order_test(r[:, 0], r[:, 1:], n_resamples=n_resamples, rng=k) for k, r in enumerate(runs)]
+    assert {r.method for r in results} == {method}
+    p = np.array([r.pvalue for r in results])
+    se = math.sqrt(0.05 * 0.95 / n_runs)
+    for level in (0.05, 0.1):  # exact: P(p <= level) = level, up to binomial error
+        assert abs(np.mean(p <= level) - level) <= 3 * math.sqrt(level * (1 - level) / n_runs), level
+    assert abs(np.mean(p <= 0.05) - 0.05) <= 3 * se
+
+
+def test_enumeration_and_monte_carlo_agree():
+    rng = np.random.default_rng(7)
+    run = _skewed_null(rng, 1, 6, 6)[0]  # 7 ** 6 = 117,649 assignments
+    canonical, shuffled = run[:, 0] + 0.5, run[:, 1:]
+    exact = item_order_test(canonical, shuffled, n_resamples=200_000)
+    mc = item_order_test(canonical, shuffled, n_resamples=100_000, rng=3)
+    assert exact.method.endswith("(exact)") and exact.null_distribution.size == 7**6
+    assert mc.method.endswith("(Monte Carlo)") and mc.null_distribution.size == 100_000
+    assert 0.01 < exact.pvalue < 0.5 and mc.statistic == exact.statistic
+    assert mc.pvalue == pytest.approx(exact.pvalue, abs=4 * math.sqrt(exact.pvalue / 100_000) + 1e-5)
+    assert mc.null_distribution.std() == pytest.approx(exact.null_distribution.std(), rel=0.01)
+    for alternative in ("less", "two-sided"):
+        e = item_order_test(canonical, shuffled, alternative=alternative, n_resamples=200_000).pvalue
+        m = item_order_test(canonical, shuffled, alternative=alternative, n_resamples=100_000, rng=3).pvalue
+        assert m == pytest.approx(e, abs=0.01)
+    assert mc.confidence_interval.low == pytest.approx(exact.confidence_interval.low, abs=0.2)
+    assert mc.confidence_interval.high == pytest.approx(exact.confidence_interval.high, abs=0.2)
+    # the same data and seed give the same draws; no seed: one derived from the data
+    assert item_order_test(canonical, shuffled, n_resamples=1000, rng=3).pvalue == \
+        item_order_test(canonical, shuffled, n_resamples=1000, rng=3).pvalue
+    assert item_order_test(canonical, shuffled, n_resamples=1000).pvalue == \
+        item_order_test(canonical, shuffled, n_resamples=1000).pvalue
+
+
+def test_two_shards_one_permutation_against_hand_enumeration():
+    # shard 1: published -10, shuffled -13 -> gaps +3 (published) / -3 (shuffled plays published)
+    # shard 2: published -21, shuffled -20 -> gaps -1 / +1
+    # the 4 assignments: (+3 - 1)/2 = 1 (observed), (+3 + 1)/2 = 2, (-3 - 1)/2 = -2, (-3 + 1)/2 = -1
+    res = item_order_test([-10.0, -21.0], [[-13.0], [-20.0]])
+    assert res.statistic == 1.0 and sorted(res.null_distribution.tolist()) == [-2.0, -1.0, 1.0, 2.0]
+    assert res.pvalue == 2 / 4  # 1 and 2 are >= 1
+    assert item_order_test([-10.0, -21.0], [[-13.0], [-20.0]], alternative="less").pvalue == 3 / 4
+    assert item_order_test([-10.0, -21.0], [[-13.0], [-20.0]], alternative="two-sided").pvalue == 1.0
+    top = item_order_test([-10.0, -20.0], [[-13.0], [-21.0]])  # observed (3 + 1)/2 = 2, the largest
+    assert (top.statistic, top.pvalue, top.method) == (2.0, 1 / 4, "stratified randomisation (exact)")
+    assert item_order_test([-10.0, -20.0], [[-13.0], [-21.0]], alternative="two-sided").pvalue == 1 / 2
+    # 4 assignments cannot reject at 0.025 per side: the CI is unbounded (None in JSON)
+    assert top.to_dict()["confidence_interval"] == [None, None]
+    assert top.to_dict()["n_shards"] == 2 and top.to_dict()["n_permutations"] == 1
+
+
+def test_one_shard_keeps_the_permutation_p_value():
+    shuffled = np.array([-1005.0, -1002.0, -1000.0, -999.0, -1001.0])
+    for alternative, expected in (("greater", 3 / 6), ("less", 5 / 6), ("two-sided", 1.0)):
+        res = item_order_test([-1000.0], shuffled, alternative=alternative)  # ties count on both sides
+        assert res.pvalue == pytest.approx(expected) and res.method == "permutation"
+
+
+def test_confidence_interval_inverts_the_test():
+    rng = np.random.default_rng(11)
+    run = _skewed_null(rng, 1, 3, 4)[0]  # 125 assignments: ends at level 0.9 are reachable
+    canonical, shuffled = run[:, 0] + 2.0, run[:, 1:]
+    res = item_order_test(canonical, shuffled, confidence_level=0.9)
+    low, high = res.confidence_interval
+    assert low < res.statistic < high
+    eps = 1e-6
+    # just inside an end the one-sided test at 0.05 does not reject the shifted data; just outside it does
+    assert item_order_test(canonical - (low + eps), shuffled).pvalue > 0.05
+    assert item_order_test(canonical - (low - eps), shuffled).pvalue <= 0.05
+    assert item_order_test(canonical - (high - eps), shuffled, alternative="less").pvalue > 0.05
+    assert item_order_test(canonical - (high + eps), shuffled, alternative="less").pvalue <= 0.05
+
+
+def test_minimum_detectable_effect_has_its_power_against_simulation():
+    rng = np.random.default_rng(5)
+    shards, perms, n_runs = 20, 10, 400
+    null = rng.normal(-1000, 3, size=(shards, perms + 1))
+    mde = item_order_mde(null[:, 0], null[:, 1:], alpha=0.05, power=0.8)
+    runs = rng.normal(-1000, 3, size=(n_runs, shards, perms + 1))
+    hits = [item_order_test(r[:, 0] + mde, r[:, 1:], n_resamples=999, rng=k).pvalue <= 0.05
+            for k, r in enumerate(runs)]
+    assert 0.8 - 0.08 <= np.mean(hits) <= 0.8 + 0.08
+
+
+def test_order_test_errors_name_the_parameter():
+    with pytest.raises(InputError, match=r"`shuffled` must have shape \(n_shards, n_permutations\) with n_shards = "
+                                         r"len\(canonical\) = 2; got \(3, 4\)"):
+        item_order_test([1.0, 2.0], np.ones((3, 4)))
+    with pytest.raises(InputError, match=r"`shuffled` needs at least one shuffled ordering per shard"):
+        item_order_test([1.0, 2.0], np.ones((2, 0)))
+    with pytest.raises(InputError, match=r"`canonical` and `shuffled` log-likelihoods must be finite; found 1 nan"):
+        item_order_test([1.0, np.nan], np.ones((2, 3)))
+    with pytest.raises(InputError, match=r"`n_resamples` must be a positive integer; got 0"):
+        item_order_test([1.0, 2.0], np.ones((2, 3)), n_resamples=0)
+    with pytest.raises(InputError, match=r"`alternative` must be one of \['less', 'greater', 'two-sided'\]"):
+        item_order_test([1.0, 2.0], np.ones((2, 3)), alternative="bigger")
+    with pytest.raises(InputError, match=r"`confidence_level` must be a number strictly between 0 and 1; got 1.5"):
+        item_order_test([1.0, 2.0], np.ones((2, 3)), confidence_level=1.5)
+    with pytest.raises(InputError, match=r"`power` must be a number strictly between 0 and 1; got 0"):
+        item_order_mde([1.0, 2.0], np.ones((2, 3)), power=0)
+
+
+def test_exact_and_monte_carlo_are_fast_at_oren_et_al_sizes():
+    import time
+
+    rng = np.random.default_rng(0)
+    run = _skewed_null(rng, 1, 50, 250)[0]
+    t0 = time.perf_counter()
+    res = item_order_test(run[:, 0], run[:, 1:])  # 100,000 resamples of 50 shards
+    assert time.perf_counter() - t0 < 2.0 and res.null_distribution.size == 100_000
+
+
+# --- a sorted published order ----------------------------------------------------------------------
+
+
+def test_sorted_ids_are_recognised_and_shuffled_ones_are_not():
+    assert sorted_ids(["1", "2", "10", "11"]) == "ascending (as integers)"  # not sorted as strings
+    assert sorted_ids(["problem/0", "problem/1", "problem/2", "problem/10"]) == "ascending (digit runs as numbers)"
+    assert sorted_ids(["apple", "banana", "cherry"]) == "ascending (as strings)"
+    assert sorted_ids(["30", "20", "10"]) == "descending (as integers)"
+    assert sorted_ids(["problem/2", "problem/10", "problem/0", "problem/1"]) is None
+    assert sorted_ids(["10", "2", "11", "1"]) is None
+    assert sorted_ids(["b", "a"]) is None  # two ids are sorted by chance half the time
+    ids = [f"task-{i}" for i in np.random.default_rng(1).permutation(40)]
+    assert sorted_ids(ids) is None and sorted_order_warning(ids) is None
+    sentence = sorted_order_warning([f"task-{i}" for i in range(40)])
+    assert "sorted in the published order (ascending (digit runs as numbers): 'task-0', 'task-1', 'task-2'" in sentence
+    assert "reasons other than contamination" in sentence
+
+
+def test_order_stage_warns_for_sorted_ids_only(tiny, tmp_path):
+    from tiny_models import tiny_corpus
+
+    root, model, _ = tiny
+    lines = tiny_corpus(12, seed=3)
+    ids = [f"q{i}" for i in np.random.default_rng(0).permutation(12)]
+    shuffled_ids = tmp_path / "shuffled.jsonl"
+    shuffled_ids.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, lines)))
+    config = ItemOrderConfig(shards=2, permutations=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PublishedOrderWarning)
+        quiet = item_order_scores(model, shuffled_ids, tmp_path / "quiet.json", config)
+    manifest = json.loads(quiet.manifest.read_text())
+    assert not quiet.published_order_sorted and quiet.warnings == []
+    assert manifest["published_order_sorted"] is False and manifest["warnings"] == []
+    sorted_data = tmp_path / "sorted.jsonl"
+    sorted_data.write_text("".join(json.dumps({"id": str(k), "text": t}) + "\n" for k, t in enumerate(lines)))
+    with pytest.warns(PublishedOrderWarning, match=r"sorted in the published order \(ascending \(as integers\)"):
+        loud = item_order_scores(model, sorted_data, tmp_path / "loud.json", config)
+    assert json.loads(loud.manifest.read_text())["published_order_sorted"] is True
+    assert json.loads(loud.out.read_text())["warnings"] == loud.warnings and len(loud.warnings) == 1
+    # ids that are record numbers (no id field) say nothing about the file's order
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PublishedOrderWarning)
+        item_order_scores(model, sorted_data, tmp_path / "numbers.json", config, ScoreSettings(id_field=None))
+
+
 # --- the statistic on a model -------------------------------------------------------------------
 
 
@@ -101,6 +282,7 @@ def _direct_logprob(model_dir: Path, text: str, *, max_length: int | None = None
     return total
 
 
+@pytest.mark.filterwarnings("ignore::contaudit.scoring.item_order.PublishedOrderWarning")  # ids q0, q1, ...
 def test_statistic_matches_a_direct_computation_on_a_tiny_model(tiny):
     root, model, data = tiny
     config = ItemOrderConfig(shards=3, permutations=4, seed=11)
@@ -120,13 +302,24 @@ def test_statistic_matches_a_direct_computation_on_a_tiny_model(tiny):
     assert w.canonical[0] < r.canonical[0]  # less context: less likely
 
 
-def test_file_manifest_cache_and_p_value_against_scipy(tiny):
+def _enumerated_p(canonical, shuffled) -> float:
+    """The exact 'greater' p-value written out: every choice of one "published" order per shard."""
+    orders = np.column_stack([canonical, shuffled])
+    gap = [[row[j] - np.delete(row, j).mean() for j in range(row.size)] for row in orders]
+    combos = [np.mean([gap[s][j] for s, j in enumerate(pick)])
+              for pick in itertools.product(range(orders.shape[1]), repeat=len(orders))]
+    observed = np.mean([g[0] for g in gap])
+    return float(np.mean(np.array(combos) >= observed - 1e-9))
+
+
+def test_file_manifest_cache_and_p_value_against_enumeration(tiny):
     from contaudit.analysis.analyze import read_item_order
 
     root, model, data = tiny
     out = root / "run" / "item_order.json"
     config = ItemOrderConfig(shards=3, permutations=5, separator="\n", seed=2)
-    first = item_order_scores(model, data, out, config)
+    with pytest.warns(PublishedOrderWarning, match=r"ids are sorted in the published order \(ascending \(digit"):
+        first = item_order_scores(model, data, out, config)  # ids q0, q1, ..., q11
     written = json.loads(out.read_text())
     canonical, shuffled = read_item_order(out)
     assert np.allclose(canonical, first.canonical) and np.allclose(shuffled, first.shuffled)
@@ -135,15 +328,18 @@ def test_file_manifest_cache_and_p_value_against_scipy(tiny):
     manifest = json.loads((root / "run" / "item_order.manifest.json").read_text())
     assert manifest["stage"] == "item_order" and manifest["model"]["id"] == first.model_id
     assert manifest["parameters"]["seed"] == 2 and manifest["parameters"]["separator"] == "\n"
-    gaps = first.canonical - first.shuffled.mean(axis=1)
-    expected = stats.ttest_1samp(gaps, 0.0, alternative="greater")
-    assert first.test().pvalue == pytest.approx(expected.pvalue) and written["test"]["pvalue"] == pytest.approx(
-        expected.pvalue)
-    again = item_order_scores(model, data, out, config)  # every order from the cache
+    assert manifest["published_order_sorted"] is True and written["published_order_sorted"] is True
+    assert manifest["warnings"] == written["warnings"] == first.warnings and "'q0', 'q1', 'q2'" in first.warnings[0]
+    expected = _enumerated_p(first.canonical, first.shuffled)  # 6 ** 3 = 216 assignments
+    assert first.test().method == "stratified randomisation (exact)"
+    assert first.test().pvalue == pytest.approx(expected) and written["test"]["pvalue"] == pytest.approx(expected)
+    with pytest.warns(PublishedOrderWarning):
+        again = item_order_scores(model, data, out, config)  # every order from the cache
     assert again.tokens_computed == 0 and again.from_cache == manifest["counts"]["texts"] > 3  # distinct orders
     assert np.array_equal(again.shuffled, first.shuffled)
 
 
+@pytest.mark.filterwarnings("ignore::contaudit.scoring.item_order.PublishedOrderWarning")  # ids q0, q1, ...
 def test_bad_inputs_name_the_setting(tiny, tmp_path):
     root, model, data = tiny
     with pytest.raises(InputError, match=r"`shards` \(7\) must be at most half the number of items \(12\)"):
@@ -154,6 +350,7 @@ def test_bad_inputs_name_the_setting(tiny, tmp_path):
         item_order_scores(model, data, tmp_path / "o.json", ItemOrderConfig(shards=2, permutations=0))
 
 
+@pytest.mark.filterwarnings("ignore::contaudit.scoring.item_order.PublishedOrderWarning")  # ids q0, q1, ...
 def test_cli_order_writes_the_file_analyze_reads(tiny, tmp_path):
     root, model, data = tiny
     out = tmp_path / "order.json"

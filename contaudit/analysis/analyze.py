@@ -24,8 +24,10 @@ import numpy as np
 from contaudit import __version__
 from contaudit.analysis import verdict as _verdict
 from contaudit.analysis.did import (DiDResult, ItemOrderResult, json_number, difference_in_means, dose_response,
-                                    format_p, item_order_test, memorization_did, perplexity_did,
+                                    format_p, item_order_mde, item_order_test, memorization_did, perplexity_did,
                                     standardized_mean_difference)
+from contaudit.analysis.families import FamilyResult, family_did
+from contaudit.analysis.units import Units, choose_units, require_per_byte, suffix_logprob_per_byte
 from contaudit.analysis.panel import Adjustment, PanelResult, common_support_adjustment, panel_did
 from contaudit.analysis.verdict import SUSPECT, DesignCheck
 from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NAME
@@ -128,7 +130,9 @@ def read_probes(path: str | Path) -> ProbeTable:
         item_id = str(rec["id"])
         if item_id in probes:
             raise InputError(f"duplicate probe id {item_id!r}", path=path, record=record)
-        probes[item_id] = {"probe_set": rec["probe_set"], "n_words": rec.get("n_words"), "rarity": rec.get("rarity")}
+        probes[item_id] = {"probe_set": rec["probe_set"], "n_words": rec.get("n_words"), "rarity": rec.get("rarity"),
+                           "suffix_bytes": len(rec["suffix"].encode("utf-8")) if isinstance(rec.get("suffix"), str)
+                           else None}
     manifest_path = _manifest_beside(path)
     if not probes and not manifest_path.exists():
         raise InputError("no probes; expected one JSON object per line", path=path)
@@ -384,9 +388,15 @@ def _adjustment(matrix: ScoreMatrix, group: np.ndarray, features: dict[str, np.n
 
 
 def _panel_test(matrix: ScoreMatrix, group: np.ndarray, adjustment: Adjustment, *, alternative: str,
-                settings: AnalysisSettings) -> PanelResult | None:
+                settings: AnalysisSettings) -> PanelResult | FamilyResult | None:
     if group.sum() < 2 or (~group).sum() < 2:
         return None
+    if settings.references == "families":
+        if matrix.references.shape[0] < 3:
+            return None  # the design says why (Design.inconclusive_reason)
+        return family_did(matrix.suspect, matrix.references, group, alternative=alternative,
+                          method="robust" if settings.reference_test == "robust" else "conformal",
+                          alpha=settings.alpha, n_tests=2, confidence_level=settings.confidence_level)
     keep = adjustment.keep if adjustment.keep is not None else np.ones(group.size, bool)
     return panel_did(matrix.suspect[keep], matrix.references[:, keep], group[keep],
                      covariates={k: v[keep] for k, v in adjustment.covariates.items()}, alternative=alternative,
@@ -424,6 +434,29 @@ def memorization_test(probes: ScoreMatrix, seen: np.ndarray, features: dict[str,
                        settings=settings)
 
 
+def panel_warnings(what: str, result) -> list[str]:
+    """What a reader of a panel test should know: a spread that does not look normal (sibling panel);
+    a suspect outside the references' range, or a relation that predicts little (cross-family panel)."""
+    out = []
+    if isinstance(result, PanelResult) and math.isfinite(result.normality_pvalue) and result.normality_pvalue < 0.05:
+        out.append(f"The clean models' {what} effects do not look normal (Shapiro p = {result.normality_pvalue:.3g}). "
+                   f"The robust prediction test allows for heavy tails and outliers (docs/analysis.md); "
+                   f"reference_test = 'rank' with {result.references_needed}+ clean models assumes nothing about "
+                   f"their spread.")
+    if isinstance(result, FamilyResult):
+        x_s = result.suspect_point[0]
+        low, high = result.reference_points[:, 0].min(), result.reference_points[:, 0].max()
+        if result.extrapolation:
+            out.append(f"The {what} test extrapolates: the suspect's shadow score ({x_s:.4g}) lies outside the "
+                       f"references' range ({low:.4g} to {high:.4g}), so the prediction of its test score leans on the "
+                       f"relation's straightness (leverage {result.leverage:.2f}); add references on its side.")
+        if math.isfinite(result.slope_pvalue) and (result.slope_pvalue > 0.05 or result.r_squared < 0.3):
+            out.append(f"The references' {what} relation is weak (R² {result.r_squared:.2f}, slope p = "
+                       f"{result.slope_pvalue:.2g}): the shadow score predicts little of the test score, so the "
+                       f"suspect is judged mostly against the references' mean, with a wide interval.")
+    return out
+
+
 def _stack(a: ScoreMatrix, b: ScoreMatrix) -> ScoreMatrix:
     return ScoreMatrix(f"{a.name}+{b.name}", a.ids + b.ids, np.hstack([a.values, b.values]))
 
@@ -446,12 +479,13 @@ def _item_lengths(sets: list[list[ScoreFile]]) -> dict[str, float] | None:
 
 
 def _shift_check(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, settings: AnalysisSettings,
-                 lengths: dict[str, float] | None) -> DesignCheck:
+                 lengths: dict[str, float] | None, unit: str = "nats/token") -> DesignCheck:
     """With exchangeable sets and one clean model: today's comparability check. Otherwise the shift is
     expected; it is reported, and the check asks only that the adjustment's covariates overlap."""
     if design.exchangeable and not design.panel:
         return _verdict.check_shadow_comparability(test.clean, shadow.clean, rule=settings.shadow_rule,
-                                                   margin=settings.shadow_margin, alpha=settings.shadow_alpha)
+                                                   margin=settings.shadow_margin, alpha=settings.shadow_alpha,
+                                                   unit=unit)
     if min(len(test.ids), len(shadow.ids)) < 2:
         return DesignCheck("shadow_shift", None, "shadow shift not computed (fewer than 2 items)")
     both = _stack(test, shadow)
@@ -459,7 +493,7 @@ def _shift_check(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, setting
     covs = _covariates(both, settings.adjust_for, {"length": _log_lengths(both.ids, lengths)})
     return _verdict.check_shift_overlap("shadow_shift", "the test and shadow sets", group, covs,
                                         clean_test=test.clean, clean_shadow=shadow.clean,
-                                        min_overlap=settings.min_overlap, panel=design.panel)
+                                        min_overlap=settings.min_overlap, panel=design.panel, unit=unit)
 
 
 # --- the analysis ---------------------------------------------------------------------------
@@ -506,6 +540,7 @@ class AnalysisResults:
     warnings: list[str]
     inputs: dict
     timing_s: float = 0.0
+    units: Units | None = None  # None: an audit without a clean model (the suspect alone, per token)
 
     def _items(self) -> dict:
         """Per-item rows: suspect and clean NLL and their difference ``d``; without a clean model the
@@ -535,6 +570,7 @@ class AnalysisResults:
         """The ``results.json`` document (schema in ``docs/analysis.md``)."""
         mem = self.memorization
         test, shadow = self.test, self.shadow
+        units = self.units or Units(False, "", None)
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": "contaudit-results",
@@ -546,12 +582,13 @@ class AnalysisResults:
                 {"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})}
                 for m in self.models]},
             "verdict": self.verdict.to_dict(),
-            "perplexity_did": (_did_dict(self.perplexity, metric="nll_mean", unit="nats/token", direction="negative")
-                               if self.perplexity is not None else None),
+            "units": self.units.to_dict() if self.units else None,
+            "perplexity_did": (_did_dict(self.perplexity, metric=units.perplexity_metric, unit=units.perplexity_unit,
+                                         direction="negative") if self.perplexity is not None else None),
             "memorization_did": None if mem is None else {
                 "primary_metric": self.settings.primary_metric, **({"not_run": mem.not_run} if mem.not_run else {}),
-                **{m: (_did_dict(r, metric=m, unit=METRIC_UNITS[m], direction="positive") if r is not None else None)
-                   for m, r in mem.results.items()}},
+                **{m: (_did_dict(r, metric=m, unit=units.metric_unit(m, METRIC_UNITS[m]), direction="positive")
+                       if r is not None else None) for m, r in mem.results.items()}},
             "design_checks": [c.to_dict() for c in self.checks],
             "supporting": self.supporting,
             "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": mem.data if mem else None,
@@ -647,14 +684,17 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                                       minkpp=minkpp, streams=streams, out=out, started=started, warnings=warnings)
 
     def read(p):
-        return read_scores(p, optional=(minkpp, "n_tokens"))
+        return read_scores(p, optional=(minkpp, "n_tokens", "nll_per_byte"))
 
     models = [ModelFiles("suspect", {"test": read(suspect_test), "shadow": read(suspect_shadow)}),
               ModelFiles("clean", {"test": read(clean_test), "shadow": read(clean_shadow)})]
     models += [ModelFiles(f"reference[{k}]", {"test": read(r.test), "shadow": read(r.shadow)})
                for k, r in enumerate(references, 1)]
-    test = score_matrix("test", [m.files["test"] for m in models], "nll_mean")
-    shadow = score_matrix("shadow", [m.files["shadow"] for m in models], "nll_mean")
+    units = choose_units([m.files["test"].manifest for m in models], settings.unit)
+    if units.per_byte:
+        require_per_byte([f for m in models for f in m.files.values()])
+    test = score_matrix("test", [m.files["test"] for m in models], units.perplexity_metric)
+    shadow = score_matrix("shadow", [m.files["shadow"] for m in models], units.perplexity_metric)
     lengths = _item_lengths([[m.files[s] for m in models] for s in ("test", "shadow")])
     if split_spec is not None and origin == "random_split":
         from contaudit.splits import verify_random_split
@@ -667,7 +707,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                                          {"test": settings.min_items, "shadow": settings.min_items})
     checks += [_verdict.check_pairing(p.name, len(p.ids), p.n_unpaired, max_fraction=settings.max_unpaired_fraction)
                for p in (test, shadow)]
-    shift = _shift_check(test, shadow, design, settings, lengths)
+    shift = _shift_check(test, shadow, design, settings, lengths, units.perplexity_unit)
     if shift.name == "shadow_comparability" and design.split_verified:
         # contaudit drew this split itself: any difference the check finds is chance, by construction.
         shift.detail += (" Reported, not judged: contaudit made this split at random and re-derived it here, so a "
@@ -683,6 +723,11 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                          "not exchangeable rather than the design as invalid.")
     checks.append(shift)
     inconclusive = design.inconclusive_reason
+    if design.panel and settings.references == "families" and design.n_clean < 3:
+        inconclusive = (f"INCONCLUSIVE: the cross-family test (references = 'families') fits the clean models' "
+                        f"shadow-to-test relation, which needs at least 3 clean models; there are {design.n_clean}. "
+                        f"Add [[models.reference]] models, or set references = 'siblings' if they share the "
+                        f"suspect's recipe and differ only by seed.")
     if design.panel and settings.reference_test == "rank":
         inconclusive = inconclusive or _verdict.panel_too_small(design.n_clean, alpha=settings.alpha, n_tests=2)
     ppl = perplexity_test(test, shadow, design, settings, streams["perplexity"], lengths=lengths)
@@ -690,7 +735,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     mem = None
     if probes is not None:
         probe_paths = [suspect_probes, clean_probes, *(r.probes for r in references)]
-        mem = memorization_part(probes, probe_paths, models, design, settings, streams)
+        mem = memorization_part(probes, probe_paths, models, design, settings, streams, units=units)
         checks += mem.checks
         warnings += mem.warnings
     memorization = mem.results.get(settings.primary_metric) if mem else None  # None: < 2 probes (check failed)
@@ -700,11 +745,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     if unchecked:
         warnings.append(f"{len(unchecked)} score files have no manifest naming their model (e.g. {unchecked[0]}), "
                         f"so they could not be checked to belong to the models they stand for.")
-    if design.panel and ppl is not None and math.isfinite(ppl.normality_pvalue) and ppl.normality_pvalue < 0.05:
-        warnings.append(f"The clean models' perplexity effects do not look normal (Shapiro p = "
-                        f"{ppl.normality_pvalue:.3g}). The robust prediction test allows for heavy tails and "
-                        f"outliers (docs/analysis.md); reference_test = 'rank' with {ppl.references_needed}+ clean "
-                        f"models assumes nothing about their spread.")
+    if design.panel:
+        warnings += panel_warnings("perplexity", ppl) + panel_warnings("memorization", memorization)
 
     index_by_id, index_data = _index_evidence(index, test.ids)
 
@@ -713,11 +755,12 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     supporting = _supporting(test, shadow, files, minkpp, index_by_id, item_order, settings, streams["supporting"],
                              reference_files=[m.files for m in models[2:]])
     supporting["blind_baseline"] = blind_entry(sets, test.ids, shadow.ids, settings)
+    warnings += supporting["item_order"].get("order_warnings", [])
     not_run = mem.not_run if mem else None
     decided = _verdict.decide(ppl, memorization, checks, settings,
                               memorization_metric=settings.primary_metric if probes is not None and not not_run else None,
                               cap_reason=design.cap_reason, n_clean=design.n_clean, memorization_not_run=not_run,
-                              inconclusive_reason=inconclusive)
+                              inconclusive_reason=inconclusive, units=units)
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
     for k, r in enumerate(references, 1):
@@ -726,6 +769,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                                index_by_id, index_data, warnings,
                                {k: describe_path(v) for k, v in inputs.items() if v is not None})
     analysis.timing_s = round(time.perf_counter() - started, 3)
+    analysis.units = units
     results = analysis.to_dict()
     if out is not None:
         write_results(results, out)
@@ -754,6 +798,7 @@ def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_
                           else f"Too few test items: {n} scored, the protocol needs at least {settings.min_items}.",
                           value=n, threshold=settings.min_items)]
     order_entry, order = item_order_entry(item_order, settings)
+    warnings += order_entry.get("order_warnings", [])
     if order is None:
         checks.append(DesignCheck("order_test", False, "Without a clean model the order test is the only test that "
                                   "can decide, and no item-order log-likelihoods were given; compute them with "
@@ -829,7 +874,8 @@ def _set_warnings(models: list[ModelFiles], test: ScoreMatrix, shadow: ScoreMatr
 
 
 def memorization_part(probes, probe_paths: list, models: list[ModelFiles], design: Design,
-                      settings: AnalysisSettings, streams: dict[str, np.random.Generator]) -> MemorizationPart:
+                      settings: AnalysisSettings, streams: dict[str, np.random.Generator],
+                      units: Units | None = None) -> MemorizationPart:
     """Read the probes and every model's probe scores, check the design, run the test on each metric."""
     table = read_probes(probes)
     probe_table = table.probes
@@ -855,7 +901,8 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
     # Score files written before suffix_logprob existed still analyze on the other metrics.
     required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
     optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
-    probe_files = [read_scores(p, require=required, optional=optional, allow_empty=True) for p in probe_paths]
+    probe_files = [read_scores(p, require=required, optional=optional + ("suffix_tokens",), allow_empty=True)
+                   for p in probe_paths]
     for m, f in zip(models, probe_files):
         m.files["probes"] = f
     warnings: list[str] = []
@@ -873,6 +920,9 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
             results[m] = None
             warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
     matrices = {m: score_matrix("probes", probe_files, m, universe=universe) for m in available}
+    if units is not None and units.per_byte and "suffix_logprob" in matrices:
+        lp = matrices["suffix_logprob"]
+        lp.values = suffix_logprob_per_byte(lp, probe_files, {i: p.get("suffix_bytes") for i, p in probe_table.items()})
     p0 = matrices["exact_match"]
     extra = sorted(set().union(*(f.rows for f in probe_files)) - set(probe_table))
     if extra:
@@ -1016,14 +1066,12 @@ def item_order_entry(item_order, settings: AnalysisSettings) -> tuple[dict, "Ite
     recorded = read_json(Path(item_order))
     entry = {"available": True, **res.to_dict(), "unit": "nats per shard", "per_shard": per_shard,
              "settings": recorded.get("settings") if isinstance(recorded.get("settings"), dict) else None,
-             "model_id": (recorded.get("model") or {}).get("id") if isinstance(recorded.get("model"), dict) else None}
-    gaps = np.array([s["gap"] for s in per_shard])
-    if gaps.size >= 2 and settings.power:
-        from scipy import stats
-
-        df = gaps.size - 1
-        entry["minimum_detectable_effect"] = float((stats.t.ppf(1 - settings.alpha, df) + stats.t.ppf(settings.power, df))
-                                                   * gaps.std(ddof=1) / np.sqrt(gaps.size))
+             "model_id": (recorded.get("model") or {}).get("id") if isinstance(recorded.get("model"), dict) else None,
+             "published_order_sorted": bool(recorded.get("published_order_sorted")),
+             "order_warnings": [str(w) for w in recorded.get("warnings") or []]}
+    if len(per_shard) >= 2 and settings.power:
+        entry["minimum_detectable_effect"] = item_order_mde(canonical, shuffled, alpha=settings.alpha,
+                                                            power=settings.power)
     return entry, res
 
 

@@ -14,7 +14,7 @@ from contaudit.analysis.verdict import gate
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.manifest import read_json
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 RESULTS_NAME = "results.json"
 MANIFEST_NAME = "results.manifest.json"
 

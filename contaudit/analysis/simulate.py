@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import numpy as np
 
 from contaudit.analysis.did import standardized_mean_difference
@@ -356,3 +358,68 @@ def panel_null_pvalues(*, n_audits: int = 1000, n_references: int = 5, rng=0, n_
                             covariates={"difficulty": sim.scores.mean(axis=0)})
             out["t"][a, j], out["robust"][a, j], out["rank"][a, j] = res.pvalue_t, res.pvalue, res.pvalue_rank
     return PanelPvalues(out)
+
+
+# --- references of other families: the suspect is not exchangeable with them ------------------
+
+def simulate_family_panel(*, n_references: int = 5, slope: float = 1.3, strength_sd: float = 0.3,
+                          scatter_sd: float = 0.02, heavy_tails: bool = False, along: float = 0.0,
+                          off: float = 0.0, effect: float = 0.0, n_items: int = 40, item_sd: float = 0.5,
+                          rng=None) -> SimulatedPanel:
+    """Models of different families on a test and a shadow set; row 0 is the suspect.
+
+    Each family has its own strength: model m's mean score on the shadow set is
+    ``x_m ~ N(3, strength_sd)`` (nats per byte), and on the test set
+    ``y_m = 0.2 + slope * x_m + e_m`` with a scatter ``e_m`` of SD ``scatter_sd`` (Student t
+    with 3 df, scaled, with ``heavy_tails``): stronger models gain more or less on old
+    text than weaker ones, so test-minus-shadow effects differ with strength and the
+    references are not exchangeable with a suspect of another strength. The suspect sits
+    at the references' mean strength moved ``along`` SDs of the references' effects
+    along the relation, in the direction that makes its test-minus-shadow effect look like
+    contamination (a stronger or weaker model, on the relation), ``off`` scatter SDs
+    off the relation in the contamination direction (a recipe that changes how the model
+    sees the shift: no test can tell that from contamination, which is why the
+    sensitivity is reported), and its test items lowered by ``effect``. Its strength is
+    drawn like the references' before it is moved, so at ``along = off = 0`` it is one
+    more draw of the same population (exchangeable with them). Items: each
+    model's scores are its mean plus item difficulties shared by all models (SD
+    ``item_sd``), so the item-level structure cancels in every test.
+    """
+    rng = np.random.default_rng(rng)
+    r = n_references
+
+    def scatter(size) -> np.ndarray:
+        if heavy_tails:
+            return scatter_sd * rng.standard_t(3, size) / np.sqrt(3.0)
+        return rng.normal(0, scatter_sd, size)
+
+    x = rng.normal(3.0, strength_sd, r + 1)
+    effect_sd = math.sqrt((slope - 1) ** 2 * strength_sd**2 + scatter_sd**2)
+    if slope != 1:
+        x[0] -= along * effect_sd / (slope - 1)
+    y = 0.2 + slope * x + scatter(r + 1)
+    y[0] -= off * scatter_sd + effect
+    is_test = np.r_[np.ones(n_items, bool), np.zeros(n_items, bool)]
+    difficulty = rng.normal(0, item_sd, is_test.size)
+    difficulty[is_test] -= difficulty[is_test].mean()
+    difficulty[~is_test] -= difficulty[~is_test].mean()
+    scores = np.where(is_test[None, :], y[:, None], x[:, None]) + difficulty[None, :]
+    return SimulatedPanel(scores, is_test)
+
+
+def family_error_rates(*, n_audits: int = 2000, n_references: int = 5, levels=(0.05, 0.025, 0.005), rng=0,
+                       n_heavy_draws: int = 2**14, **panel_kw) -> dict:
+    """Rejection rates at each level of the sibling panel test (robust) and the cross-family test
+    (robust and conformal), over independent simulated audits (fresh models every audit)."""
+    from contaudit.analysis.families import family_did
+    from contaudit.analysis.panel import panel_did
+
+    rng = np.random.default_rng(rng)
+    p = {"siblings": np.empty(n_audits), "families": np.empty(n_audits), "families_conformal": np.empty(n_audits)}
+    for a in range(n_audits):
+        sim = simulate_family_panel(n_references=n_references, rng=rng, **panel_kw)
+        s, g = sim.scores, sim.is_test
+        p["siblings"][a] = panel_did(s[0], s[1:], g).pvalue
+        fam = family_did(s[0], s[1:], g, n_heavy_draws=n_heavy_draws)
+        p["families"][a], p["families_conformal"][a] = fam.pvalue, fam.pvalue_conformal
+    return {name: {level: float(np.mean(v <= level)) for level in levels} for name, v in p.items()}

@@ -166,7 +166,7 @@ def check_probe_balance(smd: dict[str, float | None], *, threshold: float) -> li
 
 
 def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_overlap: float, panel: bool,
-                        clean_test=None, clean_shadow=None) -> DesignCheck:
+                        clean_test=None, clean_shadow=None, unit: str = "nats/token") -> DesignCheck:
     """Report a shift between two item groups that is expected (not a random split) and what covers it.
 
     The shift: Hedges' g of the clean models' NLL (when given) and each covariate's SMD.
@@ -189,7 +189,7 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
     if clean_test is not None and clean_shadow is not None and len(clean_test) >= 2 and len(clean_shadow) >= 2:
         g = hedges_g(clean_test, clean_shadow)
         numbers.update(hedges_g=json_number(g), mean_test=float(np.mean(clean_test)), mean_shadow=float(np.mean(clean_shadow)))
-        shift = f"clean-model NLL {np.mean(clean_test):.3f} vs {np.mean(clean_shadow):.3f} nats/token (Hedges' g {g:+.3f})"
+        shift = f"clean-model NLL {np.mean(clean_test):.3f} vs {np.mean(clean_shadow):.3f} {unit} (Hedges' g {g:+.3f})"
     parts = [shift] if shift else []
     if overlap:
         parts.append(", ".join(f"{k} SMD {v:+.2f} ({shares[k]:.0%} of items in common support)"
@@ -229,7 +229,7 @@ def panel_too_small(n_clean: int, *, alpha: float, n_tests: int) -> str | None:
 
 
 def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "difference", margin: float = 0.2,
-                               alpha: float = 0.05) -> DesignCheck:
+                               alpha: float = 0.05, unit: str = "nats/token") -> DesignCheck:
     """Does the clean model see the test and shadow sets as the same distribution?
 
     Compares the clean model's per-item mean NLL on the two sets: Hedges' g and a
@@ -267,7 +267,7 @@ def check_shadow_comparability(clean_test, clean_shadow, *, rule: str = "differe
         p_tost = max(stats.t.sf((diff + bound) / se, df), stats.t.cdf((diff - bound) / se, df))
         numbers["tost_pvalue"] = float(p_tost)
         ok = p_tost < alpha
-    described = (f"clean-model NLL test {x.mean():.3f} vs shadow {y.mean():.3f} nats/token "
+    described = (f"clean-model NLL test {x.mean():.3f} vs shadow {y.mean():.3f} {unit} "
                  f"(Hedges' g {g:+.3f}, Welch p = {welch.pvalue:.3g})")
     if ok:
         detail = f"The clean model sees test and shadow alike: {described}."
@@ -325,6 +325,8 @@ def _primary(name: str, result: DiDResult, p_holm: float, *, direction: str, min
 
 
 def _mde(result, *, alpha: float, power: float, binary: bool) -> float:
+    if hasattr(result, "minimum_detectable_effect"):  # cross-family panel: the relation's prediction error
+        return result.minimum_detectable_effect(alpha, power)
     if hasattr(result, "reference_sd"):  # reference panel: the spread between clean models sets the scale
         from contaudit.analysis.panel import _robust_quantile
 
@@ -361,7 +363,7 @@ def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
             return (f"The suspect model finds the test set more familiar than the shadow set, by more than "
                     f"{_clean(n_clean)} ({stats_}).")
         how = ("is more likely to reproduce the suffixes of probes found in its training corpus verbatim than "
-               "those of matched unseen probes" if t.unit == "nats/token" else
+               "those of matched unseen probes" if t.unit in ("nats/token", "nats/byte") else
                "reproduces probes found in its training corpus more often than matched unseen probes")
         return f"The suspect model {how}, beyond what {_clean(n_clean)} ({stats_})."
     if t.significant and not t.direction_ok:
@@ -375,7 +377,7 @@ def _describe(t: PrimaryTest, level: float, n_clean: int = 1) -> str:
 def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks: list[DesignCheck],
            settings: AnalysisSettings, *, memorization_metric: str | None = None,
            cap_reason: str | None = None, n_clean: int = 1, memorization_not_run: str | None = None,
-           inconclusive_reason: str | None = None) -> Verdict:
+           inconclusive_reason: str | None = None, units=None) -> Verdict:
     """Apply the decision rule.
 
     Parameters
@@ -399,6 +401,8 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         Why the design cannot hold its false-positive rate (one clean model on sets that
         are not a random split; a rank panel too small): the label is INCONCLUSIVE
         whatever the tests show, and they are described for diagnosis only.
+    units : contaudit.analysis.units.Units, optional
+        The unit of the comparison (per token when not given).
     n_clean : int
         Clean models the tests compared with (2+: a reference panel), for the reasons.
     memorization_not_run : str, optional
@@ -406,9 +410,12 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         too few benchmark items); the reason given instead of "no probes given".
     """
     level = settings.confidence_level
-    results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, "nats/token"),
-               ("memorization_did", memorization, "positive", settings.min_effect_memorization,
-                METRIC_UNITS.get(memorization_metric or "", memorization_metric or ""))]
+    ppl_unit = units.perplexity_unit if units is not None else "nats/token"
+    mem_unit = METRIC_UNITS.get(memorization_metric or "", memorization_metric or "")
+    if units is not None and memorization_metric:
+        mem_unit = units.metric_unit(memorization_metric, mem_unit)
+    results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, ppl_unit),
+               ("memorization_did", memorization, "positive", settings.min_effect_memorization, mem_unit)]
     present = [r for r in results if r[1] is not None]
     tests: list[PrimaryTest] = []
     if present:
@@ -424,6 +431,9 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     ceiling = (INCONCLUSIVE if inconclusive_reason else
                SUSPECT if cap_reason or memorization is None else CONTAMINATED)
     failed = [c for c in checks if c.passed is False]
+    if inconclusive_reason and not failed:
+        return Verdict(INCONCLUSIVE, [inconclusive_reason] + [f"For diagnosis only: {_describe(t, level, n_clean)}"
+                                                              for t in tests], settings.alpha, tests, mde, ceiling)
     if failed or perplexity is None:
         reasons = [c.detail for c in failed]
         if perplexity is None and not failed:
@@ -433,9 +443,6 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
         return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde, ceiling)
 
     reasons = [_describe(t, level, n_clean) for t in tests]
-    if inconclusive_reason:
-        return Verdict(INCONCLUSIVE, [inconclusive_reason] + [f"For diagnosis only: {r}" for r in reasons],
-                       settings.alpha, tests, mde, ceiling)
     n_counting = sum(t.counts for t in tests)
     if memorization is None:
         reasons.append(memorization_not_run or "No memorization test was run (no probes given), so the verdict cannot "
@@ -455,7 +462,7 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     else:
         label = NO_EVIDENCE
         reasons.insert(0, f"Neither primary test shows contamination at alpha = {settings.alpha} (Holm-corrected).")
-        parts = [f"a perplexity DiD of {-mde['perplexity_did']:+.3g} nats/token"]
+        parts = [f"a perplexity DiD of {-mde['perplexity_did']:+.3g} {ppl_unit}"]
         if "memorization_did" in mde:
             parts.append(f"a memorization DiD of {mde['memorization_did']:+.3g} ({memorization_metric})")
         reasons.append(f"This is not proof of a clean model: with these sample sizes the audit detects "

@@ -250,6 +250,43 @@ def panel(results: dict) -> bytes | None:
         return _png(fig)
 
 
+def family_plane(results: dict) -> bytes | None:
+    """Cross-family panel: each model on the shadow-score / test-score plane, the references' fitted
+    relation with its prediction band, and the suspect."""
+    rows = []
+    mem = results.get("memorization_did") or {}
+    for label, did, xl, yl in (("perplexity", results.get("perplexity_did"), "shadow set", "test set"),
+                               ("memorization", mem.get(mem.get("primary_metric") or ""), "unseen probes", "seen probes")):
+        if did and did.get("relation") and did.get("reference_points"):
+            rows.append((label, did, xl, yl))
+    if not rows:
+        return None
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(rows), figsize=(5.4 * len(rows), 4.0), squeeze=False)
+        for ax, (label, did, xl, yl) in zip(axes[0], rows):
+            pts = np.array([[np.nan if v is None else v for v in p] for p in did["reference_points"]], dtype=float)
+            xs, ys = did["suspect_point"]
+            rel = did["relation"]
+            grid = np.linspace(min(pts[:, 0].min(), xs), max(pts[:, 0].max(), xs), 50)
+            line = rel["intercept"] + rel["slope"] * grid
+            ax.plot(grid, line, color=CLEAN_COLOR, linewidth=1.5, label=f"references' relation (R² {rel['r_squared']:.2f})")
+            low, high = did["confidence_interval"]
+            if low is not None and high is not None and did["estimate"] is not None:
+                half = (high - low) / 2
+                ax.fill_between(grid, line - half, line + half, color=CLEAN_COLOR, alpha=0.15,
+                                label=f"{did['confidence_level']:.0%} prediction band (at the suspect)")
+            ax.scatter(pts[:, 0], pts[:, 1], s=30, color=CLEAN_COLOR, label=f"{len(pts)} clean references")
+            ax.scatter([xs], [ys], s=90, marker="D", color=SUSPECT_COLOR, zorder=3,
+                       label=f"suspect ({did['effect_in_reference_sd']:+.1f} SD off, p = {did['pvalue']:.3g})"
+                       if did.get("effect_in_reference_sd") is not None else "suspect")
+            ax.set_xlabel(f"mean score on the {xl} ({did['unit']})")
+            ax.set_ylabel(f"mean score on the {yl} ({did['unit']})")
+            ax.set_title(f"{label}: the suspect against the references' relation")
+            ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        return _png(fig)
+
+
 def item_order(results: dict) -> bytes | None:
     """Each shard's published-order log-likelihood against its shuffled orders (Oren et al. 2023)."""
     io = results["supporting"].get("item_order") or {}
@@ -279,6 +316,7 @@ def item_order(results: dict) -> bytes | None:
 
 FIGURES = {
     "panel": (panel, "The suspect among the clean reference models"),
+    "family_plane": (family_plane, "The suspect against the reference families' shadow-to-test relation"),
     "differences": (differences, "Per-item NLL differences, test vs shadow"),
     "estimates": (estimates, "DiD estimates with confidence intervals"),
     "completion": (completion, "Verbatim completion on seen and unseen probes"),

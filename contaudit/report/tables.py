@@ -107,6 +107,24 @@ def primary_table(results: dict) -> Table:
                 f"log-likelihood of the shard in its published order minus the mean over "
                 f"{io.get('n_permutations')} shuffled orders; one-sided {io.get('method')}.")
         size = "Effect size"
+    elif design.get("test") == "reference panel" and analysis.get("references") == "families":
+        parts = []
+        for t in v["tests"]:
+            did = _test_result(results, t["name"])
+            rel = did.get("relation") or {}
+            if rel:
+                parts.append(f"{TEST_NAMES[t['name']]}: slope {fmt(rel.get('slope'))}, R² {fmt(rel.get('r_squared'), 2)}, "
+                             f"spread about it {fmt(did.get('reference_sd'))} {t['unit']}; the suspect sits "
+                             f"{fmt(did.get('effect_in_reference_sd'), 2, sign=True)} SDs off it (the result holds for "
+                             f"a recipe offset of up to {fmt(did.get('robust_to_offset_sd'), 2)} SDs); conformal p "
+                             f"{format_p(did.get('pvalue_conformal'))}"
+                             + ("; extrapolated" if did.get("extrapolation") else ""))
+        note = (f"Cross-family panel of {design['n_clean_models']} clean models: across them, each model's "
+                f"test-set score is fitted on its shadow-set score, and the suspect's test score is judged against "
+                f"what the fit predicts from its own shadow score (estimate: the suspect's residual). One-sided "
+                f"p-values: the prediction pivot, the larger of its normal and Student-t(2) tails; Holm correction "
+                f"over the primary tests at alpha = {v['alpha']}. " + " ".join(f"{p}." for p in parts))
+        size = "Off the relation (SDs)"
     elif design.get("test") == "reference panel":
         how = {"t": "t prediction interval", "rank": "rank among the models"}.get(
             analysis.get("reference_test", "t"), "prediction pivot, the larger of its normal and Student-t(2) tails")
@@ -126,6 +144,9 @@ def primary_table(results: dict) -> Table:
         note = (f"One-sided permutation p-values ({analysis['n_permutations']:,} resamples), BCa bootstrap CIs, "
                 f"Holm correction over the primary tests at alpha = {v['alpha']}.")
         size = "Hedges' g"
+    units = results.get("units")
+    if units:
+        note += f" Unit: {units['reason']}"
     return Table("Primary tests", ["Test", "Unit", "Estimate", f"{level:.0%} CI", "p", "Holm p", size,
                                    "Counts if", "Counts"], rows, "llrrrrrll", marks=marks, note=note)
 

@@ -18,8 +18,9 @@ no reason to prefer it. The test needs no clean model. Here:
    ``max_length - stride`` tokens of context;
 4. the file this writes (``{"canonical": [per shard], "shuffled": [[per order] per
    shard], ...}``) is what ``contaudit analyze --item-order`` reads; the test itself
-   (per-shard gap ``canonical - mean(shuffled)``, a one-sample t-test over shards) is
-   :func:`contaudit.analysis.did.item_order_test`.
+   (the mean over shards of the gap ``canonical - mean(shuffled)``, an exact
+   stratified randomisation test: in each shard the published order could have been
+   any of its ``permutations + 1`` orders) is :func:`contaudit.analysis.did.item_order_test`.
 
 **Validity.** Under the null hypothesis (the model never saw the items in this order)
 the published order must be *exchangeable* with the random ones: as likely a priori as
@@ -27,8 +28,14 @@ any other. That holds when the benchmark's order carries no information a model 
 know without the file (items in random order, or ordered by an id unrelated to
 content). A benchmark sorted by something the model can read off the text (length,
 topic, difficulty, date when style drifts) breaks it: the published order can then be
-more likely for an honest model too. The p-value is a t-test's: it also assumes the
-per-shard gaps are roughly normal, which the calibration (README) checks.
+more likely for an honest model too. A test set whose ids are sorted in the published
+order (:func:`sorted_ids`) is such a case: its order may be nothing but a sort by id,
+and ids or texts that count up (``problem/0``, ``problem/1``, ...) can make the sorted
+order more likely for an honest model. The stage then warns
+(:class:`PublishedOrderWarning`), and the file and its manifest record
+``"published_order_sorted": true`` with the sentence under ``"warnings"``, for the
+analysis to repeat. Beyond exchangeability the p-value assumes nothing: it is exact
+for any distribution of the log-likelihoods.
 
 Results are cached per text (SHA-256 of the text) under a key of model fingerprint,
 dtype, device, context token and window settings, in ``.contaudit-cache`` beside the
@@ -44,7 +51,9 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -68,7 +77,55 @@ CACHE_VERSION = 1
 Progress = Callable[[str, int, int], None]
 
 
+class PublishedOrderWarning(UserWarning):
+    """The published order looks like a sort (by id), so it may not be exchangeable with random orders."""
+
+
 # --- the orders ---------------------------------------------------------------------------
+
+
+def _natural_key(text: str) -> tuple:
+    """``"problem/10"`` -> ``("problem/", 10, "")``: digit runs compare as numbers."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text)))
+
+
+def sorted_ids(ids: list[str]) -> str | None:
+    """How ``ids``, in their published order, are sorted; None when they are not.
+
+    Ids that all parse as integers are compared as numbers; other ids as strings, and
+    "naturally" (digit runs as numbers, so ``q2`` comes before ``q10``). Descending
+    counts too. Fewer than three ids are never called sorted (two are by chance half
+    the time).
+
+    >>> sorted_ids(["HumanEval/0", "HumanEval/1", "HumanEval/2", "HumanEval/10"])
+    'ascending (digit runs as numbers)'
+    >>> sorted_ids(["7", "12", "3"]) is None
+    True
+    """
+    if len(ids) < 3:
+        return None
+    try:
+        keys = {"as integers": [int(i) for i in ids]}
+    except ValueError:  # text and digit runs alternate in every natural key, so any two compare
+        keys = {"as strings": list(ids), "digit runs as numbers": [_natural_key(i) for i in ids]}
+    for how, k in keys.items():
+        if all(a < b for a, b in zip(k, k[1:])):
+            return f"ascending ({how})"
+        if all(a > b for a, b in zip(k, k[1:])):
+            return f"descending ({how})"
+    return None
+
+
+def sorted_order_warning(ids: list[str]) -> str | None:
+    """The warning sentence when ``ids`` are sorted in the published order (:func:`sorted_ids`), else None."""
+    how = sorted_ids(ids)
+    if how is None:
+        return None
+    first = ", ".join(repr(i) for i in ids[:3])
+    return (f"The test set's ids are sorted in the published order ({how}: {first}, ...): the order may be "
+            f"nothing but a sort by id, not the order of a training file, and a model can prefer a sorted "
+            f"order for reasons other than contamination (ids or texts that count up). The order test then "
+            f"needs the sorted order to be exchangeable with random orders; treat a small p-value with caution.")
 
 
 def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
@@ -149,12 +206,15 @@ class ItemOrderScores:
     compute_seconds: float
     model_id: str
     settings: dict = field(default_factory=dict)
+    published_order_sorted: bool = False  # the ids are sorted in the published order (see :func:`sorted_ids`)
+    warnings: list[str] = field(default_factory=list)  # also in the file and its manifest
 
-    def test(self, *, confidence_level: float = 0.95):
+    def test(self, *, confidence_level: float = 0.95, n_resamples: int = 100_000, rng=None):
         """The order test on these log-likelihoods (:func:`~contaudit.analysis.did.item_order_test`)."""
         from contaudit.analysis.did import item_order_test
 
-        return item_order_test(self.canonical, self.shuffled, confidence_level=confidence_level)
+        return item_order_test(self.canonical, self.shuffled, n_resamples=n_resamples,
+                               confidence_level=confidence_level, rng=rng)
 
 
 def _manifest_path(out: Path) -> Path:
@@ -243,6 +303,14 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
     -------
     ItemOrderScores
         The log-likelihoods; ``.test()`` runs the order test on them.
+
+    Warns
+    -----
+    PublishedOrderWarning
+        When the ids are sorted in the published order (:func:`sorted_order_warning`;
+        not with ``settings.id_field=None``, where the ids are record numbers). The
+        sentence is also in ``.warnings``, and under ``"warnings"`` (with
+        ``"published_order_sorted": true``) in the file and its manifest.
     """
     config = config or ItemOrderConfig()
     settings = settings or ScoreSettings()
@@ -269,6 +337,10 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
         shards = build_shards(items, config, seed)
     except InputError as e:
         raise InputError(str(e), path=data) from None
+    sorted_warning = sorted_order_warning([it.id for it in items]) if settings.id_field is not None else None
+    notes = [sorted_warning] if sorted_warning else []
+    if sorted_warning:
+        warnings.warn(sorted_warning, PublishedOrderWarning, stacklevel=2)
 
     cache_dir = None
     if settings.use_cache:
@@ -302,7 +374,7 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
                 "cpu_workers": workers, "threads_per_worker": intra_op,
                 "cache_dir": str(cache_dir) if cache_dir else None, "context_token_id": loaded.context_token}
     result = ItemOrderScores(out, _manifest_path(out), canonical, shuffled, len(items), seed, from_cache, computed,
-                             0.0, compute_seconds, fp["id"], resolved)
+                             0.0, compute_seconds, fp["id"], resolved, sorted_warning is not None, notes)
     test = result.test()
     write_json_atomic(out, {
         "kind": "contaudit-item-order", "format": ORDER_FORMAT,
@@ -314,6 +386,8 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
                                                "stride")},
         "model": {"id": fp["id"], "path": fp["path"]},
         "test": test.to_dict(),
+        "published_order_sorted": result.published_order_sorted,
+        "warnings": notes,
     })
     result.seconds = time.perf_counter() - started
     manifest = make_manifest(
@@ -323,7 +397,8 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
                 "texts": len(texts), "from_cache": from_cache},
         timing={"seconds": round(result.seconds, 3), "compute_seconds": round(compute_seconds, 3),
                 "tokens_computed": computed,
-                "tokens_per_second": round(computed / compute_seconds, 1) if compute_seconds > 0 else None})
+                "tokens_per_second": round(computed / compute_seconds, 1) if compute_seconds > 0 else None},
+        published_order_sorted=result.published_order_sorted, warnings=notes)
     write_json_atomic(result.manifest, manifest)
     return result
 

@@ -1,0 +1,119 @@
+"""The unit the perplexity and memorization scores are compared in: per token, or per byte.
+
+Nats per token depend on the tokenizer: a model whose tokens are longer has a higher loss
+per token for the same text, and the test and shadow sets can tokenize differently (old
+and new text). Nats per UTF-8 byte of the scored text do not: every model reads the same
+bytes. So when the compared models' tokenizers differ (by the tokenizer files their score
+manifests fingerprint), the analysis works in nats per byte (score files' ``nll_per_byte``;
+for the memorization test's ``suffix_logprob``, the suffix's summed log-prob over its
+bytes); when they share one tokenizer, in nats per token, as before (today's results
+reproduce). ``[analysis] unit`` can force either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from contaudit.errors import InputError
+
+UNITS = ("auto", "token", "byte")
+
+
+@dataclass(frozen=True)
+class Units:
+    """The chosen unit, the score-file column it reads, and why (for the report)."""
+
+    per_byte: bool
+    reason: str
+    n_tokenizers: int | None  # distinct tokenizers among the models (None: unknown)
+
+    @property
+    def perplexity_metric(self) -> str:
+        return "nll_per_byte" if self.per_byte else "nll_mean"
+
+    @property
+    def perplexity_unit(self) -> str:
+        return "nats/byte" if self.per_byte else "nats/token"
+
+    def metric_unit(self, metric: str, default: str) -> str:
+        return "nats/byte" if self.per_byte and metric == "suffix_logprob" else default
+
+    def to_dict(self) -> dict:
+        return {"perplexity": self.perplexity_unit, "suffix_logprob": "nats/byte" if self.per_byte else "nats/token",
+                "n_tokenizers": self.n_tokenizers, "reason": self.reason}
+
+
+def tokenizer_key(manifest: dict | None) -> str | None:
+    """An id of the tokenizer a score file was made with (from its manifest), or None when unknown.
+
+    The tokenizer files' hashes in the model fingerprint when there are any (a Hugging Face
+    directory); otherwise the tokenizer description (class, vocabulary size, special tokens).
+    """
+    if not isinstance(manifest, dict):
+        return None
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    files = model.get("tokenizer_files")
+    if files:
+        wanted = sorted((f.get("name"), f.get("sha256")) for f in files if isinstance(f, dict))
+    elif isinstance(manifest.get("tokenizer"), dict):
+        t = manifest["tokenizer"]
+        wanted = [t.get("class"), t.get("vocab_size"), t.get("bos_token_id"), t.get("eos_token_id")]
+    else:
+        return None
+    return hashlib.sha256(json.dumps(wanted, default=str).encode()).hexdigest()[:16]
+
+
+def choose_units(manifests: list[dict | None], unit: str = "auto") -> Units:
+    """Per byte when the models' tokenizers differ (``unit='auto'``) or when asked (``'byte'``).
+
+    >>> choose_units([None, None]).per_byte
+    False
+    """
+    if unit not in UNITS:
+        raise InputError(f"`unit` must be one of {', '.join(UNITS)}; got {unit!r}.")
+    keys = [tokenizer_key(m) for m in manifests]
+    known = {k for k in keys if k is not None}
+    n = len(known) if len(known) == len(set(keys)) or None not in keys else None
+    if unit == "byte":
+        return Units(True, "nats per byte, as the protocol asks ([analysis] unit = 'byte').", n)
+    if unit == "token":
+        why = "nats per token, as the protocol asks ([analysis] unit = 'token')"
+        if len(known) > 1:
+            why += f", although the models use {len(known)} different tokenizers: per-token scores are not comparable"
+        return Units(False, why + ".", n)
+    if len(known) > 1:
+        return Units(True, f"nats per UTF-8 byte of the scored text: the models use {len(known)} different "
+                           f"tokenizers, and per-token NLL is not comparable between tokenizers.", len(known))
+    if None in keys:
+        return Units(False, "nats per token: some score files do not say which tokenizer made them (no manifest), "
+                            "so the models are taken to share one.", None)
+    return Units(False, "nats per token: every model uses the same tokenizer.", 1)
+
+
+def require_per_byte(files) -> None:
+    """Every score file must carry ``nll_per_byte`` on every row (score files written before it do not)."""
+    for f in files:
+        if f.rows and any("nll_per_byte" not in row for row in f.rows.values()):
+            raise InputError("has no 'nll_per_byte' (scored before per-byte units existed); the models' tokenizers "
+                             "differ, so the comparison needs it: rescore the file with this version, or set "
+                             "[analysis] unit = 'token' to compare per token anyway", path=f.path)
+
+
+def suffix_logprob_per_byte(matrix, probe_files, suffix_bytes: dict[str, int]) -> np.ndarray:
+    """``suffix_logprob`` (mean over suffix tokens) as nats per byte of the suffix, for every model and probe.
+
+    Needs each probe score row's ``suffix_tokens`` and each probe's suffix text bytes.
+    """
+    values = np.empty_like(matrix.values)
+    for m, f in enumerate(probe_files):
+        for j, item in enumerate(matrix.ids):
+            row = f.rows[item]
+            if "suffix_tokens" not in row or item not in suffix_bytes or not suffix_bytes[item]:
+                raise InputError(f"probe {item!r}: per-byte suffix log-probs need the score row's 'suffix_tokens' and "
+                                 f"the probe's 'suffix' text in probes.jsonl", path=f.path)
+            values[m, j] = matrix.values[m, j] * row["suffix_tokens"] / suffix_bytes[item]
+    return values
