@@ -52,6 +52,7 @@ class ModelSpec:
     path: Path = required(help="local model directory or .gguf file")
     gguf_file: Optional[str] = setting(None, help="GGUF file name inside `path`")
     trust_remote_code: bool = setting(False, help="run the model repository's own code (off by default)")
+    cutoff: Optional[str] = setting(None, help="the last date of the model's training data (ISO 8601), when known")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class Sets:
         (), help="more text the suspect cannot have seen ([[sets.heldout]]): extra candidates for unseen probes")
     shadow_origin: Literal["random_split", "date_split", "later_set"] = setting(
         "later_set", help="how the shadow set was made; only 'random_split' makes the sets exchangeable")
+    shadow_from: Optional[str] = setting(
+        None, help="the earliest date of the shadow set's items (ISO 8601; a [sets.split] has its cutoff): "
+                   "every clean model's training cutoff must precede it")
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,61 @@ def check_models(loader: Loader, models: Models) -> None:
         seen[ident] = key
 
 
+def _date(loader: Loader, key: str, value: str) -> _dt.date:
+    try:
+        return _dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise loader.fail(key, f"must be a date like 2024-01-01; got {value!r}") from None
+
+
+def shadow_start(sets: Sets) -> str | None:
+    """The date the shadow set begins: a ``[sets.split]``'s cutoff, else ``[sets] shadow_from`` (None: unknown)."""
+    if sets.split is not None and sets.split.cutoff is not None:
+        return str(sets.split.cutoff)[:10]
+    return str(sets.shadow_from)[:10] if sets.shadow_from is not None else None
+
+
+def check_cutoffs(loader: Loader, models: Models, sets: Sets, key: str = "sets") -> None:
+    """Every clean model's training cutoff must precede the shadow set.
+
+    A reference trained on text from the shadow set's period finds the shadow set familiar,
+    which makes a clean suspect's test set look relatively familiar: contamination where
+    there is none, and no statistic repairs it. So such a protocol is refused, naming the
+    model. (A suspect whose cutoff is later sees the shadow set as familiar too; that only
+    hides contamination, and the report says so.)
+    """
+    roles = [("models.suspect", models.suspect)]
+    roles += [("models.clean", models.clean)] if models.clean is not None else []
+    roles += [(f"models.reference[{i}]", spec) for i, spec in enumerate(models.reference)]
+    dates = {k: _date(loader, f"{k}.cutoff", spec.cutoff) for k, spec in roles if spec.cutoff is not None}
+    if sets.shadow_from is not None:
+        _date(loader, f"{key}.shadow_from", sets.shadow_from)
+    start = shadow_start(sets)
+    if start is None:
+        return
+    start_date = _dt.date.fromisoformat(start)
+    for k, when in dates.items():
+        if k != "models.suspect" and when >= start_date:
+            raise loader.fail(f"{k}.cutoff", f"{when} is not before the shadow set's start ({start}): a clean model "
+                                             f"trained on the shadow period sees the shadow set as familiar and makes "
+                                             f"a clean suspect look contaminated; drop it, or use a later shadow set")
+
+
+def cutoff_record(models: Models, sets: Sets) -> dict:
+    """Each model's recorded training cutoff against the shadow set's start, for the results and the report."""
+    roles = [("suspect", models.suspect)]
+    roles += [("clean", models.clean)] if models.clean is not None else []
+    roles += [(f"reference[{i}]", spec) for i, spec in enumerate(models.reference, 1)]
+    start = shadow_start(sets)
+    rows = []
+    for role, spec in roles:
+        before = None if spec.cutoff is None or start is None else str(spec.cutoff)[:10] < start
+        rows.append({"role": role, "cutoff": None if spec.cutoff is None else str(spec.cutoff)[:10],
+                     "precedes_shadow": before})
+    return {"shadow_from": start, "models": rows,
+            "checked": start is not None and all(r["cutoff"] is not None for r in rows[1:])}
+
+
 def effective_shadow_origin(sets: Sets) -> str:
     """``date_split`` for a ``[sets.split]``, ``random_split`` for a ``[sets.random_split]``, else the
     protocol's ``shadow_origin``."""
@@ -437,6 +496,7 @@ def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
     protocol = loader.build(Protocol, table, "")
     check_sets(loader, protocol.sets)
     check_models(loader, protocol.models)
+    check_cutoffs(loader, protocol.models, protocol.sets)
     if check_paths:
         check_paths_exist(loader, input_paths(protocol) + set_paths(protocol.sets))
     return dataclasses.replace(protocol, source=path, sha256=hashlib.sha256(raw).hexdigest())
@@ -460,4 +520,5 @@ def load_analysis_settings(protocol: str | Path | Protocol | AnalysisSettings | 
     return protocol.analysis, {"source": str(protocol.source) if protocol.source else None, "name": protocol.name,
                                "sha256": sha, "sha256_of": "file" if protocol.sha256 else "settings",
                                "shadow_origin": effective_shadow_origin(protocol.sets),
-                               "random_split": protocol.sets.random_split}
+                               "random_split": protocol.sets.random_split,
+                               "cutoffs": cutoff_record(protocol.models, protocol.sets)}

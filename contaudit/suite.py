@@ -31,8 +31,8 @@ from typing import Literal, Optional
 
 from contaudit.config import AnalysisSettings, ItemOrderConfig, ProbeConfig, required, setting
 from contaudit.errors import ProtocolError
-from contaudit.protocol import (AuditSettings, Loader, Protocol, Sets, check_models, check_paths_exist, check_sets,
-                                input_paths, read_toml, set_paths)
+from contaudit.protocol import (AuditSettings, Loader, Protocol, Sets, check_cutoffs, check_models, check_paths_exist,
+                                check_sets, input_paths, read_toml, set_paths)
 
 # Keys a [[benchmarks]] table may override, each merged key by key over the suite's table.
 OVERRIDABLE = ("probes", "analysis", "item_order")
@@ -139,6 +139,7 @@ def load_suite(path: str | Path, *, check_paths: bool = True) -> Suite:
     for i, bench in enumerate(suite.benchmarks):
         key = f"benchmarks[{i}]"
         check_sets(loader, bench, key)
+        check_cutoffs(loader, suite.models, bench, key)
         if bench.name in first:
             raise loader.fail(f"{key}.name", f"{bench.name!r} is also the name of benchmarks[{first[bench.name]}]; "
                                              "names must be unique")

@@ -267,3 +267,18 @@ def test_setting_tables_alone_are_validated_without_models_or_sets(tmp_path):
     path.write_text("[probes]\nmin_seen = 0\n")
     with pytest.raises(ProtocolError, match=r"settings.toml: key `probes.min_seen`: must be an integer >= 1; got 0"):
         load_setting_tables(path)
+
+
+def test_a_clean_model_trained_on_the_shadow_period_is_refused(workdir):
+    text = VALID.replace('path = "models/clean"', 'path = "models/clean"\ncutoff = 2024-03-01')
+    text = text.replace("[sets.test]", "[sets]\nshadow_from = 2024-01-01\n[sets.test]")
+    fails_fast(write(workdir, text), r"key `models.clean.cutoff`: 2024-03-01 is not before the shadow set's start "
+                                     r"\(2024-01-01\): a clean model trained on the shadow period")
+    fine = load_protocol(write(workdir, text.replace("cutoff = 2024-03-01", "cutoff = 2023-06-30")))
+    from contaudit.protocol import cutoff_record
+
+    record = cutoff_record(fine.models, fine.sets)
+    assert record["shadow_from"] == "2024-01-01" and record["checked"]
+    assert record["models"][1] == {"role": "clean", "cutoff": "2023-06-30", "precedes_shadow": True}
+    fails_fast(write(workdir, text.replace("cutoff = 2024-03-01", 'cutoff = "last spring"')),
+               r"key `models.clean.cutoff`: must be a date like 2024-01-01")

@@ -541,6 +541,7 @@ class AnalysisResults:
     inputs: dict
     timing_s: float = 0.0
     units: Units | None = None  # None: an audit without a clean model (the suspect alone, per token)
+    cutoffs: dict | None = None  # each model's training cutoff against the shadow set's start (protocol)
 
     def _items(self) -> dict:
         """Per-item rows: suspect and clean NLL and their difference ``d``; without a clean model the
@@ -578,7 +579,7 @@ class AnalysisResults:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "protocol": {**self.provenance, "shadow_origin": self.design.shadow_origin,
                          "analysis": asdict(self.settings)},
-            "design": {**self.design.to_dict(), "models": [
+            "design": {**self.design.to_dict(), "cutoffs": self.cutoffs, "models": [
                 {"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})}
                 for m in self.models]},
             "verdict": self.verdict.to_dict(),
@@ -653,6 +654,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     started = time.perf_counter()
     settings, provenance = load_analysis_settings(protocol)
     split_spec = provenance.pop("random_split", None)
+    cutoffs = provenance.pop("cutoffs", None)
     origin = shadow_origin or provenance.get("shadow_origin") or "later_set"
     if origin not in SHADOW_ORIGINS:
         raise InputError(f"`shadow_origin` must be one of {', '.join(SHADOW_ORIGINS)}; got {origin!r}")
@@ -770,6 +772,16 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                                {k: describe_path(v) for k, v in inputs.items() if v is not None})
     analysis.timing_s = round(time.perf_counter() - started, 3)
     analysis.units = units
+    analysis.cutoffs = cutoffs
+    if cutoffs and design.panel and not cutoffs["checked"]:
+        warnings.append("The training cutoffs of the clean models are not all recorded ([models.*] cutoff) or the "
+                        "shadow set's start is not ([sets] shadow_from): a reference trained on the shadow period "
+                        "would make a clean suspect look contaminated, and this audit could not check it.")
+    suspect_cut = next((m for m in (cutoffs or {}).get("models", []) if m["role"] == "suspect"), None)
+    if suspect_cut and suspect_cut["precedes_shadow"] is False:
+        warnings.append(f"The suspect's training cutoff ({suspect_cut['cutoff']}) is not before the shadow set's start "
+                        f"({cutoffs['shadow_from']}): it may have seen shadow-period text, which makes its shadow set "
+                        f"look familiar and can only hide contamination.")
     results = analysis.to_dict()
     if out is not None:
         write_results(results, out)

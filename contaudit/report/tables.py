@@ -371,4 +371,24 @@ def protocol_lines(results: dict) -> list[tuple[str, str]]:
     return [("Protocol", f"{p.get('name') or '—'} ({p.get('source') or 'no protocol file'})"),
             (f"Protocol SHA-256 (of the {p.get('sha256_of', 'file')})", p["sha256"]),
             ("Analysis", f"contaudit {results['contaudit_version']}, schema {results['schema_version']}, "
-                         f"{results['created']}")]
+                         f"{results['created']}")] + _cutoff_lines(results) + _split_lines(results)
+
+
+def _cutoff_lines(results: dict) -> list[tuple[str, str]]:
+    """The models' training cutoffs against the shadow set's start, when the protocol records any."""
+    cut = (results.get("design") or {}).get("cutoffs")
+    if not cut or (cut.get("shadow_from") is None and not any(m["cutoff"] for m in cut["models"])):
+        return []
+    models = ", ".join(f"{m['role']} {m['cutoff'] or 'unknown'}" for m in cut["models"])
+    state = ("every clean model's cutoff precedes it" if cut["checked"] else
+             "not every clean model's cutoff is recorded, so this could not be checked")
+    return [("Training cutoffs", f"shadow set from {cut.get('shadow_from') or 'unknown'}: {models}; {state}")]
+
+
+def _split_lines(results: dict) -> list[tuple[str, str]]:
+    split = results["protocol"].get("split")
+    if not split:
+        return []
+    return [("Random split", f"made by contaudit from {split['input']['path']} (SHA-256 {split['input']['sha256'][:12]}), "
+                             f"seed {split['seed']}, {split['n_test']} test / {split['n_shadow']} shadow items; "
+                             f"re-derived and verified")]
