@@ -23,8 +23,6 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from contaudit.errors import InputError
 from contaudit.io import Document, Item, ReadStats, load_items
 from contaudit.manifest import write_jsonl_atomic

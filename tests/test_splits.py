@@ -18,7 +18,7 @@ def _benchmark(tmp_path, n=80):
     return path
 
 
-def _protocol(tmp_path, extra="") -> "Path":
+def _protocol(tmp_path, extra=""):
     for name in ("sus", "clean"):
         (tmp_path / name).mkdir(exist_ok=True)
     p = tmp_path / "p.toml"

@@ -38,10 +38,10 @@ import numpy as np
 from scipy import stats
 
 from contaudit.analysis.did import ConfidenceInterval, check_level, json_number
-from contaudit.analysis.panel import HEAVY_DF, _group
+from contaudit.analysis.panel import HEAVY_DF, panel_inputs
 from contaudit.errors import InputError
 
-HEAVY_DRAWS = 2**16
+PIVOT_DRAWS = 2**16
 _SEED = 20261207
 
 
@@ -161,7 +161,7 @@ def _heavy_pivots(design: np.ndarray, point: np.ndarray, draws: int) -> np.ndarr
 
 def family_did(suspect, references, group, *, alternative: str = "less", method: str = "robust",
                alpha: float = 0.05, n_tests: int = 1, confidence_level: float = 0.95,
-               n_heavy_draws: int = HEAVY_DRAWS) -> FamilyResult:
+               n_heavy_draws: int = PIVOT_DRAWS) -> FamilyResult:
     """Judge the suspect's test score against what the references' shadow-to-test relation predicts.
 
     Parameters
@@ -193,23 +193,12 @@ def family_did(suspect, references, group, *, alternative: str = "less", method:
     >>> family_did(clean, refs, g).pvalue > 0.05, family_did(clean - 0.3 * g, refs, g).pvalue < 0.01
     (True, True)
     """
-    if alternative not in ("less", "greater"):
-        raise InputError(f"`alternative` must be 'less' or 'greater'; got {alternative!r}.")
     if method not in ("robust", "conformal"):
         raise InputError(f"`method` must be 'robust' or 'conformal'; got {method!r}.")
     confidence_level = check_level(confidence_level, "confidence_level")
-    suspect = np.asarray(suspect, dtype=float)
-    references = np.atleast_2d(np.asarray(references, dtype=float))
-    if suspect.ndim != 1 or references.shape[1:] != suspect.shape:
-        raise InputError(f"`references` must have shape (R, {suspect.size}) to match the suspect's "
-                         f"{suspect.size} items; got {references.shape}.")
+    suspect, references, group = panel_inputs(suspect, references, group, alternative=alternative, min_references=3,
+                                              why="cross-family test (its relation has two parameters)")
     r = references.shape[0]
-    if r < 3:
-        raise InputError(f"the cross-family test needs at least 3 reference models (the relation has two "
-                         f"parameters); got {r}.")
-    if not (np.all(np.isfinite(suspect)) and np.all(np.isfinite(references))):
-        raise InputError("scores must be finite numbers.")
-    group = _group(group, suspect.size)
     scores = np.vstack([suspect[None, :], references])
     x_all, y_all = scores[:, ~group].mean(axis=1), scores[:, group].mean(axis=1)
     x, y, x_s, y_s = x_all[1:], y_all[1:], float(x_all[0]), float(y_all[0])

@@ -90,6 +90,27 @@ def _group(group, n: int | None = None) -> np.ndarray:
     return group
 
 
+def panel_inputs(suspect, references, group, *, alternative: str, min_references: int,
+                 why: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a panel test's inputs: ``(suspect (N,), references (R, N), group (N,) bool)`` as arrays.
+
+    ``min_references`` is the fewest reference models the test needs, ``why`` the test's name
+    for the error message.
+    """
+    if alternative not in ("less", "greater"):
+        raise InputError(f"`alternative` must be 'less' or 'greater'; got {alternative!r}.")
+    suspect = np.asarray(suspect, dtype=float)
+    references = np.atleast_2d(np.asarray(references, dtype=float))
+    if suspect.ndim != 1 or references.shape[1:] != suspect.shape:
+        raise InputError(f"`references` must have shape (R, {suspect.size}) to match the suspect's "
+                         f"{suspect.size} items; got {references.shape}.")
+    if references.shape[0] < min_references:
+        raise InputError(f"the {why} needs at least {min_references} reference models; got {references.shape[0]}.")
+    if not (np.all(np.isfinite(suspect)) and np.all(np.isfinite(references))):
+        raise InputError("scores must be finite numbers.")
+    return suspect, references, _group(group, suspect.size)
+
+
 def adjusted_difference(y, group, covariates: dict[str, np.ndarray] | None = None) -> AdjustedDifference:
     """Difference between two groups of items, adjusted for item covariates.
 
@@ -291,24 +312,13 @@ def panel_did(suspect, references, group, *, covariates: dict[str, np.ndarray] |
     >>> res.statistic < 0, res.pvalue < 0.05, res.pvalue_rank
     (True, True, 0.16666666666666666)
     """
-    if alternative not in ("less", "greater"):
-        raise InputError(f"`alternative` must be 'less' or 'greater'; got {alternative!r}.")
     if method not in PANEL_METHODS:
         raise InputError(f"`method` must be one of {PANEL_METHODS}; got {method!r}.")
     confidence_level = check_level(confidence_level, "confidence_level")
-    suspect = np.asarray(suspect, dtype=float)
-    references = np.atleast_2d(np.asarray(references, dtype=float))
-    if suspect.ndim != 1 or references.shape[1:] != suspect.shape:
-        raise InputError(f"`references` must have shape (R, {suspect.size}) to match the suspect's "
-                         f"{suspect.size} items; got {references.shape}.")
+    suspect, references, group = panel_inputs(suspect, references, group, alternative=alternative,
+                                              min_references=2 if method == "robust" else 1,
+                                              why="robust prediction test")
     n_refs = references.shape[0]
-    if n_refs < 1:
-        raise InputError("`references` must hold at least one reference model.")
-    if method == "robust" and n_refs < 2:
-        raise InputError("the robust prediction test needs at least 2 reference models; got 1.")
-    if not (np.all(np.isfinite(suspect)) and np.all(np.isfinite(references))):
-        raise InputError("scores must be finite numbers.")
-    group = _group(group, suspect.size)
     design, names = _design(group, covariates)
     scores = np.vstack([suspect[None, :], references])  # (1 + R, N)
     effects = _fit(design, scores.T)[1]  # (1 + R,) adjusted difference of every model
