@@ -187,3 +187,29 @@ def test_audit_without_a_clean_model_runs_the_order_test_and_explains_the_limit(
     md = " ".join((run / "report.md").read_text().split())
     assert "There is no clean model" in md and "the verdict is at most SUSPECT" in md
     assert (run / "plots" / "item_order.png").exists()
+
+
+def test_a_benchmark_the_corpus_does_not_hold_at_all_skips_the_memorization_test(tmp_path):
+    """0 of 60 items seen (a corpus of other text): no memorization test, no design failure (issue 22 reported
+    INVALID_DESIGN for this case); the perplexity DiD decides."""
+    from contaudit.audit import run_audit
+    from tiny_models import save_tiny_model
+
+    planted = make_planted(tmp_path, n_items=60, n_docs=40)
+    (tmp_path / "other").mkdir()
+    other = make_planted(tmp_path / "other", n_items=60, n_docs=40, seed=5)
+    rows = [json.loads(line) for line in planted.bench.read_text().splitlines()]
+    for name, part in (("test", rows[0::2]), ("shadow", rows[1::2])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    save_tiny_model(tmp_path / "suspect", seed=0)
+    save_tiny_model(tmp_path / "clean", seed=1)
+    (tmp_path / "p.toml").write_text(f'[models.suspect]\npath = "suspect"\n[models.clean]\npath = "clean"\n'
+                                     f'[sets]\nshadow_origin = "random_split"\n[sets.test]\npath = "test.jsonl"\n'
+                                     f'[sets.shadow]\npath = "shadow.jsonl"\n[index]\npath = "index"\n'
+                                     f'corpus = ["{other.corpus}"]\n[probes]\nsuffix_words = 12\nmin_seen = 3\n'
+                                     f'[analysis]\nn_permutations = 199\nn_bootstrap = 0\nmin_items = 10\n'
+                                     f'min_probes = 3\n')
+    results = run_audit(tmp_path / "p.toml", tmp_path / "run").results
+    assert results["verdict"]["label"] in ("NO_EVIDENCE", "SUSPECT")
+    assert "marks 0 of 60 benchmark items seen" in results["memorization_did"]["not_run"]
+    assert not [c for c in results["design_checks"] if c["passed"] is False]

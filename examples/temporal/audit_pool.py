@@ -11,7 +11,7 @@ and runs ``contaudit.analysis.analyze`` on them, as ``contaudit audit`` would:
 * **suspect audits**: ``k{k}-s{j}`` against clean models drawn the same way, never the
   clean model of its own seed (which saw the same filler subset);
 * for comparison, each null and suspect audit again with one clean model and the item
-  permutation test, once as the date split it is (verdict capped at SUSPECT) and once
+  permutation test, once as the date split it is (INCONCLUSIVE since issue 22) and once
   as if it were a random split (what the tool did before: no cap).
 
 Writes ``RUN/audits.json`` and ``RUN/audits.md`` (rates with Clopper-Pearson intervals)
@@ -33,7 +33,7 @@ from contaudit.analysis.analyze import ReferenceScores
 from contaudit.calibrate import clopper_pearson
 from contaudit.protocol import AnalysisSettings
 
-LABELS = ("NO_EVIDENCE", "SUSPECT", "CONTAMINATED", "INVALID_DESIGN")
+LABELS = ("NO_EVIDENCE", "SUSPECT", "CONTAMINATED", "INCONCLUSIVE", "INVALID_DESIGN")
 
 
 def files(run: Path, name: str) -> dict[str, Path]:
@@ -85,7 +85,7 @@ def main() -> None:
     independent = len(clean) >= args.nulls * group
     null_groups = ([clean[i * group:(i + 1) * group] for i in range(args.nulls)] if independent else
                    [[c] for c in clean[: args.nulls]])
-    panel = AnalysisSettings()
+    panel = AnalysisSettings(references="siblings")  # seed siblings of the suspect's recipe
     single = AnalysisSettings(n_permutations=args.permutations, n_bootstrap=0)
     rows: list[dict] = []
     t0 = time.perf_counter()
@@ -110,14 +110,16 @@ def main() -> None:
            "seconds": round(time.perf_counter() - t0, 1)}
     (run / "audits.json").write_text(json.dumps(out, indent=1))
 
-    lines = ["| audits | test | k | n | CONTAMINATED | SUSPECT or higher | INVALID_DESIGN | perplexity test counts "
-             "| memorization test counts |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| audits | test | k | n | CONTAMINATED | SUSPECT or higher | INCONCLUSIVE | INVALID_DESIGN "
+             "| perplexity test counts | memorization test counts |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode in ("panel", "one clean model", "one clean model, as if random"):
         for k in sorted({r["k"] for r in rows}):
             sel = [r for r in rows if r["mode"] == mode and r["k"] == k]
             lines.append(f"| {'null' if k == 0 else 'suspect'} | {mode} | {k} | {len(sel)} | "
                          f"{rate(sel, ('CONTAMINATED',))} | {rate(sel, ('SUSPECT', 'CONTAMINATED'))} | "
-                         f"{rate(sel, ('INVALID_DESIGN',))} | {counts(sel, 'perplexity_did')} | "
+                         f"{rate(sel, ('INCONCLUSIVE',))} | {rate(sel, ('INVALID_DESIGN',))} | "
+                         f"{counts(sel, 'perplexity_did')} | "
                          f"{counts(sel, 'memorization_did')} |")
     table = "\n".join(lines)
     how = ("every null audit has its own models (independent nulls)" if independent else
