@@ -248,6 +248,8 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     config = config or DemoTrainingConfig()
     out = Path(out)
     tables = _protocol_tables(analysis_protocol)
+    # The clean models calibrate trains are seed siblings of the probe model (one base, one recipe).
+    tables = {**tables, "analysis": {"references": "siblings", **tables.get("analysis", {})}}
     if setting is None:
         data = prepare(out, config, log=log)
         train_base = replace(config.finetune, threads=config.threads)
