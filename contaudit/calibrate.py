@@ -59,6 +59,7 @@ RATE_LABELS = {
     "suspect_or_higher": "verdict SUSPECT or CONTAMINATED",
     "perplexity_test": "perplexity DiD test counts",
     "memorization_test": "memorization DiD test counts",
+    "inconclusive": "verdict INCONCLUSIVE (the design cannot hold its error rate)",
 }
 
 
@@ -73,6 +74,7 @@ def detection_rates(runs: list[dict]) -> dict[str, dict[int, float]]:
         "suspect_or_higher": lambda r: r["verdict"] in ("SUSPECT", "CONTAMINATED"),
         "perplexity_test": lambda r: bool(r.get("perplexity_counts")),
         "memorization_test": lambda r: bool(r.get("memorization_counts")),
+        "inconclusive": lambda r: r["verdict"] == "INCONCLUSIVE",
     }
     metrics = sorted({m for r in runs for m in r.get("if_primary", {})}, key=_metric_order)
     for m in metrics:
@@ -145,7 +147,8 @@ def if_primary(results: dict) -> dict[str, dict]:
 
     settings = results["protocol"]["analysis"]
     ppl = results.get("perplexity_did") or {}
-    design_ok = not any(c.get("passed") is False for c in results.get("design_checks", []))
+    design_ok = (not any(c.get("passed") is False for c in results.get("design_checks", []))
+                 and not (results.get("design") or {}).get("inconclusive"))
     out = {}
     for metric, mem in (results.get("memorization_did") or {}).items():
         if metric == "primary_metric" or not mem or ppl.get("pvalue") is None or mem.get("pvalue") is None:
@@ -294,6 +297,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
                                       description="probe model vs clean reference models", suspect=suspect,
                                       clean=refs[0][0], references=tuple(p for p, _ in refs[1:]),
                                       shadow_origin=shadow_origin, test=data["test"], shadow=data["shadow"],
+                                      random_split=data.get("random_split"),
                                       index=out / "index", corpus=corpus_with_items,
                                       seed=analysis_seed(tables, seed), tables=tables)
             current = before == protocol.read_text() and _has_every_metric(results_path)

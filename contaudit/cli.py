@@ -412,6 +412,8 @@ def audit(
     from contaudit.protocol import load_protocol
 
     fail_on = _fail_on(fail_on)
+    if inconclusive_fails and fail_on is None:
+        raise InputError("--inconclusive-fails needs --fail-on (it says what an INCONCLUSIVE verdict does to the gate)")
     load_protocol(protocol)  # a bad protocol fails here, before the heavy libraries load
     quiet_transformers()
     with TokenProgress(console=console) as bar:
@@ -492,7 +494,8 @@ def _print_suite_gate(gate, as_json: bool, report: Optional[Path] = None) -> Non
         raise typer.Exit(gate.exit_code)
     for b in gate.benchmarks:
         p = "—" if b.pvalue is None else f"gate {format_p(b.pvalue, named=True)}, adjusted {format_p(b.adjusted)}"
-        out.print(f"{'FAIL' if b.fails else 'pass'}  {escape(b.name)}: {b.label} ({p})", soft_wrap=True)
+        state = "FAIL" if b.fails else "pass" if b.pvalue is not None else b.label.lower()
+        out.print(f"{state}  {escape(b.name)}: {b.label} ({p})", soft_wrap=True)
     from contaudit.analysis.verdict import EXIT_STATUS
 
     status = EXIT_STATUS[gate.exit_code]

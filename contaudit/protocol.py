@@ -77,6 +77,14 @@ class Models:
         """Every clean model: ``clean`` first, then the references (empty without a clean model)."""
         return () if self.clean is None else (self.clean, *self.reference)
 
+    def roles(self) -> list[tuple[str, str, ModelSpec]]:
+        """``(protocol key, role, spec)`` of every model: the suspect, the clean model, the references
+        (role names as the analysis and its results use them: ``reference[1]`` is the first)."""
+        out = [("models.suspect", "suspect", self.suspect)]
+        out += [("models.clean", "clean", self.clean)] if self.clean is not None else []
+        out += [(f"models.reference[{i}]", f"reference[{i + 1}]", s) for i, s in enumerate(self.reference)]
+        return out
+
 
 @dataclass(frozen=True)
 class SetSpec:
@@ -317,10 +325,7 @@ def check_models(loader: Loader, models: Models) -> None:
         raise loader.fail("models.reference", "needs [models.clean]: the clean control comes first in the panel; "
                                               "name one of the reference models [models.clean] instead")
     seen: dict[tuple, str] = {}
-    roles = [("models.suspect", models.suspect)]
-    roles += [("models.clean", models.clean)] if models.clean is not None else []
-    roles += [(f"models.reference[{i}]", spec) for i, spec in enumerate(models.reference)]
-    for key, spec in roles:
+    for key, _, spec in models.roles():
         ident = (spec.path, spec.gguf_file)
         if ident in seen and key != "models.suspect":
             raise loader.fail(key, f"is the same model as `{seen[ident]}` ({spec.path}); each model must differ")
@@ -350,10 +355,7 @@ def check_cutoffs(loader: Loader, models: Models, sets: Sets, key: str = "sets")
     model. (A suspect whose cutoff is later sees the shadow set as familiar too; that only
     hides contamination, and the report says so.)
     """
-    roles = [("models.suspect", models.suspect)]
-    roles += [("models.clean", models.clean)] if models.clean is not None else []
-    roles += [(f"models.reference[{i}]", spec) for i, spec in enumerate(models.reference)]
-    dates = {k: _date(loader, f"{k}.cutoff", spec.cutoff) for k, spec in roles if spec.cutoff is not None}
+    dates = {k: _date(loader, f"{k}.cutoff", spec.cutoff) for k, _, spec in models.roles() if spec.cutoff is not None}
     if sets.shadow_from is not None:
         _date(loader, f"{key}.shadow_from", sets.shadow_from)
     start = shadow_start(sets)
@@ -369,15 +371,12 @@ def check_cutoffs(loader: Loader, models: Models, sets: Sets, key: str = "sets")
 
 def cutoff_record(models: Models, sets: Sets) -> dict:
     """Each model's recorded training cutoff against the shadow set's start, for the results and the report."""
-    roles = [("suspect", models.suspect)]
-    roles += [("clean", models.clean)] if models.clean is not None else []
-    roles += [(f"reference[{i}]", spec) for i, spec in enumerate(models.reference, 1)]
     start = shadow_start(sets)
     rows = []
-    for role, spec in roles:
-        before = None if spec.cutoff is None or start is None else str(spec.cutoff)[:10] < start
-        rows.append({"role": role, "cutoff": None if spec.cutoff is None else str(spec.cutoff)[:10],
-                     "precedes_shadow": before})
+    for _, role, spec in models.roles():
+        when = None if spec.cutoff is None else _dt.date.fromisoformat(str(spec.cutoff)[:10])
+        before = None if when is None or start is None else when < _dt.date.fromisoformat(start)
+        rows.append({"role": role, "cutoff": None if when is None else when.isoformat(), "precedes_shadow": before})
     return {"shadow_from": start, "models": rows,
             "checked": start is not None and all(r["cutoff"] is not None for r in rows[1:])}
 
@@ -405,13 +404,10 @@ def input_paths(settings: AuditSettings) -> list[tuple[str, Path]]:
     """``(key, path)`` of every model and corpus input ``settings`` names (an index path only when
     there is no corpus to build it from)."""
     wanted: list[tuple[str, Path]] = []
-    roles = [("suspect", settings.models.suspect)]
-    roles += [("clean", settings.models.clean)] if settings.models.clean is not None else []
-    roles += [(f"reference[{i}]", spec) for i, spec in enumerate(settings.models.reference)]
-    for role, spec in roles:
-        wanted.append((f"models.{role}.path", spec.path))
+    for key, _, spec in settings.models.roles():
+        wanted.append((f"{key}.path", spec.path))
         if spec.gguf_file is not None:
-            wanted.append((f"models.{role}.gguf_file", spec.path / spec.gguf_file))
+            wanted.append((f"{key}.gguf_file", spec.path / spec.gguf_file))
     if settings.index is not None:
         for i, p in enumerate(settings.index.corpus):
             wanted.append((f"index.corpus[{i}]", p))

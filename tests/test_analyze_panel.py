@@ -62,7 +62,7 @@ def test_panel_finds_planted_contamination_under_a_shift(tmp_path):
     design = {k: v for k, v in results["design"].items() if k != "models"}
     assert design == {"shadow_origin": "later_set", "n_clean_models": 5, "test": "reference panel",
                       "exchangeable_sets": False, "verdict_cap": None, "exchangeability_refuted": None,
-                      "inconclusive": None, "random_split_verified": False}
+                      "inconclusive": None, "random_split_verified": False, "cutoffs": None}
     assert results["design"]["models"][2] == {"role": "reference[1]", "fingerprints": ["fingerprint-model2"]}
     ppl = results["perplexity_did"]
     assert ppl["n_references"] == 5 and ppl["covariates"] == ["difficulty", "length"] and ppl["estimate"] < -0.1

@@ -28,9 +28,12 @@ def test_rates_per_outcome():
     rows = [{"k": 0, "verdict": "NO_EVIDENCE", "perplexity_counts": False, "memorization_counts": False},
             {"k": 0, "verdict": "SUSPECT", "perplexity_counts": True, "memorization_counts": False},
             {"k": 4, "verdict": "SUSPECT", "perplexity_counts": False, "memorization_counts": True},
-            {"k": 4, "verdict": "CONTAMINATED", "perplexity_counts": True, "memorization_counts": True}]
-    assert detection_rates(rows) == {"contaminated": {0: 0.0, 4: 0.5}, "suspect_or_higher": {0: 0.5, 4: 1.0},
-                                     "perplexity_test": {0: 0.5, 4: 0.5}, "memorization_test": {0: 0.0, 4: 1.0}}
+            {"k": 4, "verdict": "CONTAMINATED", "perplexity_counts": True, "memorization_counts": True},
+            {"k": 0, "verdict": "INCONCLUSIVE", "perplexity_counts": True, "memorization_counts": False},
+            {"k": 0, "verdict": "NO_EVIDENCE", "perplexity_counts": False, "memorization_counts": False}]
+    assert detection_rates(rows) == {"contaminated": {0: 0.0, 4: 0.5}, "suspect_or_higher": {0: 0.25, 4: 1.0},
+                                     "perplexity_test": {0: 0.5, 4: 0.5}, "memorization_test": {0: 0.0, 4: 1.0},
+                                     "inconclusive": {0: 0.25, 4: 0.0}}
 
 
 def test_plot_and_markdown(tmp_path):

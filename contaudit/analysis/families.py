@@ -38,11 +38,10 @@ import numpy as np
 from scipy import stats
 
 from contaudit.analysis.did import ConfidenceInterval, check_level, json_number
-from contaudit.analysis.panel import HEAVY_DF, panel_inputs
+from contaudit.analysis.panel import heavy_pivots, heavy_tail, panel_inputs, robust_quantile
 from contaudit.errors import InputError
 
 PIVOT_DRAWS = 2**16
-_SEED = 20261207
 
 
 @dataclass
@@ -111,7 +110,7 @@ class FamilyResult:
         if not math.isfinite(self.residual_sd) or self.heavy_null is None:
             return float("nan")
         df = r - (1 if self.slope_pvalue != self.slope_pvalue else 2)  # a flat fit (nan slope p) has one parameter
-        q = max(float(stats.t.ppf(1 - alpha, df)), float(np.quantile(self.heavy_null, 1 - alpha)))
+        q = robust_quantile(1 - alpha, df, self.heavy_null)
         return float((q + stats.t.ppf(power, df)) * self.residual_sd * math.sqrt(1 + self.leverage))
 
     def to_dict(self) -> dict:
@@ -140,23 +139,6 @@ class FamilyResult:
             "suspect_point": [json_number(v) for v in self.suspect_point],
             "reference_points": [[json_number(v) for v in row] for row in self.reference_points],
         }
-
-
-def _heavy_pivots(design: np.ndarray, point: np.ndarray, draws: int) -> np.ndarray:
-    """Draws of the prediction pivot when the R + 1 models scatter about the fit as iid Student t(2).
-
-    ``design`` is the references' ``(R, p)`` design matrix, ``point`` the suspect's row.
-    """
-    r, p = design.shape
-    inv = np.linalg.inv(design.T @ design)
-    hat = design @ inv @ design.T
-    weights = design @ inv @ point  # (R,): prediction at the suspect = weights @ y_refs
-    scale = math.sqrt(1 + float(point @ inv @ point))
-    rng = np.random.default_rng([_SEED, r, p])
-    e = rng.standard_t(HEAVY_DF, (draws, r + 1))
-    resid = e[:, 1:] @ (np.eye(r) - hat)  # (B, R); (I - H) is symmetric
-    s = np.sqrt((resid**2).sum(axis=1) / (r - p))
-    return np.sort((e[:, 0] - e[:, 1:] @ weights) / (s * scale))
 
 
 def family_did(suspect, references, group, *, alternative: str = "less", method: str = "robust",
@@ -222,12 +204,12 @@ def family_did(suspect, references, group, *, alternative: str = "less", method:
     heavy = None
     if s > 1e-12 * max(1.0, float(np.abs(y).max())):
         pivot = sign * statistic / se
-        heavy = _heavy_pivots(design, point, n_heavy_draws)
+        heavy = heavy_pivots(design, point, n_heavy_draws)
         p_t = float(stats.t.sf(pivot, df))
-        p_heavy = float((1 + heavy.size - np.searchsorted(heavy, pivot, side="left")) / (1 + heavy.size))
-        q = max(float(stats.t.ppf(0.5 + confidence_level / 2, df)), float(np.quantile(heavy, 0.5 + confidence_level / 2)))
+        p_heavy = float(heavy_tail(heavy, pivot))
+        q = robust_quantile(0.5 + confidence_level / 2, df, heavy)
         ci = ConfidenceInterval(statistic - q * se, statistic + q * se)
-        q_level = max(float(stats.t.ppf(1 - level, df)), float(np.quantile(heavy, 1 - level)))
+        q_level = robust_quantile(1 - level, df, heavy)
         distance = sign * statistic / s
         robust_to = max(0.0, distance - q_level * math.sqrt(1 + leverage))
     else:

@@ -227,22 +227,46 @@ def references_needed(alpha: float, n_tests: int = 1) -> int:
     return max(1, math.ceil(n_tests / alpha - 1 - 1e-9))
 
 
-@functools.lru_cache(maxsize=64)
-def _heavy_null(n_refs: int) -> np.ndarray:
-    """Sorted draws of the prediction pivot when R + 1 models' effects are iid Student t(HEAVY_DF).
+def heavy_pivots(design: np.ndarray, point: np.ndarray, draws: int = HEAVY_DRAWS) -> np.ndarray:
+    """Sorted draws of the prediction pivot when the R + 1 models scatter about a least-squares fit
+    as iid Student t(HEAVY_DF).
 
-    The pivot is location- and scale-free, so one draw per panel size serves every panel.
+    ``design`` is the references' ``(R, p)`` design matrix, ``point`` the suspect's row; the
+    pivot is ``(e_s - point' b) / (s sqrt(1 + point' (X'X)^-1 point))`` with ``b`` and ``s``
+    fitted on the references. It is location- and scale-free, so one set of draws serves
+    every panel with this design. With an intercept-only design it is the sibling panel's
+    ``(x_s - mean x_r) / (s_r sqrt(1 + 1/R))``. Seeded by the design's shape: reproducible.
     """
-    rng = np.random.default_rng([_HEAVY_SEED, n_refs])
-    out = np.empty(HEAVY_DRAWS)
-    chunk = max(1, 2**22 // (n_refs + 1))  # bounded memory for large panels
-    for start in range(0, HEAVY_DRAWS, chunk):
-        x = rng.standard_t(HEAVY_DF, (min(chunk, HEAVY_DRAWS - start), n_refs + 1))
-        refs = x[:, 1:]
-        out[start:start + x.shape[0]] = ((x[:, 0] - refs.mean(axis=1))
-                                         / (refs.std(axis=1, ddof=1) * math.sqrt(1 + 1 / n_refs)))
+    r, p = design.shape
+    inv = np.linalg.inv(design.T @ design)
+    residual_maker = np.eye(r) - design @ inv @ design.T  # symmetric
+    weights = design @ inv @ point  # (R,): the prediction at the suspect = weights @ y_refs
+    scale = math.sqrt(1 + float(point @ inv @ point))
+    rng = np.random.default_rng([_HEAVY_SEED, r, p])
+    out = np.empty(draws)
+    chunk = max(1, 2**22 // (r + 1))  # bounded memory for large panels
+    for start in range(0, draws, chunk):
+        e = rng.standard_t(HEAVY_DF, (min(chunk, draws - start), r + 1))
+        s = np.sqrt(((e[:, 1:] @ residual_maker) ** 2).sum(axis=1) / (r - p))
+        out[start:start + e.shape[0]] = (e[:, 0] - e[:, 1:] @ weights) / (s * scale)
     out.sort()
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _heavy_null(n_refs: int) -> np.ndarray:
+    """The sibling panel's heavy-tailed pivot draws for R references (cached: one per panel size)."""
+    return heavy_pivots(np.ones((n_refs, 1)), np.ones(1))
+
+
+def heavy_tail(null: np.ndarray, pivot):
+    """Upper-tail Monte Carlo p-value ``(1 + #{draws >= pivot}) / (1 + draws)`` of sorted ``null`` draws."""
+    return (1 + null.size - np.searchsorted(null, pivot, side="left")) / (1 + null.size)
+
+
+def robust_quantile(level: float, df: int, null: np.ndarray) -> float:
+    """The pivot's ``level`` quantile: the larger of Student t's (``df``) and the heavy-tailed draws'."""
+    return max(float(stats.t.ppf(level, df)), float(np.quantile(null, level)))
 
 
 def robust_prediction_pvalue(pivot: float, n_refs: int) -> tuple[float, float]:
@@ -263,17 +287,11 @@ def robust_prediction_pvalue(pivot: float, n_refs: int) -> tuple[float, float]:
     """
     if n_refs < 2:
         raise InputError(f"the prediction test needs at least 2 reference models; got {n_refs}.")
-    null = _heavy_null(n_refs)
-    p_heavy = (1 + null.size - np.searchsorted(null, pivot, side="left")) / (1 + null.size)
+    p_heavy = heavy_tail(_heavy_null(n_refs), pivot)
     p_normal = stats.t.sf(pivot, n_refs - 1)
     if np.ndim(pivot) == 0:
         return float(p_normal), float(p_heavy)
     return np.asarray(p_normal, dtype=float), np.asarray(p_heavy, dtype=float)
-
-
-def _robust_quantile(level: float, n_refs: int) -> float:
-    """The pivot's ``level`` quantile: the larger of the normal-theory and the t(2) one."""
-    return max(float(stats.t.ppf(level, n_refs - 1)), float(np.quantile(_heavy_null(n_refs), level)))
 
 
 def panel_did(suspect, references, group, *, covariates: dict[str, np.ndarray] | None = None,
@@ -317,7 +335,7 @@ def panel_did(suspect, references, group, *, covariates: dict[str, np.ndarray] |
     confidence_level = check_level(confidence_level, "confidence_level")
     suspect, references, group = panel_inputs(suspect, references, group, alternative=alternative,
                                               min_references=2 if method == "robust" else 1,
-                                              why="robust prediction test")
+                                              why="robust prediction test" if method == "robust" else "rank test")
     n_refs = references.shape[0]
     design, names = _design(group, covariates)
     scores = np.vstack([suspect[None, :], references])  # (1 + R, N)
@@ -338,7 +356,7 @@ def panel_did(suspect, references, group, *, covariates: dict[str, np.ndarray] |
         if spread:
             scale = sd * math.sqrt(1 + 1 / n_refs)
             p_t, p_heavy = robust_prediction_pvalue(sign * statistic / scale, n_refs)
-            q = _robust_quantile(0.5 + confidence_level / 2, n_refs)
+            q = robust_quantile(0.5 + confidence_level / 2, n_refs - 1, _heavy_null(n_refs))
             ci = ConfidenceInterval(float(statistic - q * scale), float(statistic + q * scale))
             if n_refs >= 3:
                 normality = float(stats.shapiro(effects[1:]).pvalue)
@@ -362,7 +380,7 @@ class Overlap:
 
     smd: dict[str, float]
     share_in_support: dict[str, float]
-    in_support: np.ndarray = field(repr=False, default=None)  # (N,) bool: inside every covariate's common support
+    masks: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # per covariate: (N,) in its support
 
     @property
     def worst(self) -> float:
@@ -393,18 +411,16 @@ def covariate_overlap(group, covariates: dict[str, np.ndarray], *, trim: float =
     """
 
     group = _group(group)
-    smd, share = {}, {}
-    inside = np.ones(group.size, bool)
+    smd, share, masks = {}, {}, {}
     for name, values in covariates.items():
         values = np.asarray(values, dtype=float)
         a, b = values[group], values[~group]
         smd[name] = standardized_mean_difference(a, b)
         low = max(np.quantile(a, trim), np.quantile(b, trim))
         high = min(np.quantile(a, 1 - trim), np.quantile(b, 1 - trim))
-        mask = (values >= low) & (values <= high)
-        share[name] = float(np.mean(mask))
-        inside &= mask
-    return Overlap(smd, share, inside)
+        masks[name] = (values >= low) & (values <= high) if low <= high else np.zeros(values.size, bool)
+        share[name] = float(np.mean(masks[name]))
+    return Overlap(smd, share, masks)
 
 
 @dataclass
@@ -426,14 +442,15 @@ class Adjustment:
 
 
 def common_support_adjustment(group, covariates: dict[str, np.ndarray], *, min_overlap: float) -> Adjustment:
-    """Adjust for every covariate, on the items inside all of their common supports.
+    """Adjust for every covariate; where one lacks overlap, on the items inside its common support.
 
-    Items outside a covariate's common support (:func:`covariate_overlap`) have no
-    comparable item in the other group, so the adjustment would extrapolate for them:
-    they are trimmed, and the covariate is kept (dropping it, as before, dropped the
-    difficulty covariate exactly when the shift was large). Only when trimming would leave
-    fewer than 2 items in a group do the covariates with less than ``min_overlap`` of the
-    items in support drop out instead, with no trimming.
+    A covariate with less than ``min_overlap`` of the items in its common support
+    (:func:`covariate_overlap`) has items with no comparable item in the other group, for
+    which the adjustment would extrapolate: those items are trimmed and the covariate is
+    kept (dropping it, as before, dropped the difficulty covariate exactly when the shift
+    was large). Covariates with enough overlap trim nothing, so an unshifted design keeps
+    every item. Only when trimming would leave fewer than 2 items in a group do the
+    covariates short of ``min_overlap`` drop out instead, with no trimming.
 
     >>> g = np.arange(40) < 20
     >>> adj = common_support_adjustment(g, {"x": np.arange(40.0)}, min_overlap=0.8)
@@ -444,8 +461,11 @@ def common_support_adjustment(group, covariates: dict[str, np.ndarray], *, min_o
         return Adjustment({}, None, [], None)
     group = _group(group)
     overlap = covariate_overlap(group, covariates)
-    keep = overlap.in_support
+    kept = overlap.supported(min_overlap)
+    keep = np.ones(group.size, bool)
+    for name in covariates:
+        if name not in kept:
+            keep &= overlap.masks[name]
     if keep[group].sum() >= 2 and keep[~group].sum() >= 2:
         return Adjustment(dict(covariates), None if keep.all() else keep, [], overlap)
-    kept = overlap.supported(min_overlap)
     return Adjustment({k: covariates[k] for k in kept}, None, [k for k in covariates if k not in kept], overlap)

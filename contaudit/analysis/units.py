@@ -25,11 +25,17 @@ UNITS = ("auto", "token", "byte")
 
 @dataclass(frozen=True)
 class Units:
-    """The chosen unit, the score-file column it reads, and why (for the report)."""
+    """The chosen unit, the score-file column it reads, and why (for the report).
+
+    ``tokens_per_byte`` (the suspect's scored tokens over its scored bytes) converts the
+    protocol's minimum effects, stated per token, into the comparison's unit.
+    """
 
     per_byte: bool
     reason: str
     n_tokenizers: int | None  # distinct tokenizers among the models (None: unknown)
+    tokens_per_byte: float | None = None
+    suffix_tokens_per_byte: float | None = None
 
     @property
     def perplexity_metric(self) -> str:
@@ -42,33 +48,50 @@ class Units:
     def metric_unit(self, metric: str, default: str) -> str:
         return "nats/byte" if self.per_byte and metric == "suffix_logprob" else default
 
+    def min_effects(self, settings):
+        """``settings`` with the minimum effects (stated per token) in this comparison's unit."""
+        if not self.per_byte:
+            return settings
+        from dataclasses import replace
+
+        changes = {}
+        if self.tokens_per_byte:
+            changes["min_effect_perplexity"] = settings.min_effect_perplexity * self.tokens_per_byte
+        if settings.primary_metric == "suffix_logprob" and self.suffix_tokens_per_byte:
+            changes["min_effect_memorization"] = settings.min_effect_memorization * self.suffix_tokens_per_byte
+        return replace(settings, **changes)
+
     def to_dict(self) -> dict:
         return {"perplexity": self.perplexity_unit, "suffix_logprob": "nats/byte" if self.per_byte else "nats/token",
-                "n_tokenizers": self.n_tokenizers, "reason": self.reason}
+                "n_tokenizers": self.n_tokenizers, "reason": self.reason, "tokens_per_byte": self.tokens_per_byte,
+                "suffix_tokens_per_byte": self.suffix_tokens_per_byte}
+
+
+# The files that define how text becomes tokens (not tokenizer_config.json: a fine-tune that
+# adds a chat template does not change the tokenization).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt", "spiece.model",
+                    "sentencepiece.bpe.model", "tiktoken.model", "added_tokens.json")
 
 
 def tokenizer_key(manifest: dict | None) -> str | None:
-    """An id of the tokenizer a score file was made with (from its manifest), or None when unknown.
-
-    The tokenizer files' hashes in the model fingerprint when there are any (a Hugging Face
-    directory); otherwise the tokenizer description (class, vocabulary size, special tokens).
-    """
+    """An id of the tokenizer a score file was made with: the hashes of its vocabulary files in the
+    model fingerprint of the file's manifest; None when unknown (no manifest, or a GGUF file,
+    whose tokenizer is inside the weights)."""
     if not isinstance(manifest, dict):
         return None
     model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-    files = model.get("tokenizer_files")
-    if files:
-        wanted = sorted((f.get("name"), f.get("sha256")) for f in files if isinstance(f, dict))
-    elif isinstance(manifest.get("tokenizer"), dict):
-        t = manifest["tokenizer"]
-        wanted = [t.get("class"), t.get("vocab_size"), t.get("bos_token_id"), t.get("eos_token_id")]
-    else:
+    wanted = sorted((f.get("name"), f.get("sha256")) for f in model.get("tokenizer_files") or []
+                    if isinstance(f, dict) and f.get("name") in VOCABULARY_FILES)
+    if not wanted:
         return None
-    return hashlib.sha256(json.dumps(wanted, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:16]
 
 
-def choose_units(manifests: list[dict | None], unit: str = "auto") -> Units:
+def choose_units(manifests: list[dict | None], unit: str = "auto", *, per_byte_available: bool = False) -> Units:
     """Per byte when the models' tokenizers differ (``unit='auto'``) or when asked (``'byte'``).
+
+    When some tokenizer is unknown (no manifest, a GGUF file), per byte if every score
+    file has ``nll_per_byte`` (it is valid whatever the tokenizers), else per token.
 
     >>> choose_units([None, None]).per_byte
     False
@@ -88,10 +111,22 @@ def choose_units(manifests: list[dict | None], unit: str = "auto") -> Units:
     if len(known) > 1:
         return Units(True, f"nats per UTF-8 byte of the scored text: the models use {len(known)} different "
                            f"tokenizers, and per-token NLL is not comparable between tokenizers.", len(known))
+    if None in keys and per_byte_available:
+        return Units(True, "nats per UTF-8 byte of the scored text: some score files do not say which tokenizer "
+                           "made them (no manifest, or a GGUF model), and per byte is comparable whatever they are.",
+                     None)
     if None in keys:
-        return Units(False, "nats per token: some score files do not say which tokenizer made them (no manifest), "
-                            "so the models are taken to share one.", None)
+        return Units(False, "nats per token: some score files do not say which tokenizer made them (no manifest, or "
+                            "a GGUF model) and the files have no per-byte scores, so the models are taken to share "
+                            "one.", None)
     return Units(False, "nats per token: every model uses the same tokenizer.", 1)
+
+
+def tokens_per_byte(files) -> float | None:
+    """Scored tokens over scored bytes in ``files`` (rows with both ``n_tokens`` and ``n_bytes``)."""
+    tokens = sum(r["n_tokens"] for f in files for r in f.rows.values() if "n_tokens" in r and "n_bytes" in r)
+    n_bytes = sum(r["n_bytes"] for f in files for r in f.rows.values() if "n_tokens" in r and "n_bytes" in r)
+    return float(tokens / n_bytes) if n_bytes else None
 
 
 def require_per_byte(files) -> None:
@@ -113,7 +148,9 @@ def suffix_logprob_per_byte(matrix, probe_files, suffix_bytes: dict[str, int]) -
         for j, item in enumerate(matrix.ids):
             row = f.rows[item]
             if "suffix_tokens" not in row or item not in suffix_bytes or not suffix_bytes[item]:
-                raise InputError(f"probe {item!r}: per-byte suffix log-probs need the score row's 'suffix_tokens' and "
-                                 f"the probe's 'suffix' text in probes.jsonl", path=f.path)
+                raise InputError(f"probe {item!r}: per-byte suffix log-probs need the score row's 'suffix_tokens' "
+                                 f"and the probe's 'suffix' text in probes.jsonl: rescore the probes with this version "
+                                 f"and `contaudit probes`' own probes.jsonl, or set [analysis] unit = 'token'",
+                                 path=f.path)
             values[m, j] = matrix.values[m, j] * row["suffix_tokens"] / suffix_bytes[item]
     return values

@@ -166,7 +166,8 @@ def check_probe_balance(smd: dict[str, float | None], *, threshold: float) -> li
 
 
 def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_overlap: float, panel: bool,
-                        clean_test=None, clean_shadow=None, unit: str = "nats/token") -> DesignCheck:
+                        clean_test=None, clean_shadow=None, unit: str = "nats/token",
+                        adjusted: bool = True) -> DesignCheck:
     """Report a shift between two item groups that is expected (not a random split) and what covers it.
 
     The shift: Hedges' g of the clean models' NLL (when given) and each covariate's SMD.
@@ -183,8 +184,8 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
     shares = overlap.share_in_support if overlap else {}
     kept, dropped = list(adjustment.covariates), adjustment.left_out
     numbers = {"overlap": overlap.to_dict() if overlap else None, "min_overlap": min_overlap,
-               "adjusted_for": kept if panel else [], "left_out": dropped,
-               "trimmed_items": adjustment.n_trimmed if panel else 0}
+               "adjusted_for": kept if panel and adjusted else [], "left_out": dropped,
+               "trimmed_items": adjustment.n_trimmed if panel and adjusted else 0}
     shift = ""
     if clean_test is not None and clean_shadow is not None and len(clean_test) >= 2 and len(clean_shadow) >= 2:
         g = hedges_g(clean_test, clean_shadow)
@@ -195,7 +196,11 @@ def check_shift_overlap(name: str, what: str, group, covariates: dict, *, min_ov
         parts.append(", ".join(f"{k} SMD {v:+.2f} ({shares[k]:.0%} of items in common support)"
                                for k, v in overlap.smd.items()))
     described = "; ".join(parts) or "no covariates to compare"
-    if panel:
+    if panel and not adjusted:
+        detail = (f"Shift between {what}: {described}. The cross-family test judges the suspect against the clean "
+                  f"models' relation between their scores on the two groups, scored on the same items, so the shift "
+                  f"does not bias it; it uses each model's group means, with no item-covariate adjustment.")
+    elif panel:
         n = len(group)
         how = (f"adjusted for {', '.join(kept)}" if kept else "not adjusted") + (
             f" on the {n - adjustment.n_trimmed} of {n} items in common support (the {adjustment.n_trimmed} outside "
@@ -328,13 +333,13 @@ def _mde(result, *, alpha: float, power: float, binary: bool) -> float:
     if hasattr(result, "minimum_detectable_effect"):  # cross-family panel: the relation's prediction error
         return result.minimum_detectable_effect(alpha, power)
     if hasattr(result, "reference_sd"):  # reference panel: the spread between clean models sets the scale
-        from contaudit.analysis.panel import _robust_quantile
+        from contaudit.analysis.panel import _heavy_null, robust_quantile
 
         r = result.n_references
         if r < 2 or not math.isfinite(result.reference_sd):
             return float("nan")
         scale = result.reference_sd * math.sqrt(1 + 1 / r)
-        return float((_robust_quantile(1 - alpha, r) + stats.t.ppf(power, r - 1)) * scale)
+        return float((robust_quantile(1 - alpha, r - 1, _heavy_null(r)) + stats.t.ppf(power, r - 1)) * scale)
     value = minimum_detectable_effect(result.sd[0], result.sd[1], result.n[0], result.n[1], alpha=alpha, power=power)
     if binary:
         # A 0/1 score whose seen rate rises by delta has variance delta(1 - delta) even when the

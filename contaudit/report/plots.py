@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS  # noqa: E402
+from contaudit.report import tables as T  # noqa: E402
 
 TEST_COLOR = "#c2410c"
 SHADOW_COLOR = "#2563eb"
@@ -54,7 +55,7 @@ def differences(results: dict) -> bytes | None:
             ax1.axvline(d.mean(), color=color, linewidth=2, linestyle="--")
         did = results["perplexity_did"]["estimate"] if results.get("perplexity_did") else d_t.mean() - d_s.mean()
         ax1.set_title(f"Per-item NLL difference, suspect − clean (DiD {did:+.3g})")
-        ax1.set_xlabel("d = NLL(suspect) − NLL(clean)  [nats/token]   (dashed: set means)")
+        ax1.set_xlabel(f"d = NLL(suspect) − NLL(clean)  [{T.nll_unit(results)}]   (dashed: set means)")
         ax1.set_ylabel("density")
         ax1.legend(loc="upper right")
 
@@ -65,8 +66,8 @@ def differences(results: dict) -> bytes | None:
         hi = max(max(it["y_clean"] for it in test + shadow), max(it["y_sus"] for it in test + shadow))
         ax2.plot([lo, hi], [lo, hi], color=MUTED, linewidth=1, linestyle=":", label="equal NLL")
         ax2.set_title("Per-item mean NLL under both models")
-        ax2.set_xlabel("clean model NLL [nats/token]")
-        ax2.set_ylabel("suspect model NLL [nats/token]")
+        ax2.set_xlabel(f"clean model NLL [{T.nll_unit(results)}]")
+        ax2.set_ylabel(f"suspect model NLL [{T.nll_unit(results)}]")
         ax2.legend(loc="upper left")
         fig.tight_layout()
         return _png(fig)
@@ -77,7 +78,7 @@ def estimates(results: dict) -> bytes | None:
     rows = []
     verdict_tests = {t["name"]: t for t in results["verdict"]["tests"]}
     if results.get("perplexity_did"):
-        rows.append(("Perplexity DiD\n(nats/token, < 0 = contaminated)", results["perplexity_did"],
+        rows.append((f"Perplexity DiD\n({T.nll_unit(results)}, < 0 = contaminated)", results["perplexity_did"],
                      verdict_tests.get("perplexity_did")))
     mem = results.get("memorization_did")
     if mem:
@@ -148,7 +149,7 @@ def completion(results: dict) -> bytes | None:
     panels = [("exact", "Exact suffix match rate (95% Wilson CI)"),
               ("frac", "Mean fraction of suffix tokens matched (±1.96 SE)")]
     if any(p.get("logprob_sus") is not None for p in probes):
-        panels.append(("logprob", "Mean suffix log-prob, nats/token (±1.96 SE)"))
+        panels.append(("logprob", f"Mean suffix log-prob, {T.suffix_unit(results)} (±1.96 SE)"))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(10.5 if len(panels) == 2 else 14, 3.6))
         x = np.arange(2)

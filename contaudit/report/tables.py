@@ -68,6 +68,16 @@ class Table:
             self.marks = [""] * len(self.rows)
 
 
+def nll_unit(results: dict) -> str:
+    """The unit the NLL comparison ran in (``nats/token`` or ``nats/byte``)."""
+    return (results.get("units") or {}).get("perplexity") or "nats/token"
+
+
+def suffix_unit(results: dict) -> str:
+    """The unit of the suffix log-prob comparison."""
+    return (results.get("units") or {}).get("suffix_logprob") or "nats/token"
+
+
 def fmt(x, digits: int = 3, *, sign: bool = False) -> str:
     """A number with ``digits`` significant digits; '—' for None/nan."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -89,15 +99,18 @@ def primary_table(results: dict) -> Table:
     v = results["verdict"]
     level = results["protocol"]["analysis"]["confidence_level"]
     rows, marks = [], []
+    diagnosis_only = v["label"] in ("INCONCLUSIVE", "INVALID_DESIGN")
     for t in v["tests"]:
         did = _test_result(results, t["name"])
         expect = "< 0" if t["direction"] == "negative" else "> 0"
+        bound = f"CI beyond {'-' if t['direction'] == 'negative' else '+'}{fmt(t['min_effect'])}"
+        counts = "yes" if t["counts"] else "no"
         rows.append([TEST_NAMES[t["name"]], t["unit"], fmt(t["estimate"], sign=True), fmt_ci(t["confidence_interval"]),
                      format_p(t["pvalue"]), format_p(t["pvalue_holm"]),
                      fmt(did.get("hedges_g", did.get("effect_in_reference_sd")), 2, sign=True),
-                     f"{expect}, |Δ| ≥ {fmt(t['min_effect'])}" if t["min_effect"] else expect,
-                     "yes" if t["counts"] else "no"])
-        marks.append("hit" if t["counts"] else "")
+                     f"{expect}, {bound}" if t["min_effect"] else expect,
+                     f"{counts} (diagnosis only)" if diagnosis_only else counts])
+        marks.append("hit" if t["counts"] and not diagnosis_only else "")
     design = results.get("design") or {}
     analysis = results["protocol"]["analysis"]
     if order_only(results):
@@ -278,7 +291,7 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
         headers += INDEX_HEADERS
         align += "rrl"
     return Table("Most suspicious test items", headers, rows, align,
-                 note="d is the suspect's mean NLL minus the clean model's (nats/token); z compares it with the "
+                 note=f"d is the suspect's mean NLL minus the clean model's ({nll_unit(results)}); z compares it with the "
                       "shadow items' d. Items first in this list are where the suspect is most unusually familiar.")
 
 
@@ -325,7 +338,7 @@ def probe_table(results: dict, top: int | None = None) -> Table | None:
     top = top or results["protocol"]["analysis"]["top_items"]
     mem = results.get("memorization_did") or {}
     if mem.get("primary_metric") == "suffix_logprob" and all(p.get("logprob_sus") is not None for p in probes):
-        return _logprob_probe_table(probes, top)
+        return _logprob_probe_table(probes, top, unit=suffix_unit(results))
     hits = [p for p in probes if p["probe_set"] == "seen" and p["exact_sus"] and not p["exact_clean"]]
     hits.sort(key=lambda p: -(p["frac_sus"] or 0) + (p["frac_clean"] or 0))
     rows = [[str(p["id"]), str(p["n_words"]) if p.get("n_words") is not None else "—", fixed(p["frac_sus"], 2),
@@ -334,7 +347,7 @@ def probe_table(results: dict, top: int | None = None) -> Table | None:
                  ["Probe", "Words", "Token match (suspect)", "Token match (clean)"], rows, "lrrr", note=f"{len(hits)} seen probes in all; the first {min(top, len(hits))} shown.")
 
 
-def _logprob_probe_table(probes: list[dict], top: int) -> Table:
+def _logprob_probe_table(probes: list[dict], top: int, *, unit: str) -> Table:
     gain = {p["id"]: p["logprob_sus"] - p["logprob_clean"] for p in probes}
     seen = sorted((p for p in probes if p["probe_set"] == "seen"), key=lambda p: -gain[p["id"]])
     unseen = [gain[p["id"]] for p in probes if p["probe_set"] == "unseen"]
@@ -345,7 +358,7 @@ def _logprob_probe_table(probes: list[dict], top: int) -> Table:
     return Table("Seen probes the suspect became most likely to reproduce",
                  ["Probe", "Words", "Suffix log-prob (suspect)", "Suffix log-prob (clean)", "Gain", "Exact (sus / clean)"],
                  rows, "lrrrrr",
-                 note=f"Mean log-prob per suffix token given the prefix, nats/token; gain = suspect - clean. The mean "
+                 note=f"Mean log-prob of the suffix given the prefix, {unit}; gain = suspect - clean. The mean "
                       f"gain over the {len(unseen)} unseen probes is {baseline}: the memorization DiD is the seen "
                       f"mean minus that. The first {min(top, len(seen))} of {len(seen)} seen probes shown.")
 
@@ -354,7 +367,7 @@ def mde_text(results: dict) -> str:
     mde = results["verdict"].get("minimum_detectable_effect") or {}
     parts = []
     if mde.get("perplexity_did") is not None:
-        parts.append(f"perplexity DiD {-mde['perplexity_did']:+.3g} nats/token")
+        parts.append(f"perplexity DiD {-mde['perplexity_did']:+.3g} {nll_unit(results)}")
     if mde.get("memorization_did") is not None:
         metric = (results.get("memorization_did") or {}).get("primary_metric")
         parts.append(f"memorization DiD {mde['memorization_did']:+.3g} {METRIC_UNITS.get(metric, '')}".rstrip())
