@@ -63,20 +63,20 @@ def _as_date(value, *, path: Path, item_id: str, key: str) -> dt.date:
 
 
 def drop_duplicate_texts(test: list[dict], shadow: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
-    """Keep the first item of every text (the same after :func:`contaudit.text.normalize`), test first.
+    """Keep the first item of every text (the same after :func:`contaudit.splits.text_key`), test first.
 
     A text repeated under several ids would count as several independent items and shrink
     every p-value (test and shadow repeated 16 times took p from 0.25 to 0.004). Returns the
     kept test and shadow rows and one warning line per set with duplicates (empty when none).
     """
-    from contaudit.text import normalize
+    from contaudit.splits import text_key
 
     first: dict[str, str] = {}
     kept: dict[str, list[dict]] = {"test": [], "shadow": []}
     dropped: dict[str, list[tuple[str, str]]] = {"test": [], "shadow": []}
     for name, rows in (("test", test), ("shadow", shadow)):
         for row in rows:
-            key = normalize(row["text"])
+            key = text_key(row["text"])
             if key in first:
                 dropped[name].append((row["id"], first[key]))
             else:

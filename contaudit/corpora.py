@@ -26,7 +26,7 @@ from pathlib import Path
 from contaudit.errors import InputError
 from contaudit.io import Document, Item, ReadStats, load_items
 from contaudit.manifest import write_jsonl_atomic
-from contaudit.splits import split_test_shadow
+from contaudit.splits import split_test_shadow, unique_texts
 
 #: Directory names under the standard library that are not library source.
 STDLIB_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "lib-dynload",
@@ -134,7 +134,7 @@ def write_humaneval_split(out_dir: str | Path, *, seed: int = 0, test_fraction: 
     """
     out_dir = Path(out_dir)
     items = load_humaneval()
-    test, shadow = split_test_shadow(items, seed=seed, test_fraction=test_fraction)
+    test, shadow = split_test_shadow(unique_texts(items), seed=seed, test_fraction=test_fraction)
     paths = {name: out_dir / f"{name}.jsonl" for name in ("test", "shadow")}
     paths["all"] = out_dir / "humaneval.jsonl"
     write_jsonl_atomic(paths["all"], item_rows(items))

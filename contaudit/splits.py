@@ -34,26 +34,34 @@ def split_test_shadow(items: list[Item], *, seed: int = 0, test_fraction: float 
     return test, shadow
 
 
+def text_key(text: str) -> str:
+    """What makes two item texts the same text: equal after collapsing whitespace (case and
+    punctuation kept: HumanEval/56 and /61 differ only in their brackets)."""
+    return " ".join(text.split())
+
+
+def unique_texts(items: list[Item]) -> list[Item]:
+    """``items`` without those whose text (:func:`text_key`) repeats an earlier one."""
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        key = text_key(it.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(it)
+    return out
+
+
 def random_split_items(spec) -> tuple[list[Item], list[Item]]:
     """The test and shadow items of a ``[sets.random_split]`` (:class:`contaudit.protocol.RandomSplitSpec`).
 
-    Items whose text repeats an earlier one (after :func:`contaudit.text.normalize`) are
-    left out *before* the split: dropping them after it (test first) would put texts with
-    many copies in the test set more often than half the time, and the sets would no
-    longer be exchangeable.
+    Items whose text repeats an earlier one (:func:`unique_texts`) are left out *before*
+    the split: dropping them after it (test first) would put texts with many copies in the
+    test set more often than half the time, and the sets would no longer be exchangeable.
     """
-    from contaudit.text import normalize
-
     items = load_items(spec.path, text_field=None if spec.template else spec.text_field, template=spec.template,
                        id_field=spec.id_field)
-    seen: set[str] = set()
-    unique = []
-    for it in items:
-        key = normalize(it.text)
-        if key not in seen:
-            seen.add(key)
-            unique.append(it)
-    return split_test_shadow(unique, seed=spec.seed, test_fraction=spec.test_fraction)
+    return split_test_shadow(unique_texts(items), seed=spec.seed, test_fraction=spec.test_fraction)
 
 
 def _ids_sha256(ids: list[str]) -> str:
