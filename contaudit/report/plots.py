@@ -278,7 +278,8 @@ def family_plane(results: dict) -> bytes | None:
                                 label=f"{did['confidence_level']:.0%} prediction band (at the suspect)")
             ax.scatter(pts[:, 0], pts[:, 1], s=30, color=CLEAN_COLOR, label=f"{len(pts)} clean references")
             ax.scatter([xs], [ys], s=90, marker="D", color=SUSPECT_COLOR, zorder=3,
-                       label=f"suspect ({did['effect_in_reference_sd']:+.1f} SD off, p = {did['pvalue']:.3g})"
+                       label=f"suspect: {did['effect_in_reference_sd']:+.1f} SD off (+: the contamination way), "
+                             f"p = {did['pvalue']:.3g}"
                        if did.get("effect_in_reference_sd") is not None else "suspect")
             ax.set_xlabel(f"mean score on the {xl} ({did['unit']})")
             ax.set_ylabel(f"mean score on the {yl} ({did['unit']})")
