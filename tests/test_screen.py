@@ -230,6 +230,22 @@ def test_holm_across_benchmarks_controls_the_suite_and_none_takes_verdicts_as_th
     assert suite_gate({"a": strong, "x": invalid}, fail_on="SUSPECT", alpha=0.05).exit_code == 1
 
 
+def test_an_inconclusive_benchmark_neither_passes_nor_fails_by_pvalue():
+    strong = _verdict("CONTAMINATED", [("perplexity_did", 0.001, True, True), ("memorization_did", 0.002, True, True)])
+    clean = _verdict("NO_EVIDENCE", [("perplexity_did", 0.6, True, True), ("memorization_did", 0.5, False, True)])
+    # an INCONCLUSIVE design whose tests look strong (diagnosis only): no gate p-value, p = 1 in Holm
+    unsure = _verdict("INCONCLUSIVE", [("perplexity_did", 0.0001, True, True), ("memorization_did", 0.0001, True, True)],
+                      "INCONCLUSIVE")
+    assert gate_pvalue(unsure, "SUSPECT") is None
+    g = suite_gate({"c": clean, "u": unsure}, fail_on="SUSPECT", alpha=0.05)
+    assert g.exit_code == 4 and [b.fails for b in g.benchmarks] == [False, False]
+    assert [b.adjusted for b in g.benchmarks] == [pytest.approx(1.0), None] and "INCONCLUSIVE" in g.rule
+    assert suite_gate({"c": clean, "u": unsure}, fail_on="SUSPECT", alpha=0.05, inconclusive_fails=True).exit_code == 1
+    assert suite_gate({"a": strong, "u": unsure}, fail_on="SUSPECT", alpha=0.05).exit_code == 1
+    invalid = _verdict("INVALID_DESIGN", [("perplexity_did", 0.001, True, True)])
+    assert suite_gate({"u": unsure, "x": invalid}, fail_on="SUSPECT", alpha=0.05).exit_code == 3
+
+
 def test_the_holm_gate_keeps_the_familywise_error_of_a_clean_suite_at_alpha():
     """K benchmarks of a clean model (uniform p-values): how often does any fail the gate?"""
     import numpy as np
