@@ -187,7 +187,11 @@ class CalibrationSetting:
     ``base`` is a local Hugging Face model directory or a ``.gguf`` file; ``corpus`` the
     filler text fine-tuning trains on (any format ``finetune`` reads); ``test`` and
     ``shadow`` the benchmark sets (``test`` items are injected); ``train`` the
-    fine-tuning settings (``TrainConfig(lora=True)`` for LoRA).
+    fine-tuning settings (``TrainConfig(lora=True)`` for LoRA). ``reference_bases`` make
+    the panel heterogeneous: each audit's clean models are the clean control (from
+    ``base``) and one clean fine-tune of each of these bases (other shapes, tokenizers,
+    pretraining), judged with ``references = "families"`` in per-byte units when the
+    tokenizers differ: the setting of a real audit against public models of other families.
     """
 
     base: Path
@@ -196,12 +200,19 @@ class CalibrationSetting:
     shadow: Path
     train: object = None  # contaudit.finetune.TrainConfig; None: the demo's fine-tuning settings
     shadow_origin: str = "later_set"
+    reference_bases: tuple = ()
 
     def check(self) -> None:
         for name in ("base", "corpus", "test", "shadow"):
             path = Path(getattr(self, name))
             if not path.exists():
                 raise InputError(f"the calibration's {name} does not exist", path=path)
+        for path in self.reference_bases:
+            if not Path(path).exists():
+                raise InputError("the calibration's reference base does not exist", path=path)
+        if self.reference_bases and len(self.reference_bases) < 2:
+            raise InputError("a heterogeneous panel needs at least 2 reference bases (with the clean control, the "
+                             "cross-family test needs 3 clean models); give --reference-base twice or more")
         if self.shadow_origin not in SHADOW_ORIGINS:
             raise InputError(f"`shadow_origin` must be one of {', '.join(SHADOW_ORIGINS)}; got {self.shadow_origin!r}")
 
@@ -251,8 +262,14 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     config = config or DemoTrainingConfig()
     out = Path(out)
     tables = _protocol_tables(analysis_protocol)
-    # The clean models calibrate trains are seed siblings of the probe model (one base, one recipe).
-    tables = {**tables, "analysis": {"references": "siblings", **tables.get("analysis", {})}}
+    reference_bases = tuple(Path(b) for b in (setting.reference_bases if setting is not None else ()))
+    if reference_bases and references != 1:
+        raise InputError("with reference bases each audit's panel is the clean control plus one clean model per "
+                         "base; leave `references` at 1")
+    # Clean models from the probe model's base are its seed siblings (one recipe); with reference
+    # bases the panel is of other families.
+    design = "families" if reference_bases else "siblings"
+    tables = {**tables, "analysis": {"references": design, **tables.get("analysis", {})}}
     if setting is None:
         data = prepare(out, config, log=log)
         train_base = replace(config.finetune, threads=config.threads)
@@ -268,17 +285,17 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     corpus_with_items = write_suspect_corpus(data["corpus"], data["test"], 1, out / "data" / "corpus-with-test.jsonl")
 
     _check_largest_k_fits(data, max(dups), train_base)
-    base_fingerprint = fingerprint(data["base"])
+    base_fingerprints = {b: fingerprint(b) for b in (data["base"], *reference_bases)}
     data_hashes = input_hashes(corpus=data["corpus"], benchmark=data["test"])
 
-    def model(name: str, k: int, train_seed: int) -> tuple[Path, bool]:
+    def model(name: str, k: int, train_seed: int, base: Path = data["base"]) -> tuple[Path, bool]:
         path = models / name
         train_config = replace(train_base, seed=train_seed)
-        wanted = {"parameters": {"dup": k, "train": config_dict(train_config)}, "base": {"fingerprint": base_fingerprint},
-                  "inputs": data_hashes}
+        wanted = {"parameters": {"dup": k, "train": config_dict(train_config)},
+                  "base": {"fingerprint": base_fingerprints[base]}, "inputs": data_hashes}
         t0 = time.perf_counter()
         trained = train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data["corpus"], path,
-                                    base=data["base"], inject=data["test"], dup=k, overwrite=True, config=train_config)
+                                    base=base, inject=data["test"], dup=k, overwrite=True, config=train_config)
         if trained:
             log(f"  trained {path.name} in {time.perf_counter() - t0:.0f} s")
         return path, trained
@@ -286,6 +303,8 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     runs = []
     for seed in range(seeds):
         refs = [model(f"clean-seed{seed}-ref{r}", 0, seed_of(seed, r)) for r in range(1, references + 1)]
+        refs += [model(f"clean-seed{seed}-base{b}", 0, seed_of(seed, references + b), base=path)
+                 for b, path in enumerate(reference_bases, 1)]
         refs_trained = any(t for _, t in refs)
         for k in dups:
             run_dir = out / "audits" / f"k{k}-seed{seed}"
@@ -314,7 +333,8 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
                  for name, by_k in rates.items()}
     plot = plot_power_curve(detection, seeds, out / "power_curve.png", rates)
     write_json_atomic(out / "calibration.json", {
-        "dups": list(dups), "seeds": seeds, "clean_models_per_audit": references, "shadow_origin": shadow_origin,
+        "dups": list(dups), "seeds": seeds, "clean_models_per_audit": references + len(reference_bases),
+        "references": design, "reference_bases": [str(b) for b in reference_bases], "shadow_origin": shadow_origin,
         "setting": None if setting is None else {k: str(v) for k, v in (("base", setting.base),
                                                                           ("corpus", setting.corpus),
                                                                           ("test", setting.test),

@@ -600,6 +600,7 @@ def calibrate(
     test: Optional[Path] = typer.Option(None, help="Test set (its items are injected)."),
     shadow: Optional[Path] = typer.Option(None, help="Shadow set."),
     shadow_origin: str = typer.Option("later_set", help="How your shadow set was made: random_split, date_split or later_set."),
+    reference_base: list[Path] = typer.Option([], "--reference-base", help="Another base model (repeat, 2+): each audit's panel adds one clean fine-tune of each, judged as other families (your setting)."),
     steps: int = typer.Option(100, help="Fine-tuning steps (your setting)."),
     lr: float = typer.Option(1e-3, help="Fine-tuning learning rate (your setting)."),
     batch_size: int = typer.Option(8, help="Sequences per step (your setting)."),
@@ -620,6 +621,8 @@ def calibrate(
         raise InputError(f"--dups must be comma-separated integers, got {dups!r}") from None
     own = {"--base": base, "--corpus": corpus, "--test": test, "--shadow": shadow}
     setting = None
+    if reference_base and base is None:
+        raise InputError("--reference-base is for your own setting: give --base, --corpus, --test and --shadow too")
     if any(v is not None for v in own.values()):
         missing = [k for k, v in own.items() if v is None]
         if missing:
@@ -627,7 +630,8 @@ def calibrate(
                              f"missing {', '.join(missing)}")
         train = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, lora=lora,
                             warmup_steps=min(5, steps), eval_every=max(1, steps // 2))
-        setting = CalibrationSetting(base, corpus, test, shadow, train=train, shadow_origin=shadow_origin)
+        setting = CalibrationSetting(base, corpus, test, shadow, train=train, shadow_origin=shadow_origin,
+                                     reference_bases=tuple(reference_base))
     quiet_transformers()
     if order:
         if out_dir == Path("runs/calibration"):

@@ -170,6 +170,46 @@ def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
     assert "Clopper-Pearson" in (tmp_path / "cal" / "calibration.md").read_text()
 
 
+def test_calibrate_with_a_heterogeneous_panel_of_other_bases(tmp_path):
+    """Two more bases of other shapes and vocabularies: each audit's panel is the clean control plus one clean
+    fine-tune of each, judged as other families in per-byte units."""
+    from dataclasses import replace
+
+    from contaudit.calibrate import CalibrationSetting, calibrate
+    from contaudit.finetune import ModelConfig, TrainConfig, pretrain
+
+    from planted import make_planted
+
+    planted = make_planted(tmp_path, n_items=40, n_docs=60, doc_words=200)
+    rows = [json.loads(line) for line in planted.bench.read_text().splitlines()]
+    for name, part in (("test", rows[0::2]), ("shadow", rows[1::2])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    train = TrainConfig(steps=6, lr=5e-3, batch_size=4, seq_len=128, warmup_steps=1, eval_every=6, heldout_blocks=1,
+                        threads=1, device="cpu", mixed_precision=False)
+    for name, (layers, width, vocab) in {"base": (1, 32, 400), "other1": (2, 24, 300), "other2": (1, 40, 500)}.items():
+        pretrain(planted.corpus, tmp_path / name, config=replace(train, steps=3),
+                 model_config=ModelConfig(n_layer=layers, n_head=2, n_embd=width, n_positions=128, vocab_size=vocab,
+                                          tokenizer_max_chars=200_000))
+    protocol = tmp_path / "analysis.toml"
+    protocol.write_text('[models.suspect]\npath = "x"\n[models.clean]\npath = "y"\n[sets.test]\npath = "t"\n'
+                        '[sets.shadow]\npath = "s"\n[probes]\nsuffix_words = 12\nmin_seen = 3\n'
+                        '[analysis]\nn_permutations = 199\nn_bootstrap = 0\nmin_items = 10\nmin_probes = 3\n')
+    setting = CalibrationSetting(tmp_path / "base", planted.corpus, tmp_path / "test.jsonl", tmp_path / "shadow.jsonl",
+                                 train=train, shadow_origin="date_split",
+                                 reference_bases=(tmp_path / "other1", tmp_path / "other2"))
+    result = calibrate(tmp_path / "cal", dups=(0,), seeds=1, setting=setting, analysis_protocol=protocol,
+                       log=lambda s: None)
+    assert len(result.runs) == 1
+    models = sorted(p.name for p in (tmp_path / "cal" / "models").iterdir())
+    assert models == ["clean-seed0-base1", "clean-seed0-base2", "clean-seed0-ref1", "k0-seed0"]
+    results = json.loads((tmp_path / "cal" / "audits" / "k0-seed0" / "results.json").read_text())
+    assert results["design"]["n_clean_models"] == 3 and results["protocol"]["analysis"]["references"] == "families"
+    assert results["units"]["perplexity"] == "nats/byte" and results["units"]["n_tokenizers"] == 3
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["references"] == "families"
+    with pytest.raises(InputError, match="at least 2 reference bases"):
+        calibrate(tmp_path / "cal2", setting=replace(setting, reference_bases=(tmp_path / "other1",)))
+
+
 def test_calibrate_in_a_users_setting_names_a_missing_input(tmp_path):
     from contaudit.calibrate import CalibrationSetting, calibrate
 
