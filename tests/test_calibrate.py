@@ -131,12 +131,9 @@ def test_every_audit_seed_has_its_own_models():
     assert len(seeds) == 120
 
 
-def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
-    """Base model, corpus and sets of the user's own (tiny), two clean models per audit seed."""
-    from dataclasses import replace
-
-    from contaudit.calibrate import CalibrationSetting, calibrate
-    from contaudit.finetune import ModelConfig, TrainConfig, pretrain
+def _own_setting_data(tmp_path, steps: int):
+    """A tiny user setting: planted corpus, test and shadow halves, fine-tuning settings, the analysis protocol."""
+    from contaudit.finetune import TrainConfig
 
     from planted import make_planted
 
@@ -144,15 +141,26 @@ def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
     rows = [json.loads(line) for line in planted.bench.read_text().splitlines()]
     for name, part in (("test", rows[0::2]), ("shadow", rows[1::2])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    train = TrainConfig(steps=12, lr=5e-3, batch_size=4, seq_len=128, warmup_steps=1, eval_every=12, heldout_blocks=1,
-                        threads=1, device="cpu", mixed_precision=False)
-    pretrain(planted.corpus, tmp_path / "base", config=replace(train, steps=4),
-             model_config=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, vocab_size=400,
-                                      tokenizer_max_chars=200_000))
+    train = TrainConfig(steps=steps, lr=5e-3, batch_size=4, seq_len=128, warmup_steps=1, eval_every=steps,
+                        heldout_blocks=1, threads=1, device="cpu", mixed_precision=False)
     protocol = tmp_path / "analysis.toml"
     protocol.write_text('[models.suspect]\npath = "x"\n[models.clean]\npath = "y"\n[sets.test]\npath = "t"\n'
                         '[sets.shadow]\npath = "s"\n[probes]\nsuffix_words = 12\nmin_seen = 3\n'
                         '[analysis]\nn_permutations = 199\nn_bootstrap = 0\nmin_items = 10\nmin_probes = 3\n')
+    return planted, train, protocol
+
+
+def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
+    """Base model, corpus and sets of the user's own (tiny), two clean models per audit seed."""
+    from dataclasses import replace
+
+    from contaudit.calibrate import CalibrationSetting, calibrate
+    from contaudit.finetune import ModelConfig, pretrain
+
+    planted, train, protocol = _own_setting_data(tmp_path, steps=12)
+    pretrain(planted.corpus, tmp_path / "base", config=replace(train, steps=4),
+             model_config=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, vocab_size=400,
+                                      tokenizer_max_chars=200_000))
     setting = CalibrationSetting(tmp_path / "base", planted.corpus, tmp_path / "test.jsonl", tmp_path / "shadow.jsonl",
                                  train=train, shadow_origin="random_split")
     result = calibrate(tmp_path / "cal", dups=(0, 1), seeds=2, references=2, setting=setting,
@@ -176,24 +184,13 @@ def test_calibrate_with_a_heterogeneous_panel_of_other_bases(tmp_path):
     from dataclasses import replace
 
     from contaudit.calibrate import CalibrationSetting, calibrate
-    from contaudit.finetune import ModelConfig, TrainConfig, pretrain
+    from contaudit.finetune import ModelConfig, pretrain
 
-    from planted import make_planted
-
-    planted = make_planted(tmp_path, n_items=40, n_docs=60, doc_words=200)
-    rows = [json.loads(line) for line in planted.bench.read_text().splitlines()]
-    for name, part in (("test", rows[0::2]), ("shadow", rows[1::2])):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    train = TrainConfig(steps=6, lr=5e-3, batch_size=4, seq_len=128, warmup_steps=1, eval_every=6, heldout_blocks=1,
-                        threads=1, device="cpu", mixed_precision=False)
+    planted, train, protocol = _own_setting_data(tmp_path, steps=6)
     for name, (layers, width, vocab) in {"base": (1, 32, 400), "other1": (2, 24, 300), "other2": (1, 40, 500)}.items():
         pretrain(planted.corpus, tmp_path / name, config=replace(train, steps=3),
                  model_config=ModelConfig(n_layer=layers, n_head=2, n_embd=width, n_positions=128, vocab_size=vocab,
                                           tokenizer_max_chars=200_000))
-    protocol = tmp_path / "analysis.toml"
-    protocol.write_text('[models.suspect]\npath = "x"\n[models.clean]\npath = "y"\n[sets.test]\npath = "t"\n'
-                        '[sets.shadow]\npath = "s"\n[probes]\nsuffix_words = 12\nmin_seen = 3\n'
-                        '[analysis]\nn_permutations = 199\nn_bootstrap = 0\nmin_items = 10\nmin_probes = 3\n')
     setting = CalibrationSetting(tmp_path / "base", planted.corpus, tmp_path / "test.jsonl", tmp_path / "shadow.jsonl",
                                  train=train, shadow_origin="date_split",
                                  reference_bases=(tmp_path / "other1", tmp_path / "other2"))
