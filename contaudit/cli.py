@@ -361,6 +361,8 @@ def analyze(
         None, help="How the shadow set was made: random_split, date_split or later_set (default: the protocol's "
                    "[sets] shadow_origin, else later_set)."),
     protocol: Optional[Path] = typer.Option(None, help="Protocol TOML; its analysis table and shadow origin are used (default: built-in defaults)."),
+    test_set: Optional[Path] = typer.Option(None, help="The test set's items (JSON Lines with id and text), for the blind baseline."),
+    shadow_set: Optional[Path] = typer.Option(None, help="The shadow set's items, likewise."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory; results.json is written there."),
 ) -> None:
     """Difference-in-differences tests, design checks and the verdict, from score files."""
@@ -374,9 +376,12 @@ def analyze(
                          f"{len(reference_probes)}")
     references = [ReferenceScores(t, s, reference_probes[k] if reference_probes else None)
                   for k, (t, s) in enumerate(zip(reference_test, reference_shadow))]
+    if (test_set is None) != (shadow_set is None):
+        raise InputError("give --test-set and --shadow-set together (the blind baseline compares the two)")
     results = run_analysis(suspect_test, clean_test, suspect_shadow, clean_shadow, suspect_probes=suspect_probes,
                            clean_probes=clean_probes, probes=probes_file, references=references, index=index_dir,
-                           item_order=item_order, shadow_origin=shadow_origin, protocol=protocol, out=out_dir)
+                           item_order=item_order, shadow_origin=shadow_origin, protocol=protocol, out=out_dir,
+                           sets={"test": test_set, "shadow": shadow_set} if test_set else None)
     out.print(f"[bold]{summary_line(results)}[/]", soft_wrap=True)
     for reason in results["verdict"]["reasons"]:
         out.print(f"  - {reason}", soft_wrap=True)

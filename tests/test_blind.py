@@ -41,3 +41,29 @@ def test_blind_baseline_errors():
         blind_baseline(["a b"] * 3, ["c d"] * 10)
     with pytest.raises(InputError, match="`n_folds` must be at least 2"):
         blind_baseline(["a b"] * 3, ["c d"] * 10, n_folds=1)
+
+
+def test_cli_analyze_reports_the_blind_baseline_with_the_sets(tmp_path):
+    from typer.testing import CliRunner
+
+    from contaudit.analysis.simulate import simulate_audit, write_audit
+    from contaudit.cli import app
+    from contaudit.manifest import write_jsonl_atomic
+
+    files = write_audit(simulate_audit(n_test=40, n_shadow=40, rng=3), tmp_path, index=False)
+    sim_ids = {"test": [f"test-{i}" for i in range(40)], "shadow": [f"shadow-{i}" for i in range(40)]}
+    for name, ids in sim_ids.items():  # old text vs new text: the shift is there to see
+        words = "fixed crash in the build" if name == "test" else "ported the crate to rust"
+        write_jsonl_atomic(tmp_path / f"{name}-set.jsonl", [{"id": i, "text": f"{words} {k}"} for k, i in enumerate(ids)])
+    args = ["analyze", "--suspect-test", str(files["suspect_test"]), "--clean-test", str(files["clean_test"]),
+            "--suspect-shadow", str(files["suspect_shadow"]), "--clean-shadow", str(files["clean_shadow"]),
+            "--shadow-origin", "random_split", "--test-set", str(tmp_path / "test-set.jsonl"),
+            "--shadow-set", str(tmp_path / "shadow-set.jsonl"), "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    import json
+
+    blind = json.loads((tmp_path / "run" / "results.json").read_text())["supporting"]["blind_baseline"]
+    assert blind["available"] and blind["auc"] == 1.0 and blind["pvalue"] < 0.01
+    res = CliRunner().invoke(app, args[:-4] + args[-2:])  # without --shadow-set
+    assert res.exit_code == 2 and "--test-set and --shadow-set together" in res.output

@@ -686,7 +686,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     if no_clean:
         return _analyze_without_clean(suspect_test, suspect_shadow, probes=probes, index=index,
                                       item_order=item_order, settings=settings, provenance=provenance, design=design,
-                                      minkpp=minkpp, streams=streams, out=out, started=started, warnings=warnings)
+                                      minkpp=minkpp, streams=streams, out=out, started=started, warnings=warnings,
+                                      sets=sets)
 
     def read(p):
         return read_scores(p, optional=(minkpp, "n_tokens", "n_bytes", "nll_per_byte"))
@@ -799,7 +800,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
 
 def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_order, settings: AnalysisSettings,
                            provenance: dict, design: Design, minkpp: str, streams, out, started: float,
-                           warnings: list[str]) -> dict:
+                           warnings: list[str], sets: dict | None = None) -> dict:
     """The analysis of an audit without a clean model: the order test decides, at most SUSPECT.
 
     Reported beside it: Min-K%++ of the suspect, test vs shadow (a fair comparison only
@@ -859,6 +860,7 @@ def _analyze_without_clean(suspect_test, suspect_shadow, *, probes, index, item_
                 f"in Min-K%++ may be the shift between the sets, not contamination"}
     supporting["item_order"] = order_entry
     supporting["corpus"] = corpus_entry(test.ids, index_by_id)
+    supporting["blind_baseline"] = blind_entry(sets, test.ids, shadow.ids, settings)
     notes = []
     mk = supporting["minkpp_did"]
     if mk.get("available") and mk["pvalue"] is not None and mk["pvalue"] <= settings.alpha and mk["estimate"] > 0:
@@ -1059,7 +1061,7 @@ def blind_entry(sets: dict | None, test_ids: list[str], shadow_ids: list[str], s
     from contaudit.analysis.blind import blind_baseline
 
     if not sets or not sets.get("test") or not sets.get("shadow"):
-        return {"available": False, "reason": "needs the sets' texts (the audit passes them)"}
+        return {"available": False, "reason": "needs the sets' texts (an audit passes them; analyze: --test-set and --shadow-set)"}
     texts = {str(rec["id"]): rec["text"] for name in ("test", "shadow")
              for _, rec in iter_jsonl(Path(sets[name]))}
     missing = [i for i in test_ids + shadow_ids if i not in texts]
