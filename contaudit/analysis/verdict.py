@@ -436,9 +436,11 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     ceiling = (INCONCLUSIVE if inconclusive_reason else
                SUSPECT if cap_reason or memorization is None else CONTAMINATED)
     failed = [c for c in checks if c.passed is False]
-    if inconclusive_reason and not failed:
-        return Verdict(INCONCLUSIVE, [inconclusive_reason] + [f"For diagnosis only: {_describe(t, level, n_clean)}"
-                                                              for t in tests], settings.alpha, tests, mde, ceiling)
+    if inconclusive_reason:
+        # The design cannot hold its error rate whatever the data: that comes first; failed checks are listed too.
+        return Verdict(INCONCLUSIVE, [inconclusive_reason] + [f"Also: {c.detail}" for c in failed]
+                       + [f"For diagnosis only: {_describe(t, level, n_clean)}" for t in tests],
+                       settings.alpha, tests, mde, ceiling)
     if failed or perplexity is None:
         reasons = [c.detail for c in failed]
         if perplexity is None and not failed:
