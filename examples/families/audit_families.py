@@ -213,21 +213,23 @@ def main() -> None:
     print(suite_line)
     k4 = next((r for r in rows if r["kind"] == "suspect" and r["k"] == 4
                and r["mode"] == f"families, R = {args.references}"), None)
-    if groups and k4 is not None:
-        plane(models, args.run, groups[0], k4)
+    null = next((r for r in rows if r["kind"] == "null" and r["mode"].startswith("families")), None)
+    if null is not None and k4 is not None:
+        plane(models, args.run, null, k4)
 
 
-def plane(models: dict, run: Path, null: tuple[str, list[str]], suspect_row: dict) -> None:
-    """The shadow/test plane (per byte) of one null audit and one k = 4 audit."""
+def plane(models: dict, run: Path, null_row: dict, suspect_row: dict) -> None:
+    """The shadow/test plane (per byte, perplexity test) of one null audit and one k = 4 audit; titles give
+    the audits' verdicts (both tests)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
-    for ax, (suspect, refs, title) in zip(axes, ((null[0], null[1], "null: a clean model of another family"),
-                                                 (suspect_row["suspect"], suspect_row["clean"],
-                                                  "suspect with every test item injected 4 times"))):
+    for ax, (row, title) in zip(axes, ((null_row, "null: a clean model of another family"),
+                                       (suspect_row, "suspect with every test item injected 4 times"))):
+        suspect, refs = row["suspect"], row["clean"]
         res = analyze(models[suspect]["scores"]["test"], models[refs[0]]["scores"]["test"],
                       models[suspect]["scores"]["shadow"], models[refs[0]]["scores"]["shadow"],
                       references=[ReferenceScores(models[r]["scores"]["test"], models[r]["scores"]["shadow"])
@@ -249,7 +251,7 @@ def plane(models: dict, run: Path, null: tuple[str, list[str]], suspect_row: dic
                          f"p = {did['pvalue']:.2g}")
         ax.set_xlabel("mean NLL on the shadow set (2022+ entries), nats/byte")
         ax.set_ylabel("mean NLL on the test set (2005-2014), nats/byte")
-        ax.set_title(f"{title}: {res['verdict']['label']}", fontsize=9)
+        ax.set_title(f"{title}: {row['verdict']}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(run / "family_plane.png")
