@@ -438,10 +438,10 @@ def screen(
                                             "directory (of `audit` or `screen`) to gate."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for a suite, e.g. runs/NAME."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Fail the gate at this verdict or worse: SUSPECT or "
-                                                                  "CONTAMINATED (a suite's default: its [gate])."),
+                                                                  "CONTAMINATED (a suite's default: its \\[gate])."),
     inconclusive_fails: Optional[bool] = typer.Option(None, "--inconclusive-fails/--inconclusive-exits-4",
                                                       help="Whether an INCONCLUSIVE verdict fails the gate (exit 1) "
-                                                           "or exits 4 (a suite's default: its [gate])."),
+                                                           "or exits 4 (a suite's default: its \\[gate])."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of lines."),
 ) -> None:
     """Pre-release gate: screen a suite of benchmarks, or gate a finished run; exit 0 pass, 1 fail, 3 invalid design,
