@@ -103,7 +103,9 @@ def test_probes_longer_than_the_context_give_invalid_design(setup):
     root, protocol = setup
     short = root / "protocol-short-context.toml"
     # 12-word suffixes cannot fit an 8-token window: the scorer skips every probe
-    short.write_text(protocol.read_text() + "[scoring]\nmax_length = 8\n")
+    # (a random split, so the design could otherwise decide: a one-clean-model later set would be INCONCLUSIVE)
+    short.write_text(protocol.read_text().replace("[sets.test]", '[sets]\nshadow_origin = "random_split"\n[sets.test]')
+                     + "[scoring]\nmax_length = 8\n")
     result = runner.invoke(app, ["audit", str(short), "--out", str(root / "run-short")])
     assert result.exit_code == 0, result.output
     results = json.loads((root / "run-short" / "results.json").read_text())
