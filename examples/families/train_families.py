@@ -35,7 +35,7 @@ go to ``--out/pool.log``.
 Example::
 
     python examples/temporal/build_data.py
-    python examples/families/train_families.py --smoke            # ~5 min: runs/families-smoke
+    python examples/families/train_families.py --smoke --workers 2   # ~3 min: runs/families-smoke
     nohup python examples/families/train_families.py --workers 2 > runs/families/nohup.out 2>&1 &
     tail -f runs/families/pool.log
     python examples/families/train_families.py --summary-only
@@ -57,11 +57,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "temporal"))
-import train_pool as tp  # noqa: E402  (the temporal example: data subsets, resume checks, index, scoring)
+import train_pool as tp  # the temporal example: data subsets, resume checks, index, scoring
 
-from contaudit.finetune import ModelConfig, TrainConfig, pretrain  # noqa: E402
-from contaudit.finetune.api import PRETRAIN_FILE  # noqa: E402
-from contaudit.finetune.config import config_dict  # noqa: E402
+from contaudit.finetune import ModelConfig, TrainConfig, pretrain
+from contaudit.finetune.api import PRETRAIN_FILE
+from contaudit.finetune.config import config_dict
 
 
 @dataclass(frozen=True)
