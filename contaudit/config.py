@@ -305,7 +305,7 @@ class AnalysisSettings:
         "auto", check=one_of("auto", "token", "byte"),
         help="unit of the NLL comparison: 'auto' (per byte when the models' tokenizers differ, else per token), "
              "'token' or 'byte'")
-    reference_test: Literal["robust", "rank"] = setting(
+    reference_test: str = setting(  # a str, not a Literal: the check names the removed "t"
         "robust", check=_reference_test,
         help="with 2+ clean models: heavy-tail-safe prediction test ('robust') or distribution-free rank test ('rank')")
     adjust_for: tuple[Literal["difficulty", "length", "rarity"], ...] = setting(

@@ -340,3 +340,28 @@ def test_negative_max_locations_is_refused(tmp_path, corpus, bench):
     code, output = cli("index", corpus, "-b", bench, "-o", tmp_path / "idx", "--max-locations", "-1")
     one_line_error(code, output, "max_locations", "-1")
     assert not (tmp_path / "idx").exists()
+
+
+def test_inconclusive_fails_without_fail_on_and_reference_base_without_a_setting(tmp_path):
+    code, output = cli("audit", tmp_path / "p.toml", "--out", tmp_path / "run", "--inconclusive-fails")
+    one_line_error(code, output, "--inconclusive-fails needs --fail-on")
+    assert not (tmp_path / "run").exists()
+    code, output = cli("calibrate", "--out", tmp_path / "cal", "--reference-base", tmp_path)
+    one_line_error(code, output, "--reference-base is for your own setting")
+    assert not (tmp_path / "cal").exists()
+
+
+def test_per_byte_suffix_logprobs_without_suffix_tokens_are_refused_by_file(tmp_path):
+    import numpy as np
+
+    from contaudit.analysis.units import suffix_logprob_per_byte
+    from contaudit.analysis.analyze import ScoreMatrix, ScoreFile
+    from contaudit.errors import InputError
+
+    matrix = ScoreMatrix("probes", ["p1"], np.array([[-2.0]]))
+    files = [ScoreFile(tmp_path / "sus.jsonl", {"p1": {"suffix_logprob": -2.0}}, None)]
+    with pytest.raises(InputError, match=r"sus.jsonl.*probe 'p1': per-byte suffix log-probs need the score row's "
+                                         r"'suffix_tokens'"):
+        suffix_logprob_per_byte(matrix, files, {"p1": 40})
+    files[0].rows["p1"]["suffix_tokens"] = 10
+    assert suffix_logprob_per_byte(matrix, files, {"p1": 40})[0, 0] == -0.5

@@ -282,3 +282,15 @@ def test_a_clean_model_trained_on_the_shadow_period_is_refused(workdir):
     assert record["models"][1] == {"role": "clean", "cutoff": "2023-06-30", "precedes_shadow": True}
     fails_fast(write(workdir, text.replace("cutoff = 2024-03-01", 'cutoff = "last spring"')),
                r"key `models.clean.cutoff`: must be a date like 2024-01-01")
+
+
+def test_the_removed_t_panel_test_and_unknown_units_are_refused_by_name(workdir):
+    t = VALID.replace("[analysis]", '[analysis]\nreference_test = "t"') if "[analysis]" in VALID else \
+        VALID + '[analysis]\nreference_test = "t"\n'
+    fails_fast(write(workdir, t), r"key `analysis.reference_test`: must be 'robust' or 'rank' \('t' was removed")
+    u = VALID + '[analysis]\nunit = "words"\n' if "[analysis]" not in VALID else \
+        VALID.replace("[analysis]", '[analysis]\nunit = "words"')
+    fails_fast(write(workdir, u), r"key `analysis.unit`: must be one of 'auto', 'token', 'byte'")
+    r = VALID + '[analysis]\nreferences = "cousins"\n' if "[analysis]" not in VALID else \
+        VALID.replace("[analysis]", '[analysis]\nreferences = "cousins"')
+    fails_fast(write(workdir, r), r"key `analysis.references`: must be one of 'families', 'siblings'")
