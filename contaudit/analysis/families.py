@@ -38,7 +38,7 @@ import numpy as np
 from scipy import stats
 
 from contaudit.analysis.did import ConfidenceInterval, check_level, json_number
-from contaudit.analysis.panel import heavy_pivots, heavy_tail, panel_inputs, robust_quantile
+from contaudit.analysis.panel import heavy_pivots, heavy_tail, panel_inputs, prediction_fields, robust_quantile
 from contaudit.errors import InputError
 
 PIVOT_DRAWS = 2**16
@@ -116,13 +116,8 @@ class FamilyResult:
     def to_dict(self) -> dict:
         """JSON-ready fields (``nan`` becomes None)."""
         return {
-            "estimate": json_number(self.statistic),
-            "pvalue": json_number(self.pvalue),
-            "pvalue_t": json_number(self.pvalue_t),
-            "pvalue_heavy_tailed": json_number(self.pvalue_heavy),
+            **prediction_fields(self),
             "pvalue_conformal": json_number(self.pvalue_conformal),
-            "confidence_interval": self.confidence_interval.to_list(),
-            "confidence_level": self.confidence_level,
             "ci_method": "prediction interval from the references' relation (Student t(2) pivot)",
             "method": self.method,
             "alternative": self.alternative,

@@ -196,13 +196,8 @@ class PanelResult:
     def to_dict(self) -> dict:
         """JSON-ready fields (``nan`` becomes None)."""
         return {
-            "estimate": json_number(self.statistic),
-            "pvalue": json_number(self.pvalue),
-            "pvalue_t": json_number(self.pvalue_t),
-            "pvalue_heavy_tailed": json_number(self.pvalue_heavy),
+            **prediction_fields(self),
             "pvalue_rank": json_number(self.pvalue_rank),
-            "confidence_interval": self.confidence_interval.to_list(),
-            "confidence_level": self.confidence_level,
             "ci_method": "prediction interval over reference models (Student t(2) pivot)",
             "method": self.method,
             "alternative": self.alternative,
@@ -216,6 +211,14 @@ class PanelResult:
             "references_needed_for_rank_test": self.references_needed,
             "reference_normality_pvalue": json_number(self.normality_pvalue),
         }
+
+
+def prediction_fields(result) -> dict:
+    """The JSON fields both panel tests' results share (estimate, p-values, interval)."""
+    return {"estimate": json_number(result.statistic), "pvalue": json_number(result.pvalue),
+            "pvalue_t": json_number(result.pvalue_t), "pvalue_heavy_tailed": json_number(result.pvalue_heavy),
+            "confidence_interval": result.confidence_interval.to_list(),
+            "confidence_level": result.confidence_level}
 
 
 def references_needed(alpha: float, n_tests: int = 1) -> int:

@@ -172,6 +172,7 @@ def main() -> None:
     n_families = len({m["family"] for m in models.values()})
     for name in suspects:
         k = models[name]["k"]
+        first = len(rows)
         for n_refs in (args.references, n_families - 1):
             refs = other_family_refs(models, name, n_refs, rng)
             rows.append({"kind": "suspect", "k": k, "mode": f"families, R = {len(refs)}",
@@ -183,7 +184,7 @@ def main() -> None:
                                and m["seed"] != seed), key=lambda n: models[n]["seed"])[:5]
             rows.append({"kind": "suspect", "k": k, "mode": "siblings, R = 5",
                          **audit(models, args.run, name, siblings, SIBLINGS)})
-        print(f"suspect {name}: " + ", ".join(f"{r['mode']}: {r['verdict']}" for r in rows[-3:]), flush=True)
+        print(f"suspect {name}: " + ", ".join(f"{r['mode']}: {r['verdict']}" for r in rows[first:]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         suites = suite_of_clean_benchmarks(models, groups, args.suite_size, Path(tmp))
     seconds = round(time.perf_counter() - t0, 1)
