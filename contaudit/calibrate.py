@@ -142,7 +142,7 @@ def if_primary(results: dict) -> dict[str, dict]:
     the protocol's minimum effects, and no failed design check. This compares the
     metrics' power at the same false-positive control, from the same audits.
     """
-    from contaudit.analysis.did import holm
+    from contaudit.statistics import holm
     from contaudit.analysis.verdict import primary_test_counts
 
     settings = results["protocol"]["analysis"]

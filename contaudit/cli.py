@@ -313,7 +313,7 @@ def order(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the resume cache."),
 ) -> None:
     """Oren et al.'s order test: log-likelihoods of shards of the benchmark in published vs shuffled orders."""
-    from contaudit.analysis.did import format_p
+    from contaudit.statistics import format_p
     from contaudit.progress import TokenProgress
     from contaudit.scoring.item_order import item_order_scores
 
@@ -492,7 +492,7 @@ def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[s
 def _print_suite_gate(gate, as_json: bool, report: Optional[Path] = None) -> None:
     import json
 
-    from contaudit.analysis.did import format_p
+    from contaudit.statistics import format_p
 
     if as_json:
         typer.echo(json.dumps(gate.to_dict(), indent=2))

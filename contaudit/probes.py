@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from contaudit.analysis.did import standardized_mean_difference
+from contaudit.statistics import standardized_mean_difference
 from contaudit.config import AnalysisSettings, ProbeConfig, default_of
 from contaudit.errors import InputError
 from contaudit.index.store import CorpusIndex, load_index

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from contaudit.analysis.did import (difference_in_means, dose_response, hedges_g, holm, item_order_test,
-                                    memorization_did, minimum_detectable_effect, perplexity_did)
+from contaudit.analysis.did import difference_in_means, dose_response, item_order_test, memorization_did, perplexity_did
+from contaudit.statistics import hedges_g, holm, minimum_detectable_effect
 from contaudit.analysis.simulate import simulate_audit
 from contaudit.analysis.verdict import decide
 from contaudit.errors import InputError
@@ -285,7 +285,7 @@ def test_false_positive_rate_and_ci_coverage_full():
 
 
 def test_standardized_mean_difference_by_hand_and_at_zero_variance():
-    from contaudit.analysis.did import standardized_mean_difference as smd
+    from contaudit.statistics import standardized_mean_difference as smd
 
     # means 2 and 3, sample variances 1 and 1: (2 - 3) / sqrt((1 + 1) / 2) = -1
     assert smd([1, 2, 3], [2, 3, 4]) == pytest.approx(-1.0)
@@ -302,6 +302,6 @@ def test_standardized_mean_difference_by_hand_and_at_zero_variance():
     (0.04567, "0.046", "p = 0.046"), (0.5, "0.500", "p = 0.500"),
 ])
 def test_format_p(p, plain, named):
-    from contaudit.analysis.did import format_p
+    from contaudit.statistics import format_p
 
     assert format_p(p) == plain and format_p(p, named=True) == named

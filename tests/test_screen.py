@@ -10,7 +10,7 @@ from scipy import stats
 
 from cli_helpers import cli, one_line_error, runner
 from contaudit.cli import app
-from contaudit.analysis.did import holm
+from contaudit.statistics import holm
 from contaudit.analysis.suite import gate_pvalue, suite_gate
 from contaudit.analysis.verdict import gate
 from planted import make_planted

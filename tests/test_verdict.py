@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contaudit.analysis.did import ConfidenceInterval, DiDResult, memorization_did, perplexity_did
+from contaudit.analysis.did import DiDResult, memorization_did, perplexity_did
+
+from contaudit.statistics import ConfidenceInterval
 from contaudit.analysis.simulate import simulate_audit
 from contaudit.analysis.verdict import (CONTAMINATED, INVALID_DESIGN, NO_EVIDENCE, SUSPECT, check_pairing,
                                         check_probe_balance, check_sample_sizes, check_shadow_comparability, decide,

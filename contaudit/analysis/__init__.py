@@ -17,12 +17,12 @@ Example::
 """
 
 from contaudit.analysis.analyze import analyze, pair_scores, read_scores, write_results
-from contaudit.analysis.did import (ConfidenceInterval, CorrelationResult, DiDResult, ItemOrderResult,
-                                    difference_in_means, dose_response, hedges_g, holm, item_order_mde,
-                                    item_order_test, memorization_did, minimum_detectable_effect, perplexity_did)
+from contaudit.analysis.did import (CorrelationResult, DiDResult, ItemOrderResult, difference_in_means,
+                                    dose_response, item_order_mde, item_order_test, memorization_did, perplexity_did)
 from contaudit.analysis.families import FamilyResult, family_did
 from contaudit.analysis.panel import PanelResult, panel_did
 from contaudit.analysis.results import SCHEMA_VERSION, ScreenResult, load_results, screen, summary, summary_line
+from contaudit.statistics import ConfidenceInterval, hedges_g, holm, minimum_detectable_effect
 from contaudit.analysis.verdict import (CONTAMINATED, INCONCLUSIVE, INVALID_DESIGN, NO_EVIDENCE, SUSPECT,
                                         DesignCheck, Verdict, decide, gate)
 

@@ -23,9 +23,8 @@ import numpy as np
 
 from contaudit import __version__
 from contaudit.analysis import verdict as _verdict
-from contaudit.analysis.did import (DiDResult, ItemOrderResult, json_number, difference_in_means, dose_response,
-                                    format_p, item_order_mde, item_order_test, memorization_did, perplexity_did,
-                                    standardized_mean_difference)
+from contaudit.analysis.did import DiDResult, ItemOrderResult, difference_in_means, dose_response, item_order_mde, item_order_test, memorization_did, perplexity_did
+from contaudit.statistics import json_number, format_p, standardized_mean_difference
 from contaudit.analysis.families import FamilyResult, family_did
 from contaudit.analysis.units import (Units, choose_units, require_per_byte, suffix_logprob_per_byte,
                                      tokens_per_byte)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from contaudit.analysis.did import json_number
+from contaudit.statistics import json_number
 from contaudit.errors import InputError
 
 

@@ -30,23 +30,8 @@ import numpy as np
 from scipy import stats
 
 from contaudit.errors import InputError
-
-ALTERNATIVES = ("less", "greater", "two-sided")
-
-
-@dataclass(frozen=True)
-class ConfidenceInterval:
-    """A two-sided confidence interval; ``nan`` ends when it could not be computed."""
-
-    low: float
-    high: float
-
-    def __iter__(self):
-        return iter((self.low, self.high))
-
-    def to_list(self) -> list[float | None]:
-        """``[low, high]`` for JSON (nan as None)."""
-        return [json_number(self.low), json_number(self.high)]
+from contaudit.statistics import (ConfidenceInterval, as_sample, check_alternative, check_int, check_level,
+                                  detection_z, hedges_g, json_number)
 
 
 @dataclass
@@ -156,113 +141,19 @@ class ItemOrderResult:
                 "alternative": self.alternative}
 
 
-def json_number(x) -> float | None:
-    """A float for JSON, with nan/inf as None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _as_sample(x, name: str, *, min_size: int = 2) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    if x.ndim != 1:
-        raise InputError(f"`{name}` must be one-dimensional; got shape {x.shape}.")
-    if x.size < min_size:
-        raise InputError(f"`{name}` must contain at least {min_size} observations; got {x.size}.")
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"`{name}` must contain only finite values; found {int(np.sum(~np.isfinite(x)))} nan/inf.")
-    return x
-
-
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise InputError(f"`{name}` must be {what}; got {value!r}.")
-    return int(value)
-
-
-def _check_alternative(alternative) -> str:
-    if alternative not in ALTERNATIVES:
-        raise InputError(f"`alternative` must be one of {list(ALTERNATIVES)}; got {alternative!r}.")
-    return alternative
-
-
-def check_level(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise InputError(f"`{name}` must be a number strictly between 0 and 1; got {value!r}.")
-    return float(value)
-
-
 def _did_iv(x, y, alternative, n_resamples, n_bootstrap, confidence_level, rng):
     """Validate the inputs of :func:`difference_in_means`."""
-    x = _as_sample(x, "x")
-    y = _as_sample(y, "y")
-    alternative = _check_alternative(alternative)
-    n_resamples = _check_int(n_resamples, "n_resamples", minimum=1)
-    n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", minimum=0)
+    x = as_sample(x, "x")
+    y = as_sample(y, "y")
+    alternative = check_alternative(alternative)
+    n_resamples = check_int(n_resamples, "n_resamples", minimum=1)
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", minimum=0)
     confidence_level = check_level(confidence_level, "confidence_level")
     return x, y, alternative, n_resamples, n_bootstrap, confidence_level, np.random.default_rng(rng)
 
 
 def _mean_difference(x, y, axis=-1):
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-
-def standardized_mean_difference(a, b) -> float:
-    """SMD of a covariate between groups: (mean_a - mean_b) / sqrt((var_a + var_b) / 2).
-
-    Sample variances (ddof=1). 0.0 when both groups are constant and equal; NaN when a
-    group has fewer than two values.
-
-    >>> round(standardized_mean_difference([1, 2, 3], [2, 3, 4]), 3)
-    -1.0
-    """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    diff = a.mean() - b.mean()
-    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    if pooled == 0:
-        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    return float(diff / pooled)
-
-
-def format_p(p: float | None, *, named: bool = False) -> str:
-    """A p-value for reports: ``< 0.0001``, two significant digits below 0.01, else three decimals.
-
-    ``named`` writes ``p = 0.012`` / ``p < 0.0001``; None is ``—`` (``p n/a`` when named).
-    """
-    if p is None:
-        return "p n/a" if named else "—"
-    text = "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
-    if not named:
-        return text
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def hedges_g(x, y) -> float:
-    """Hedges' g: the bias-corrected standardized mean difference of ``x`` and ``y``.
-
-    ``g = J * (mean(x) - mean(y)) / s_p`` with the pooled standard deviation
-    ``s_p = sqrt(((n_x - 1) s_x^2 + (n_y - 1) s_y^2) / (n_x + n_y - 2))`` and the
-    small-sample correction ``J = 1 - 3 / (4 (n_x + n_y) - 9)``.
-
-    Returns ``nan`` when both samples are constant (``s_p = 0``).
-
-    Examples
-    --------
-    >>> round(hedges_g([1, 2, 3, 4], [0, 1, 2, 3]), 4)
-    0.6736
-    """
-    x = _as_sample(x, "x")
-    y = _as_sample(y, "y")
-    nx, ny = x.size, y.size
-    pooled = math.sqrt(((nx - 1) * x.var(ddof=1) + (ny - 1) * y.var(ddof=1)) / (nx + ny - 2))
-    if pooled == 0:
-        return float("nan")
-    correction = 1 - 3 / (4 * (nx + ny) - 9)
-    return float(correction * (x.mean() - y.mean()) / pooled)
 
 
 def _bootstrap_ci(x, y, *, n_bootstrap, confidence_level, rng) -> tuple[ConfidenceInterval, str]:
@@ -339,8 +230,8 @@ def difference_in_means(x, y, *, alternative: str = "two-sided", n_resamples: in
 
 
 def _paired_differences(suspect, clean, name: str) -> np.ndarray:
-    suspect = _as_sample(suspect, f"{name} (suspect)")
-    clean = _as_sample(clean, f"{name} (clean)")
+    suspect = as_sample(suspect, f"{name} (suspect)")
+    clean = as_sample(clean, f"{name} (clean)")
     if suspect.shape != clean.shape:
         raise InputError(f"`{name}` scores must be paired: the suspect has {suspect.size} items, "
                          f"the clean model {clean.size}.")
@@ -384,53 +275,6 @@ def memorization_did(suspect_seen, clean_seen, suspect_unseen, clean_unseen, *, 
                                n_bootstrap=n_bootstrap, confidence_level=confidence_level, rng=rng)
 
 
-def holm(pvalues) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error control).
-
-    Sorting ``p_(1) <= ... <= p_(m)``, the adjusted value of ``p_(i)`` is
-    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; reject where it is ``<= alpha``.
-    The result is in the input order.
-
-    Examples
-    --------
-    >>> holm([0.01, 0.04, 0.03]).tolist()
-    [0.03, 0.06, 0.06]
-    """
-    p = np.asarray(pvalues, dtype=float)
-    if p.ndim != 1 or p.size == 0:
-        raise InputError("`pvalues` must be a non-empty one-dimensional sequence.")
-    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
-        raise InputError(f"`pvalues` must lie in [0, 1]; got {p.tolist()}.")
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.maximum.accumulate(stepped)
-    return adjusted
-
-
-def minimum_detectable_effect(sd_a: float, sd_b: float, n_a: int, n_b: int, *, alpha: float = 0.05,
-                              power: float = 0.8) -> float:
-    """Smallest true difference in means a one-sided level-``alpha`` test detects with ``power``.
-
-    Normal approximation for two independent means:
-    ``MDE = (z_{1-alpha} + z_{power}) * sqrt(sd_a^2 / n_a + sd_b^2 / n_b)``.
-
-    Examples
-    --------
-    >>> round(minimum_detectable_effect(1.0, 1.0, 100, 100, alpha=0.05), 4)
-    0.3516
-    """
-    alpha = check_level(alpha, "alpha")
-    power = check_level(power, "power")
-    n_a = _check_int(n_a, "n_a", minimum=1)
-    n_b = _check_int(n_b, "n_b", minimum=1)
-    if not (sd_a >= 0 and sd_b >= 0):
-        raise InputError(f"standard deviations must be non-negative; got {sd_a!r}, {sd_b!r}.")
-    z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
-    return float(z * math.sqrt(sd_a**2 / n_a + sd_b**2 / n_b))
-
-
 def dose_response(occurrences, differences, *, alternative: str = "less", confidence_level: float = 0.95) -> CorrelationResult:
     """Spearman correlation between corpus occurrence counts and per-item differences.
 
@@ -441,9 +285,9 @@ def dose_response(occurrences, differences, *, alternative: str = "less", confid
     standard error ``1.03 / sqrt(n - 3)``. Returns ``nan`` statistics when either
     variable is constant.
     """
-    x = _as_sample(occurrences, "occurrences", min_size=4)
-    y = _as_sample(differences, "differences", min_size=4)
-    alternative = _check_alternative(alternative)
+    x = as_sample(occurrences, "occurrences", min_size=4)
+    y = as_sample(differences, "differences", min_size=4)
+    alternative = check_alternative(alternative)
     confidence_level = check_level(confidence_level, "confidence_level")
     if x.shape != y.shape:
         raise InputError(f"`occurrences` and `differences` must have the same length; got {x.size} and {y.size}.")
@@ -464,8 +308,8 @@ def _item_order_iv(canonical, shuffled, alternative, n_resamples, confidence_lev
     shuffled = np.asarray(shuffled, dtype=float)
     if shuffled.ndim == 1:
         shuffled = shuffled[None, :]
-    alternative = _check_alternative(alternative)
-    n_resamples = _check_int(n_resamples, "n_resamples", minimum=1)
+    alternative = check_alternative(alternative)
+    n_resamples = check_int(n_resamples, "n_resamples", minimum=1)
     confidence_level = check_level(confidence_level, "confidence_level")
     if canonical.ndim != 1 or shuffled.ndim != 2 or shuffled.shape[0] != canonical.size:
         raise InputError(f"`shuffled` must have shape (n_shards, n_permutations) with n_shards = len(canonical) = "
@@ -664,4 +508,4 @@ def item_order_mde(canonical, shuffled, *, alpha: float = 0.05, power: float = 0
     power = check_level(power, "power")
     scores = _order_scores(canonical, shuffled)
     sd = math.sqrt(float(np.sum(np.mean(scores**2, axis=1)))) / scores.shape[0]
-    return float((stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)) * sd)
+    return float(detection_z(alpha, power) * sd)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from contaudit.analysis.did import ConfidenceInterval, check_level, json_number
+from contaudit.statistics import ConfidenceInterval, check_level, json_number
 from contaudit.analysis.panel import heavy_pivots, heavy_tail, panel_inputs, prediction_fields, robust_quantile
 from contaudit.errors import InputError
 

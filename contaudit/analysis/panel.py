@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from contaudit.analysis.did import ConfidenceInterval, check_level, json_number, standardized_mean_difference
+from contaudit.statistics import ConfidenceInterval, check_level, json_number, standardized_mean_difference
 from contaudit.errors import InputError
 
 PANEL_METHODS = ("robust", "rank")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from contaudit.analysis.did import format_p
+from contaudit.statistics import format_p
 from contaudit.analysis.verdict import gate
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.manifest import read_json

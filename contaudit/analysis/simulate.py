@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from contaudit.analysis.did import standardized_mean_difference
+from contaudit.statistics import standardized_mean_difference
 from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic
 
 
@@ -331,7 +331,7 @@ class PanelPvalues:
 
     def suite_fail_rate(self, method: str, *, k: int, alpha: float, fail_on: str) -> float:
         """Share of suites of ``k`` consecutive audits (clean benchmarks) that fail the Holm suite gate."""
-        from contaudit.analysis.did import holm
+        from contaudit.statistics import holm
 
         gp = self.gate_pvalues(method, fail_on)
         suites = gp[: gp.size // k * k].reshape(-1, k)

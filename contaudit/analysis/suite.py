@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contaudit.analysis.did import holm
+from contaudit.statistics import holm
 from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS,
                                         INCONCLUSIVE, INVALID_DESIGN, SUSPECT, UNDECIDED, gate)
 from contaudit.errors import InputError

@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-from contaudit.analysis.did import DiDResult, json_number, format_p, hedges_g, holm, minimum_detectable_effect
+from contaudit.analysis.did import DiDResult
+
+from contaudit.statistics import detection_z, json_number, format_p, hedges_g, holm, minimum_detectable_effect
 from contaudit.errors import InputError
 from contaudit.protocol import METRIC_UNITS, AnalysisSettings
 
@@ -344,7 +346,7 @@ def _mde(result, *, alpha: float, power: float, binary: bool) -> float:
     if binary:
         # A 0/1 score whose seen rate rises by delta has variance delta(1 - delta) even when the
         # observed variance is 0 (nothing reproduced): solve delta = z sqrt(delta(1 - delta) / n).
-        z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
+        z = detection_z(alpha, power)
         value = max(value, z**2 / (result.n[0] + z**2))
     return value
 

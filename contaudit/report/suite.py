@@ -11,7 +11,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from contaudit.analysis.did import format_p
+from contaudit.statistics import format_p
 from contaudit.manifest import write_json_atomic, write_text_atomic
 from contaudit.report import tables as T
 from contaudit.report.html import CSS, LABEL_COLORS

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from contaudit.analysis.did import format_p
+from contaudit.statistics import format_p
 from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS
 
 TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD",
