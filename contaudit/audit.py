@@ -285,7 +285,7 @@ def _read_ids(path: Path) -> list[dict]:
 
 def _analyze_stage(run: BenchmarkRun) -> dict:
     from contaudit.analysis import analyze
-    from contaudit.analysis.analyze import ReferenceScores
+    from contaudit.analysis.inputs import ReferenceScores
 
     probe_files = {}
     if run.probes is not None:  # an empty probe set still goes in: analysis says why there is no test

@@ -367,7 +367,7 @@ def analyze(
 ) -> None:
     """Difference-in-differences tests, design checks and the verdict, from score files."""
     from contaudit.analysis import analyze as run_analysis
-    from contaudit.analysis.analyze import ReferenceScores
+    from contaudit.analysis.inputs import ReferenceScores
     from contaudit.analysis.results import summary_line
 
     if len(reference_shadow) != len(reference_test) or (reference_probes and len(reference_probes) != len(reference_test)):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from contaudit.analysis import analyze
-from contaudit.analysis.analyze import ReferenceScores
+from contaudit.analysis.inputs import ReferenceScores
 from contaudit.analysis.simulate import simulate_model_panel
 from contaudit.errors import InputError
 from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from contaudit.analysis import analyze
-from contaudit.analysis.analyze import ReferenceScores
+from contaudit.analysis.inputs import ReferenceScores
 from contaudit.analysis.families import family_did
 from contaudit.analysis.simulate import family_error_rates, simulate_family_panel
 from contaudit.errors import InputError

@@ -355,7 +355,7 @@ def test_per_byte_suffix_logprobs_without_suffix_tokens_are_refused_by_file(tmp_
     import numpy as np
 
     from contaudit.analysis.units import suffix_logprob_per_byte
-    from contaudit.analysis.analyze import ScoreMatrix, ScoreFile
+    from contaudit.analysis.inputs import ScoreMatrix, ScoreFile
     from contaudit.errors import InputError
 
     matrix = ScoreMatrix("probes", ["p1"], np.array([[-2.0]]))

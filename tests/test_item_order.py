@@ -313,7 +313,7 @@ def _enumerated_p(canonical, shuffled) -> float:
 
 
 def test_file_manifest_cache_and_p_value_against_enumeration(tiny):
-    from contaudit.analysis.analyze import read_item_order
+    from contaudit.analysis.inputs import read_item_order
 
     root, model, data = tiny
     out = root / "run" / "item_order.json"

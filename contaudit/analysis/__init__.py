@@ -16,7 +16,9 @@ Example::
     screen("runs/audit", fail_on="SUSPECT").exit_code
 """
 
-from contaudit.analysis.analyze import analyze, pair_scores, read_scores, write_results
+from contaudit.analysis.analyze import analyze
+from contaudit.analysis.inputs import ReferenceScores, pair_scores, read_scores
+from contaudit.analysis.results import write_results
 from contaudit.analysis.did import (CorrelationResult, DiDResult, ItemOrderResult, difference_in_means,
                                     dose_response, item_order_mde, item_order_test, memorization_did, perplexity_did)
 from contaudit.analysis.families import FamilyResult, family_did
@@ -27,7 +29,7 @@ from contaudit.analysis.verdict import (CONTAMINATED, INCONCLUSIVE, INVALID_DESI
                                         DesignCheck, Verdict, decide, gate)
 
 __all__ = [
-    "analyze", "pair_scores", "read_scores", "write_results",
+    "analyze", "ReferenceScores", "pair_scores", "read_scores", "write_results",
     "ConfidenceInterval", "CorrelationResult", "DiDResult", "ItemOrderResult", "difference_in_means",
     "dose_response", "hedges_g", "holm", "item_order_mde", "item_order_test", "memorization_did",
     "minimum_detectable_effect", "perplexity_did", "FamilyResult", "family_did", "PanelResult", "panel_did",

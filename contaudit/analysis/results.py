@@ -1,4 +1,5 @@
-"""``results.json``: its schema version, reading it back, summaries and the release gate.
+"""``results.json``: its schema (written by :meth:`AnalysisResults.to_dict`), reading it back,
+summaries and the release gate.
 
 The schema is documented in ``docs/analysis.md``. ``schema_version`` is
 ``MAJOR.MINOR``: a minor bump only adds fields; readers refuse another major version.
@@ -6,13 +7,30 @@ The schema is documented in ``docs/analysis.md``. ``schema_version`` is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from contaudit.statistics import format_p
-from contaudit.analysis.verdict import gate
+import numpy as np
+
+from contaudit import __version__
+import contaudit.analysis.verdict as _verdict
+from contaudit.analysis.inputs import index_record
+from contaudit.analysis.units import Units
+from contaudit.analysis.verdict import DesignCheck, gate
 from contaudit.errors import InputError, ManifestMismatchError
-from contaudit.manifest import read_json
+from contaudit.manifest import describe_path, make_manifest, read_json, write_json_atomic
+from contaudit.protocol import METRIC_UNITS, AnalysisSettings
+from contaudit.statistics import format_p, json_number
+
+if TYPE_CHECKING:
+    from contaudit.analysis.design import Design
+    from contaudit.analysis.did import DiDResult
+    from contaudit.analysis.inputs import ModelFiles, ScoreMatrix
+    from contaudit.analysis.panel import PanelResult
+    from contaudit.analysis.primary import MemorizationPart
 
 SCHEMA_VERSION = "1.3"
 RESULTS_NAME = "results.json"
@@ -91,3 +109,105 @@ def screen(run: str | Path, *, fail_on: str = "CONTAMINATED", inconclusive_fails
     s = summary(results)
     s.update(fail_on=fail_on, exit_code=code, passed=code == 0)
     return ScreenResult(code, summary_line(results), s)
+
+
+# --- writing results.json ---------------------------------------------------------------
+
+def did_dict(result, *, metric: str, unit: str, direction: str) -> dict:
+    """A primary or supporting test's entry: what it measured, in which unit and direction, and its result."""
+    return {"metric": metric, "unit": unit, "direction": direction, **result.to_dict()}
+
+
+@dataclass
+class AnalysisResults:
+    """Everything ``analyze`` found; :meth:`to_dict` is the one place the ``results.json`` schema is written."""
+
+    settings: AnalysisSettings
+    provenance: dict
+    design: Design
+    models: list[ModelFiles]
+    verdict: _verdict.Verdict
+    perplexity: DiDResult | PanelResult | None
+    memorization: MemorizationPart | None
+    checks: list[DesignCheck]
+    supporting: dict
+    test: ScoreMatrix
+    shadow: ScoreMatrix
+    index_by_id: dict[str, dict]
+    index_data: dict | None
+    warnings: list[str]
+    inputs: dict
+    timing_s: float = 0.0
+    units: Units | None = None  # None: an audit without a clean model (the suspect alone, per token)
+    cutoffs: dict | None = None  # each model's training cutoff against the shadow set's start (protocol)
+
+    def _items(self) -> dict:
+        """Per-item rows: suspect and clean NLL and their difference ``d``; without a clean model the
+        suspect's NLL alone (``y_sus``), and ``z`` against the suspect's shadow items."""
+        test, shadow, mem = self.test, self.shadow, self.memorization
+
+        def index(i):
+            return {"index": index_record(self.index_by_id[i])} if i in self.index_by_id else {}
+
+        if self.design.order_only:
+            mean = float(np.mean(shadow.suspect)) if len(shadow.ids) else float("nan")
+            sd = float(np.std(shadow.suspect, ddof=1)) if len(shadow.ids) > 1 else float("nan")
+            z = (lambda y: json_number((y - mean) / sd)) if sd and math.isfinite(sd) else (lambda y: None)
+            return {"test": [{"id": i, "y_sus": float(y), "z_vs_shadow": z(y), **index(i)}
+                             for i, y in zip(test.ids, test.suspect)],
+                    "shadow": [{"id": i, "y_sus": float(y)} for i, y in zip(shadow.ids, shadow.suspect)],
+                    "probes": []}
+        return {
+            "test": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c), **index(i)}
+                     for i, s, c in zip(test.ids, test.suspect, test.clean)],
+            "shadow": [{"id": i, "y_sus": float(s), "y_clean": float(c), "d": float(s - c)}
+                       for i, s, c in zip(shadow.ids, shadow.suspect, shadow.clean)],
+            "probes": mem.items if mem else [],
+        }
+
+    def to_dict(self) -> dict:
+        """The ``results.json`` document (schema in ``docs/analysis.md``)."""
+        mem = self.memorization
+        test, shadow = self.test, self.shadow
+        units = self.units or Units(False, "", None)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "contaudit-results",
+            "contaudit_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "protocol": {**self.provenance, "shadow_origin": self.design.shadow_origin,
+                         "analysis": asdict(self.settings)},
+            "design": {**self.design.to_dict(), "cutoffs": self.cutoffs, "models": [
+                {"role": m.role, "fingerprints": sorted({fp for fp, _ in m.model_ids().values()})}
+                for m in self.models]},
+            "verdict": self.verdict.to_dict(),
+            "units": self.units.to_dict() if self.units else None,
+            "perplexity_did": (did_dict(self.perplexity, metric=units.perplexity_metric, unit=units.perplexity_unit,
+                                         direction="negative") if self.perplexity is not None else None),
+            "memorization_did": None if mem is None else {
+                "primary_metric": self.settings.primary_metric, **({"not_run": mem.not_run} if mem.not_run else {}),
+                **{m: (did_dict(r, metric=m, unit=units.metric_unit(m, METRIC_UNITS[m]), direction="positive")
+                       if r is not None else None) for m, r in mem.results.items()}},
+            "design_checks": [c.to_dict() for c in self.checks],
+            "supporting": self.supporting,
+            "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": mem.data if mem else None,
+                     "index": self.index_data},
+            "warnings": self.warnings,
+            "items": self._items(),
+            "inputs": self.inputs,
+            "timing_s": self.timing_s,
+        }
+
+
+def write_results(results: dict, out: str | Path) -> Path:
+    """Write ``results.json`` then ``results.manifest.json`` into the run directory, atomically."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("the run directory is a file; give a directory for --out", path=out)
+    path = out / RESULTS_NAME
+    write_json_atomic(path, results)
+    manifest = make_manifest("analyze", inputs=list(results["inputs"].values()),
+                             parameters=results["protocol"]["analysis"], protocol_sha256=results["protocol"]["sha256"],
+                             schema_version=results["schema_version"], output=describe_path(path))
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    return path

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from contaudit.analysis import analyze
-from contaudit.analysis.analyze import ReferenceScores
+from contaudit.analysis.inputs import ReferenceScores
 from contaudit.calibrate import clopper_pearson
 from contaudit.protocol import AnalysisSettings
 
