@@ -26,7 +26,8 @@ from pathlib import Path
 
 from contaudit.errors import InputError
 from contaudit.manifest import write_json_atomic, write_text_atomic
-from contaudit.protocol import COMPLETION_METRICS, SHADOW_ORIGINS
+from contaudit.metrics import METRICS
+from contaudit.protocol import SHADOW_ORIGINS
 
 
 
@@ -87,7 +88,7 @@ def detection_rates(runs: list[dict]) -> dict[str, dict[int, float]]:
 
 
 def _metric_order(metric: str) -> int:
-    return COMPLETION_METRICS.index(metric) if metric in COMPLETION_METRICS else len(COMPLETION_METRICS)
+    return list(METRICS).index(metric) if metric in METRICS else len(METRICS)
 
 
 def rate_label(name: str) -> str:
@@ -409,7 +410,7 @@ def _has_every_metric(results_path: Path) -> bool:
         mem = json.loads(results_path.read_text()).get("memorization_did") or {}
     except (OSError, ValueError):
         return False
-    return all(mem.get(m) is not None for m in COMPLETION_METRICS)
+    return all(mem.get(m) is not None for m in METRICS)
 
 
 def _fmt(p) -> str:

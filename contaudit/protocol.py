@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from contaudit.config import (ADJUSTMENT_COVARIATES, COMPLETION_METRICS, AnalysisSettings, IndexConfig,  # noqa: F401
+from contaudit.config import (AnalysisSettings, IndexConfig,  # noqa: F401
                               ItemOrderConfig, ProbeConfig, ScoreSettings)
 from contaudit.config import between, integer_at_least, required, setting, values
 from contaudit.errors import InputError, ProtocolError
 
-METRIC_UNITS = {"exact_match": "share of probes", "token_match_frac": "share of tokens",
-                "suffix_logprob": "nats/token"}
+
 SHADOW_RULES = ("difference", "equivalence")
 # How the shadow set was made. Only a random split makes test and shadow exchangeable.
 SHADOW_ORIGINS = ("random_split", "date_split", "later_set")

@@ -354,7 +354,7 @@ def test_inconclusive_fails_without_fail_on_and_reference_base_without_a_setting
 def test_per_byte_suffix_logprobs_without_suffix_tokens_are_refused_by_file(tmp_path):
     import numpy as np
 
-    from contaudit.analysis.units import suffix_logprob_per_byte
+    from contaudit.analysis.units import suffix_mean_per_byte
     from contaudit.analysis.inputs import ScoreMatrix, ScoreFile
     from contaudit.errors import InputError
 
@@ -362,6 +362,6 @@ def test_per_byte_suffix_logprobs_without_suffix_tokens_are_refused_by_file(tmp_
     files = [ScoreFile(tmp_path / "sus.jsonl", {"p1": {"suffix_logprob": -2.0}}, None)]
     with pytest.raises(InputError, match=r"sus.jsonl.*probe 'p1': per-byte suffix log-probs need the score row's "
                                          r"'suffix_tokens'"):
-        suffix_logprob_per_byte(matrix, files, {"p1": 40})
+        suffix_mean_per_byte(matrix, files, {"p1": 40})
     files[0].rows["p1"]["suffix_tokens"] = 10
-    assert suffix_logprob_per_byte(matrix, files, {"p1": 40})[0, 0] == -0.5
+    assert suffix_mean_per_byte(matrix, files, {"p1": 40})[0, 0] == -0.5

@@ -12,13 +12,14 @@ import numpy as np
 
 from contaudit.analysis.did import ItemOrderResult, difference_in_means, dose_response, item_order_mde, item_order_test
 from contaudit.analysis.inputs import MAX_LISTED_IDS, ModelFiles, ScoreFile, ScoreMatrix, read_item_order, score_matrix
-from contaudit.analysis.primary import STREAMS
 from contaudit.analysis.results import did_dict
 from contaudit.errors import InputError
 from contaudit.io import iter_jsonl
 from contaudit.manifest import read_json
 from contaudit.protocol import AnalysisSettings
 from contaudit.statistics import json_number
+
+BLIND_BASELINE_KEY = 6  # seeds the blind baseline: default_rng([protocol seed, 6])
 
 
 def supporting_evidence(test: ScoreMatrix, shadow: ScoreMatrix, models: list[ModelFiles], *, minkpp: str, index_by_id: dict,
@@ -96,7 +97,7 @@ def blind_entry(sets: dict | None, test_ids: list[str], shadow_ids: list[str], s
                                               f"(e.g. {missing[0]!r})"}
     if min(len(test_ids), len(shadow_ids)) < 5:
         return {"available": False, "reason": "fewer than 5 items in a set"}
-    rng = np.random.default_rng([settings.seed, 1 + len(STREAMS)])  # its own stream: the others stay as they were
+    rng = np.random.default_rng([settings.seed, BLIND_BASELINE_KEY])  # its own stream: the others stay as they were
     res = blind_baseline([texts[i] for i in test_ids], [texts[i] for i in shadow_ids], rng=rng)
     return res.to_dict()
 

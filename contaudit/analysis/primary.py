@@ -19,21 +19,26 @@ from contaudit.analysis.families import FamilyResult, family_did
 from contaudit.analysis.inputs import (ModelFiles, ScoreMatrix, log_lengths, probe_features, probe_smd, stack_sets,
                                        read_probes, read_scores, score_matrix)
 from contaudit.analysis.panel import Adjustment, PanelResult, common_support_adjustment, panel_did
-from contaudit.analysis.units import Units, suffix_logprob_per_byte
+from contaudit.analysis.units import Units, suffix_mean_per_byte
 from contaudit.errors import InputError
-from contaudit.protocol import COMPLETION_METRICS as COMPLETION_FIELDS
+from contaudit.metrics import METRICS
 from contaudit.protocol import AnalysisSettings
 from contaudit.statistics import json_number
 
 
-# One random stream per test, spawned in this order from the protocol's seed (the order fixes
-# each stream, so results stay reproducible across versions).
-STREAMS = ("perplexity", "exact_match", "token_match_frac", "supporting", "suffix_logprob")
+# One random stream per test, spawned from the protocol's seed; each keeps its position (a new
+# completion metric takes the next free one in contaudit/metrics.py), so results stay
+# reproducible across versions.
+TEST_STREAMS = {"perplexity": 0, "supporting": 3}
 
 
 def random_streams(seed: int) -> dict[str, np.random.Generator]:
-    """The named random streams of one analysis."""
-    return {name: np.random.default_rng(s) for name, s in zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)))}
+    """The named random streams of one analysis: the tests' and each completion metric's."""
+    streams = {**TEST_STREAMS, **{m.name: m.stream for m in METRICS.values()}}
+    if len(set(streams.values())) < len(streams):
+        raise ValueError(f"two tests share a random stream: {streams}; give each metric its own `stream`")
+    spawned = np.random.SeedSequence(seed).spawn(max(streams.values()) + 1)
+    return {name: np.random.default_rng(spawned[k]) for name, k in streams.items()}
 
 
 def _adjustment(matrix: ScoreMatrix, group: np.ndarray, features: dict[str, np.ndarray],
@@ -141,19 +146,19 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
                   f"items seen, fewer than the {settings.min_probes} seen probes it needs (so the corpus holds "
                   f"almost none of this benchmark). The verdict rests on the perplexity DiD and cannot be "
                   f"CONTAMINATED.")
-        return MemorizationPart({m: None for m in COMPLETION_FIELDS}, [], [],
+        return MemorizationPart({m: None for m in METRICS}, [], [],
                                 {"n_seen": 0, "n_unseen": 0, "index_items": table.index_items}, [], not_run=reason)
     if not probe_table:
         # `contaudit probes` wrote no pairs (its manifest says why) although the corpus holds
         # benchmark items: the test should run and cannot, a failed sample-size check.
         checks = _verdict.check_sample_sizes({"seen": 0, "unseen": 0},
                                              {"seen": settings.min_probes, "unseen": settings.min_probes})
-        return MemorizationPart({m: None for m in COMPLETION_FIELDS}, checks, [], {"n_seen": 0, "n_unseen": 0}, [])
+        return MemorizationPart({m: None for m in METRICS}, checks, [], {"n_seen": 0, "n_unseen": 0}, [])
     if any(p is None for p in probe_paths[:2]):
         raise InputError("the memorization test needs --suspect-probes and --clean-probes with --probes")
-    # Score files written before suffix_logprob existed still analyze on the other metrics.
-    required = tuple(dict.fromkeys(("exact_match", "token_match_frac", settings.primary_metric)))
-    optional = tuple(m for m in COMPLETION_FIELDS if m not in required)
+    # Score files written before a metric existed still analyze on the others.
+    required = tuple(dict.fromkeys((*(m for m in METRICS if METRICS[m].required), settings.primary_metric)))
+    optional = tuple(m for m in METRICS if m not in required)
     probe_files = [read_scores(p, require=required, optional=optional + ("suffix_tokens",), allow_empty=True)
                    for p in probe_paths]
     for m, f in zip(models, probe_files):
@@ -165,22 +170,24 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
             warnings.append(f"{f.path} has no scored probes (skipped: {skipped or 'reasons unknown'}); "
                             f"the memorization test cannot run.")
     universe = list(probe_table)
-    available = [m for m in COMPLETION_FIELDS
+    available = [m for m in METRICS
                  if all(not f.rows or m in next(iter(f.rows.values())) for f in probe_files)]
     results: dict[str, DiDResult | PanelResult | None] = {}
-    for m in COMPLETION_FIELDS:
+    for m in METRICS:
         if m not in available:
             results[m] = None
             warnings.append(f"the probe score files have no {m!r}; rescore them with this version to get it")
     matrices = {m: score_matrix("probes", probe_files, m, universe=universe) for m in available}
     suffix_tpb = None
-    if units is not None and units.per_byte and "suffix_logprob" in matrices:
-        lp = matrices["suffix_logprob"]
+    per_token = [m for m in matrices if METRICS[m].per_token]
+    if units is not None and units.per_byte and per_token:
         suffix_bytes = {i: p.get("suffix_bytes") for i, p in probe_table.items()}
-        lp.values = suffix_logprob_per_byte(lp, probe_files, suffix_bytes)
-        suffix_tpb = (sum(probe_files[0].rows[i]["suffix_tokens"] for i in lp.ids)
-                      / max(1, sum(suffix_bytes[i] for i in lp.ids)))
-    p0 = matrices["exact_match"]
+        for m in per_token:
+            matrices[m].values = suffix_mean_per_byte(matrices[m], probe_files, suffix_bytes)
+        ids = matrices[per_token[0]].ids
+        suffix_tpb = (sum(probe_files[0].rows[i]["suffix_tokens"] for i in ids)
+                      / max(1, sum(suffix_bytes[i] for i in ids)))
+    p0 = matrices[next(m for m in METRICS if METRICS[m].required)]  # every probe file has it
     extra = sorted(set().union(*(f.rows for f in probe_files)) - set(probe_table))
     if extra:
         warnings.append(f"{len(extra)} scored probe ids are not in {probes} and were ignored "
@@ -221,10 +228,14 @@ def memorization_part(probes, probe_paths: list, models: list[ModelFiles], desig
             "n_extra_scored": len(extra), "balance": balance}
     by_id = {m: dict(zip(matrices[m].ids, zip(matrices[m].suspect, matrices[m].clean))) for m in available}
     items = []
-    for i, s, c in zip(p0.ids, p0.suspect, p0.clean):
-        fs, fc = by_id["token_match_frac"].get(i, (None, None))
-        ls, lc = by_id.get("suffix_logprob", {}).get(i, (None, None))
-        items.append({"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"],
-                      "exact_sus": int(s), "exact_clean": json_number(c) if design.panel else int(c),
-                      "frac_sus": json_number(fs), "frac_clean": json_number(fc), "logprob_sus": json_number(ls), "logprob_clean": json_number(lc)})
+    for i in p0.ids:
+        row = {"id": i, "probe_set": probe_table[i]["probe_set"], "n_words": probe_table[i]["n_words"]}
+        for m, spec in METRICS.items():
+            s, c = by_id.get(m, {}).get(i, (None, None))
+            if spec.binary and s is not None:  # 0/1; the panel's clean side is a mean over references
+                s, c = int(s), json_number(c) if design.panel else int(c)
+            else:
+                s, c = json_number(s), json_number(c)
+            row.update({f"{spec.item_key}_sus": s, f"{spec.item_key}_clean": c})
+        items.append(row)
     return MemorizationPart(results, checks, warnings, data, items, suffix_tokens_per_byte=suffix_tpb)

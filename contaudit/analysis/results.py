@@ -22,7 +22,7 @@ from contaudit.analysis.units import Units
 from contaudit.analysis.verdict import DesignCheck, gate
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.manifest import describe_path, make_manifest, read_json, write_json_atomic
-from contaudit.protocol import METRIC_UNITS, AnalysisSettings
+from contaudit.protocol import AnalysisSettings
 from contaudit.statistics import format_p, json_number
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class AnalysisResults:
                                          direction="negative") if self.perplexity is not None else None),
             "memorization_did": None if mem is None else {
                 "primary_metric": self.settings.primary_metric, **({"not_run": mem.not_run} if mem.not_run else {}),
-                **{m: (did_dict(r, metric=m, unit=units.metric_unit(m, METRIC_UNITS[m]), direction="positive")
+                **{m: (did_dict(r, metric=m, unit=units.metric_unit(m), direction="positive")
                        if r is not None else None) for m, r in mem.results.items()}},
             "design_checks": [c.to_dict() for c in self.checks],
             "supporting": self.supporting,

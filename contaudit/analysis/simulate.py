@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from contaudit.metrics import METRICS
 from contaudit.statistics import standardized_mean_difference
 from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic
 
@@ -56,7 +57,7 @@ class SimulatedProbes:
 
     def split(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(sus_seen, clean_seen, sus_unseen, clean_unseen)`` for ``metric``."""
-        key = {"exact_match": "exact", "token_match_frac": "frac", "suffix_logprob": "logprob"}[metric]
+        key = METRICS[metric].item_key
         sus, clean = getattr(self, f"{key}_sus"), getattr(self, f"{key}_clean")
         seen = self.probe_set == "seen"
         return sus[seen], clean[seen], sus[~seen], clean[~seen]

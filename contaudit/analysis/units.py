@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contaudit.errors import InputError
+from contaudit.metrics import METRICS
 
 UNITS = ("auto", "token", "byte")
 
@@ -45,8 +46,9 @@ class Units:
     def perplexity_unit(self) -> str:
         return "nats/byte" if self.per_byte else "nats/token"
 
-    def metric_unit(self, metric: str, default: str) -> str:
-        return "nats/byte" if self.per_byte and metric == "suffix_logprob" else default
+    def metric_unit(self, metric: str) -> str:
+        """A completion metric's unit in this comparison (a per-token mean becomes nats per byte)."""
+        return "nats/byte" if self.per_byte and METRICS[metric].per_token else METRICS[metric].unit
 
     def min_effects(self, settings):
         """``settings`` with the minimum effects (stated per token) in this comparison's unit."""
@@ -57,12 +59,13 @@ class Units:
         changes = {}
         if self.tokens_per_byte:
             changes["min_effect_perplexity"] = settings.min_effect_perplexity * self.tokens_per_byte
-        if settings.primary_metric == "suffix_logprob" and self.suffix_tokens_per_byte:
+        if METRICS[settings.primary_metric].per_token and self.suffix_tokens_per_byte:
             changes["min_effect_memorization"] = settings.min_effect_memorization * self.suffix_tokens_per_byte
         return replace(settings, **changes)
 
     def to_dict(self) -> dict:
-        return {"perplexity": self.perplexity_unit, "suffix_logprob": "nats/byte" if self.per_byte else "nats/token",
+        return {"perplexity": self.perplexity_unit,
+                **{m: self.metric_unit(m) for m, spec in METRICS.items() if spec.per_token},
                 "n_tokenizers": self.n_tokenizers, "reason": self.reason, "tokens_per_byte": self.tokens_per_byte,
                 "suffix_tokens_per_byte": self.suffix_tokens_per_byte}
 
@@ -138,8 +141,8 @@ def require_per_byte(files) -> None:
                              "[analysis] unit = 'token' to compare per token anyway", path=f.path)
 
 
-def suffix_logprob_per_byte(matrix, probe_files, suffix_bytes: dict[str, int]) -> np.ndarray:
-    """``suffix_logprob`` (mean over suffix tokens) as nats per byte of the suffix, for every model and probe.
+def suffix_mean_per_byte(matrix, probe_files, suffix_bytes: dict[str, int]) -> np.ndarray:
+    """A mean over suffix tokens (``suffix_logprob``) as nats per byte of the suffix, for every model and probe.
 
     Needs each probe score row's ``suffix_tokens`` and each probe's suffix text bytes.
     """

@@ -35,7 +35,8 @@ from contaudit.analysis.did import DiDResult
 
 from contaudit.statistics import detection_z, json_number, format_p, hedges_g, holm, minimum_detectable_effect
 from contaudit.errors import InputError
-from contaudit.protocol import METRIC_UNITS, AnalysisSettings
+from contaudit.metrics import METRICS
+from contaudit.protocol import AnalysisSettings
 
 CONTAMINATED = "CONTAMINATED"
 SUSPECT = "SUSPECT"
@@ -418,9 +419,10 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     """
     level = settings.confidence_level
     ppl_unit = units.perplexity_unit if units is not None else "nats/token"
-    mem_unit = METRIC_UNITS.get(memorization_metric or "", memorization_metric or "")
-    if units is not None and memorization_metric:
-        mem_unit = units.metric_unit(memorization_metric, mem_unit)
+    mem_unit = memorization_metric or ""
+    if memorization_metric in METRICS:
+        mem_unit = (units.metric_unit(memorization_metric) if units is not None
+                    else METRICS[memorization_metric].unit)
     results = [("perplexity_did", perplexity, "negative", settings.min_effect_perplexity, ppl_unit),
                ("memorization_did", memorization, "positive", settings.min_effect_memorization, mem_unit)]
     present = [r for r in results if r[1] is not None]
@@ -433,7 +435,8 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     mde = {"power": settings.power, "alpha_per_test": mde_alpha}
     for name, res, _, _, _ in present:
         mde[name] = _mde(res, alpha=mde_alpha, power=settings.power,
-                         binary=name == "memorization_did" and memorization_metric == "exact_match")
+                         binary=name == "memorization_did" and memorization_metric in METRICS
+                         and METRICS[memorization_metric].binary)
 
     ceiling = (INCONCLUSIVE if inconclusive_reason else
                SUSPECT if cap_reason or memorization is None else CONTAMINATED)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS  # noqa: E402
+from contaudit.metrics import METRICS  # noqa: E402
 from contaudit.report import tables as T  # noqa: E402
 
 TEST_COLOR = "#c2410c"
@@ -82,10 +82,10 @@ def estimates(results: dict) -> bytes | None:
                      verdict_tests.get("perplexity_did")))
     mem = results.get("memorization_did")
     if mem:
-        for metric in COMPLETION_METRICS:
+        for metric in METRICS:
             if mem.get(metric):
                 primary = metric == mem["primary_metric"]
-                rows.append((f"Memorization DiD, {metric} ({METRIC_UNITS[metric]})\n"
+                rows.append((f"Memorization DiD, {metric} ({METRICS[metric].unit})\n"
                              f"({'primary' if primary else 'secondary'}, > 0 = contaminated)",
                              mem[metric], verdict_tests.get("memorization_did") if primary else None))
     mk = results["supporting"].get("minkpp_did", {})

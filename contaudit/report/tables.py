@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from contaudit.statistics import format_p
-from contaudit.protocol import COMPLETION_METRICS, METRIC_UNITS
+from contaudit.metrics import METRICS
 
 TEST_NAMES = {"perplexity_did": "Perplexity DiD", "memorization_did": "Memorization DiD",
               "item_order": "Order test (Oren et al. 2023)"}
@@ -185,7 +185,7 @@ def supporting_table(results: dict) -> Table:
     rows = []
     mem = results.get("memorization_did")
     if mem:
-        for other in COMPLETION_METRICS:
+        for other in METRICS:
             if other != mem["primary_metric"]:
                 rows.append(_evidence(f"Memorization DiD ({other}, secondary)", mem.get(other),
                                       "> 0 under contamination"))
@@ -370,7 +370,7 @@ def mde_text(results: dict) -> str:
         parts.append(f"perplexity DiD {-mde['perplexity_did']:+.3g} {nll_unit(results)}")
     if mde.get("memorization_did") is not None:
         metric = (results.get("memorization_did") or {}).get("primary_metric")
-        parts.append(f"memorization DiD {mde['memorization_did']:+.3g} {METRIC_UNITS.get(metric, '')}".rstrip())
+        parts.append(f"memorization DiD {mde['memorization_did']:+.3g} {METRICS[metric].unit if metric in METRICS else ''}".rstrip())
     if mde.get("item_order") is not None:
         parts.append(f"order-test gap {mde['item_order']:+.3g} nats per shard")
     if not parts:
