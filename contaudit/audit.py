@@ -211,12 +211,6 @@ def _probe_stage(runs: list[BenchmarkRun], log) -> None:
                 + "".join(f"; {problem}" for problem in probe_set.problems))
 
 
-def _roles(models) -> list[tuple[str, object]]:
-    roles = [("suspect", models.suspect)]
-    roles += [("clean", models.clean)] if models.clean is not None else []
-    return roles + [(f"reference{k}", spec) for k, spec in enumerate(models.reference, 1)]
-
-
 def _score_stage(runs: list[BenchmarkRun], log, progress, seconds: dict) -> dict[str, int]:
     """Load each model once and score every benchmark's sets with it (and the suspect's item orders);
     return how many times each model was loaded."""
@@ -226,7 +220,8 @@ def _score_stage(runs: list[BenchmarkRun], log, progress, seconds: dict) -> dict
 
     protocol = runs[0].protocol
     loads = {}
-    for role, spec in _roles(protocol.models):
+    for model in protocol.models.roles():
+        role, spec = model.slug, model.spec
         settings = replace(protocol.scoring, trust_remote_code=spec.trust_remote_code, gguf_file=spec.gguf_file)
         jobs = []
         for run in runs:
@@ -293,7 +288,7 @@ def _analyze_stage(run: BenchmarkRun) -> dict:
         if run.has_probes:
             probe_files.update(suspect_probes=run.scores["suspect", "probes"],
                                clean_probes=run.scores["clean", "probes"])
-    roles = [role for role, _ in _roles(run.protocol.models)]
+    roles = [role.slug for role in run.protocol.models.roles()]
     references = [ReferenceScores(run.scores[role, "test"], run.scores[role, "shadow"], run.scores.get((role, "probes")))
                   for role in roles[2:]]
     return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],

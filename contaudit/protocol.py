@@ -76,13 +76,31 @@ class Models:
         """Every clean model: ``clean`` first, then the references (empty without a clean model)."""
         return () if self.clean is None else (self.clean, *self.reference)
 
-    def roles(self) -> list[tuple[str, str, ModelSpec]]:
-        """``(protocol key, role, spec)`` of every model: the suspect, the clean model, the references
-        (role names as the analysis and its results use them: ``reference[1]`` is the first)."""
-        out = [("models.suspect", "suspect", self.suspect)]
-        out += [("models.clean", "clean", self.clean)] if self.clean is not None else []
-        out += [(f"models.reference[{i}]", f"reference[{i + 1}]", s) for i, s in enumerate(self.reference)]
-        return out
+    def roles(self) -> list[ModelRole]:
+        """Every model with its role: the suspect, the clean model, the references."""
+        return model_roles(clean=self.clean is not None, n_references=len(self.reference),
+                           specs=[self.suspect, *self.panel])
+
+
+@dataclass(frozen=True)
+class ModelRole:
+    """One model's role in an audit, named one way everywhere (protocol errors, score directories,
+    the analysis, results.json and the reports)."""
+
+    name: str  # suspect, clean, reference[1], ...: messages, results.json, reports
+    key: str  # where the protocol file declares it: models.reference[0] (TOML arrays count from 0)
+    slug: str  # suspect, clean, reference1, ...: score directories (scores/reference1/) and input keys
+    spec: ModelSpec | None = None
+
+
+def model_roles(*, clean: bool, n_references: int, specs: list | None = None) -> list[ModelRole]:
+    """The roles of an audit's models in order: the suspect, the clean model (when there is one), then
+    ``reference[1]``, ``reference[2]``, ... (``specs``, when given, in the same order)."""
+    roles = [ModelRole("suspect", "models.suspect", "suspect")]
+    roles += [ModelRole("clean", "models.clean", "clean")] if clean else []
+    roles += [ModelRole(f"reference[{k}]", f"models.reference[{k - 1}]", f"reference{k}")
+              for k in range(1, n_references + 1)]
+    return roles if specs is None else [dataclasses.replace(r, spec=s) for r, s in zip(roles, specs, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -324,7 +342,8 @@ def check_models(loader: Loader, models: Models) -> None:
         raise loader.fail("models.reference", "needs [models.clean]: the clean control comes first in the panel; "
                                               "name one of the reference models [models.clean] instead")
     seen: dict[tuple, str] = {}
-    for key, _, spec in models.roles():
+    for role in models.roles():
+        key, spec = role.key, role.spec
         ident = (spec.path, spec.gguf_file)
         if ident in seen and key != "models.suspect":
             raise loader.fail(key, f"is the same model as `{seen[ident]}` ({spec.path}); each model must differ")
@@ -354,7 +373,7 @@ def check_cutoffs(loader: Loader, models: Models, sets: Sets, key: str = "sets")
     model. (A suspect whose cutoff is later sees the shadow set as familiar too; that only
     hides contamination, and the report says so.)
     """
-    dates = {k: _date(loader, f"{k}.cutoff", spec.cutoff) for k, _, spec in models.roles() if spec.cutoff is not None}
+    dates = {r.key: _date(loader, f"{r.key}.cutoff", r.spec.cutoff) for r in models.roles() if r.spec.cutoff is not None}
     if sets.shadow_from is not None:
         _date(loader, f"{key}.shadow_from", sets.shadow_from)
     start = shadow_start(sets)
@@ -372,10 +391,11 @@ def cutoff_record(models: Models, sets: Sets) -> dict:
     """Each model's recorded training cutoff against the shadow set's start, for the results and the report."""
     start = shadow_start(sets)
     rows = []
-    for _, role, spec in models.roles():
+    for role in models.roles():
+        spec = role.spec
         when = None if spec.cutoff is None else _dt.date.fromisoformat(str(spec.cutoff)[:10])
         before = None if when is None or start is None else when < _dt.date.fromisoformat(start)
-        rows.append({"role": role, "cutoff": None if when is None else when.isoformat(), "precedes_shadow": before})
+        rows.append({"role": role.name, "cutoff": None if when is None else when.isoformat(), "precedes_shadow": before})
     return {"shadow_from": start, "models": rows,
             "checked": start is not None and all(r["cutoff"] is not None for r in rows[1:])}
 
@@ -403,7 +423,8 @@ def input_paths(settings: AuditSettings) -> list[tuple[str, Path]]:
     """``(key, path)`` of every model and corpus input ``settings`` names (an index path only when
     there is no corpus to build it from)."""
     wanted: list[tuple[str, Path]] = []
-    for key, _, spec in settings.models.roles():
+    for role in settings.models.roles():
+        key, spec = role.key, role.spec
         wanted.append((f"{key}.path", spec.path))
         if spec.gguf_file is not None:
             wanted.append((f"{key}.gguf_file", spec.path / spec.gguf_file))

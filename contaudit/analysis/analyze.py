@@ -34,7 +34,7 @@ from contaudit.analysis.units import choose_units, require_per_byte, tokens_per_
 from contaudit.analysis.verdict import DesignCheck
 from contaudit.errors import InputError
 from contaudit.manifest import describe_path
-from contaudit.protocol import SHADOW_ORIGINS, AnalysisSettings, Protocol, load_analysis_settings
+from contaudit.protocol import SHADOW_ORIGINS, AnalysisSettings, Protocol, load_analysis_settings, model_roles
 from contaudit.statistics import format_p
 
 __all__ = ["analyze", "ReferenceScores"]
@@ -144,10 +144,10 @@ def _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, *
     def read(p):
         return read_scores(p, optional=(minkpp, "n_tokens", "n_bytes", "nll_per_byte"))
 
-    models = [ModelFiles("suspect", {"test": read(suspect_test), "shadow": read(suspect_shadow)}),
-              ModelFiles("clean", {"test": read(clean_test), "shadow": read(clean_shadow)})]
-    models += [ModelFiles(f"reference[{k}]", {"test": read(r.test), "shadow": read(r.shadow)})
-               for k, r in enumerate(references, 1)]
+    roles = model_roles(clean=True, n_references=len(references))
+    paths = [(suspect_test, suspect_shadow), (clean_test, clean_shadow), *((r.test, r.shadow) for r in references)]
+    models = [ModelFiles(role.name, {"test": read(test), "shadow": read(shadow)})
+              for role, (test, shadow) in zip(roles, paths)]
     score_files = [f for m in models for f in m.files.values()]
     units = choose_units([m.files["test"].manifest for m in models], settings.unit,
                          per_byte_available=all(f.rows and all("nll_per_byte" in r for r in f.rows.values())
@@ -225,8 +225,8 @@ def _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, *
                               inconclusive_reason=inconclusive, units=units)
     inputs = {"suspect_test": suspect_test, "clean_test": clean_test, "suspect_shadow": suspect_shadow,
               "clean_shadow": clean_shadow, **probe_args, "index": index, "item_order": item_order}
-    for k, r in enumerate(references, 1):
-        inputs.update({f"reference{k}_test": r.test, f"reference{k}_shadow": r.shadow, f"reference{k}_probes": r.probes})
+    for role, r in zip(roles[2:], references):
+        inputs.update({f"{role.slug}_test": r.test, f"{role.slug}_shadow": r.shadow, f"{role.slug}_probes": r.probes})
     warnings += _cutoff_warnings(cutoffs, design)
     return AnalysisResults(settings, provenance, design, models, decided, ppl, mem, checks, supporting, test, shadow,
                            index_by_id, index_data, warnings, _inputs(**inputs), units=units, cutoffs=cutoffs)
