@@ -144,7 +144,7 @@ def if_primary(results: dict) -> dict[str, dict]:
     metrics' power at the same false-positive control, from the same audits.
     """
     from contaudit.statistics import holm
-    from contaudit.analysis.verdict import primary_test_counts
+    from contaudit.analysis.verdict import CONTAMINATED, primary_test_counts, rule_label
 
     settings = results["protocol"]["analysis"]
     ppl = results.get("perplexity_did") or {}
@@ -161,7 +161,8 @@ def if_primary(results: dict) -> dict[str, dict]:
         mem_counts = primary_test_counts(mem["estimate"], p_mem, direction="positive",
                                          min_effect=settings["min_effect_memorization"], alpha=settings["alpha"],
                                          interval=tuple(mem.get("confidence_interval") or (None, None)))
-        out[metric] = {"memorization_counts": mem_counts, "contaminated": design_ok and ppl_counts and mem_counts,
+        contaminated = design_ok and rule_label(ppl_counts + mem_counts, CONTAMINATED) == CONTAMINATED
+        out[metric] = {"memorization_counts": mem_counts, "contaminated": contaminated,
                        "did": mem["estimate"], "p": mem["pvalue"]}
     return out
 

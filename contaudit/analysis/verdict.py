@@ -295,6 +295,32 @@ def _direction_ok(estimate: float, direction: str) -> bool:
     return estimate < 0 if direction == "negative" else estimate > 0
 
 
+def rule_label(n_counting: int, ceiling: str) -> str:
+    """The decision rule, once: CONTAMINATED when both primary tests count and the design allows it,
+    SUSPECT when one counts (or both, in a design capped at SUSPECT), NO_EVIDENCE when none does.
+
+    >>> rule_label(2, CONTAMINATED), rule_label(2, SUSPECT), rule_label(1, CONTAMINATED), rule_label(0, SUSPECT)
+    ('CONTAMINATED', 'SUSPECT', 'SUSPECT', 'NO_EVIDENCE')
+    """
+    if n_counting == 0:
+        return NO_EVIDENCE
+    return CONTAMINATED if n_counting >= 2 and ceiling == CONTAMINATED else SUSPECT
+
+
+def rule_alpha(tests: list[dict], ceiling: str, reach: str) -> float:
+    """The smallest alpha at which :func:`rule_label` reaches ``reach`` (SUSPECT or CONTAMINATED)
+    for recorded primary tests (``pvalue_holm``, ``direction_ok``, ``above_minimum``); 1.0 when
+    no alpha does. Only significance depends on alpha: SUSPECT needs the smallest Holm p of the
+    tests that point the contamination way and are large enough, CONTAMINATED the largest of two.
+    """
+    eligible = [float(t["pvalue_holm"]) for t in tests if t["direction_ok"] and t["above_minimum"]]
+    if reach == SUSPECT:
+        return min(eligible, default=1.0)
+    if ceiling != CONTAMINATED or len(eligible) < 2:
+        return 1.0
+    return max(eligible)
+
+
 def primary_test_counts(estimate: float, p_holm: float, *, direction: str, min_effect: float, alpha: float,
                         interval: tuple[float | None, float | None] = (None, None)) -> bool:
     """The rule for one primary test: Holm-significant, in the contamination direction, and shown to reach the
@@ -459,20 +485,17 @@ def decide(perplexity: DiDResult | None, memorization: DiDResult | None, checks:
     if memorization is None:
         reasons.append(memorization_not_run or "No memorization test was run (no probes given), so the verdict cannot "
                        "be CONTAMINATED; build a corpus index and probes to run it.")
-    if n_counting == 2 and cap_reason:
-        label = SUSPECT
+    label = rule_label(n_counting, ceiling)
+    if n_counting == 2 and label == SUSPECT:
         reasons.insert(0, "Both primary tests show contamination, but this design allows at most SUSPECT.")
         reasons.append(cap_reason)
-    elif n_counting == 2:
-        label = CONTAMINATED
+    elif label == CONTAMINATED:
         reasons.insert(0, "Both primary tests show contamination, in the same direction, above the minimum effects.")
-    elif n_counting == 1:
-        label = SUSPECT
+    elif label == SUSPECT:
         reasons.insert(0, "Exactly one primary test shows contamination; the other does not confirm it.")
         if cap_reason:
             reasons.append(cap_reason)
     else:
-        label = NO_EVIDENCE
         reasons.insert(0, f"Neither primary test shows contamination at alpha = {settings.alpha} (Holm-corrected).")
         parts = [f"a perplexity DiD of {-mde['perplexity_did']:+.3g} {ppl_unit}"]
         if "memorization_did" in mde:
@@ -533,12 +556,11 @@ def decide_order_only(order, checks: list[DesignCheck], settings: AnalysisSettin
         return Verdict(INVALID_DESIGN, reasons, settings.alpha, tests, mde_record, SUSPECT)
     t = tests[0]
     reasons = [_describe_order(t, settings.confidence_level)]
-    if t.counts:
-        label = SUSPECT
+    label = rule_label(int(t.counts), SUSPECT)
+    if label == SUSPECT:
         reasons.insert(0, "The order test shows contamination; without a clean model the verdict goes no higher "
                           "than SUSPECT.")
     else:
-        label = NO_EVIDENCE
         reasons.insert(0, f"The order test does not show contamination at alpha = {settings.alpha}.")
         if mde is not None:
             reasons.append(f"This is not proof of a clean model: the test detects a gap of {mde:+.3g} nats per shard "
