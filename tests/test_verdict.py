@@ -213,3 +213,21 @@ def test_a_true_effect_at_the_minimum_passes_rarely_not_half_the_time():
         passed += beyond_minimum(res.statistic, ci, direction="negative", min_effect=0.05)
         point += abs(res.statistic) >= 0.05
     assert 0.3 < point / n < 0.7 and passed / n < 0.06, (point, passed)
+
+
+def test_rule_alpha_is_the_inverse_of_the_rule_label():
+    """For random recorded tests, the label the rule gives at alpha reaches a level exactly when
+    rule_alpha (what the suite gate uses) is at most alpha."""
+    from contaudit.analysis.verdict import CONTAMINATED, NO_EVIDENCE, SUSPECT, rule_alpha, rule_label
+
+    rank = {NO_EVIDENCE: 0, SUSPECT: 1, CONTAMINATED: 2}
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        tests = [{"pvalue_holm": float(rng.uniform(0, 0.2)), "direction_ok": bool(rng.random() < 0.8),
+                  "above_minimum": bool(rng.random() < 0.8)} for _ in range(int(rng.integers(1, 3)))]
+        ceiling = CONTAMINATED if len(tests) == 2 and rng.random() < 0.8 else SUSPECT
+        for alpha in (0.001, 0.01, 0.025, 0.05, 0.1):
+            counting = sum(t["pvalue_holm"] <= alpha and t["direction_ok"] and t["above_minimum"] for t in tests)
+            label = rule_label(counting, ceiling)
+            for reach in (SUSPECT, CONTAMINATED):
+                assert (rank[label] >= rank[reach]) == (rule_alpha(tests, ceiling, reach) <= alpha)
