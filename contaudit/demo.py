@@ -58,10 +58,10 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     if null_run:
         ft("finetune clean (null seed)", models / "clean-null", 0, config.null_seed)
 
-    suspect_corpus = write_suspect_corpus(prepared["corpus"], prepared["test"], config.dup,
+    suspect_corpus = write_suspect_corpus(prepared.corpus, prepared.test, config.dup,
                                           out / "data" / "suspect-training-text.jsonl")
-    common = dict(test=prepared["test"], shadow=prepared["shadow"], seed=DEMO_SEED,
-                  random_split=prepared["random_split"])
+    common = dict(test=prepared.test, shadow=prepared.shadow, seed=DEMO_SEED,
+                  random_split=prepared.random_split)
     protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
                                description=f"HumanEval test half injected {config.dup}x into the suspect",
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",

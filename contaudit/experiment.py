@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contaudit import progress
@@ -122,9 +122,9 @@ def input_hashes(**paths: Path) -> dict[str, str]:
     return {role: describe_path(p)["sha256"] for role, p in paths.items()}
 
 
-def finetune_from_base(name: str, path: Path, *, prepared: dict, config, dup: int, seed: int, seconds: dict,
+def finetune_from_base(name: str, path: Path, *, prepared: PreparedData, config, dup: int, seed: int, seconds: dict,
                        log=print, train_progress=None) -> None:
-    """Fine-tune ``prepared["base"]`` on the corpus with the test items injected ``dup`` times (unless done).
+    """Fine-tune ``prepared.base`` on the corpus with the test items injected ``dup`` times (unless done).
 
     ``prepared`` is what :func:`prepare` returned; ``config`` a ``DemoTrainingConfig``.
     A model already at ``path`` trained the same way (settings, base, data) is reused.
@@ -133,11 +133,11 @@ def finetune_from_base(name: str, path: Path, *, prepared: dict, config, dup: in
     from contaudit.finetune.api import INJECTION_FILE
     from contaudit.finetune.config import config_dict
 
-    base = prepared["base"]
+    base = prepared.base
     cfg = with_seed(config.finetune, seed, config.threads)
-    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, **prepared["finetune_from"]}
-    timed(seconds, log, name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, prepared["corpus"],
-          path, base=base, inject=prepared["test"], dup=dup, config=cfg, overwrite=True, progress=train_progress)
+    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, **prepared.finetune_from}
+    timed(seconds, log, name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, prepared.corpus,
+          path, base=base, inject=prepared.test, dup=dup, config=cfg, overwrite=True, progress=train_progress)
 
 
 def with_seed(train_config, seed: int, threads: int | None):
@@ -145,13 +145,23 @@ def with_seed(train_config, seed: int, threads: int | None):
     return replace(train_config, seed=seed, threads=threads)
 
 
-def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_progress=None) -> dict:
-    """The demo's data and base model: stdlib corpus, HumanEval split, pretrained base.
+@dataclass(frozen=True)
+class PreparedData:
+    """The data and base model every probe-model experiment starts from (:func:`prepare`)."""
 
-    Returns paths ``corpus``, ``test``, ``shadow`` and ``base`` (reused when present),
-    ``random_split`` (the ``[sets.random_split]`` that re-derives test and shadow), and ``finetune_from``: the base's fingerprint and the data's hashes that a fine-tune's
-    manifest records (computed once here, not once per fine-tune).
-    """
+    corpus: Path  # the stdlib corpus (filler of every fine-tune)
+    test: Path  # the HumanEval test split
+    shadow: Path  # and its shadow split
+    base: Path  # the pretrained base model
+    n_test: int
+    n_shadow: int
+    finetune_from: dict  # the base's fingerprint and the data's hashes, as a fine-tune's manifest records them
+    random_split: dict  # the [sets.random_split] that re-derives test and shadow
+
+
+def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_progress=None) -> PreparedData:
+    """The demo's data and base model: stdlib corpus, HumanEval split, pretrained base (each reused
+    when present); the fingerprint and hashes a fine-tune records are computed once here."""
     from contaudit.corpora import write_humaneval_split, write_stdlib_corpus
     from contaudit.finetune import pretrain
     from contaudit.finetune.api import PRETRAIN_FILE
@@ -178,6 +188,7 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
           corpus, base, config=pretrain_config, model_config=config.model, overwrite=True, progress=train_progress)
     finetune_from = {"base": {"fingerprint": fingerprint(base)},
                      "inputs": input_hashes(corpus=corpus, benchmark=split["test"])}
-    return {"corpus": corpus, "test": split["test"], "shadow": split["shadow"], "base": base,
-            "n_test": split["n_test"], "n_shadow": split["n_shadow"], "finetune_from": finetune_from,
-            "random_split": {"path": split["all"], "seed": split["seed"], "test_fraction": split["test_fraction"]}}
+    return PreparedData(corpus=corpus, test=split["test"], shadow=split["shadow"], base=base,
+                        n_test=split["n_test"], n_shadow=split["n_shadow"], finetune_from=finetune_from,
+                        random_split={"path": split["all"], "seed": split["seed"],
+                                      "test_fraction": split["test_fraction"]})

@@ -6,7 +6,8 @@ import pytest
 
 from contaudit.errors import InputError
 
-from contaudit.calibrate import _run_record, detection_rates, plot_power_curve, calibration_markdown, summarize
+from contaudit.calibrate import detection_rates, plot_power_curve, calibration_markdown, summarize
+from contaudit.calibrate.rates import run_record as _run_record
 
 
 def runs(table):
@@ -101,7 +102,7 @@ def test_each_metric_as_if_primary_applies_holm_direction_and_minimum_effect():
 def test_an_audit_is_reused_only_when_its_results_carry_every_metric(tmp_path):
     import json
 
-    from contaudit.calibrate import _has_every_metric
+    from contaudit.calibrate.audits import _has_every_metric
 
     path = tmp_path / "results.json"
     assert not _has_every_metric(path)  # no audit yet

@@ -97,17 +97,17 @@ def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path):
     assert all(results["memorization_did"][m] is not None for m in ("exact_match", "token_match_frac", "suffix_logprob"))
 
     # calibrate's guard: the largest k must fit in one fine-tune's tokens, checked before any training
-    from contaudit.calibrate import _check_largest_k_fits
+    from contaudit.calibrate.audits import check_largest_k_fits as _check_largest_k_fits
     from contaudit.errors import InputError
 
     data = {"base": tmp_path / "demo" / "models" / "base", "test": tmp_path / "demo" / "data" / "test.jsonl"}
-    _check_largest_k_fits(data, 2, finetune)  # the demo just trained with 2 copies
+    _check_largest_k_fits(data["base"], data["test"], 2, finetune)  # the demo just trained with 2 copies
     per_copy = injection["stream"]["injected_tokens"] // 2
     too_many = finetune.tokens // per_copy + 1
     # counted as the stream counts them: the same tokens per copy as the demo's suspect really trained on
     with pytest.raises(InputError, match=f"k = {too_many} copies of the 82 test items take {too_many * per_copy:,} "
                                          f"tokens.* the largest k that fits is {(finetune.tokens - 1) // per_copy}"):
-        _check_largest_k_fits(data, too_many, finetune)
+        _check_largest_k_fits(data["base"], data["test"], too_many, finetune)
 
     again = []
     run_demo(tmp_path / "demo", config=config, log=again.append)

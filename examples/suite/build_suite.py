@@ -180,18 +180,18 @@ def main(argv=None) -> Path:
     finetune_from_base("finetune clean", models / "clean", prepared=prepared, config=config, dup=0, seed=0,
                        seconds=seconds)
     data = args.out / "data"
-    corpus = write_suspect_corpus(prepared["corpus"], prepared["test"], config.dup,
+    corpus = write_suspect_corpus(prepared.corpus, prepared.test, config.dup,
                                   data / "suspect-training-text.jsonl")
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     changelogs, cstats = changelog_items(args.changelogs, rng, args.n)
     pages, mstats = man_page_items(args.man_pages, rng, args.n)
-    sets = {"humaneval": {"test": prepared["test"], "shadow": prepared["shadow"]},
+    sets = {"humaneval": {"test": prepared.test, "shadow": prepared.shadow},
             "debian-changelogs": split_halves(changelogs, rng, data, "debian-changelogs"),
             "man-pages": split_halves(pages, rng, data, "man-pages")}
     print(f"benchmarks: {time.perf_counter() - t0:.1f} s")
-    print(f"  humaneval: {prepared['n_test']} test / {prepared['n_shadow']} shadow")
+    print(f"  humaneval: {prepared.n_test} test / {prepared.n_shadow} shadow")
     print(f"  debian-changelogs: {len(changelogs)} entries of {cstats['in_length_range']} in range "
           f"({cstats['distinct_entries']} distinct, {cstats['files']} changelogs)")
     print(f"  man-pages: {len(pages)} paragraphs of {mstats['with_paragraph']} pages with one "
