@@ -33,10 +33,9 @@ import torch
 from contaudit.config import device_name
 from contaudit.errors import InputError
 from contaudit.manifest import hash_file, write_json_atomic
+from contaudit.model_files import TOKENIZER_FILES
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model", "added_tokens.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -278,8 +277,6 @@ def _check_vocabulary(model, tokenizer, source: ModelSource) -> None:
 
 
 # Files one of which a Hugging Face model directory's tokenizer is loaded from.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json",
-                   "spiece.model", "sentencepiece.bpe.model", "tiktoken.model")
 
 
 def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):

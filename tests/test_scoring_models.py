@@ -266,3 +266,16 @@ def test_a_hub_id_resolves_through_the_local_cache_and_nothing_is_downloaded(tmp
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "hub id 'someorg/not-cached' is not in the local Hugging Face cache" in missing.stderr
     assert not (tmp_path / "missing.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", ["merges.txt", "special_tokens_map.json", "added_tokens.json", "vocab.json"])
+def test_fingerprint_covers_every_tokenizer_file(tmp_path, models, name):
+    """A changed tokenizer file is a changed model: cached scores of the old one must not be reused
+    (merges.txt, special_tokens_map.json and added_tokens.json were left out before)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(models["llama"], copy)
+    before = fingerprint(resolve_model(copy))
+    (copy / name).write_text('{"changed": true}\n' if name.endswith(".json") else "#version: 0.2\na b\n")
+    after = fingerprint(resolve_model(copy))
+    assert name in {f["name"] for f in after["tokenizer_files"]}
+    assert after["id"] != before["id"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from contaudit.errors import InputError
 from contaudit.metrics import METRICS
+from contaudit.model_files import VOCABULARY_FILES
 
 UNITS = ("auto", "token", "byte")
 
@@ -70,11 +71,8 @@ class Units:
                 "suffix_tokens_per_byte": self.suffix_tokens_per_byte}
 
 
-# The files that define how text becomes tokens (not tokenizer_config.json: a fine-tune that
+# Tokenizers are compared by their vocabulary files (not tokenizer_config.json: a fine-tune that
 # adds a chat template does not change the tokenization).
-VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt", "spiece.model",
-                    "sentencepiece.bpe.model", "tiktoken.model", "added_tokens.json")
-
 
 def tokenizer_key(manifest: dict | None) -> str | None:
     """An id of the tokenizer a score file was made with: the hashes of its vocabulary files in the
