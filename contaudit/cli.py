@@ -4,7 +4,8 @@ Each command parses its options, calls one library function, and renders the res
 with rich. Option defaults and help come from the stage configs in
 :mod:`contaudit.config` (and :mod:`contaudit.finetune.config`), so each default is
 written once. Library errors (:class:`contaudit.errors.ContauditError`) become a
-one-line message and exit code 2; ``--debug`` shows the traceback instead. Commands
+one-line message and exit code 2, an unexpected exception one line and exit code 5 (never a
+gate's 1), Ctrl-C a line saying how to resume and 130; ``--debug`` shows the traceback instead. Commands
 appear in pipeline order: index, probes, score, order, analyze, report, audit, screen, then
 the probe-model tools finetune, calibrate and demo.
 """
@@ -12,10 +13,12 @@ the probe-model tools finetune, calibrate and demo.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -31,7 +34,7 @@ from contaudit.config import (
     default_of,
     help_of,
 )
-from contaudit.errors import ContauditError, InputError
+from contaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ContauditError, InputError
 from contaudit.finetune.config import (
     CorpusReading,
     ItemSelection,
@@ -42,7 +45,7 @@ from contaudit.progress import quiet_transformers
 
 
 class _Group(TyperGroup):
-    """Turns library errors into a one-line ``Error: ...`` and exit code 2; lists commands in pipeline order."""
+    """The one boundary where errors become exit codes (``contaudit.errors``); lists commands in pipeline order."""
 
     def list_commands(self, ctx):
         return list(self.commands)
@@ -54,7 +57,52 @@ class _Group(TyperGroup):
             if _state["debug"]:
                 raise
             console.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            raise typer.Exit(code=EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            console.print("Interrupted; rerun the same command to resume (finished work is kept).", highlight=False)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except Exception as e:  # not raised on purpose: never let it read as a gate's "fail" (1)
+            if _state["debug"]:
+                raise
+            console.print(f"[bold red]Internal error:[/] {escape(type(e).__name__)}: {escape(str(e))} (not a verdict; "
+                          f"rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INTERNAL_ERROR) from None
+
+
+class _PipeSafeStdout:
+    """Standard output that survives a reader closing the pipe (``contaudit screen RUN | head``):
+    the rest of the output is dropped, and the command still exits with its own code (a gate's
+    PASS must not turn into an error exit because ``head`` stopped reading)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        if not self._dropped:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop_the_rest()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._dropped:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop_the_rest()
+
+    def _drop_the_rest(self) -> None:
+        self._dropped = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # so the interpreter's last flush at exit succeeds too
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -81,6 +129,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
+    sys.stdout = _PipeSafeStdout(sys.stdout)
     app()
 
 

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Exit codes of the command line besides the gate's (contaudit.analysis.verdict.EXIT_STATUS:
+# 0 pass, 1 fail, 3 INVALID_DESIGN, 4 INCONCLUSIVE); the README's "Exit codes" lists them all.
+EXIT_BAD_INPUT = 2  # a ContauditError: bad input, one line naming the file, record or key
+EXIT_INTERNAL_ERROR = 5  # an unexpected exception: a bug or a broken environment, never a gate outcome
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
 
 class ContauditError(Exception):
     """Base class of every error contaudit raises on purpose."""
