@@ -335,13 +335,15 @@ def run_audit(protocol_path: str | Path, out: str | Path, *, log: Callable[[str]
         run = run_audit("protocols/my-audit.toml", "runs/my-audit")
         print(run.verdict, run.report.html)
     """
+    from contaudit.rundir import run_directory
+
     protocol = load_protocol(protocol_path)  # before the heavy imports: a bad protocol fails at once
-    out = Path(out)
-    index = None
-    if protocol.index is not None:
-        index = Path(protocol.index.path) if protocol.index.path else out / "index"
-    run = BenchmarkRun("", protocol, out, index=index)
-    seconds: dict[str, float] = {}
-    audit_benchmarks([run], index_staging=index.with_name(index.name + ".partial") if index else out,
-                     log=log, score_progress=score_progress, seconds=seconds)
+    with run_directory(out, "audit") as out:
+        index = None
+        if protocol.index is not None:
+            index = Path(protocol.index.path) if protocol.index.path else out / "index"
+        run = BenchmarkRun("", protocol, out, index=index)
+        seconds: dict[str, float] = {}
+        audit_benchmarks([run], index_staging=index.with_name(index.name + ".partial") if index else out,
+                         log=log, score_progress=score_progress, seconds=seconds)
     return AuditRun(out, run.results, run.report, seconds)

@@ -102,6 +102,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     the ``[probes]`` and ``[analysis]`` tables of the audits. Finished audits are reused.
     """
     from contaudit.audit import run_audit
+    from contaudit.rundir import run_directory
     from contaudit.experiment import input_hashes, prepare, train_unless_done, write_protocol, write_suspect_corpus
     from contaudit.finetune import DemoTrainingConfig, finetune
     from contaudit.finetune.api import INJECTION_FILE
@@ -125,80 +126,82 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
     # bases the panel is of other families.
     design = "families" if reference_bases else "siblings"
     tables = {**tables, "analysis": {"references": design, **tables.get("analysis", {})}}
-    if setting is None:
-        data = prepare(out, config, log=log)
-        train_base = replace(config.finetune, threads=config.threads)
-        shadow_origin = "random_split"
-    else:
-        setting.check()
-        data = setting.paths()
-        train_base = setting.train or config.finetune
-        shadow_origin = setting.shadow_origin
-    models = out / "models"
-    # One index for every audit: the corpus with the test items in it once.
-    corpus_with_items = write_suspect_corpus(data.corpus, data.test, 1, out / "data" / "corpus-with-test.jsonl")
+    with run_directory(out, "calibrate"):  # calibrate and calibrate --order share a folder
+        if setting is None:
+            data = prepare(out, config, log=log)
+            train_base = replace(config.finetune, threads=config.threads)
+            shadow_origin = "random_split"
+        else:
+            setting.check()
+            data = setting.paths()
+            train_base = setting.train or config.finetune
+            shadow_origin = setting.shadow_origin
+        models = out / "models"
+        # One index for every audit: the corpus with the test items in it once.
+        corpus_with_items = write_suspect_corpus(data.corpus, data.test, 1, out / "data" / "corpus-with-test.jsonl")
 
-    check_largest_k_fits(data.base, data.test, max(dups), train_base)
-    base_fingerprints = {b: fingerprint(b) for b in (data.base, *reference_bases)}
-    data_hashes = input_hashes(corpus=data.corpus, benchmark=data.test)
+        check_largest_k_fits(data.base, data.test, max(dups), train_base)
+        base_fingerprints = {b: fingerprint(b) for b in (data.base, *reference_bases)}
+        data_hashes = input_hashes(corpus=data.corpus, benchmark=data.test)
 
-    def model(name: str, k: int, train_seed: int, base: Path = data.base) -> tuple[Path, bool]:
-        path = models / name
-        train_config = replace(train_base, seed=train_seed)
-        wanted = {"parameters": {"dup": k, "train": config_dict(train_config)},
-                  "base": {"fingerprint": base_fingerprints[base]}, "inputs": data_hashes}
-        t0 = time.perf_counter()
-        trained = train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data.corpus, path,
-                                    base=base, inject=data.test, dup=k, overwrite=True, config=train_config)
-        if trained:
-            log(f"  trained {path.name} in {time.perf_counter() - t0:.0f} s")
-        return path, trained
+        def model(name: str, k: int, train_seed: int, base: Path = data.base) -> tuple[Path, bool]:
+            path = models / name
+            train_config = replace(train_base, seed=train_seed)
+            wanted = {"parameters": {"dup": k, "train": config_dict(train_config)},
+                      "base": {"fingerprint": base_fingerprints[base]}, "inputs": data_hashes}
+            t0 = time.perf_counter()
+            trained = train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data.corpus, path,
+                                        base=base, inject=data.test, dup=k, overwrite=True, config=train_config)
+            if trained:
+                log(f"  trained {path.name} in {time.perf_counter() - t0:.0f} s")
+            return path, trained
 
-    runs = []
-    for seed in range(seeds):
-        refs = [model(f"clean-seed{seed}-ref{r}", 0, seed_of(seed, r)) for r in range(1, references + 1)]
-        refs += [model(f"clean-seed{seed}-base{b}", 0, seed_of(seed, references + b), base=path)
-                 for b, path in enumerate(reference_bases, 1)]
-        refs_trained = any(t for _, t in refs)
-        for k in dups:
-            run_dir = out / "audits" / f"k{k}-seed{seed}"
-            results_path = run_dir / "results.json"
-            suspect, suspect_trained = model(f"k{k}-seed{seed}", k, seed_of(seed, 0))
-            protocol_path = run_dir.with_suffix(".toml")
-            before = protocol_path.read_text() if protocol_path.exists() else None
-            protocol = write_protocol(protocol_path, name=f"calibration k={k} seed={seed}",
-                                      description="probe model vs clean reference models", suspect=suspect,
-                                      clean=refs[0][0], references=tuple(p for p, _ in refs[1:]),
-                                      shadow_origin=shadow_origin, test=data.test, shadow=data.shadow,
-                                      random_split=data.random_split if setting is None else None,
-                                      index=out / "index", corpus=corpus_with_items,
-                                      seed=analysis_seed(tables, seed), tables=tables)
-            current = before == protocol.read_text() and _has_every_metric(results_path)
-            if refs_trained or suspect_trained or not current:  # else reuse the audit
-                run_audit(protocol, run_dir)
-            record = run_record(k, seed, json.loads(results_path.read_text()))
-            runs.append(record)
-            log(f"k={k} seed={seed}: {record['verdict']} (perplexity p={format_rate_p(record['perplexity_p'])}, "
-                f"memorization p={format_rate_p(record['memorization_p'])})")
+        runs = []
+        for seed in range(seeds):
+            refs = [model(f"clean-seed{seed}-ref{r}", 0, seed_of(seed, r)) for r in range(1, references + 1)]
+            refs += [model(f"clean-seed{seed}-base{b}", 0, seed_of(seed, references + b), base=path)
+                     for b, path in enumerate(reference_bases, 1)]
+            refs_trained = any(t for _, t in refs)
+            for k in dups:
+                run_dir = out / "audits" / f"k{k}-seed{seed}"
+                results_path = run_dir / "results.json"
+                suspect, suspect_trained = model(f"k{k}-seed{seed}", k, seed_of(seed, 0))
+                protocol_path = run_dir.with_suffix(".toml")
+                before = protocol_path.read_text() if protocol_path.exists() else None
+                protocol = write_protocol(protocol_path, name=f"calibration k={k} seed={seed}",
+                                          description="probe model vs clean reference models", suspect=suspect,
+                                          clean=refs[0][0], references=tuple(p for p, _ in refs[1:]),
+                                          shadow_origin=shadow_origin, test=data.test, shadow=data.shadow,
+                                          random_split=data.random_split if setting is None else None,
+                                          index=out / "index", corpus=corpus_with_items,
+                                          seed=analysis_seed(tables, seed), tables=tables)
+                current = before == protocol.read_text() and _has_every_metric(results_path)
+                if refs_trained or suspect_trained or not current:  # else reuse the audit
+                    run_audit(protocol, run_dir)
+                record = run_record(k, seed, json.loads(results_path.read_text()))
+                runs.append(record)
+                log(f"k={k} seed={seed}: {record['verdict']} (perplexity p={format_rate_p(record['perplexity_p'])}, "
+                    f"memorization p={format_rate_p(record['memorization_p'])})")
 
-    detection, fpr, smallest = summarize(runs)
-    rates = detection_rates(runs)
-    intervals = {name: {k: clopper_pearson(round(rate * n_at(runs, k)), n_at(runs, k)) for k, rate in by_k.items()}
-                 for name, by_k in rates.items()}
-    plot = plot_power_curve(detection, seeds, out / "power_curve.png", rates)
-    write_json_atomic(out / "calibration.json", {
-        "dups": list(dups), "seeds": seeds, "clean_models_per_audit": references + len(reference_bases),
-        "references": design, "reference_bases": [str(b) for b in reference_bases], "shadow_origin": shadow_origin,
-        "setting": None if setting is None else {k: str(v) for k, v in (("base", setting.base),
-                                                                          ("corpus", setting.corpus),
-                                                                          ("test", setting.test),
-                                                                          ("shadow", setting.shadow))},
-        "runs": runs, "detection": {str(k): v for k, v in detection.items()},
-        "rates": {name: {str(k): v for k, v in by_k.items()} for name, by_k in rates.items()},
-        "intervals_95": {name: {str(k): list(v) for k, v in by_k.items()} for name, by_k in intervals.items()},
-        "false_positive_rate": fpr, "smallest_detected_k": smallest})
-    write_text_atomic(out / "calibration.md", calibration_markdown(detection, fpr, smallest, seeds, rates, intervals))
-    return CalibrationResult(out, runs, detection, rates, fpr, smallest, plot)
+        detection, fpr, smallest = summarize(runs)
+        rates = detection_rates(runs)
+        intervals = {name: {k: clopper_pearson(round(rate * n_at(runs, k)), n_at(runs, k)) for k, rate in by_k.items()}
+                     for name, by_k in rates.items()}
+        plot = plot_power_curve(detection, seeds, out / "power_curve.png", rates)
+        write_json_atomic(out / "calibration.json", {
+            "dups": list(dups), "seeds": seeds, "clean_models_per_audit": references + len(reference_bases),
+            "references": design, "reference_bases": [str(b) for b in reference_bases], "shadow_origin": shadow_origin,
+            "setting": None if setting is None else {k: str(v) for k, v in (("base", setting.base),
+                                                                              ("corpus", setting.corpus),
+                                                                              ("test", setting.test),
+                                                                              ("shadow", setting.shadow))},
+            "runs": runs, "detection": {str(k): v for k, v in detection.items()},
+            "rates": {name: {str(k): v for k, v in by_k.items()} for name, by_k in rates.items()},
+            "intervals_95": {name: {str(k): list(v) for k, v in by_k.items()} for name, by_k in intervals.items()},
+            "false_positive_rate": fpr, "smallest_detected_k": smallest})
+        write_text_atomic(out / "calibration.md",
+                          calibration_markdown(detection, fpr, smallest, seeds, rates, intervals))
+        return CalibrationResult(out, runs, detection, rates, fpr, smallest, plot)
 
 
 def check_largest_k_fits(base: Path, test: Path, k: int, train_config) -> None:

@@ -53,6 +53,7 @@ def calibrate_order(out: str | Path = "runs/order-calibration", *, dups: tuple[i
     :class:`~contaudit.config.ScoreSettings`) override them.
     """
     from contaudit.config import AnalysisSettings, ItemOrderConfig, ScoreSettings
+    from contaudit.rundir import run_directory
     from contaudit.experiment import DEMO_SEED, input_hashes, prepare
     from contaudit.finetune import DemoTrainingConfig
     from contaudit.models import fingerprint
@@ -74,63 +75,64 @@ def calibrate_order(out: str | Path = "runs/order-calibration", *, dups: tuple[i
     scoring = scoring or ScoreSettings()
     config = config or DemoTrainingConfig()
     out = Path(out)
-    if setting is None:
-        data = prepare(out, config, log=log)
-        train_base = replace(config.finetune, threads=config.threads)
-    else:
-        setting.check()
-        data = setting.paths()
-        train_base = setting.train or config.finetune
-    if max(dups):
-        check_largest_k_fits(data.base, data.test, max(dups), train_base)
-    base_fingerprint = fingerprint(data.base)
-    data_hashes = input_hashes(corpus=data.corpus, benchmark=data.test)
-    first_seed = tables.get("analysis", {}).get("seed", DEMO_SEED)
-
-    plan = [("none", 0, s) for s in range(max(seeds, null_seeds))] if 0 in dups else []
-    plan += [(kind, k, s) for kind in kinds for k in dups if k > 0 for s in range(seeds)]
-    runs = []
-    for kind, k, seed in plan:
-        name = f"k{k}-seed{seed}" if kind in ("none", "per_item") else f"ordered-k{k}-seed{seed}"
-        leak = "per_item" if kind == "none" else kind
-        path = _trained_earlier(Path(models_from) / name, k, replace(train_base, seed=seed_of(seed, 0)), leak,
-                                data_hashes) if models_from is not None else None
-        if path is not None:
-            log(f"  using {path} as it is")
+    with run_directory(out, "calibrate"):  # calibrate and calibrate --order share a folder
+        if setting is None:
+            data = prepare(out, config, log=log)
+            train_base = replace(config.finetune, threads=config.threads)
         else:
-            path = _train_probe(out / "models" / name, k, seed_of(seed, 0), leak=leak, data=data,
-                                train_base=train_base, base_fingerprint=base_fingerprint, data_hashes=data_hashes,
-                                log=log)
-        t0 = time.perf_counter()
-        scores = item_order_scores(path, data.test, out / "order" / f"{name}.json",
-                                   replace(order, seed=(order.seed if order.seed is not None else first_seed) + seed),
-                                   scoring)
-        test = scores.test(confidence_level=analysis.confidence_level)
-        detected = bool(test.pvalue <= analysis.alpha and test.statistic > 0)
-        runs.append({"kind": kind, "k": k, "seed": seed, "model": name, "estimate": test.statistic,
-                     "pvalue": test.pvalue, "detected": detected, "n_shards": test.n_shards,
-                     "n_permutations": test.n_permutations, "seconds": round(time.perf_counter() - t0, 1)})
-        log(f"{kind} k={k} seed={seed}: gap {test.statistic:+.2f} nats/shard, p = {test.pvalue:.3g}"
-            f"{' (detected)' if detected else ''}; {scores.from_cache} of the orders cached, "
-            f"{scores.compute_seconds:.0f} s")
+            setting.check()
+            data = setting.paths()
+            train_base = setting.train or config.finetune
+        if max(dups):
+            check_largest_k_fits(data.base, data.test, max(dups), train_base)
+        base_fingerprint = fingerprint(data.base)
+        data_hashes = input_hashes(corpus=data.corpus, benchmark=data.test)
+        first_seed = tables.get("analysis", {}).get("seed", DEMO_SEED)
 
-    rates, intervals = order_rates(runs)
-    counts = {kind: {k: sum(1 for r in runs if r["k"] == k and (k == 0 or r["kind"] == kind)) for k in by_k}
-              for kind, by_k in rates.items()}
-    plot = plot_order_power(rates, intervals, counts, out / "order_power_curve.png", alpha=analysis.alpha)
-    null = [r for r in runs if r["k"] == 0]
-    fpr = sum(r["detected"] for r in null) / len(null) if null else None
-    settings = {"shards": order.shards, "permutations": order.permutations, "separator": order.separator,
-                "first_seed": order.seed if order.seed is not None else first_seed, "alpha": analysis.alpha}
-    write_json_atomic(out / "order_calibration.json", {
-        "dups": list(dups), "seeds": seeds, "null_seeds": max(seeds, null_seeds) if 0 in dups else 0,
-        "kinds": list(kinds), "settings": settings, "runs": runs,
-        "rates": {kind: {str(k): v for k, v in by_k.items()} for kind, by_k in rates.items()},
-        "intervals_95": {kind: {str(k): list(v) for k, v in by_k.items()} for kind, by_k in intervals.items()},
-        "false_positive_rate": fpr})
-    write_text_atomic(out / "order_calibration.md",
-                      order_calibration_markdown(runs, rates, intervals, alpha=analysis.alpha, settings=settings))
-    return OrderCalibrationResult(out, runs, rates, intervals, fpr, plot)
+        plan = [("none", 0, s) for s in range(max(seeds, null_seeds))] if 0 in dups else []
+        plan += [(kind, k, s) for kind in kinds for k in dups if k > 0 for s in range(seeds)]
+        runs = []
+        for kind, k, seed in plan:
+            name = f"k{k}-seed{seed}" if kind in ("none", "per_item") else f"ordered-k{k}-seed{seed}"
+            leak = "per_item" if kind == "none" else kind
+            path = _trained_earlier(Path(models_from) / name, k, replace(train_base, seed=seed_of(seed, 0)), leak,
+                                    data_hashes) if models_from is not None else None
+            if path is not None:
+                log(f"  using {path} as it is")
+            else:
+                path = _train_probe(out / "models" / name, k, seed_of(seed, 0), leak=leak, data=data,
+                                    train_base=train_base, base_fingerprint=base_fingerprint, data_hashes=data_hashes,
+                                    log=log)
+            t0 = time.perf_counter()
+            order_seed = (order.seed if order.seed is not None else first_seed) + seed
+            scores = item_order_scores(path, data.test, out / "order" / f"{name}.json",
+                                       replace(order, seed=order_seed), scoring)
+            test = scores.test(confidence_level=analysis.confidence_level)
+            detected = bool(test.pvalue <= analysis.alpha and test.statistic > 0)
+            runs.append({"kind": kind, "k": k, "seed": seed, "model": name, "estimate": test.statistic,
+                         "pvalue": test.pvalue, "detected": detected, "n_shards": test.n_shards,
+                         "n_permutations": test.n_permutations, "seconds": round(time.perf_counter() - t0, 1)})
+            log(f"{kind} k={k} seed={seed}: gap {test.statistic:+.2f} nats/shard, p = {test.pvalue:.3g}"
+                f"{' (detected)' if detected else ''}; {scores.from_cache} of the orders cached, "
+                f"{scores.compute_seconds:.0f} s")
+
+        rates, intervals = order_rates(runs)
+        counts = {kind: {k: sum(1 for r in runs if r["k"] == k and (k == 0 or r["kind"] == kind)) for k in by_k}
+                  for kind, by_k in rates.items()}
+        plot = plot_order_power(rates, intervals, counts, out / "order_power_curve.png", alpha=analysis.alpha)
+        null = [r for r in runs if r["k"] == 0]
+        fpr = sum(r["detected"] for r in null) / len(null) if null else None
+        settings = {"shards": order.shards, "permutations": order.permutations, "separator": order.separator,
+                    "first_seed": order.seed if order.seed is not None else first_seed, "alpha": analysis.alpha}
+        write_json_atomic(out / "order_calibration.json", {
+            "dups": list(dups), "seeds": seeds, "null_seeds": max(seeds, null_seeds) if 0 in dups else 0,
+            "kinds": list(kinds), "settings": settings, "runs": runs,
+            "rates": {kind: {str(k): v for k, v in by_k.items()} for kind, by_k in rates.items()},
+            "intervals_95": {kind: {str(k): list(v) for k, v in by_k.items()} for kind, by_k in intervals.items()},
+            "false_positive_rate": fpr})
+        write_text_atomic(out / "order_calibration.md",
+                          order_calibration_markdown(runs, rates, intervals, alpha=analysis.alpha, settings=settings))
+        return OrderCalibrationResult(out, runs, rates, intervals, fpr, plot)
 
 
 def _order_tables(path: str | Path) -> dict:
