@@ -178,6 +178,19 @@ def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
     assert 0.0 <= low <= saved["rates"]["contaminated"]["0"] <= high <= 1.0
     assert "Clopper-Pearson" in (tmp_path / "cal" / "calibration.md").read_text()
 
+    # A model retrained (other weights, same path) before a kill: its finished audit must not be reused,
+    # although the audit's protocol, which names paths only, is unchanged (issue 23).
+    import shutil
+
+    from contaudit.models import fingerprint
+
+    suspect = tmp_path / "cal" / "models" / "k1-seed1"
+    shutil.copy(tmp_path / "cal" / "models" / "k0-seed1" / "model.safetensors", suspect / "model.safetensors")
+    calibrate(tmp_path / "cal", dups=(0, 1), seeds=2, references=2, setting=setting, analysis_protocol=protocol,
+              log=lambda s: None)
+    redone = json.loads((tmp_path / "cal" / "audits" / "k1-seed1" / "results.json").read_text())
+    assert redone["design"]["models"][0]["fingerprints"] == [fingerprint(suspect)["id"]]
+
 
 def test_calibrate_with_a_heterogeneous_panel_of_other_bases(tmp_path):
     """Two more bases of other shapes and vocabularies: each audit's panel is the clean control plus one clean

@@ -175,7 +175,10 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
                                           random_split=data.random_split if setting is None else None,
                                           index=out / "index", corpus=corpus_with_items,
                                           seed=analysis_seed(tables, seed), tables=tables)
-                current = before == protocol.read_text() and _has_every_metric(results_path)
+                # The protocol names paths only: a model retrained before a kill keeps its path, so the
+                # finished audit is reused only when it was made from these very models (fingerprints).
+                current = (before == protocol.read_text() and _has_every_metric(results_path)
+                           and audited_models_are(results_path, [suspect, *(p for p, _ in refs)]))
                 if refs_trained or suspect_trained or not current:  # else reuse the audit
                     run_audit(protocol, run_dir)
                 record = run_record(k, seed, json.loads(results_path.read_text()))
@@ -225,6 +228,20 @@ def check_largest_k_fits(base: Path, test: Path, k: int, train_config) -> None:
         raise InputError(f"k = {k} copies of the {len(items)} test items take {k * per_copy:,} tokens, more than a "
                          f"fine-tune trains on ({train_config.tokens:,} = steps x batch_size x seq_len); "
                          f"the largest k that fits is {room // per_copy}")
+
+
+def audited_models_are(results_path: Path, models: list[Path]) -> bool:
+    """Whether the audit at ``results_path`` scored exactly ``models`` (suspect, clean, references), by the
+    fingerprints its results record; False for a missing or unreadable results file."""
+    from contaudit.models import fingerprint
+
+    try:
+        recorded = json.loads(results_path.read_text())["design"]["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if len(recorded) != len(models):
+        return False
+    return all(entry.get("fingerprints") == [fingerprint(path)["id"]] for entry, path in zip(recorded, models))
 
 
 def _has_every_metric(results_path: Path) -> bool:
