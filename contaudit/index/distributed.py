@@ -21,9 +21,7 @@ at the same path on every node.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +32,7 @@ from contaudit.config import IndexConfig
 from contaudit.errors import ContauditError
 from contaudit.index.scan import Accumulator, Searcher, iter_shards
 from contaudit.io import MAX_SKIP_EXAMPLES, CorpusUnit, ReadStats
-from contaudit.ray_support import import_ray
+from contaudit.ray_support import RayConnection
 
 MAX_PARTS = 8  # at most this many tasks read the same unit (each reads all of it)
 
@@ -73,14 +71,8 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
     tasks run at once. Returns the corpus read stats, the number of shards and the
     number reused from ``partial``.
     """
-    ray = import_ray()
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            ray.init(address="local", num_cpus=config.workers, include_dashboard=False, logging_level=logging.WARNING)
+    connection = RayConnection()
+    ray = connection.start_local(config.workers)
     task = ray.remote(num_cpus=1)(_scan_unit)
     parts = max(1, min(MAX_PARTS, math.ceil(config.workers / max(1, len(units)))))
     done = _saved_shards(partial)
@@ -139,8 +131,7 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
         for gen in running:  # after an error or an interruption: stop the tasks still running
             with contextlib.suppress(Exception):
                 ray.cancel(gen, force=True)
-        if connected_here:
-            ray.shutdown()
+        connection.close()
     if cursor[0] != len(units):
         raise RuntimeError(f"Ray tasks ended before unit {cursor[0]} shard {cursor[1]} was scanned")
     stats = ReadStats()

@@ -36,7 +36,6 @@ imported only when ``ray`` is set.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import socket
@@ -63,7 +62,7 @@ from contaudit.models import (
     resolve_model,
 )
 from contaudit.progress import quiet_transformers
-from contaudit.ray_support import import_ray
+from contaudit.ray_support import RayConnection
 from contaudit.scoring.batching import pack_batches
 from contaudit.scoring.likelihood import Row
 from contaudit.scoring.parallel import run_batches
@@ -323,12 +322,10 @@ class _RayActor:
 class _RayActors:
     """Replicas as Ray actors: on the cluster at RAY_ADDRESS, or a local Ray instance started here."""
 
-    def __init__(self, specs: list[dict], resources: list[dict]):
-        ray = self.ray = import_ray()
-        self.connected_here = not ray.is_initialized()
-        if self.connected_here:  # neither connected nor a RAY_ADDRESS: a local instance, as large as needed
-            cpus = max(os.cpu_count() or 1, sum(r["num_cpus"] for r in resources))
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    def __init__(self, connection: RayConnection, specs: list[dict], resources: list[dict]):
+        self.connection = connection
+        # unless connected (to RAY_ADDRESS or before): a local instance, as large as needed
+        ray = self.ray = connection.start_local(max(os.cpu_count() or 1, sum(r["num_cpus"] for r in resources)))
         self.labels = [f"Ray actor {k}" for k in range(len(specs))]
         self.labels_used: list[str] = []
         self.actors, self.refs = [], {}
@@ -387,8 +384,7 @@ class _RayActors:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
         self.actors, self.refs = [], {}
-        if self.connected_here:
-            self.ray.shutdown()
+        self.connection.close()
 
 
 class ReplicaPool:
@@ -554,20 +550,13 @@ def ray_plan(source: ModelSource, settings: ScoreSettings, expected_weights: lis
 
 def _ray_backend(source: ModelSource, settings: ScoreSettings, expected_weights: list | None) -> _RayActors:
     """Actors on the Ray instance this process is connected to, else the cluster at RAY_ADDRESS, else a
-    local instance; disconnects on close only from what it connected to."""
-    ray = import_ray()
-    started = not ray.is_initialized() and bool(os.environ.get("RAY_ADDRESS"))
-    if started:
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+    local instance; disconnects on close only from what it connected to (:class:`RayConnection`)."""
+    connection = RayConnection()
     try:
-        backend = _RayActors(*ray_plan(source, settings, expected_weights,
-                                       ray.cluster_resources() if ray.is_initialized() else None))
+        return _RayActors(connection, *ray_plan(source, settings, expected_weights, connection.cluster_resources()))
     except BaseException:
-        if started:
-            ray.shutdown()
+        connection.close()
         raise
-    backend.connected_here = backend.connected_here or started
-    return backend
 
 
 @contextlib.contextmanager
