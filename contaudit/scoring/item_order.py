@@ -68,9 +68,9 @@ from contaudit.io import Item, load_items
 from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic
 from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
 from contaudit.scoring.cache import ScoreCache, text_hash
-from contaudit.scoring.engine import (CACHE_DIR_NAME, DEFAULT_BATCH_TOKENS, ModelSession, cpu_workers, make_scorer,
-                                      resolve_lengths)
+from contaudit.scoring.engine import CACHE_DIR_NAME, DEFAULT_BATCH_TOKENS, ModelSession, resolve_lengths
 from contaudit.scoring.likelihood import Row, plan_windows, score_rows
+from contaudit.scoring.runner import cpu_workers, make_scorer
 
 ORDER_FORMAT = 1
 CACHE_VERSION = 1

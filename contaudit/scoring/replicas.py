@@ -66,6 +66,7 @@ from contaudit.ray_support import RayConnection
 from contaudit.scoring.batching import pack_batches
 from contaudit.scoring.likelihood import Row
 from contaudit.scoring.parallel import run_batches
+from contaudit.scoring.runner import LocalRunner
 
 DEPTH = 2  # batches queued per worker of a replica, so it never waits for the driver between batches
 _STOP_SECONDS = 30  # how long a replica may take to exit after its last batch
@@ -89,8 +90,6 @@ class ReplicaWorker:
     """
 
     def __init__(self, spec: dict):
-        from contaudit.scoring.engine import LocalRunner
-
         quiet_transformers()
         source = resolve_model(spec["model"], spec["gguf_file"])
         seen = [[p.name, p.stat().st_size] for p in source.weight_files]
@@ -388,7 +387,7 @@ class _RayActors:
 
 
 class ReplicaPool:
-    """The batches of one run on several replicas, behind :class:`~contaudit.scoring.engine.LocalRunner`'s
+    """The batches of one run on several replicas, behind :class:`~contaudit.scoring.runner.LocalRunner`'s
     interface: ``likelihood`` and ``complete`` yield each batch when a replica returns it."""
 
     def __init__(self, backend, facts: list[dict], depths: list[int]):
