@@ -93,8 +93,9 @@ class _Plan:
     skip: Skip | None = None
 
 
-def _manifest_path(out: Path) -> Path:
-    return out.with_name(out.name[: -len(".jsonl")] + ".manifest.json")
+def manifest_path(out: Path) -> Path:
+    """Where the manifest of ``out`` goes: ``NAME.manifest.json`` beside ``NAME.jsonl`` (or ``NAME.json``)."""
+    return out.with_name(out.name.rsplit(".", 1)[0] + ".manifest.json")
 
 
 def _load_items(data: Path, settings: ScoreSettings) -> list[Item]:
@@ -113,7 +114,8 @@ def _load_items(data: Path, settings: ScoreSettings) -> list[Item]:
     return items
 
 
-def _tokenize(texts: list[str], tokenizer) -> list[list[int]]:
+def tokenize(texts: list[str], tokenizer) -> list[list[int]]:
+    """The token ids of each text, without special tokens."""
     if not texts:
         return []
     return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -134,11 +136,11 @@ def _plan_items(items: list[Item], loaded: LoadedModel, *, completion: bool, max
     ctx = [loaded.context_token] if loaded.context_token is not None else []
     tok = loaded.tokenizer
     plans = [_Plan(item) for item in items]
-    text_ids = _tokenize([it.text for it in items], tok)
+    text_ids = tokenize([it.text for it in items], tok)
     if completion:
         pairs = [_split_boundary(it.fields["prefix"], it.fields["suffix"]) for it in items]
-        prefix_ids = _tokenize([p for p, _ in pairs], tok)
-        suffix_ids = _tokenize([s for _, s in pairs], tok)
+        prefix_ids = tokenize([p for p, _ in pairs], tok)
+        suffix_ids = tokenize([s for _, s in pairs], tok)
     for n, plan in enumerate(plans):
         item = plan.item
 
@@ -301,8 +303,14 @@ def resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, 
     return max_length, stride
 
 
-def _cache_keys(loaded: LoadedModel, max_length: int, transformers_version: str | None = None) -> dict:
-    """What every cached score depends on, besides the item itself."""
+def batch_budgets(settings: ScoreSettings, device_type: str) -> dict[str, int]:
+    """Tokens per batch, ``{"likelihood": ..., "completion": ...}``: the settings', else the device's defaults."""
+    return {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(device_type, DEFAULT_BATCH_TOKENS["cpu"]),
+            "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(device_type, 2048)}
+
+
+def cache_keys(loaded: LoadedModel, max_length: int, transformers_version: str | None = None) -> dict:
+    """What every cached score depends on, besides the item itself (``transformers_version``: the replicas')."""
     return {"model": loaded.fingerprint["id"], "dtype": str(loaded.dtype).removeprefix("torch."),
             "device": loaded.device.type, "context_token": loaded.context_token, "max_length": max_length,
             "transformers": transformers_version or metadata.version("transformers"),
@@ -313,7 +321,7 @@ def _score_all(loaded: LoadedModel, runner: LocalRunner, plans: list[_Plan], set
                cache_dir: Path | None, *, max_length: int, stride: int, budgets: dict[str, int],
                progress: Progress | None) -> tuple[dict, dict, dict]:
     """Scores of every scoreable plan, from the cache or computed: ``(likelihood, completion, run facts)``."""
-    common = _cache_keys(loaded, max_length, runner.facts.get("transformers"))
+    common = cache_keys(loaded, max_length, runner.facts.get("transformers"))
     lik_cache = ScoreCache(cache_dir, {"kind": "likelihood", **common, "stride": stride})
     comp_cache = ScoreCache(cache_dir, {"kind": "completion", **common}) if settings.completion else None
     lik = lik_cache.load()
@@ -355,10 +363,21 @@ def prepare_job(data: str | Path, out: str | Path, settings: ScoreSettings, *, m
         raise InputError("is a directory; --out must be a .jsonl file path, e.g. scores/NAME.jsonl", path=out)
     if not out.name.endswith(".jsonl"):
         raise InputError("the output file must end with .jsonl (a manifest .manifest.json goes beside it)", path=out)
+    return check_job(data, out, settings, model=model)
+
+
+def check_job(data: Path, out: Path, settings: ScoreSettings, *, model: str | Path | None = None) -> ScoreJob:
+    """:func:`prepare_job` once ``out``'s name is checked (each kind of output checks its own suffix).
+
+    ``out`` is not ``data`` and can be created, with its manifest (:func:`manifest_path`)
+    beside it; ``model``'s path (when given) resolves; ``data``'s items are read; the
+    cache defaults to ``.contaudit-cache`` beside ``out``. Used by ``score`` and by the
+    order test (:mod:`contaudit.scoring.item_order`).
+    """
     if data.exists() and out.exists() and out.resolve() == data.resolve():
         raise InputError("the output file is the data file; choose another output path", path=out)
-    if _manifest_path(out).is_dir():
-        raise InputError("is a directory; the manifest of --out goes there", path=_manifest_path(out))
+    if manifest_path(out).is_dir():
+        raise InputError("is a directory; the manifest of --out goes there", path=manifest_path(out))
     check_can_create(out)
     if model is not None:
         resolve_model(model, settings.gguf_file)
@@ -377,10 +396,7 @@ class ModelSession:
     def __init__(self, source: ModelSource, settings: ScoreSettings, loaded: LoadedModel, runner: LocalRunner):
         self.source, self.settings, self.loaded, self.runner = source, settings, loaded, runner
         self.max_length, self.stride = resolve_lengths(settings, loaded)
-        kind = loaded.device.type
-        self.budgets = {
-            "likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
-            "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
+        self.budgets = batch_budgets(settings, loaded.device.type)
 
     @property
     def fingerprint(self) -> dict:
@@ -406,7 +422,7 @@ class ModelSession:
                     "max_length": self.max_length, "stride": self.stride, "batch_tokens": self.budgets["likelihood"],
                     "completion_batch_tokens": self.budgets["completion"],
                     **{k: v for k, v in facts.items() if k not in ("from_cache", "tokens_computed", "compute_seconds")}}
-        result = ScoreResult(job.out, _manifest_path(job.out), len(job.items), len(rows),
+        result = ScoreResult(job.out, manifest_path(job.out), len(job.items), len(rows),
                              [p.skip for p in plans if p.skip], facts["from_cache"], facts["tokens_computed"],
                              time.perf_counter() - started, facts["compute_seconds"], self.fingerprint["id"],
                              ", ".join(facts["devices_used"]), str(loaded.dtype).removeprefix("torch."), resolved)
