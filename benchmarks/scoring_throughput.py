@@ -69,10 +69,10 @@ import torch  # noqa: E402
 
 from contaudit.models import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_model  # noqa: E402
 from contaudit.scoring.completion import greedy_continue  # noqa: E402
-from contaudit.scoring.engine import (DEFAULT_BATCH_TOKENS, DEFAULT_COMPLETION_BATCH_TOKENS,  # noqa: E402
-                                      LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS)
+from contaudit.scoring.engine import DEFAULT_BATCH_TOKENS, DEFAULT_COMPLETION_BATCH_TOKENS  # noqa: E402
 from contaudit.scoring.likelihood import NextTokenScorer, Row, likelihood_metrics, score_rows  # noqa: E402
 from contaudit.scoring.parallel import stateless_forward  # noqa: E402
+from contaudit.scoring.runner import LOGIT_BLOCK_ELEMS, STATS_CHUNK_ELEMS  # noqa: E402
 
 
 def default_model() -> Path:

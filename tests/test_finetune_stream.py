@@ -264,7 +264,8 @@ EXPECTED_TEXTS = {
 @pytest.mark.parametrize("kind", KINDS)
 def test_index_and_finetune_read_the_same_documents(tmp_path, kind):
     from contaudit.index import IndexConfig, build_index
-    from contaudit.index.build import corpus_units, iter_unit_documents
+    from contaudit.index.build import corpus_units
+    from contaudit.index.scan import iter_unit_documents
 
     path = _corpus_of_kind(kind, tmp_path)
     finetune_docs = read_corpus(path)

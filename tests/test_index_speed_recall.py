@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from contaudit.index import build_index, load_index
-from contaudit.index import build as build_mod
+from contaudit.index import scan as scan_mod
 from contaudit.index.neardup import NeardupConfig, NeardupIndex, NeardupScanner
 from contaudit.index.ngram import item_batches
 from contaudit.index.wordhash import (_normalized_bytes, document_word_starts, iter_windows, pack_words, same_words,
@@ -220,7 +220,7 @@ def _long_document_corpus(planted, path, non_ascii: bool):
 def test_long_documents_in_windows_give_the_whole_document_result(planted_small, tmp_path, monkeypatch, non_ascii):
     corpus = _long_document_corpus(planted_small, tmp_path / "long.jsonl", non_ascii)
     whole = build_index([corpus], planted_small.bench, tmp_path / "whole").index
-    monkeypatch.setattr(build_mod, "WINDOW_CHARS", 3000)  # documents of ~50,000 characters in windows
+    monkeypatch.setattr(scan_mod, "WINDOW_CHARS", 3000)  # documents of ~50,000 characters in windows
     windows = []
 
     def counted(*args):
@@ -228,7 +228,7 @@ def test_long_documents_in_windows_give_the_whole_document_result(planted_small,
             windows.append(window.owned)
             yield window
 
-    monkeypatch.setattr(build_mod, "iter_windows", counted)
+    monkeypatch.setattr(scan_mod, "iter_windows", counted)
     windowed = build_index([corpus], planted_small.bench, tmp_path / "windowed").index
     assert len(windows) >= 6 * 5
     assert windowed.items == whole.items
@@ -255,7 +255,7 @@ def test_memory_of_one_huge_document_is_bounded(tmp_path, monkeypatch):
                              for i in range(20)))
 
     def peak(window_chars: int, out: str) -> float:
-        monkeypatch.setattr(build_mod, "WINDOW_CHARS", window_chars)
+        monkeypatch.setattr(scan_mod, "WINDOW_CHARS", window_chars)
         tracemalloc.start()
         build_index([corpus], bench, tmp_path / out)
         result = tracemalloc.get_traced_memory()[1]

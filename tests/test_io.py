@@ -83,7 +83,7 @@ def test_non_utf8_jsonl(tmp_path):
 
 def test_non_utf8_text_file_in_corpus_directory(tmp_path):
     from contaudit.index import IndexConfig
-    from contaudit.index.build import CorpusUnit, iter_unit_documents
+    from contaudit.index.scan import CorpusUnit, iter_unit_documents
 
     (tmp_path / "good.py").write_text("x = 1\n")
     (tmp_path / "bad.py").write_bytes(b"s = 'caf\xe9'\n")

@@ -340,6 +340,24 @@ def test_file_manifest_cache_and_p_value_against_enumeration(tiny):
 
 
 @pytest.mark.filterwarnings("ignore::contaudit.scoring.item_order.PublishedOrderWarning")  # ids q0, q1, ...
+def test_replicas_give_the_file_of_one_process_and_a_replica_session_is_used(tiny, tmp_path, monkeypatch):
+    from contaudit.scoring import engine, open_model
+
+    root, model, data = tiny
+    config = ItemOrderConfig(shards=3, permutations=4, seed=11)
+    one = item_order_scores(model, data, tmp_path / "one.json", config, ScoreSettings(device="cpu", use_cache=False))
+    monkeypatch.setattr(engine, "load_model", lambda *a, **k: pytest.fail("the driver loaded the model"))
+    replicas = ScoreSettings(device="cpu", use_cache=False, replicas=2)
+    item_order_scores(model, data, tmp_path / "two.json", config, replicas)
+    with open_model(model, replicas) as session:  # as an audit passes the suspect's session
+        reused = item_order_scores(model, data, tmp_path / "session.json", config, replicas, session=session)
+        assert session.runner.facts["replicas"] == 2
+    assert np.array_equal(reused.canonical, one.canonical) and np.array_equal(reused.shuffled, one.shuffled)
+    assert (tmp_path / "two.json").read_bytes() == (tmp_path / "session.json").read_bytes() \
+        == (tmp_path / "one.json").read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore::contaudit.scoring.item_order.PublishedOrderWarning")  # ids q0, q1, ...
 def test_bad_inputs_name_the_setting(tiny, tmp_path):
     root, model, data = tiny
     with pytest.raises(InputError, match=r"`shards` \(7\) must be at most half the number of items \(12\)"):

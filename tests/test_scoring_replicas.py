@@ -21,7 +21,7 @@ from contaudit.config import ScoreSettings
 from contaudit.errors import InputError
 from contaudit.models import resolve_model
 from contaudit.scoring import score
-from contaudit.scoring import replicas as replicas_mod
+from contaudit import ray_support
 from contaudit.scoring.replicas import ReplicaError, process_plan, ray_plan
 from tiny_models import save_tiny_model, tiny_corpus
 
@@ -251,4 +251,4 @@ def test_ray_actors_score_as_one_process_and_resume(tmp_path, model_dir, probes,
     assert len(used) == 2 and all(d.startswith("cpu@") for d in used)
     assert local_ray.is_initialized()  # an instance the run did not start is left running
     assert len(cache_lines(tmp_path / ".contaudit-cache", "likelihood")) == 20
-    assert replicas_mod.import_ray() is local_ray
+    assert ray_support.import_ray() is local_ray

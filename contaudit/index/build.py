@@ -24,27 +24,23 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from contaudit.config import IndexConfig
 from contaudit.errors import InputError
-from contaudit.index.ngram import MIN_WHOLE_WORDS, NgramScanner, build_table, item_batches, item_stats
-from contaudit.index.wordhash import iter_windows, split_words
-from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, NeardupScanner
+from contaudit.index.ngram import MIN_WHOLE_WORDS, item_batches, item_stats
+from contaudit.index.neardup import NeardupConfig
+from contaudit.index.scan import UNSEEN_N, Accumulator, BatchResult, Searcher, iter_shards
 from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
 from contaudit.io import (CorpusUnit, Document, Item, ReadStats, check_corpus_has_documents, check_output_apart,
                           contaudit_manifest, is_index_plan, load_items)
 from contaudit.io import corpus_units as io_corpus_units
-from contaudit.io import iter_unit_documents as io_unit_documents
 from contaudit.manifest import (check_can_create, describe_path, hash_bytes, make_manifest, replace_dir,
                                 write_json_atomic, write_jsonl_atomic)
 from contaudit.text import NORMALIZATION
-
-UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corpus
-
 
 def classify(stats: dict, config: IndexConfig) -> str:
     """``seen`` / ``unseen`` / ``ambiguous`` for one item's evidence (the rule in docs/index.md).
@@ -74,177 +70,6 @@ def corpus_units(paths: list[str | Path], config: IndexConfig) -> list[CorpusUni
     units = io_corpus_units(paths, include=list(config.include) or None, exclude=list(config.exclude) or None)
     check_corpus_has_documents(units, text_field=config.text_field, skip_bad=config.skip_bad)
     return units
-
-
-def iter_unit_documents(unit: CorpusUnit, config: IndexConfig, stats: ReadStats) -> Iterator[Document]:
-    """Non-empty documents of one unit, in a fixed order (empty ones are skipped and counted)."""
-    yield from io_unit_documents(unit, text_field=config.text_field, skip_bad=config.skip_bad, stats=stats)
-
-
-def iter_shards(units: list[CorpusUnit], config: IndexConfig, stats: ReadStats) -> Iterator[tuple[str, list[list[Document]]]]:
-    """Yield ``(shard_id, batches)`` in corpus order; shards never span units.
-
-    Shard cuts depend only on the documents' text sizes, so a rerun on the same
-    inputs cuts the same shards (what makes resuming safe).
-    """
-    shard_bytes, batch_bytes = config.shard_mb * 1e6, config.batch_mb * 1e6
-    for u, unit in enumerate(units):
-        ordinal, batches, batch, size, bsize = 0, [], [], 0.0, 0.0
-        for doc in iter_unit_documents(unit, config, stats):
-            batch.append(doc)
-            n = len(doc.text)
-            size += n
-            bsize += n
-            if bsize >= batch_bytes:
-                batches.append(batch)
-                batch, bsize = [], 0.0
-            if size >= shard_bytes:
-                if batch:
-                    batches.append(batch)
-                yield f"{u}-{ordinal}", batches
-                ordinal, batches, batch, size, bsize = ordinal + 1, [], [], 0.0, 0.0
-        if batch:
-            batches.append(batch)
-        if batches:
-            yield f"{u}-{ordinal}", batches
-
-
-# ----------------------------------------------------------------------------- scanning
-
-
-_WORKER: dict = {}
-
-
-def _make_searchers(item_words, config: IndexConfig) -> dict:
-    ns = tuple(sorted({config.n, UNSEEN_N}))
-    table = build_table(item_words, ns, config.n)
-    searchers = {"table": table, "config": config}
-    if config.neardup:
-        searchers["neardup"] = NeardupIndex(item_words, NeardupConfig(threshold=config.neardup_threshold))
-    return searchers
-
-
-def _init_worker(item_words, config) -> None:
-    if "table" not in _WORKER:  # already inherited through fork
-        _WORKER.update(_make_searchers(item_words, config))
-
-
-WINDOW_CHARS = 1 << 20  # a document over twice this is scanned in windows of about this size
-
-
-def _scan_batch(docs: list[Document]) -> tuple[np.ndarray, dict, dict, dict, int]:
-    """Scan one batch of documents; returns the hits to merge in corpus order.
-
-    A document longer than ``2 * WINDOW_CHARS`` is scanned in overlapping windows
-    (:func:`_scan_windows`), so memory does not grow with a document's size.
-    """
-    w = _WORKER
-    config: IndexConfig = w["config"]
-    ngram = NgramScanner(w["table"], config.n, config.max_locations)
-    near = NeardupScanner(w["neardup"]) if config.neardup else None
-    nbytes = sum(len(d.text) if d.text.isascii() else len(d.text.encode("utf-8", "surrogatepass")) for d in docs)
-    group: list[Document] = []
-    for doc in [*docs, None]:
-        if doc is not None and len(doc.text) <= 2 * WINDOW_CHARS:
-            group.append(doc)
-            continue
-        if group:  # the short documents so far, together
-            batch = split_words(group)
-            ngram.scan(batch)
-            if near is not None:
-                near.scan(batch)
-            group = []
-        if doc is not None:
-            _scan_windows(doc, ngram, near, config)
-    hits = ngram.result()
-    keys = np.nonzero(hits.counts)[0]
-    sparse_counts = np.stack([keys, hits.counts[keys]])  # (2, n_matched_keys)
-    return sparse_counts, hits.locations, (near.best if near else {}), (near.copies if near else {}), nbytes
-
-
-def _scan_windows(doc: Document, ngram: NgramScanner, near: NeardupScanner | None, config: IndexConfig) -> None:
-    """Scan one long document window by window (:func:`iter_windows`), with the result of scanning it whole.
-
-    Windows share ``overlap`` words: at least any exact match's length, and a near
-    duplicate's longest span plus the words before its start that tell whether it is a
-    new copy (``lead``). Exact counts are those of every window less
-    those of the shared words; each item keeps its first location in the document; near
-    duplicates are reported by the window that owns their start. Offsets are shifted
-    to the document's.
-    """
-    lead = near.index.lead if near is not None else 1
-    overlap = max(config.n, UNSEEN_N, lead + near.index.max_span if near is not None else 0)
-    shared = NgramScanner(ngram.table, config.n, 0)  # counts matches in the shared words (no locations)
-    locations = ngram.hits.locations
-    before_doc = {item: len(locs) for item, locs in locations.items()}
-    for window in iter_windows(doc, WINDOW_CHARS, overlap, lead):
-        before = {item: len(locs) for item, locs in locations.items()}
-        ngram.scan(window.batch)
-        for item, locs in locations.items():
-            for loc in locs[before.get(item, 0):]:
-                loc[2] = None if loc[2] is None else loc[2] + window.shift
-        if window.overlap is not None:
-            shared.scan(window.overlap)
-        if near is not None:
-            prior = dict(near.best)
-            near.scan(window.batch, owned=window.owned)
-            for item, hit in near.best.items():
-                if hit is not prior.get(item) and hit.location[2] is not None:
-                    hit.location[2] += window.shift
-    ngram.hits.counts -= shared.result().counts
-    for item, locs in locations.items():  # one location per document: the first
-        del locs[before_doc.get(item, 0) + 1:]
-
-
-@dataclass
-class Accumulator:
-    """Everything merged so far, in corpus order."""
-
-    counts: np.ndarray
-    max_locations: int
-    locations: dict[int, list] = field(default_factory=dict)
-    near_best: dict[int, NeardupHit] = field(default_factory=dict)
-    near_copies: dict[int, int] = field(default_factory=dict)
-    nbytes: int = 0
-
-    def add(self, counts_sparse: np.ndarray, locations: dict, near_best: dict, near_copies: dict, nbytes: int) -> None:
-        keys, counts = counts_sparse
-        np.add.at(self.counts, keys.astype(np.int64), counts.astype(np.int64))
-        for item, locs in locations.items():
-            mine = self.locations.setdefault(int(item), [])
-            mine.extend(locs[: max(0, self.max_locations - len(mine))])
-        for item, hit in near_best.items():
-            item = int(item)
-            mine = self.near_best.get(item)
-            if mine is None or hit.jaccard > mine.jaccard:
-                self.near_best[item] = hit
-        for item, n in near_copies.items():
-            self.near_copies[int(item)] = self.near_copies.get(int(item), 0) + n
-        self.nbytes += nbytes
-
-    def sparse_counts(self) -> np.ndarray:
-        keys = np.nonzero(self.counts)[0]
-        return np.stack([keys, self.counts[keys]])
-
-    def save(self, path: Path, stats: ReadStats) -> None:
-        """Write this (one shard's) result as JSON, atomically."""
-        write_json_atomic(path, {
-            "counts": self.sparse_counts().tolist(),
-            "locations": {str(k): v for k, v in self.locations.items()},
-            "near_best": {str(k): [h.jaccard, h.location] for k, h in self.near_best.items()},
-            "near_copies": {str(k): v for k, v in self.near_copies.items()},
-            "nbytes": self.nbytes,
-            "stats": stats.as_dict(),
-        })
-
-    def add_saved(self, path: Path) -> ReadStats:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        counts = np.asarray(data["counts"], dtype=np.int64).reshape(2, -1)
-        near = {int(k): NeardupHit(v[0], v[1]) for k, v in data["near_best"].items()}
-        self.add(counts, {int(k): v for k, v in data["locations"].items()}, near,
-                 {int(k): v for k, v in data["near_copies"].items()}, data["nbytes"])
-        s = data["stats"]
-        return ReadStats(s["read"], s["skipped"], s["skip_examples"])
 
 
 # ----------------------------------------------------------------------------- build
@@ -441,15 +266,15 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
     Returns their records in order, the manifest's ``corpus`` section and the read stats.
     """
     item_words = item_batches([it.text for it in items])
-    searchers = _make_searchers(item_words, config)
-    total = Accumulator(np.zeros(searchers["table"].n_keys, dtype=np.int64), config.max_locations)
+    searcher = Searcher.build(item_words, config)
+    total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations)
     if config.ray:
         from contaudit.index.distributed import scan_with_ray
-        stats, shards_total, shards_resumed = scan_with_ray(units, config, searchers, staging, total, progress)
+        stats, shards_total, shards_resumed = scan_with_ray(units, config, searcher, staging, total, progress)
     else:
-        stats, shards_total, shards_resumed = _scan_here(units, config, searchers, item_words, staging, total,
+        stats, shards_total, shards_resumed = _scan_here(units, config, searcher, item_words, staging, total,
                                                          progress)
-    records = _item_records(items, item_words, searchers["table"], total, config)
+    records = _item_records(items, item_words, searcher.table, total, config)
     corpus_section = {"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
                       "shards_resumed": shards_resumed}
     return records, corpus_section, stats
@@ -461,18 +286,36 @@ def _counts(records: list[dict]) -> dict:
     return {"items": len(records), **{s: sum(r["status"] == s for r in records) for s in statuses}}
 
 
-def _scan_here(units, config: IndexConfig, searchers: dict, item_words, partial: Path, total: Accumulator,
+_searcher: Searcher | None = None  # this process's searcher during a one-machine scan (:func:`_scan_here`)
+
+
+def _start_worker(item_words, config: IndexConfig) -> None:
+    """Initializer of a pool process: a forked one has its parent's searcher already, a spawned one builds it."""
+    global _searcher
+    if _searcher is None:
+        _searcher = Searcher.build(item_words, config)
+
+
+def _scan_batch(docs: list[Document]) -> BatchResult:
+    """Scan one batch with this process's searcher (what a one-machine scan runs per batch, here or in its pool)."""
+    return _searcher.scan_batch(docs)
+
+
+def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, partial: Path, total: Accumulator,
                progress) -> tuple[ReadStats, int, int]:
-    """Scan ``units`` in this process (and ``config.workers`` processes), saving and merging shard by shard."""
+    """Scan ``units`` in this process (and ``config.workers`` processes), saving and merging shard by shard.
+
+    The searcher is this process's for the scan, so that forked pool processes inherit it.
+    """
+    global _searcher
     stats = ReadStats()
     shards_total = shards_resumed = 0
-    _WORKER.clear()
-    _WORKER.update(searchers)
+    _searcher = searcher
     pool = None
     if config.workers > 1:
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(method)
-        pool = ctx.Pool(config.workers, initializer=_init_worker,
+        pool = ctx.Pool(config.workers, initializer=_start_worker,
                         initargs=(item_words, config) if method == "spawn" else (None, config))
     try:
         for shard_id, batches in iter_shards(units, config, stats):
@@ -498,7 +341,7 @@ def _scan_here(units, config: IndexConfig, searchers: dict, item_words, partial:
     finally:
         if pool is not None:
             pool.terminate()
-        _WORKER.clear()
+        _searcher = None
     return stats, shards_total, shards_resumed
 
 

@@ -2,7 +2,7 @@
 
 Each Ray task reads one corpus unit (a record file, a saved dataset, or a text
 directory) with the same code as a one-machine build: :func:`iter_shards` over that
-unit cuts the same shards and batches, and :func:`_scan_batch` scans each batch. A
+unit cuts the same shards and batches, and a :class:`~contaudit.index.scan.Searcher` scans each batch. A
 unit read by several tasks (when there are fewer units than workers) is split by
 batch: every task reads the whole unit and scans every ``parts``-th batch, so one
 large file or directory still keeps all workers busy.
@@ -21,9 +21,7 @@ at the same path on every node.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,15 +30,14 @@ import numpy as np
 
 from contaudit.config import IndexConfig
 from contaudit.errors import ContauditError
-from contaudit.index import build
-from contaudit.index.build import Accumulator, CorpusUnit, iter_shards
-from contaudit.io import MAX_SKIP_EXAMPLES, ReadStats
-from contaudit.ray_support import import_ray
+from contaudit.index.scan import Accumulator, Searcher, iter_shards
+from contaudit.io import MAX_SKIP_EXAMPLES, CorpusUnit, ReadStats
+from contaudit.ray_support import RayConnection
 
 MAX_PARTS = 8  # at most this many tasks read the same unit (each reads all of it)
 
 
-def _scan_unit(u: int, unit: CorpusUnit, config: IndexConfig, searchers: dict, part: int, parts: int,
+def _scan_unit(u: int, unit: CorpusUnit, config: IndexConfig, searcher: Searcher, part: int, parts: int,
                done: frozenset[int]) -> Iterator[tuple]:
     """A Ray task: scan batches ``part``, ``part + parts``, ... of unit ``u``; yield each result.
 
@@ -48,28 +45,23 @@ def _scan_unit(u: int, unit: CorpusUnit, config: IndexConfig, searchers: dict, p
     ``("resumed", shard, chars)`` for shards in ``done`` (part 0 only), and finally
     ``("end", n_shards, read_stats)`` (the stats from part 0 only).
     """
-    build._WORKER.clear()
-    build._WORKER.update(searchers)
     stats = ReadStats()
     n_shards = seen_batches = 0
-    try:
-        for shard_id, batches in iter_shards([unit], config, stats):
-            shard = int(shard_id.rsplit("-", 1)[1])
-            n_shards += 1
-            if shard in done:
-                if part == 0:
-                    yield "resumed", shard, sum(len(d.text) for b in batches for d in b)
-            else:
-                for i, batch in enumerate(batches):
-                    if (seen_batches + i) % parts == part:
-                        yield "batch", shard, i, len(batches), build._scan_batch(batch)
-            seen_batches += len(batches)
-    finally:
-        build._WORKER.clear()
+    for shard_id, batches in iter_shards([unit], config, stats):
+        shard = int(shard_id.rsplit("-", 1)[1])
+        n_shards += 1
+        if shard in done:
+            if part == 0:
+                yield "resumed", shard, sum(len(d.text) for b in batches for d in b)
+        else:
+            for i, batch in enumerate(batches):
+                if (seen_batches + i) % parts == part:
+                    yield "batch", shard, i, len(batches), searcher.scan_batch(batch)
+        seen_batches += len(batches)
     yield "end", n_shards, stats.as_dict() if part == 0 else None
 
 
-def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searchers: dict, partial: Path, total: Accumulator,
+def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Searcher, partial: Path, total: Accumulator,
                   progress: Callable[[int], None] | None = None) -> tuple[ReadStats, int, int]:
     """Scan ``units`` as Ray tasks, save each shard in ``partial``, merge all into ``total`` in corpus order.
 
@@ -79,18 +71,12 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searchers: dict,
     tasks run at once. Returns the corpus read stats, the number of shards and the
     number reused from ``partial``.
     """
-    ray = import_ray()
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            ray.init(address="local", num_cpus=config.workers, include_dashboard=False, logging_level=logging.WARNING)
+    connection = RayConnection()
+    ray = connection.start_local(config.workers)
     task = ray.remote(num_cpus=1)(_scan_unit)
     parts = max(1, min(MAX_PARTS, math.ceil(config.workers / max(1, len(units)))))
     done = _saved_shards(partial)
-    searchers_ref = ray.put(searchers)
+    searcher_ref = ray.put(searcher)
     pending = [(u, part) for u in range(len(units)) for part in range(parts)]  # submitted in corpus order
     running: dict = {}  # generator -> unit
     batches: dict[tuple[int, int], dict[int, tuple]] = {}  # (unit, shard) -> batch index -> result
@@ -104,7 +90,7 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searchers: dict,
         while pending or running:
             while pending and len(running) < config.workers:
                 u, part = pending.pop(0)
-                running[task.remote(u, units[u], config, searchers_ref, part, parts, done.get(u, frozenset()))] = u
+                running[task.remote(u, units[u], config, searcher_ref, part, parts, done.get(u, frozenset()))] = u
             gen = ray.wait(list(running), num_returns=1)[0][0]
             try:
                 message = _get(ray, next(gen))
@@ -145,8 +131,7 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searchers: dict,
         for gen in running:  # after an error or an interruption: stop the tasks still running
             with contextlib.suppress(Exception):
                 ray.cancel(gen, force=True)
-        if connected_here:
-            ray.shutdown()
+        connection.close()
     if cursor[0] != len(units):
         raise RuntimeError(f"Ray tasks ended before unit {cursor[0]} shard {cursor[1]} was scanned")
     stats = ReadStats()

@@ -25,29 +25,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from contaudit.config import ScoreSettings
 from contaudit.errors import InputError
 from contaudit.io import Item, load_items
 from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
 from contaudit.scoring.cache import ScoreCache, text_hash
-from contaudit.scoring.completion import completion_metrics, greedy_continue
-from contaudit.scoring.likelihood import (NextTokenScorer, Row, byte_metrics, likelihood_metrics, plan_windows,
-                                          score_rows)
+from contaudit.scoring.completion import completion_metrics
+from contaudit.scoring.likelihood import Row, byte_metrics, likelihood_metrics, plan_windows
 from contaudit.models import FileHashes, LoadedModel, ModelSource, fingerprint, load_model, resolve_model
-from contaudit.scoring.parallel import stateless_forward
+from contaudit.scoring.runner import LocalRunner
 
 # CPU values chosen by measurement (benchmarks/scoring_throughput.py, docs/scoring.md);
 # the GPU values are not measured here (no GPU was available).
 DEFAULT_BATCH_TOKENS = {"cpu": 256, "cuda": 16384}
 DEFAULT_COMPLETION_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
-# Logits computed at once (rows x vocabulary) and the float32 working set of the statistics.
-LOGIT_BLOCK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
-STATS_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 27}
-# Below this many parameters the default is one thread (measured: a 30k-parameter GPT-2
-# ran 0.35x as fast with two workers as with one thread; SmolLM2-135M as fast or faster).
-TINY_MODEL_PARAMS = 10_000_000
 CACHE_DIR_NAME = ".contaudit-cache"
 METRICS_VERSION = 2  # 2: completion rows carry suffix_logprob
 
@@ -101,8 +93,9 @@ class _Plan:
     skip: Skip | None = None
 
 
-def _manifest_path(out: Path) -> Path:
-    return out.with_name(out.name[: -len(".jsonl")] + ".manifest.json")
+def manifest_path(out: Path) -> Path:
+    """Where the manifest of ``out`` goes: ``NAME.manifest.json`` beside ``NAME.jsonl`` (or ``NAME.json``)."""
+    return out.with_name(out.name.rsplit(".", 1)[0] + ".manifest.json")
 
 
 def _load_items(data: Path, settings: ScoreSettings) -> list[Item]:
@@ -121,7 +114,8 @@ def _load_items(data: Path, settings: ScoreSettings) -> list[Item]:
     return items
 
 
-def _tokenize(texts: list[str], tokenizer) -> list[list[int]]:
+def tokenize(texts: list[str], tokenizer) -> list[list[int]]:
+    """The token ids of each text, without special tokens."""
     if not texts:
         return []
     return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -142,11 +136,11 @@ def _plan_items(items: list[Item], loaded: LoadedModel, *, completion: bool, max
     ctx = [loaded.context_token] if loaded.context_token is not None else []
     tok = loaded.tokenizer
     plans = [_Plan(item) for item in items]
-    text_ids = _tokenize([it.text for it in items], tok)
+    text_ids = tokenize([it.text for it in items], tok)
     if completion:
         pairs = [_split_boundary(it.fields["prefix"], it.fields["suffix"]) for it in items]
-        prefix_ids = _tokenize([p for p, _ in pairs], tok)
-        suffix_ids = _tokenize([s for _, s in pairs], tok)
+        prefix_ids = tokenize([p for p, _ in pairs], tok)
+        suffix_ids = tokenize([s for _, s in pairs], tok)
     for n, plan in enumerate(plans):
         item = plan.item
 
@@ -271,91 +265,6 @@ def _score_completion(runner: "LocalRunner", plans: list[_Plan], cache: ScoreCac
     return computed + done
 
 
-def cpu_workers(threads: int | None, model: torch.nn.Module, device: torch.device,
-                available: int) -> tuple[int, int]:
-    """``(workers, intra-op threads)``: one single-threaded worker per thread when safe.
-
-    ``threads`` is the setting (None: ``available``, torch's thread count or a
-    replica's share of it). By default a tiny model runs on one thread: its ops are
-    too short for workers to run them side by side (they queue on Python's interpreter
-    lock) or for intra-op threads to pay off.
-    """
-    if device.type != "cpu":
-        return 1, available
-    if threads is None and sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMS:
-        return 1, 1
-    threads = threads or available
-    if threads > 1 and stateless_forward(model):
-        return threads, 1
-    return 1, threads
-
-
-class _HiddenOn:
-    """A model body whose hidden states come back on ``device`` (a model split across devices
-    ends its body on the last one; the scorer selects positions where its inputs are)."""
-
-    def __init__(self, body, device: torch.device):
-        self.body, self.device = body, device
-
-    def __call__(self, **kwargs):
-        return (self.body(**kwargs)[0].to(self.device),)
-
-
-def make_scorer(loaded: LoadedModel) -> NextTokenScorer:
-    """The likelihood scorer of ``loaded`` with the block sizes of its device."""
-    kind = loaded.device.type
-    scorer = NextTokenScorer(loaded.model, block_elems=LOGIT_BLOCK_ELEMS.get(kind, 1 << 24),
-                             chunk_elems=STATS_CHUNK_ELEMS.get(kind, 1 << 19))
-    if loaded.devices and scorer.body is not None:
-        scorer.body = _HiddenOn(scorer.body, loaded.device)
-    return scorer
-
-
-class LocalRunner:
-    """Runs batches on one model in this process (on CPU on ``workers`` worker threads).
-
-    The interface :func:`score` drives, also implemented by the replica pools of
-    :mod:`contaudit.scoring.replicas`; each method yields batches as they finish.
-    """
-
-    def __init__(self, loaded: LoadedModel, *, threads: int | None, available: int | None = None):
-        self.loaded = loaded
-        self.scorer = make_scorer(loaded)
-        available = available or torch.get_num_threads()
-        self.workers, self.intra_op = cpu_workers(threads, loaded.model, loaded.device, available)
-        device = "+".join(loaded.devices) if loaded.devices else str(loaded.device)
-        self.facts = {"head_on_scored_positions_only": self.scorer.split, "cpu_workers": self.workers,
-                      "threads_per_worker": self.intra_op, "replicas": 1, "devices_used": [device]}
-        placement = getattr(loaded.model, "contaudit_placement", None)
-        if placement is not None:
-            self.facts["placement"] = {name: loaded.devices[d] + ("" if loaded.devices[d] != "cpu" else f"#{d}")
-                                       for name, d in placement.items()}
-
-    def likelihood(self, rows: list[Row], *, batch_tokens: int, pad_id: int,
-                   workers: int | None = None) -> Iterator[tuple[list[Row], list[np.ndarray], int]]:
-        """``(rows, stats, n_scored)`` per batch, as :func:`~contaudit.scoring.likelihood.score_rows`."""
-        return score_rows(self.scorer, rows, batch_tokens=batch_tokens, device=self.loaded.device, pad_id=pad_id,
-                          workers=self.workers if workers is None else workers)
-
-    def complete(self, prompts: list[list[int]], n_new: list[int], *, batch_tokens: int, pad_id: int,
-                 max_positions: int | None, workers: int | None = None
-                 ) -> Iterator[tuple[list[int], list[list[int]], int]]:
-        """``(indices, continuations, n)`` per batch, as :func:`~contaudit.scoring.completion.greedy_continue`."""
-        return greedy_continue(self.loaded.model, prompts, n_new, batch_tokens=batch_tokens, device=self.loaded.device,
-                               pad_id=pad_id, workers=self.workers if workers is None else workers,
-                               max_positions=max_positions)
-
-    @contextlib.contextmanager
-    def running(self):
-        """Torch's intra-op threads set for this runner while scoring, restored after."""
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.intra_op)
-        try:
-            yield self
-        finally:
-            torch.set_num_threads(before)
-
-
 @contextlib.contextmanager
 def open_runner(source: ModelSource, settings: ScoreSettings, *, expected_weights: list | None = None
                 ) -> Iterator[tuple[LoadedModel, "LocalRunner"]]:
@@ -394,8 +303,14 @@ def resolve_lengths(settings: ScoreSettings, loaded: LoadedModel) -> tuple[int, 
     return max_length, stride
 
 
-def _cache_keys(loaded: LoadedModel, max_length: int, transformers_version: str | None = None) -> dict:
-    """What every cached score depends on, besides the item itself."""
+def batch_budgets(settings: ScoreSettings, device_type: str) -> dict[str, int]:
+    """Tokens per batch, ``{"likelihood": ..., "completion": ...}``: the settings', else the device's defaults."""
+    return {"likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(device_type, DEFAULT_BATCH_TOKENS["cpu"]),
+            "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(device_type, 2048)}
+
+
+def cache_keys(loaded: LoadedModel, max_length: int, transformers_version: str | None = None) -> dict:
+    """What every cached score depends on, besides the item itself (``transformers_version``: the replicas')."""
     return {"model": loaded.fingerprint["id"], "dtype": str(loaded.dtype).removeprefix("torch."),
             "device": loaded.device.type, "context_token": loaded.context_token, "max_length": max_length,
             "transformers": transformers_version or metadata.version("transformers"),
@@ -406,7 +321,7 @@ def _score_all(loaded: LoadedModel, runner: LocalRunner, plans: list[_Plan], set
                cache_dir: Path | None, *, max_length: int, stride: int, budgets: dict[str, int],
                progress: Progress | None) -> tuple[dict, dict, dict]:
     """Scores of every scoreable plan, from the cache or computed: ``(likelihood, completion, run facts)``."""
-    common = _cache_keys(loaded, max_length, runner.facts.get("transformers"))
+    common = cache_keys(loaded, max_length, runner.facts.get("transformers"))
     lik_cache = ScoreCache(cache_dir, {"kind": "likelihood", **common, "stride": stride})
     comp_cache = ScoreCache(cache_dir, {"kind": "completion", **common}) if settings.completion else None
     lik = lik_cache.load()
@@ -448,10 +363,21 @@ def prepare_job(data: str | Path, out: str | Path, settings: ScoreSettings, *, m
         raise InputError("is a directory; --out must be a .jsonl file path, e.g. scores/NAME.jsonl", path=out)
     if not out.name.endswith(".jsonl"):
         raise InputError("the output file must end with .jsonl (a manifest .manifest.json goes beside it)", path=out)
+    return check_job(data, out, settings, model=model)
+
+
+def check_job(data: Path, out: Path, settings: ScoreSettings, *, model: str | Path | None = None) -> ScoreJob:
+    """:func:`prepare_job` once ``out``'s name is checked (each kind of output checks its own suffix).
+
+    ``out`` is not ``data`` and can be created, with its manifest (:func:`manifest_path`)
+    beside it; ``model``'s path (when given) resolves; ``data``'s items are read; the
+    cache defaults to ``.contaudit-cache`` beside ``out``. Used by ``score`` and by the
+    order test (:mod:`contaudit.scoring.item_order`).
+    """
     if data.exists() and out.exists() and out.resolve() == data.resolve():
         raise InputError("the output file is the data file; choose another output path", path=out)
-    if _manifest_path(out).is_dir():
-        raise InputError("is a directory; the manifest of --out goes there", path=_manifest_path(out))
+    if manifest_path(out).is_dir():
+        raise InputError("is a directory; the manifest of --out goes there", path=manifest_path(out))
     check_can_create(out)
     if model is not None:
         resolve_model(model, settings.gguf_file)
@@ -470,10 +396,7 @@ class ModelSession:
     def __init__(self, source: ModelSource, settings: ScoreSettings, loaded: LoadedModel, runner: LocalRunner):
         self.source, self.settings, self.loaded, self.runner = source, settings, loaded, runner
         self.max_length, self.stride = resolve_lengths(settings, loaded)
-        kind = loaded.device.type
-        self.budgets = {
-            "likelihood": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"]),
-            "completion": settings.completion_batch_tokens or DEFAULT_COMPLETION_BATCH_TOKENS.get(kind, 2048)}
+        self.budgets = batch_budgets(settings, loaded.device.type)
 
     @property
     def fingerprint(self) -> dict:
@@ -499,7 +422,7 @@ class ModelSession:
                     "max_length": self.max_length, "stride": self.stride, "batch_tokens": self.budgets["likelihood"],
                     "completion_batch_tokens": self.budgets["completion"],
                     **{k: v for k, v in facts.items() if k not in ("from_cache", "tokens_computed", "compute_seconds")}}
-        result = ScoreResult(job.out, _manifest_path(job.out), len(job.items), len(rows),
+        result = ScoreResult(job.out, manifest_path(job.out), len(job.items), len(rows),
                              [p.skip for p in plans if p.skip], facts["from_cache"], facts["tokens_computed"],
                              time.perf_counter() - started, facts["compute_seconds"], self.fingerprint["id"],
                              ", ".join(facts["devices_used"]), str(loaded.dtype).removeprefix("torch."), resolved)

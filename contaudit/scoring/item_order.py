@@ -50,31 +50,28 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from contaudit.config import AnalysisSettings, ItemOrderConfig, ScoreSettings
 from contaudit.errors import InputError
-from contaudit.io import Item, load_items
-from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic
-from contaudit.models import FileHashes, LoadedModel, fingerprint, load_model, resolve_model
+from contaudit.io import Item
+from contaudit.manifest import describe_path, make_manifest, write_json_atomic
+from contaudit.models import resolve_model
 from contaudit.scoring.cache import ScoreCache, text_hash
-from contaudit.scoring.engine import (CACHE_DIR_NAME, DEFAULT_BATCH_TOKENS, ModelSession, cpu_workers, make_scorer,
-                                      resolve_lengths)
-from contaudit.scoring.likelihood import Row, plan_windows, score_rows
+from contaudit.scoring.engine import (ModelSession, Progress, batch_budgets, cache_keys, check_job,
+                                      manifest_path, open_model, resolve_lengths, tokenize)
+from contaudit.scoring.likelihood import Row, plan_windows
 
 ORDER_FORMAT = 1
 CACHE_VERSION = 1
-Progress = Callable[[str, int, int], None]
 
 
 class PublishedOrderWarning(UserWarning):
@@ -217,22 +214,24 @@ class ItemOrderScores:
                                confidence_level=confidence_level, rng=rng)
 
 
-def _manifest_path(out: Path) -> Path:
-    return out.with_name(out.name[: -len(".json")] + ".manifest.json")
+def _cache_key(session: ModelSession, max_length: int, stride: int) -> dict:
+    """What a cached log-likelihood depends on besides its text: the engine's keys
+    (:func:`~contaudit.scoring.engine.cache_keys`), the stride, this stage's kind and version."""
+    common = cache_keys(session.loaded, max_length, session.runner.facts.get("transformers"))
+    return {"kind": "item_order", **{k: common[k] for k in ("model", "dtype", "device", "context_token", "max_length")},
+            "stride": stride, "transformers": common["transformers"], "version": CACHE_VERSION}
 
 
-def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCache, found: dict, *,
-                     settings: ScoreSettings, max_length: int, stride: int,
-                     progress: Progress | None) -> tuple[int, int, int]:
-    """Score every text (by hash) not in ``found``; add ``{"logprob", "n_tokens"}`` to it and the cache.
-
-    Returns ``(tokens computed, CPU workers, threads per worker)``.
+def _log_likelihoods(session: ModelSession, texts: dict[str, str], cache: ScoreCache, found: dict, *,
+                     max_length: int, stride: int, batch_tokens: int, progress: Progress | None) -> int:
+    """Score every text (by hash) not in ``found`` on the session's runner (one model here, or its
+    replicas); add ``{"logprob", "n_tokens"}`` to ``found`` and the cache. Returns the tokens computed.
     """
+    loaded = session.loaded
     todo = {h: t for h, t in texts.items() if h not in found}
     ctx = [loaded.context_token] if loaded.context_token is not None else []
     keys = list(todo)
-    encoded = loaded.tokenizer([todo[h] for h in keys], add_special_tokens=False, verbose=False)["input_ids"] \
-        if keys else []
+    encoded = tokenize([todo[h] for h in keys], loaded.tokenizer)
     rows, n_windows, n_tokens = [], {}, {}
     for h, text_ids in zip(keys, encoded):
         ids = ctx + list(text_ids)
@@ -243,35 +242,26 @@ def _log_likelihoods(loaded: LoadedModel, texts: dict[str, str], cache: ScoreCac
         n_windows[h], n_tokens[h] = len(windows), len(ids) - 1
         rows += [Row((h, w), ids[a:b], first - a) for w, (a, b, first) in enumerate(windows)]
     total = sum(len(r.ids) - r.first_target for r in rows)
-    kind = loaded.device.type
-    scorer = make_scorer(loaded)
-    workers, intra_op = cpu_workers(settings.threads, loaded.model, loaded.device, torch.get_num_threads())
-    batch_tokens = settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(kind, DEFAULT_BATCH_TOKENS["cpu"])
     if progress and total:
         progress("item order", 0, total)
     pending: dict[str, dict[int, float]] = {}
     done = 0
-    before = torch.get_num_threads()
-    torch.set_num_threads(intra_op)
-    try:
-        for group, stats, n in score_rows(scorer, rows, batch_tokens=batch_tokens,
-                                          device=loaded.device, pad_id=loaded.context_token or 0, workers=workers):
-            finished = {}
-            for row, s in zip(group, stats):
-                h, w = row.key
-                pending.setdefault(h, {})[w] = float(np.sum(s[:, 0], dtype=np.float64))
-                if len(pending[h]) == n_windows[h]:
-                    parts = pending.pop(h)
-                    finished[h] = {"logprob": math.fsum(parts[i] for i in range(len(parts))),
-                                   "n_tokens": n_tokens[h]}
-            cache.add(finished)  # on disk before the next batch: a kill loses at most one batch
-            found.update(finished)
-            done += n
-            if progress:
-                progress("item order", done, total)
-    finally:
-        torch.set_num_threads(before)
-    return done, workers, intra_op
+    for group, stats, n in session.runner.likelihood(rows, batch_tokens=batch_tokens,
+                                                     pad_id=loaded.context_token or 0):
+        finished = {}
+        for row, s in zip(group, stats):
+            h, w = row.key
+            pending.setdefault(h, {})[w] = float(np.sum(s[:, 0], dtype=np.float64))
+            if len(pending[h]) == n_windows[h]:
+                parts = pending.pop(h)
+                finished[h] = {"logprob": math.fsum(parts[i] for i in range(len(parts))),
+                               "n_tokens": n_tokens[h]}
+        cache.add(finished)  # on disk before the next batch: a kill loses at most one batch
+        found.update(finished)
+        done += n
+        if progress:
+            progress("item order", done, total)
+    return done
 
 
 def item_order_scores(model: str | Path, data: str | Path, out: str | Path, config: ItemOrderConfig | None = None,
@@ -296,8 +286,9 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
     progress : callable, optional
         ``progress(phase, done_tokens, total_tokens)`` as batches finish.
     session : ModelSession, optional
-        ``model`` already loaded in this process (:func:`~contaudit.scoring.open_model`),
-        to use instead of loading it again; a session of replicas is not used.
+        ``model`` already open (:func:`~contaudit.scoring.open_model`: here, or as
+        replicas), to use instead of opening it again. Without it ``model`` is opened
+        as ``score`` opens it, with ``settings``' ``devices`` and ``replicas``.
 
     Returns
     -------
@@ -313,7 +304,7 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
         ``"published_order_sorted": true``) in the file and its manifest.
     """
     config = config or ItemOrderConfig()
-    settings = settings or ScoreSettings()
+    settings = replace(settings or ScoreSettings(), completion=False)  # whole texts only
     config.validate()
     settings.validate()
     seed = config.seed if config.seed is not None else AnalysisSettings().seed
@@ -321,14 +312,8 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
     data, out = Path(data), Path(out)
     if out.is_dir() or not out.name.endswith(".json"):
         raise InputError("the output must be a .json file path, e.g. runs/NAME/item_order.json", path=out)
-    if data.exists() and out.exists() and out.resolve() == data.resolve():
-        raise InputError("the output file is the data file; choose another output path", path=out)
-    check_can_create(out)
-    source = resolve_model(model, settings.gguf_file)
-    try:
-        items = load_items(data, text_field=settings.text_field, id_field=settings.id_field)
-    except OSError as e:
-        raise InputError(f"cannot read the data file ({e.strerror or e})", path=data) from None
+    job = check_job(data, out, settings, model=model)
+    items = job.items
     empty = next((it for it in items if not it.text.strip()), None)
     if empty is not None:
         raise InputError(f"item {empty.id!r} has an empty text; every item must have text to be ordered",
@@ -342,38 +327,29 @@ def item_order_scores(model: str | Path, data: str | Path, out: str | Path, conf
     if sorted_warning:
         warnings.warn(sorted_warning, PublishedOrderWarning, stacklevel=2)
 
-    cache_dir = None
-    if settings.use_cache:
-        cache_dir = Path(settings.cache_dir) if settings.cache_dir is not None else out.parent / CACHE_DIR_NAME
-    if session is not None and session.loaded.model is not None and session.source == source:
-        loaded, fp = session.loaded, session.fingerprint
-    else:
-        fp = fingerprint(source, FileHashes(cache_dir / "file-hashes.json" if cache_dir else None),
-                         include_code=settings.trust_remote_code)
-        loaded = load_model(source, device=settings.device, dtype=settings.dtype,
-                            trust_remote_code=settings.trust_remote_code, devices=settings.devices)
-        loaded.fingerprint = fp
-    max_length, stride = resolve_lengths(settings, loaded)
-    cache = ScoreCache(cache_dir, {"kind": "item_order", "model": fp["id"],
-                                   "dtype": str(loaded.dtype).removeprefix("torch."), "device": loaded.device.type,
-                                   "context_token": loaded.context_token, "max_length": max_length, "stride": stride,
-                                   "transformers": metadata.version("transformers"), "version": CACHE_VERSION})
-    found = cache.load()
-    texts = {text_hash(t): t for s in shards for t in (s.canonical, *s.shuffled)}
-    from_cache = sum(1 for h in texts if h in found)
-    t0 = time.perf_counter()
-    computed, workers, intra_op = _log_likelihoods(loaded, texts, cache, found, settings=settings,
-                                                   max_length=max_length, stride=stride, progress=progress)
-    compute_seconds = time.perf_counter() - t0
+    reuse = session is not None and session.source == resolve_model(model, settings.gguf_file)
+    opened = contextlib.nullcontext(session) if reuse else open_model(model, settings, hashes_dir=job.cache_dir)
+    with opened as session:
+        loaded, fp, facts = session.loaded, session.fingerprint, session.runner.facts
+        max_length, stride = resolve_lengths(settings, loaded)
+        batch_tokens = batch_budgets(settings, loaded.device.type)["likelihood"]
+        cache = ScoreCache(job.cache_dir, _cache_key(session, max_length, stride))
+        found = cache.load()
+        texts = {text_hash(t): t for s in shards for t in (s.canonical, *s.shuffled)}
+        from_cache = sum(1 for h in texts if h in found)
+        t0 = time.perf_counter()
+        computed = _log_likelihoods(session, texts, cache, found, max_length=max_length, stride=stride,
+                                    batch_tokens=batch_tokens, progress=progress)
+        compute_seconds = time.perf_counter() - t0
 
     canonical = np.array([found[text_hash(s.canonical)]["logprob"] for s in shards])
     shuffled = np.array([[found[text_hash(t)]["logprob"] for t in s.shuffled] for s in shards])
     resolved = {**asdict(config), "seed": seed, "max_length": max_length, "stride": stride,
                 "device": str(loaded.device), "dtype": str(loaded.dtype).removeprefix("torch."),
-                "batch_tokens": settings.batch_tokens or DEFAULT_BATCH_TOKENS.get(loaded.device.type, 256),
-                "cpu_workers": workers, "threads_per_worker": intra_op,
-                "cache_dir": str(cache_dir) if cache_dir else None, "context_token_id": loaded.context_token}
-    result = ItemOrderScores(out, _manifest_path(out), canonical, shuffled, len(items), seed, from_cache, computed,
+                "batch_tokens": batch_tokens, "cpu_workers": facts["cpu_workers"],
+                "threads_per_worker": facts["threads_per_worker"],
+                "cache_dir": str(job.cache_dir) if job.cache_dir else None, "context_token_id": loaded.context_token}
+    result = ItemOrderScores(out, manifest_path(out), canonical, shuffled, len(items), seed, from_cache, computed,
                              0.0, compute_seconds, fp["id"], resolved, sorted_warning is not None, notes)
     test = result.test()
     write_json_atomic(out, {

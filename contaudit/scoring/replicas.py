@@ -36,7 +36,6 @@ imported only when ``ray`` is set.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import socket
@@ -63,10 +62,11 @@ from contaudit.models import (
     resolve_model,
 )
 from contaudit.progress import quiet_transformers
-from contaudit.ray_support import import_ray
+from contaudit.ray_support import RayConnection
 from contaudit.scoring.batching import pack_batches
 from contaudit.scoring.likelihood import Row
 from contaudit.scoring.parallel import run_batches
+from contaudit.scoring.runner import LocalRunner
 
 DEPTH = 2  # batches queued per worker of a replica, so it never waits for the driver between batches
 _STOP_SECONDS = 30  # how long a replica may take to exit after its last batch
@@ -90,8 +90,6 @@ class ReplicaWorker:
     """
 
     def __init__(self, spec: dict):
-        from contaudit.scoring.engine import LocalRunner
-
         quiet_transformers()
         source = resolve_model(spec["model"], spec["gguf_file"])
         seen = [[p.name, p.stat().st_size] for p in source.weight_files]
@@ -323,12 +321,10 @@ class _RayActor:
 class _RayActors:
     """Replicas as Ray actors: on the cluster at RAY_ADDRESS, or a local Ray instance started here."""
 
-    def __init__(self, specs: list[dict], resources: list[dict]):
-        ray = self.ray = import_ray()
-        self.connected_here = not ray.is_initialized()
-        if self.connected_here:  # neither connected nor a RAY_ADDRESS: a local instance, as large as needed
-            cpus = max(os.cpu_count() or 1, sum(r["num_cpus"] for r in resources))
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    def __init__(self, connection: RayConnection, specs: list[dict], resources: list[dict]):
+        self.connection = connection
+        # unless connected (to RAY_ADDRESS or before): a local instance, as large as needed
+        ray = self.ray = connection.start_local(max(os.cpu_count() or 1, sum(r["num_cpus"] for r in resources)))
         self.labels = [f"Ray actor {k}" for k in range(len(specs))]
         self.labels_used: list[str] = []
         self.actors, self.refs = [], {}
@@ -387,12 +383,11 @@ class _RayActors:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
         self.actors, self.refs = [], {}
-        if self.connected_here:
-            self.ray.shutdown()
+        self.connection.close()
 
 
 class ReplicaPool:
-    """The batches of one run on several replicas, behind :class:`~contaudit.scoring.engine.LocalRunner`'s
+    """The batches of one run on several replicas, behind :class:`~contaudit.scoring.runner.LocalRunner`'s
     interface: ``likelihood`` and ``complete`` yield each batch when a replica returns it."""
 
     def __init__(self, backend, facts: list[dict], depths: list[int]):
@@ -554,20 +549,13 @@ def ray_plan(source: ModelSource, settings: ScoreSettings, expected_weights: lis
 
 def _ray_backend(source: ModelSource, settings: ScoreSettings, expected_weights: list | None) -> _RayActors:
     """Actors on the Ray instance this process is connected to, else the cluster at RAY_ADDRESS, else a
-    local instance; disconnects on close only from what it connected to."""
-    ray = import_ray()
-    started = not ray.is_initialized() and bool(os.environ.get("RAY_ADDRESS"))
-    if started:
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+    local instance; disconnects on close only from what it connected to (:class:`RayConnection`)."""
+    connection = RayConnection()
     try:
-        backend = _RayActors(*ray_plan(source, settings, expected_weights,
-                                       ray.cluster_resources() if ray.is_initialized() else None))
+        return _RayActors(connection, *ray_plan(source, settings, expected_weights, connection.cluster_resources()))
     except BaseException:
-        if started:
-            ray.shutdown()
+        connection.close()
         raise
-    backend.connected_here = backend.connected_here or started
-    return backend
 
 
 @contextlib.contextmanager
