@@ -473,7 +473,8 @@ def audit(
     with TokenProgress(console=console) as bar:
         run = run_audit(protocol, out_dir, log=lambda line: console.print(f"[dim]·[/] {escape(line)}"),
                         score_progress=bar)
-    from contaudit.analysis.results import gate, summary_line
+    from contaudit.analysis.results import summary_line
+    from contaudit.analysis.verdict import gate
 
     out.print(f"[bold]{escape(summary_line(run.results))}[/]")
     out.print(f"report: {run.report.html}")
@@ -503,15 +504,15 @@ def screen(
     if out_dir is not None:
         raise InputError(f"--out is for a suite file; {target} is a run directory (it is gated as it is)")
     if (target / "suite.json").exists():
-        from contaudit.screen import regate
+        from contaudit.suite import regate
 
         _, gate = regate(target, fail_on=fail_on, inconclusive_fails=inconclusive_fails)
         _print_suite_gate(gate, as_json)
     if fail_on is None:
         raise InputError("--fail-on is required to gate a run directory (SUSPECT or CONTAMINATED)")
-    from contaudit.analysis import screen as run_screen
+    from contaudit.suite import gate_run
 
-    result = run_screen(target, fail_on=fail_on, inconclusive_fails=bool(inconclusive_fails))
+    result = gate_run(target, fail_on=fail_on, inconclusive_fails=bool(inconclusive_fails))
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     else:
@@ -529,7 +530,7 @@ def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[s
     if out_dir is None:
         raise InputError(f"screening a suite needs --out (a run directory, e.g. runs/NAME) for {suite_path}")
     from contaudit.progress import TokenProgress
-    from contaudit.screen import run_suite
+    from contaudit.suite import run_suite
 
     quiet_transformers()
     with TokenProgress(console=console) as bar:

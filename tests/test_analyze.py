@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from contaudit.analysis import SCHEMA_VERSION, analyze as _analyze, load_results, screen
+from contaudit.analysis import SCHEMA_VERSION, analyze as _analyze, load_results
 
 
 def analyze(*args, **kwargs):
@@ -18,6 +18,7 @@ from contaudit.analysis.simulate import simulate_audit, write_audit
 from contaudit.cli import app
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.protocol import AnalysisSettings
+from contaudit.suite import gate_run as screen
 
 FAST = AnalysisSettings(n_permutations=2000, n_bootstrap=1000)
 runner = CliRunner()

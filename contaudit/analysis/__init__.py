@@ -1,19 +1,20 @@
-"""Difference-in-differences analysis and the verdict (``contaudit analyze`` / ``screen``).
+"""Difference-in-differences analysis and the verdict (``contaudit analyze``).
 
 * :mod:`contaudit.analysis.did` -- estimators and tests (scipy-style functions);
 * :mod:`contaudit.analysis.panel` -- reference-panel tests and shift adjustment (non-random shadow sets);
 * :mod:`contaudit.analysis.verdict` -- design checks and the decision rule;
 * :mod:`contaudit.analysis.analyze` -- score files in, ``results.json`` out;
-* :mod:`contaudit.analysis.results` -- reading results back, summaries, the release gate;
+* :mod:`contaudit.analysis.results` -- reading results back, summaries;
 * :mod:`contaudit.analysis.simulate` -- synthetic audits with planted effects.
 
 Example::
 
-    from contaudit.analysis import analyze, screen
+    from contaudit.analysis import analyze
     analyze("scores/sus/test.jsonl", "scores/clean/test.jsonl",
             "scores/sus/shadow.jsonl", "scores/clean/shadow.jsonl",
             protocol="protocols/default.toml", out="runs/audit")
-    screen("runs/audit", fail_on="SUSPECT").exit_code
+
+The release gate over a finished run is :func:`contaudit.suite.gate_run`.
 """
 
 from contaudit.analysis.analyze import analyze
@@ -23,7 +24,7 @@ from contaudit.analysis.did import (CorrelationResult, DiDResult, ItemOrderResul
                                     dose_response, item_order_mde, item_order_test, memorization_did, perplexity_did)
 from contaudit.analysis.families import FamilyResult, family_did
 from contaudit.analysis.panel import PanelResult, panel_did
-from contaudit.analysis.results import SCHEMA_VERSION, ScreenResult, load_results, screen, summary, summary_line
+from contaudit.analysis.results import SCHEMA_VERSION, load_results, summary, summary_line
 from contaudit.statistics import ConfidenceInterval, hedges_g, holm, minimum_detectable_effect
 from contaudit.analysis.verdict import (CONTAMINATED, INCONCLUSIVE, INVALID_DESIGN, NO_EVIDENCE, SUSPECT,
                                         DesignCheck, Verdict, decide, gate)
@@ -33,7 +34,7 @@ __all__ = [
     "ConfidenceInterval", "CorrelationResult", "DiDResult", "ItemOrderResult", "difference_in_means",
     "dose_response", "hedges_g", "holm", "item_order_mde", "item_order_test", "memorization_did",
     "minimum_detectable_effect", "perplexity_did", "FamilyResult", "family_did", "PanelResult", "panel_did",
-    "SCHEMA_VERSION", "ScreenResult", "load_results", "screen", "summary", "summary_line",
+    "SCHEMA_VERSION", "load_results", "summary", "summary_line",
     "CONTAMINATED", "INCONCLUSIVE", "INVALID_DESIGN", "NO_EVIDENCE", "SUSPECT", "DesignCheck", "Verdict", "decide",
     "gate",
 ]

@@ -1,5 +1,5 @@
 """``results.json``: its schema (written by :meth:`AnalysisResults.to_dict`), reading it back,
-summaries and the release gate.
+and summaries (the gate: :mod:`contaudit.suite.gate`).
 
 The schema is documented in ``docs/analysis.md``. ``schema_version`` is
 ``MAJOR.MINOR``: a minor bump only adds fields; readers refuse another major version.
@@ -19,7 +19,7 @@ from contaudit import __version__
 import contaudit.analysis.verdict as _verdict
 from contaudit.analysis.inputs import index_record
 from contaudit.analysis.units import Units
-from contaudit.analysis.verdict import DesignCheck, gate
+from contaudit.analysis.verdict import DesignCheck
 from contaudit.errors import InputError, ManifestMismatchError
 from contaudit.manifest import describe_path, make_manifest, read_json, write_json_atomic
 from contaudit.protocol import AnalysisSettings
@@ -86,29 +86,6 @@ def summary_line(results: dict) -> str:
     if s["failed_checks"]:
         parts.append("failed checks: " + ", ".join(s["failed_checks"]))
     return f"{s['verdict']}: " + "; ".join(parts) + f"; protocol {s['protocol_sha256'][:12]}"
-
-
-@dataclass
-class ScreenResult:
-    """Outcome of :func:`screen`: the exit code, one line, and the JSON summary."""
-
-    exit_code: int
-    line: str
-    summary: dict
-
-
-def screen(run: str | Path, *, fail_on: str = "CONTAMINATED", inconclusive_fails: bool = False) -> ScreenResult:
-    """A pre-release gate over a finished run.
-
-    Exit codes: 0 pass; 1 the verdict reaches ``fail_on`` (``SUSPECT`` or
-    ``CONTAMINATED``; NO_EVIDENCE < SUSPECT < CONTAMINATED); 3 INVALID_DESIGN; 4
-    INCONCLUSIVE (1 with ``inconclusive_fails``). An audit that cannot decide never passes.
-    """
-    results = load_results(run)
-    code = gate(results["verdict"]["label"], fail_on, inconclusive_fails=inconclusive_fails)
-    s = summary(results)
-    s.update(fail_on=fail_on, exit_code=code, passed=code == 0)
-    return ScreenResult(code, summary_line(results), s)
 
 
 # --- writing results.json ---------------------------------------------------------------

@@ -324,7 +324,7 @@ class PanelPvalues:
         return out
 
     def gate_pvalues(self, method: str, fail_on: str) -> np.ndarray:
-        """Each audit's gate p-value (:func:`contaudit.analysis.suite.gate_pvalue`)."""
+        """Each audit's gate p-value (:func:`contaudit.suite.gate_pvalue`)."""
         p = self.pvalues[method]
         low, high = p.min(axis=1), p.max(axis=1)
         first = np.minimum(1.0, 2 * low)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
-from contaudit.report import tables as T
+import contaudit.report.tables as T
 
 LABEL_COLORS = {"CONTAMINATED": "#b42318", "SUSPECT": "#b54708", "NO_EVIDENCE": "#175cd3",
                 "INVALID_DESIGN": "#475467", "INCONCLUSIVE": "#6941c6"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 import unicodedata
 
-from contaudit.report import tables as T
+import contaudit.report.tables as T
 
 WRAP = 100
 
@@ -42,7 +42,7 @@ def table(t: T.Table) -> str:
     if not rows:
         parts.append("(none)")
     if t.note:
-        parts += ["", _wrap(t.note)]
+        parts += ["", wrap(t.note)]
     return "\n".join(parts)
 
 
@@ -50,11 +50,12 @@ def bullets(t: T.Table) -> str:
     """A table whose last column is prose, as a wrapped list: ``- [state] name: detail``."""
     parts = [f"### {t.title}", ""]
     for name, state, detail in t.rows:
-        parts.append(_wrap(f"{name}: {detail}", f"- [{state}] "))
+        parts.append(wrap(f"{name}: {detail}", f"- [{state}] "))
     return "\n".join(parts)
 
 
-def _wrap(text: str, prefix: str = "") -> str:
+def wrap(text: str, prefix: str = "") -> str:
+    """``text`` wrapped at ``WRAP`` columns, the first line after ``prefix`` and the rest indented under it."""
     return textwrap.fill(text, WRAP, initial_indent=prefix, subsequent_indent=" " * len(prefix))
 
 
@@ -64,13 +65,13 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
 
     v = results["verdict"]
     out = [f"# Contamination audit: {results['protocol'].get('name') or 'audit'}", ""]
-    out += [_wrap(f"**Verdict: {v['label']}** — {T.label_text(results)}"), ""]
-    out += [_wrap(r, "- ") for r in v["reasons"]]
+    out += [wrap(f"**Verdict: {v['label']}** — {T.label_text(results)}"), ""]
+    out += [wrap(r, "- ") for r in v["reasons"]]
     mde = T.mde_text(results)
     if mde and v["label"] != "NO_EVIDENCE":
-        out += ["", _wrap(mde)]
+        out += ["", wrap(mde)]
     if results.get("warnings"):
-        out += ["", "**Warnings**", ""] + [_wrap(w, "- ") for w in results["warnings"]]
+        out += ["", "**Warnings**", ""] + [wrap(w, "- ") for w in results["warnings"]]
     out += ["", "| | |", "|---|---|"] + [f"| {k} | `{val}` |" if "SHA" in k else f"| {k} | {val} |"
                                            for k, val in T.protocol_lines(results)]
     out += ["", "## Results", ""]
@@ -87,6 +88,6 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
         out += ["## Plots", ""]
         for name, rel in plots.items():
             out += [f"![{FIGURES[name][1]}]({rel})", ""]
-    out += ["---", _wrap("Written by `contaudit report` from results.json; report.html has the same content "
-                         "with the plots embedded.")]
+    out += ["---", wrap("Written by `contaudit report` from results.json; report.html has the same content "
+                        "with the plots embedded.")]
     return "\n".join(out).rstrip() + "\n"

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from contaudit.metrics import METRICS  # noqa: E402
-from contaudit.report import tables as T  # noqa: E402
+import contaudit.report.tables as T  # noqa: E402
 
 TEST_COLOR = "#c2410c"
 SHADOW_COLOR = "#2563eb"

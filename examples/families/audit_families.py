@@ -38,7 +38,7 @@ import numpy as np
 
 from contaudit.analysis import analyze
 from contaudit.analysis.inputs import ReferenceScores
-from contaudit.analysis.suite import suite_gate
+from contaudit.suite import suite_gate
 from contaudit.calibrate import clopper_pearson
 from contaudit.manifest import write_jsonl_atomic
 from contaudit.protocol import AnalysisSettings

@@ -1,4 +1,4 @@
-"""The suite report of ``contaudit screen``: one row per benchmark and the gate.
+"""The suite report: one row per benchmark and the gate, rendered from ``RUN/suite.json``.
 
 ``RUN/report.md``, a self-contained ``RUN/report.html`` (linking each benchmark's own
 ``report.html``) and ``RUN/report.json`` (the suite results without the run details),
@@ -11,22 +11,30 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+import contaudit.report.tables as T
 from contaudit.statistics import format_p
+from contaudit.analysis.verdict import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS, EXIT_STATUS
 from contaudit.manifest import write_json_atomic, write_text_atomic
-from contaudit.report import tables as T
 from contaudit.report.html import CSS, LABEL_COLORS
-from contaudit.report.markdown import _wrap
 from contaudit.report.markdown import table as md_table
+from contaudit.report.markdown import wrap
+from contaudit.suite.results import load_suite_results
 
 HEADERS = ["Benchmark", "Verdict", "Perplexity DiD [CI] (Holm p)", "Memorization DiD [CI] (Holm p)",
            "Test items seen in corpus", "Most found items (occurrences, first location)", "Gate p (adjusted)",
            "Gate"]
-GATE_TEXT = {0: "PASS", 1: "FAIL", 3: "INVALID_DESIGN (a benchmark's design cannot support a verdict)",
-             4: "INCONCLUSIVE (a benchmark's design cannot hold its error rate)"}
+# The gate's banner: the exit code's name (EXIT_STATUS) and, for the undecided codes, why.
+_WHY = {EXIT_INVALID: "a benchmark's design cannot support a verdict",
+        EXIT_INCONCLUSIVE: "a benchmark's design cannot hold its error rate"}
+GATE_TEXT = {code: f"{name} ({_WHY[code]})" if code in _WHY else name for code, name in EXIT_STATUS.items()}
+GATE_COLORS = {EXIT_PASS: "#027a48", EXIT_FAIL: LABEL_COLORS["CONTAMINATED"],
+               EXIT_INVALID: LABEL_COLORS["INVALID_DESIGN"], EXIT_INCONCLUSIVE: LABEL_COLORS["INCONCLUSIVE"]}
 
 
 @dataclass
 class SuiteReportFiles:
+    """The files :func:`write_suite_report` wrote, and the gate's exit code."""
+
     markdown: Path
     html: Path
     json: Path
@@ -72,20 +80,21 @@ def suite_table(results: dict) -> T.Table:
 
 
 def render_suite_markdown(results: dict) -> str:
+    """``report.md`` of a suite run: the gate, the table, each benchmark's verdict and the run."""
     gate = results["gate"]
     suite = results["suite"]
     out = [f"# Contamination screen: {suite['name']}", ""]
-    out += [_wrap(f"**Gate: {GATE_TEXT[gate['exit_code']]}** (exit code {gate['exit_code']}) at "
-                  f"{gate['fail_on']}, correction {gate['correction']}, alpha {gate['alpha']:g}."), ""]
+    out += [wrap(f"**Gate: {GATE_TEXT[gate['exit_code']]}** (exit code {gate['exit_code']}) at "
+                 f"{gate['fail_on']}, correction {gate['correction']}, alpha {gate['alpha']:g}."), ""]
     if suite.get("description"):
-        out += [_wrap(suite["description"]), ""]
+        out += [wrap(suite["description"]), ""]
     out += [md_table(suite_table(results)), ""]
     out += ["## Each benchmark's verdict", ""]
-    out += [_wrap(f"[{row['name']}]({row['report']}): {row['verdict']} — {row['reason']}", "- ")
+    out += [wrap(f"[{row['name']}]({row['report']}): {row['verdict']} — {row['reason']}", "- ")
             for row in results["benchmarks"]]
     out += ["", "## The run", ""] + [f"- {line}" for line in _run_lines(results)]
-    out += ["", "---", _wrap("Written by `contaudit screen` from suite.json; each benchmark's full report is "
-                             "linked above.")]
+    out += ["", "---", wrap("Written by `contaudit screen` from suite.json; each benchmark's full report is "
+                            "linked above.")]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -115,6 +124,7 @@ def _e(s) -> str:
 
 
 def render_suite_html(results: dict) -> str:
+    """``report.html`` of a suite run: the same as :func:`render_suite_markdown`, one self-contained page."""
     gate = results["gate"]
     suite = results["suite"]
     t = suite_table(results)
@@ -131,8 +141,7 @@ def render_suite_html(results: dict) -> str:
         cls = {"FAIL": "FAIL", "pass": "pass"}.get(gate_cell, "na")
         cells.append(f'<td><span class="badge {cls}">{_e(gate_cell)}</span></td>')
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
-    color = {0: "#027a48", 1: LABEL_COLORS["CONTAMINATED"], 3: LABEL_COLORS["INVALID_DESIGN"],
-             4: LABEL_COLORS["INCONCLUSIVE"]}[gate["exit_code"]]
+    color = GATE_COLORS[gate["exit_code"]]
     verdicts = "".join(f'<li><a href="{_e(row["report"])}">{_e(row["name"])}</a>: {_e(row["verdict"])} — '
                        f'{_e(row["reason"])}</li>' for row in results["benchmarks"])
     run = "".join(f"<li>{_e(line)}</li>" for line in _run_lines(results))
@@ -157,9 +166,7 @@ def render_suite_html(results: dict) -> str:
 
 
 def write_suite_report(run: str | Path) -> SuiteReportFiles:
-    """Render ``report.md``, ``report.html`` and ``report.json`` of a screen's run directory."""
-    from contaudit.screen import load_suite_results
-
+    """Render ``report.md``, ``report.html`` and ``report.json`` of a suite's run directory."""
     run = Path(run)
     results = load_suite_results(run)
     md, page, js = run / "report.md", run / "report.html", run / "report.json"

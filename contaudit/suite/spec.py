@@ -1,4 +1,4 @@
-"""Screening suites: one suspect model, several benchmarks, one file (``contaudit screen``).
+"""The suite file: one suspect model, several benchmarks, one TOML file (``contaudit screen SUITE``).
 
 A suite file (TOML) holds what a protocol holds, once: the models (``[models.*]``), the
 corpus or prebuilt indexes (``[index]``), the ``[probes]`` / ``[scoring]`` /
@@ -8,7 +8,7 @@ tables, each with a ``name`` and its sets exactly as a protocol's ``[sets]`` tab
 ``[[benchmarks.heldout]]`` and ``shadow_origin``). A benchmark may override
 ``[benchmarks.probes]``, ``[benchmarks.analysis]`` and ``[benchmarks.item_order]``:
 its keys replace the suite's, key by key. ``[gate]`` says how the suite's pass/fail
-combines the benchmarks (:mod:`contaudit.analysis.suite`).
+combines the benchmarks (:mod:`contaudit.suite.gate`).
 
 Each benchmark becomes an ordinary :class:`~contaudit.protocol.Protocol`
 (:meth:`Suite.protocol`), so its audit is the one ``contaudit audit`` runs. The whole

@@ -1,35 +1,40 @@
-"""The suite gate: one pass/fail over several benchmarks' verdicts, with the error rate stated.
+"""The gate: pass or fail for one audit run, or for a suite's benchmarks together, with the error rate stated.
 
-Each benchmark keeps its own verdict (its own alpha, Holm across its two primary tests).
-The gate asks, per benchmark, "does the verdict reach ``fail_on``?", and the answer is a
-test: the verdict reaches ``fail_on`` exactly when a *gate p-value* is at most alpha
-(:func:`gate_pvalue`). With ``correction = "holm"`` (the default) the gate applies
-Holm's step-down across the K benchmarks to those p-values, so the chance that any
-benchmark of a clean model fails the gate stays at most alpha however many benchmarks
-the suite holds (instead of up to K x alpha). With ``"none"`` each verdict counts as it
-stands.
+One run (:func:`gate_run`, ``contaudit screen RUN_DIR``): its verdict against ``fail_on``
+(:func:`contaudit.analysis.verdict.gate`).
+
+A suite (:func:`suite_gate`, ``contaudit screen SUITE``; :func:`regate` on a finished
+suite run): each benchmark keeps its own verdict (its own alpha, Holm across its two
+primary tests). The gate asks, per benchmark, "does the verdict reach ``fail_on``?", and
+the answer is a test: the verdict reaches ``fail_on`` exactly when a *gate p-value* is at
+most alpha (:func:`gate_pvalue`). With ``correction = "holm"`` (the default) the gate
+applies Holm's step-down across the K benchmarks to those p-values, so the chance that
+any benchmark of a clean model fails the gate stays at most alpha however many
+benchmarks the suite holds (instead of up to K x alpha). With ``"none"`` each verdict
+counts as it stands.
 
 An INCONCLUSIVE or INVALID_DESIGN benchmark has no gate p-value: it enters Holm's
 correction with p = 1 (so it cannot make another benchmark fail) and neither passes nor
 fails by p-value.
 
-Exit codes (as for one run): 0 pass, 1 at least one benchmark fails the gate (or, with
-``inconclusive_fails``, is INCONCLUSIVE), 3 none fails but at least one is
-INVALID_DESIGN, 4 none fails or is invalid but at least one is INCONCLUSIVE (an audit that
-cannot decide never passes).
+Exit codes (named in :data:`contaudit.analysis.verdict.EXIT_STATUS`): 0 pass, 1 at least
+one benchmark fails the gate (or, with ``inconclusive_fails``, is INCONCLUSIVE), 3 none
+fails but at least one is INVALID_DESIGN, 4 none fails or is invalid but at least one is
+INCONCLUSIVE (an audit that cannot decide never passes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from contaudit.statistics import holm
+from contaudit.analysis.results import load_results, summary, summary_line
 from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS,
                                         INCONCLUSIVE, INVALID_DESIGN, SUSPECT, UNDECIDED, gate)
 from contaudit.errors import InputError
+from contaudit.suite.results import load_suite_results
 
-SUITE_KIND = "contaudit-suite-results"
-SUITE_SCHEMA_VERSION = "1.0"
 CORRECTIONS = ("holm", "none")
 
 
@@ -149,3 +154,36 @@ def suite_gate(verdicts: dict[str, dict], *, fail_on: str, alpha: float, correct
         code = EXIT_PASS
     return SuiteGate(fail_on, correction, alpha, parts, code, rule, inconclusive_fails)
 
+
+def regate(run: str | Path, *, fail_on: str | None = None, inconclusive_fails: bool | None = None) -> tuple[dict, SuiteGate]:
+    """The gate of a finished suite run, at ``fail_on`` (default: the one it ran with), from its
+    benchmarks' ``results.json``; returns the suite results and the gate."""
+    data = load_suite_results(run)
+    verdicts = {row["name"]: load_results(Path(run) / row["run"])["verdict"] for row in data["benchmarks"]}
+    if inconclusive_fails is None:
+        inconclusive_fails = bool(data["gate"].get("inconclusive_fails", False))
+    return data, suite_gate(verdicts, fail_on=fail_on or data["gate"]["fail_on"], alpha=data["gate"]["alpha"],
+                            correction=data["gate"]["correction"], inconclusive_fails=inconclusive_fails)
+
+
+@dataclass
+class RunGate:
+    """The gate of one audit run (:func:`gate_run`): the exit code, one line, and the JSON summary."""
+
+    exit_code: int
+    line: str
+    summary: dict
+
+
+def gate_run(run: str | Path, *, fail_on: str = "CONTAMINATED", inconclusive_fails: bool = False) -> RunGate:
+    """A pre-release gate over a finished audit run (``RUN_DIR/results.json``).
+
+    Exit codes: 0 pass; 1 the verdict reaches ``fail_on`` (``SUSPECT`` or
+    ``CONTAMINATED``; NO_EVIDENCE < SUSPECT < CONTAMINATED); 3 INVALID_DESIGN; 4
+    INCONCLUSIVE (1 with ``inconclusive_fails``). An audit that cannot decide never passes.
+    """
+    results = load_results(run)
+    code = gate(results["verdict"]["label"], fail_on, inconclusive_fails=inconclusive_fails)
+    s = summary(results)
+    s.update(fail_on=fail_on, exit_code=code, passed=code == 0)
+    return RunGate(code, summary_line(results), s)
