@@ -151,7 +151,7 @@ def _own_setting_data(tmp_path, steps: int):
     return planted, train, protocol
 
 
-def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
+def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path, monkeypatch):
     """Base model, corpus and sets of the user's own (tiny), two clean models per audit seed."""
     from dataclasses import replace
 
@@ -178,18 +178,26 @@ def test_calibrate_in_a_users_own_setting_with_a_reference_panel(tmp_path):
     assert 0.0 <= low <= saved["rates"]["contaminated"]["0"] <= high <= 1.0
     assert "Clopper-Pearson" in (tmp_path / "cal" / "calibration.md").read_text()
 
-    # A model retrained (other weights, same path) before a kill: its finished audit must not be reused,
-    # although the audit's protocol, which names paths only, is unchanged (issue 23).
-    import shutil
-
+    # Killed after models were retrained (new training settings) but before their audits ran: on the rerun
+    # the models are current and the audits' protocols (paths only) unchanged, yet the finished audits
+    # belong to the old models and must not be reused (issue 23).
+    import contaudit.audit
     from contaudit.models import fingerprint
 
-    suspect = tmp_path / "cal" / "models" / "k1-seed1"
-    shutil.copy(tmp_path / "cal" / "models" / "k0-seed1" / "model.safetensors", suspect / "model.safetensors")
-    calibrate(tmp_path / "cal", dups=(0, 1), seeds=2, references=2, setting=setting, analysis_protocol=protocol,
+    retrained = replace(setting, train=replace(train, lr=train.lr * 2))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(contaudit.audit, "run_audit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(tmp_path / "cal", dups=(0, 1), seeds=2, references=2, setting=retrained,
+                  analysis_protocol=protocol, log=lambda s: None)
+    monkeypatch.undo()
+    calibrate(tmp_path / "cal", dups=(0, 1), seeds=2, references=2, setting=retrained, analysis_protocol=protocol,
               log=lambda s: None)
-    redone = json.loads((tmp_path / "cal" / "audits" / "k1-seed1" / "results.json").read_text())
-    assert redone["design"]["models"][0]["fingerprints"] == [fingerprint(suspect)["id"]]
+    redone = json.loads((tmp_path / "cal" / "audits" / "k0-seed0" / "results.json").read_text())
+    assert redone["design"]["models"][0]["fingerprints"] == [fingerprint(tmp_path / "cal" / "models" / "k0-seed0")["id"]]
 
 
 def test_calibrate_with_a_heterogeneous_panel_of_other_bases(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy import stats
 
-from contaudit.analysis.did import holm
+from contaudit.statistics import holm
 from contaudit.analysis.verdict import gate
 from contaudit.suite.gate import gate_pvalue, suite_gate
 

@@ -123,6 +123,16 @@ def test_screen_scans_the_corpus_once_loads_each_model_once_and_writes_one_table
     regated, output = cli("screen", run, "--fail-on", "SUSPECT")  # a finished screen, gated again
     assert regated in (0, 1, 3) and regated >= code, output
 
+    # An interrupted rerun of another suite left one benchmark's results from another protocol: a re-gate
+    # must not mix them with suite.json's (issue 23).
+    results_path = run / "benchmarks" / "beta" / "results.json"
+    other = json.loads(results_path.read_text())
+    other["protocol"]["sha256"] = "f" * 64
+    results_path.write_text(json.dumps(other))
+    mixed, output = cli("screen", run, "--fail-on", "SUSPECT")
+    one_line_error(mixed, output, "benchmarks/beta/results.json was made by protocol ffffffffffff",
+                   "this run directory mixes two runs")
+
 
 @pytest.mark.parametrize("edit, key, message", [
     (lambda t: t.replace('name = "beta"', 'name = "alpha"'), "benchmarks[1].name", "also the name of benchmarks[0]"),

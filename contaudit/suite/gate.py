@@ -31,7 +31,7 @@ from pathlib import Path
 from contaudit.statistics import holm
 from contaudit.analysis.results import load_results, summary, summary_line
 from contaudit.analysis.verdict import (CONTAMINATED, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS,
-                                        INCONCLUSIVE, INVALID_DESIGN, SUSPECT, UNDECIDED, gate)
+                                        INCONCLUSIVE, INVALID_DESIGN, SUSPECT, UNDECIDED, gate, rule_alpha)
 from contaudit.errors import InputError
 from contaudit.suite.results import load_suite_results
 
@@ -64,12 +64,7 @@ def gate_pvalue(verdict: dict, fail_on: str) -> float | None:
         raise InputError(f"`fail_on` must be SUSPECT or CONTAMINATED; got {fail_on!r}.")
     if verdict["label"] in UNDECIDED:
         return None
-    eligible = [float(t["pvalue_holm"]) for t in verdict["tests"] if t["direction_ok"] and t["above_minimum"]]
-    if fail_on == SUSPECT:
-        return min(eligible, default=1.0)
-    if _ceiling(verdict) != CONTAMINATED or len(eligible) < 2:
-        return 1.0
-    return max(eligible)
+    return rule_alpha(verdict["tests"], _ceiling(verdict), fail_on)
 
 
 @dataclass
@@ -159,7 +154,15 @@ def regate(run: str | Path, *, fail_on: str | None = None, inconclusive_fails: b
     """The gate of a finished suite run, at ``fail_on`` (default: the one it ran with), from its
     benchmarks' ``results.json``; returns the suite results and the gate."""
     data = load_suite_results(run)
-    verdicts = {row["name"]: load_results(Path(run) / row["run"])["verdict"] for row in data["benchmarks"]}
+    verdicts = {}
+    for row in data["benchmarks"]:
+        results = load_results(Path(run) / row["run"])
+        made_by, recorded = (results.get("protocol") or {}).get("sha256"), row.get("protocol_sha256")
+        if recorded and made_by != recorded:  # rows of suites written before 1.x record none
+            raise InputError(f"{row['run']}/results.json was made by protocol {str(made_by)[:12]}, but "
+                             f"suite.json gated the run of protocol {recorded[:12]}: this run directory mixes two "
+                             f"runs; screen the suite again into it (or into a new --out)", path=run)
+        verdicts[row["name"]] = results["verdict"]
     if inconclusive_fails is None:
         inconclusive_fails = bool(data["gate"].get("inconclusive_fails", False))
     return data, suite_gate(verdicts, fail_on=fail_on or data["gate"]["fail_on"], alpha=data["gate"]["alpha"],

@@ -59,6 +59,7 @@ def benchmark_row(name: str, results: dict, run_dir: Path, suite_dir: Path) -> d
         "failed_checks": [c["name"] for c in results["design_checks"] if c["passed"] is False],
         "run": str(run_dir.relative_to(suite_dir)),
         "report": str((run_dir / "report.html").relative_to(suite_dir)),
+        "protocol_sha256": (results.get("protocol") or {}).get("sha256"),  # a re-gate checks it
     }
 
 

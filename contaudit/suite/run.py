@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contaudit.errors import InputError
 from contaudit.manifest import write_json_atomic
 from contaudit.suite.results import SUITE_RESULTS, benchmark_row, suite_results
 from contaudit.suite.spec import load_suite
@@ -60,29 +59,29 @@ def run_suite(suite_path: str | Path, out: str | Path, *, fail_on: str | None = 
     from contaudit.analysis.verdict import EXIT_STATUS
     from contaudit.audit import BenchmarkRun, audit_benchmarks
     from contaudit.suite.gate import suite_gate
+    from contaudit.rundir import run_directory
     from contaudit.suite.report import write_suite_report
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a directory; choose another --out", path=out)
-    index_dir = suite.index_dir(out) if suite.index is not None else None
-    runs = [BenchmarkRun(bench.name, suite.protocol(bench), out / "benchmarks" / bench.name,
-                         index=index_dir / bench.name if index_dir else None) for bench in suite.benchmarks]
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    staging = index_dir.with_name(index_dir.name + ".partial") if index_dir else out / "index.partial"
-    shared = audit_benchmarks(runs, index_staging=staging, log=log, score_progress=score_progress, seconds=seconds)
-    fail_on = fail_on or suite.gate.fail_on
-    if inconclusive_fails is None:
-        inconclusive_fails = suite.gate.inconclusive_fails
-    gate = suite_gate({run.name: run.results["verdict"] for run in runs}, fail_on=fail_on,
-                      alpha=suite.analysis.alpha, correction=suite.gate.correction,
-                      inconclusive_fails=inconclusive_fails)
-    rows = [benchmark_row(run.name, run.results, run.out, out) for run in runs]
-    shared["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    results = suite_results(suite, rows, gate, shared)
-    write_json_atomic(out / SUITE_RESULTS, results)
-    report = write_suite_report(out)
+    with run_directory(out, "screen") as out:
+        index_dir = suite.index_dir(out) if suite.index is not None else None
+        runs = [BenchmarkRun(bench.name, suite.protocol(bench), out / "benchmarks" / bench.name,
+                             index=index_dir / bench.name if index_dir else None) for bench in suite.benchmarks]
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        staging = index_dir.with_name(index_dir.name + ".partial") if index_dir else out / "index.partial"
+        shared = audit_benchmarks(runs, index_staging=staging, log=log, score_progress=score_progress,
+                                  seconds=seconds)
+        fail_on = fail_on or suite.gate.fail_on
+        if inconclusive_fails is None:
+            inconclusive_fails = suite.gate.inconclusive_fails
+        gate = suite_gate({run.name: run.results["verdict"] for run in runs}, fail_on=fail_on,
+                          alpha=suite.analysis.alpha, correction=suite.gate.correction,
+                          inconclusive_fails=inconclusive_fails)
+        rows = [benchmark_row(run.name, run.results, run.out, out) for run in runs]
+        shared["seconds"]["total"] = round(time.perf_counter() - started, 3)
+        results = suite_results(suite, rows, gate, shared)
+        write_json_atomic(out / SUITE_RESULTS, results)
+        report = write_suite_report(out)
     failing = [b.name for b in gate.benchmarks if b.fails]
     log(f"gate: {EXIT_STATUS[gate.exit_code]} at {fail_on} ({suite.gate.correction} across "
         f"{len(runs)} benchmarks)" + (f": {', '.join(failing)}" if failing else "") + f" -> {report.html}")
