@@ -151,6 +151,7 @@ class BenchmarkRun:
     results: dict | None = None
     report: object = None
     warnings: list[str] = field(default_factory=list)  # from stages before the analysis, reported with it
+    model_ids: dict[str, str] = field(default_factory=dict)  # role -> fingerprint of the model that scored it
 
     def say(self, log: Callable[[str], None], line: str) -> None:
         log(f"{self.name}: {line}" if self.name else line)
@@ -233,6 +234,8 @@ def _score_stage(runs: list[BenchmarkRun], log, progress, seconds: dict) -> dict
         order_runs = [run for run in runs if role == "suspect" and effective_item_order(run.protocol) is not None]
         with open_model(spec.path, settings, hashes_dir=jobs[0][2].cache_dir) as session:
             loads[role] = 1
+            for run in runs:
+                run.model_ids[model.name] = session.fingerprint["id"]
             for run, name, job in jobs:
                 result = session.score(job, progress=progress)
                 run.say(log, f"score: {role}/{name}: {result.n_scored} items ({result.from_cache} cached), "
@@ -294,7 +297,7 @@ def _analyze_stage(run: BenchmarkRun) -> dict:
     return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],
                    run.scores.get(("clean", "shadow")), references=references, index=run.index,
                    item_order=run.item_order, protocol=run.protocol, out=run.out, warnings=run.warnings,
-                   sets=run.sets, **probe_files)
+                   sets=run.sets, expected_models=run.model_ids, **probe_files)
 
 
 def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Callable[[str], None] = lambda s: None,

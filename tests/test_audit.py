@@ -74,6 +74,16 @@ def test_audit_runs_every_stage_and_reuses_them(setup):
     assert "cached" in again.output
     assert again.exit_code == 4  # INCONCLUSIVE neither passes nor fails the gate
 
+    # Score files of another model where the audit expects its own (another run's scores left in the run
+    # directory) are refused by the analysis, naming both (issue 23).
+    from contaudit.analysis import analyze
+
+    scores = run / "scores"
+    with pytest.raises(InputError, match=r"the clean score file .* was made by .*, but this audit's clean model "
+                                         r"has fingerprint 0123456789ab"):
+        analyze(scores / "suspect/test.jsonl", scores / "clean/test.jsonl", scores / "suspect/shadow.jsonl",
+                scores / "clean/shadow.jsonl", protocol=protocol, expected_models={"clean": "0123456789ab" * 4})
+
 
 def test_date_split_and_clashing_ids(tmp_path):
     from contaudit.audit import materialize_sets

@@ -26,7 +26,8 @@ from pathlib import Path
 import contaudit.analysis.verdict as _verdict
 from contaudit.analysis.design import Design, shift_check
 from contaudit.analysis.evidence import item_order_entry, supporting_evidence
-from contaudit.analysis.inputs import (ModelFiles, ReferenceScores, check_same_models, index_evidence,
+from contaudit.analysis.inputs import (ModelFiles, ReferenceScores, check_expected_models, check_same_models,
+                                       index_evidence,
                                        item_lengths, read_scores, score_matrix, set_warnings)
 from contaudit.analysis.primary import memorization_part, panel_warnings, perplexity_test, random_streams
 from contaudit.analysis.results import AnalysisResults, write_results
@@ -45,7 +46,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
             probes=None, references: list[ReferenceScores] | tuple = (), index=None, item_order=None,
             shadow_origin: str | None = None,
             protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None,
-            warnings: list[str] | tuple = (), sets: dict | None = None) -> dict:
+            warnings: list[str] | tuple = (), sets: dict | None = None,
+            expected_models: dict[str, str] | None = None) -> dict:
     """Run the analysis on score files and return the results dict (see ``docs/analysis.md``).
 
     Parameters
@@ -81,6 +83,10 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     sets : dict, optional
         ``{"test": path, "shadow": path}`` of the sets' ``{id, text}`` JSON Lines (as the
         audit writes them), for the blind baseline (:mod:`contaudit.analysis.blind`).
+    expected_models : dict, optional
+        Role (``suspect``, ``clean``, ``reference[1]``, ...) -> the fingerprint id of the
+        model the protocol names for it (an audit passes them): score files whose
+        manifests name another model are refused, naming both.
 
     Examples
     --------
@@ -118,7 +124,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     design = Design(origin, 0 if no_clean else 1 + len(references))
     common = {"design": design, "settings": settings, "provenance": provenance, "index": index,
               "item_order": item_order, "sets": sets, "minkpp": f"minkpp_{settings.minkpp_k}",
-              "streams": random_streams(settings.seed), "warnings": [str(w) for w in warnings]}
+              "streams": random_streams(settings.seed), "warnings": [str(w) for w in warnings],
+              "expected_models": expected_models or {}}
     if no_clean:
         analysis = _suspect_alone(suspect_test, suspect_shadow, probes=probes, **common)
     else:
@@ -139,7 +146,7 @@ def _inputs(**paths) -> dict:
 def _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, *, probe_args: dict,
                        references: list[ReferenceScores], split_spec: dict | None, cutoffs: dict | None,
                        design: Design, settings: AnalysisSettings, provenance: dict, index, item_order, sets,
-                       minkpp: str, streams: dict, warnings: list[str]) -> AnalysisResults:
+                       minkpp: str, streams: dict, warnings: list[str], expected_models: dict) -> AnalysisResults:
     """The analysis with one clean model or a panel: the two DiD tests decide."""
     def read(p):
         return read_scores(p, optional=(minkpp, "n_tokens", "n_bytes", "nll_per_byte"))
@@ -204,6 +211,7 @@ def _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, *
     memorization = mem.results.get(settings.primary_metric) if mem else None  # None: < 2 probes (check failed)
 
     warnings += check_same_models(models)
+    check_expected_models(models, expected_models)
     unchecked = [str(f.path) for m in models for f in m.files.values() if not (f.manifest or {}).get("model")]
     if unchecked:
         warnings.append(f"{len(unchecked)} score files have no manifest naming their model (e.g. {unchecked[0]}), "
@@ -249,7 +257,7 @@ def _cutoff_warnings(cutoffs: dict | None, design: Design) -> list[str]:
 
 def _suspect_alone(suspect_test, suspect_shadow, *, probes, design: Design, settings: AnalysisSettings,
                    provenance: dict, index, item_order, sets, minkpp: str, streams: dict,
-                   warnings: list[str]) -> AnalysisResults:
+                   warnings: list[str], expected_models: dict) -> AnalysisResults:
     """The analysis of an audit without a clean model: the order test decides, at most SUSPECT.
 
     Reported beside it: Min-K%++ of the suspect, test vs shadow (a fair comparison only
@@ -257,6 +265,7 @@ def _suspect_alone(suspect_test, suspect_shadow, *, probes, design: Design, sett
     """
     models = [ModelFiles("suspect", {"test": read_scores(suspect_test, optional=(minkpp, "n_tokens")),
                                      "shadow": read_scores(suspect_shadow, optional=(minkpp, "n_tokens"))})]
+    check_expected_models(models, expected_models)
     test = score_matrix("test", [models[0].files["test"]], "nll_mean")
     shadow = score_matrix("shadow", [models[0].files["shadow"]], "nll_mean")
     warnings += set_warnings(models, test, shadow)

@@ -244,6 +244,18 @@ def check_same_models(models: list[ModelFiles]) -> list[str]:
     return warnings
 
 
+def check_expected_models(models: list[ModelFiles], expected: dict[str, str]) -> None:
+    """Refuse score files made by another model than the one the audit names for their role
+    (``expected``: role -> fingerprint id), e.g. another run's scores left in the run directory."""
+    for m in models:
+        want = expected.get(m.role)
+        for path, (got, model_path) in m.model_ids().items():
+            if want and got != want:
+                raise InputError(f"the {m.role} score file {path} was made by {model_path} (fingerprint {got[:12]}), "
+                                 f"but this audit's {m.role} model has fingerprint {want[:12]}: the run directory "
+                                 f"holds another run's scores; rerun the audit (its scoring redoes them)")
+
+
 @dataclass
 class ScoreMatrix:
     """One metric of one set for every model: row 0 the suspect, then the clean models."""
