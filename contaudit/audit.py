@@ -169,11 +169,7 @@ def _index_stage(runs: list[BenchmarkRun], staging: Path, log) -> dict:
         return {"corpus_passes": 0}
     if not settings.corpus:
         for run in runs:
-            index = load_index(run.index)
-            missing = {r["id"] for r in _read_ids(run.sets["benchmark"])} - set(index.by_id())
-            if missing:
-                raise InputError(f"the index does not cover {len(missing)} benchmark items (e.g. {sorted(missing)[:3]}); "
-                                 "give [index].corpus to build it for this benchmark", path=run.index)
+            check_prebuilt_index(load_index(run.index), _read_ids(run.sets["benchmark"]), run.index)
             run.say(log, f"index: using {run.index}")
         return {"corpus_passes": 0, "prebuilt": [str(run.index) for run in runs]}
     corpus, config = list(settings.corpus), settings.config
@@ -273,6 +269,23 @@ def _item_order(run: BenchmarkRun, session, log, progress) -> Path:
             f"{result.from_cache} orders cached, {result.compute_seconds:.0f} s; gap {test_result.statistic:+.3g} "
             f"nats/shard, p = {test_result.pvalue:.3g}")
     return path
+
+
+def check_prebuilt_index(index, items: list[dict], path: Path) -> None:
+    """Refuse a prebuilt index that is not this benchmark's: every item's id must be there, holding the
+    same text (ids such as ``0, 1, ...`` repeat across benchmarks; a stale index holds old texts)."""
+    from contaudit.splits import text_key
+
+    by_id = index.by_id()
+    missing = sorted({str(r["id"]) for r in items} - set(by_id))
+    if missing:
+        raise InputError(f"the index does not cover {len(missing)} benchmark items (e.g. {missing[:3]}); "
+                         "give [index].corpus to build it for this benchmark", path=path)
+    other = [str(r["id"]) for r in items if text_key(by_id[str(r["id"])]["text"]) != text_key(r["text"])]
+    if other:
+        raise InputError(f"the index was built for other texts: {len(other)} of {len(items)} benchmark items hold "
+                         f"another text under the same id (e.g. {other[:3]}); it is another benchmark's index or a "
+                         f"stale one: give [index].corpus to build it for this benchmark", path=path)
 
 
 def _read_ids(path: Path) -> list[dict]:

@@ -226,3 +226,22 @@ def test_a_benchmark_the_corpus_does_not_hold_at_all_skips_the_memorization_test
     assert results["verdict"]["label"] in ("NO_EVIDENCE", "SUSPECT")
     assert "marks 0 of 60 benchmark items seen" in results["memorization_did"]["not_run"]
     assert not [c for c in results["design_checks"] if c["passed"] is False]
+
+
+def test_a_prebuilt_index_of_another_benchmark_with_the_same_ids_is_refused(tmp_path):
+    """Ids such as 0, 1, ... repeat across benchmarks: a prebuilt index must hold this benchmark's texts
+    (it was checked for id coverage only, and another benchmark's corpus evidence was reported; issue 23)."""
+    from contaudit.analysis.simulate import _write_index, simulate_audit
+    from contaudit.audit import check_prebuilt_index
+    from contaudit.index import load_index
+
+    path = _write_index(simulate_audit(n_test=20, n_shadow=20, rng=0), tmp_path / "index")
+    index = load_index(path)
+    items = [{"id": i, "text": rec["text"]} for i, rec in index.by_id().items()]
+    check_prebuilt_index(index, items, path)  # its own benchmark: accepted
+    check_prebuilt_index(index, [{**r, "text": "  " + r["text"].replace(" ", "\n")} for r in items], path)  # whitespace
+    other = [{**r, "text": r["text"] + " (another benchmark)"} if k % 2 else r for k, r in enumerate(items)]
+    with pytest.raises(InputError, match=rf"built for other texts: {len(items) // 2} of {len(items)} benchmark items"):
+        check_prebuilt_index(index, other, path)
+    with pytest.raises(InputError, match="does not cover 1 benchmark items"):
+        check_prebuilt_index(index, items + [{"id": "new", "text": "x"}], path)
