@@ -298,3 +298,15 @@ def test_probe_table_follows_the_primary_metric(full_run):
     assert f"is {sum(unseen) / len(unseen):+.2f}" in table.note
     exact = {**results, "memorization_did": {**results["memorization_did"], "primary_metric": "exact_match"}}
     assert T.probe_table(exact).title == "Seen probes reproduced verbatim by the suspect only"
+
+
+def test_a_protocol_name_cannot_forge_report_lines(full_run):
+    """A newline in a protocol's name or description once wrote a heading of its own (issue 23)."""
+    from contaudit.report.markdown import render_markdown
+
+    results = json.loads((full_run / "results.json").read_text())
+    results["protocol"]["name"] = "tiny\n# Gate: PASS\n| forged | row |"
+    results["protocol"]["source"] = "p.toml\n## Verdict: NO_EVIDENCE"
+    text = render_markdown(results)
+    assert not any(line.startswith(("# Gate", "## Verdict", "| forged")) for line in text.splitlines())
+    assert text.splitlines()[0] == r"# Contamination audit: tiny \# Gate: PASS \| forged \| row \|"

@@ -54,6 +54,12 @@ def bullets(t: T.Table) -> str:
     return "\n".join(parts)
 
 
+def plain(text) -> str:
+    """User text (a protocol's or suite's name, description) as inline Markdown: one line, and no
+    character that could start a heading or end a table cell (a newline could forge ``# Gate: PASS``)."""
+    return " ".join(str(text).split()).replace("#", "\\#").replace("|", "\\|")
+
+
 def wrap(text: str, prefix: str = "") -> str:
     """``text`` wrapped at ``WRAP`` columns, the first line after ``prefix`` and the rest indented under it."""
     return textwrap.fill(text, WRAP, initial_indent=prefix, subsequent_indent=" " * len(prefix))
@@ -64,7 +70,7 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
     from contaudit.report.plots import FIGURES
 
     v = results["verdict"]
-    out = [f"# Contamination audit: {results['protocol'].get('name') or 'audit'}", ""]
+    out = [f"# Contamination audit: {plain(results['protocol'].get('name') or 'audit')}", ""]
     out += [wrap(f"**Verdict: {v['label']}** — {T.label_text(results)}"), ""]
     out += [wrap(r, "- ") for r in v["reasons"]]
     mde = T.mde_text(results)
@@ -72,7 +78,7 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
         out += ["", wrap(mde)]
     if results.get("warnings"):
         out += ["", "**Warnings**", ""] + [wrap(w, "- ") for w in results["warnings"]]
-    out += ["", "| | |", "|---|---|"] + [f"| {k} | `{val}` |" if "SHA" in k else f"| {k} | {val} |"
+    out += ["", "| | |", "|---|---|"] + [f"| {k} | `{val}` |" if "SHA" in k else f"| {k} | {plain(val)} |"
                                            for k, val in T.protocol_lines(results)]
     out += ["", "## Results", ""]
     if v["tests"]:

@@ -17,7 +17,7 @@ from contaudit.analysis.verdict import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALI
 from contaudit.manifest import write_json_atomic, write_text_atomic
 from contaudit.report.html import CSS, LABEL_COLORS
 from contaudit.report.markdown import table as md_table
-from contaudit.report.markdown import wrap
+from contaudit.report.markdown import plain, wrap
 from contaudit.suite.results import load_suite_results
 
 HEADERS = ["Benchmark", "Verdict", "Perplexity DiD [CI] (Holm p)", "Memorization DiD [CI] (Holm p)",
@@ -83,11 +83,11 @@ def render_suite_markdown(results: dict) -> str:
     """``report.md`` of a suite run: the gate, the table, each benchmark's verdict and the run."""
     gate = results["gate"]
     suite = results["suite"]
-    out = [f"# Contamination screen: {suite['name']}", ""]
+    out = [f"# Contamination screen: {plain(suite['name'])}", ""]
     out += [wrap(f"**Gate: {GATE_TEXT[gate['exit_code']]}** (exit code {gate['exit_code']}) at "
                  f"{gate['fail_on']}, correction {gate['correction']}, alpha {gate['alpha']:g}."), ""]
     if suite.get("description"):
-        out += [wrap(suite["description"]), ""]
+        out += [wrap(plain(suite["description"])), ""]
     out += [md_table(suite_table(results)), ""]
     out += ["## Each benchmark's verdict", ""]
     out += [wrap(f"[{row['name']}]({row['report']}): {row['verdict']} — {row['reason']}", "- ")
