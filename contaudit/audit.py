@@ -62,6 +62,20 @@ def _as_date(value, *, path: Path, item_id: str, key: str) -> dt.date:
         raise InputError(f"item {item_id!r}: {key} {value!r} is not an ISO date (YYYY-MM-DD)", path=path) from None
 
 
+def drop_empty_texts(test: list[dict], shadow: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
+    """Leave out items whose text is empty (or only whitespace): nothing of them can be scored. Returns
+    the kept test and shadow rows and one warning line per set that had any (reported with the verdict)."""
+    warnings = []
+    kept = []
+    for name, rows in (("test", test), ("shadow", shadow)):
+        empty = [r["id"] for r in rows if not r["text"].strip()]
+        if empty:
+            warnings.append(f"{len(empty)} {name} items have an empty text (e.g. {empty[0]!r}) and were left out: "
+                            f"nothing of them can be scored.")
+        kept.append([r for r in rows if r["text"].strip()])
+    return kept[0], kept[1], warnings
+
+
 def drop_duplicate_texts(test: list[dict], shadow: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
     """Keep the first item of every text (the same after :func:`contaudit.splits.text_key`), test first.
 
@@ -91,7 +105,8 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
     """Write the test and shadow sets as ``{id, text}`` JSON Lines, and ``benchmark``: both together
     with any ``[[sets.heldout]]`` text (indexed with them, so unseen probes can come from it).
 
-    Items whose text repeats an earlier one are left out (:func:`drop_duplicate_texts`);
+    Items with an empty text (:func:`drop_empty_texts`) or one that repeats an earlier item's
+    (:func:`drop_duplicate_texts`) are left out;
     returns the paths and the warnings that say so."""
     sets = protocol.sets
     split_info = None
@@ -106,18 +121,28 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
         spec = sets.split
         cutoff = _as_date(spec.cutoff, path=protocol.source or spec.path, item_id="(cutoff)", key="sets.split.cutoff")
         test, shadow = [], []
+        dates = []
         for row in _rows(spec):
             if spec.date_field not in row["_fields"]:
                 raise InputError(f"item {row['id']!r} has no date field {spec.date_field!r}", path=spec.path)
             when = _as_date(row["_fields"][spec.date_field], path=spec.path, item_id=row["id"], key=spec.date_field)
+            dates.append(when)
             (test if when < cutoff else shadow).append(row)
+        for name, rows in (("test", test), ("shadow", shadow)):
+            if not rows:
+                where = "before" if name == "test" else "on or after"
+                raise InputError(f"no item is dated {where} the cutoff {cutoff} ({spec.date_field} runs from "
+                                 f"{min(dates)} to {max(dates)}), so the {name} set would be empty; choose a cutoff "
+                                 f"inside that range", path=spec.path)
     else:
         test, shadow = _rows(sets.test), _rows(sets.shadow)
     clash = {r["id"] for r in test} & {r["id"] for r in shadow}
     if clash:
         raise InputError(f"ids appear in both the test and shadow sets (e.g. {sorted(clash)[:3]}); ids must be unique "
                          "across the two sets", path=protocol.source)
-    test, shadow, warnings = drop_duplicate_texts(test, shadow)
+    test, shadow, warnings = drop_empty_texts(test, shadow)
+    test, shadow, repeated = drop_duplicate_texts(test, shadow)
+    warnings += repeated
     heldout = []
     for spec in sets.heldout:
         rows = _rows(spec)

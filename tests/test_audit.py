@@ -245,3 +245,35 @@ def test_a_prebuilt_index_of_another_benchmark_with_the_same_ids_is_refused(tmp_
         check_prebuilt_index(index, other, path)
     with pytest.raises(InputError, match="does not cover 1 benchmark items"):
         check_prebuilt_index(index, items + [{"id": "new", "text": "x"}], path)
+
+
+def test_a_date_split_with_every_item_on_one_side_names_the_dates_not_an_empty_file(tmp_path):
+    from contaudit.audit import materialize_sets
+
+    data = tmp_path / "all.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "text": f"item {i}", "created": f"2024-0{1 + i % 3}-15"}) + "\n"
+                            for i in range(9)))
+    (tmp_path / "m").mkdir(), (tmp_path / "c").mkdir()
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('[models.suspect]\npath = "m"\n[models.clean]\npath = "c"\n'
+                        '[sets.split]\npath = "all.jsonl"\ndate_field = "created"\ncutoff = 2025-01-01\n')
+    with pytest.raises(InputError, match=r"all.jsonl: no item is dated on or after the cutoff 2025-01-01 \(created "
+                                         r"runs from 2024-01-15 to 2024-03-15\), so the shadow set would be empty"):
+        materialize_sets(load_protocol(protocol), tmp_path / "run")
+
+
+def test_items_with_an_empty_text_are_left_out_and_said(tmp_path):
+    from contaudit.audit import materialize_sets
+
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "text": "" if i < 2 else f"test {i}"}) + "\n"
+                                              for i in range(5)))
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"id": f"s{i}", "text": f"shadow {i}"}) + "\n"
+                                              for i in range(5)))
+    (tmp_path / "m").mkdir(), (tmp_path / "c").mkdir()
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('[models.suspect]\npath = "m"\n[models.clean]\npath = "c"\n'
+                        '[sets.test]\npath = "t.jsonl"\n[sets.shadow]\npath = "s.jsonl"\n')
+    paths, warnings = materialize_sets(load_protocol(protocol), tmp_path / "run")
+    assert len(paths["test"].read_text().splitlines()) == 3
+    assert warnings == ["2 test items have an empty text (e.g. 't0') and were left out: nothing of them can be "
+                        "scored."]
