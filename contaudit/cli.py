@@ -113,6 +113,18 @@ _state = {"debug": False}
 _FAIL_ON = ("SUSPECT", "CONTAMINATED")
 
 
+_TRUST_HELP = ("Allow models whose protocol sets trust_remote_code = true to run their own Python code on this "
+               "machine (refused without this flag).")
+
+
+def _consent_to_model_code(models, source: Path, allowed: bool) -> None:
+    """A protocol file alone may not make contaudit run a model's own code: the command line must agree."""
+    asking = [role.key for role in models.roles() if role.spec.trust_remote_code]
+    if asking and not allowed:
+        raise InputError(f"{', '.join(asking)} set trust_remote_code = true, which runs the model's own Python code "
+                         f"on this machine; pass --trust-remote-code to allow it", path=source)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"contaudit {__version__}")
@@ -459,6 +471,7 @@ def audit(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory, e.g. runs/NAME."),
     fail_on: Optional[str] = typer.Option(None, help="Exit 1 when the verdict reaches SUSPECT or CONTAMINATED (3 on INVALID_DESIGN, 4 on INCONCLUSIVE)."),
     inconclusive_fails: bool = typer.Option(False, "--inconclusive-fails", help="With --fail-on: exit 1 on INCONCLUSIVE too (default 4)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=_TRUST_HELP),
 ) -> None:
     """Run index -> probes -> score -> analyze -> report from one protocol file."""
     from contaudit.audit import run_audit
@@ -468,7 +481,7 @@ def audit(
     fail_on = _fail_on(fail_on)
     if inconclusive_fails and fail_on is None:
         raise InputError("--inconclusive-fails needs --fail-on (it says what an INCONCLUSIVE verdict does to the gate)")
-    load_protocol(protocol)  # a bad protocol fails here, before the heavy libraries load
+    _consent_to_model_code(load_protocol(protocol).models, protocol, trust_remote_code)  # before heavy imports
     quiet_transformers()
     with TokenProgress(console=console) as bar:
         run = run_audit(protocol, out_dir, log=lambda line: console.print(f"[dim]·[/] {escape(line)}"),
@@ -493,6 +506,7 @@ def screen(
                                                       help="Whether an INCONCLUSIVE verdict fails the gate (exit 1) "
                                                            "or exits 4 (a suite's default: its \\[gate])."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of lines."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=_TRUST_HELP),
 ) -> None:
     """Pre-release gate: screen a suite of benchmarks, or gate a finished run; exit 0 pass, 1 fail, 3 invalid design,
     4 inconclusive."""
@@ -500,7 +514,7 @@ def screen(
 
     fail_on = _fail_on(fail_on)
     if target.is_file() or (not target.exists() and target.suffix == ".toml"):
-        _screen_suite(target, out_dir, fail_on, inconclusive_fails, as_json)
+        _screen_suite(target, out_dir, fail_on, inconclusive_fails, as_json, trust_remote_code)
     if out_dir is not None:
         raise InputError(f"--out is for a suite file; {target} is a run directory (it is gated as it is)")
     if (target / "suite.json").exists():
@@ -523,10 +537,11 @@ def screen(
 
 
 def _screen_suite(suite_path: Path, out_dir: Optional[Path], fail_on: Optional[str],
-                  inconclusive_fails: Optional[bool], as_json: bool) -> None:
+                  inconclusive_fails: Optional[bool], as_json: bool, trust_remote_code: bool = False) -> None:
     from contaudit.suite import load_suite
 
-    load_suite(suite_path)  # a bad suite fails here, before the heavy libraries load
+    suite = load_suite(suite_path)  # a bad suite fails here, before the heavy libraries load
+    _consent_to_model_code(suite.models, suite_path, trust_remote_code)
     if out_dir is None:
         raise InputError(f"screening a suite needs --out (a run directory, e.g. runs/NAME) for {suite_path}")
     from contaudit.progress import TokenProgress

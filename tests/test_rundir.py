@@ -111,3 +111,12 @@ def test_out_may_not_be_a_file(tmp_path):
     with pytest.raises(InputError, match="--out must be a directory"):
         with run_directory(tmp_path / "f", "audit"):
             pass
+
+
+def test_a_protocol_alone_cannot_make_contaudit_run_model_code(tmp_path, protocol):
+    """trust_remote_code = true in a protocol file runs the model's own Python: the command line must agree."""
+    asking = protocol.with_name("remote.toml")
+    asking.write_text(PROTOCOL.replace('path = "clean"\n', 'path = "clean"\ntrust_remote_code = true\n'))
+    code, output = cli("audit", asking, "--out", tmp_path / "run")
+    one_line_error(code, output, "models.clean set trust_remote_code = true", "pass --trust-remote-code")
+    assert not (tmp_path / "run").exists()
