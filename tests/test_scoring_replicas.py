@@ -252,3 +252,14 @@ def test_ray_actors_score_as_one_process_and_resume(tmp_path, model_dir, probes,
     assert local_ray.is_initialized()  # an instance the run did not start is left running
     assert len(cache_lines(tmp_path / ".contaudit-cache", "likelihood")) == 20
     assert ray_support.import_ray() is local_ray
+
+
+def test_more_cpu_replicas_than_cores_are_refused(monkeypatch, model_dir):
+    """64 model copies on 2 cores took 268 s against 2 s, without a word (issue 23)."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(InputError, match=r"`replicas` = 64 CPU replicas on a machine with 2 cores.*use at most 2"):
+        process_plan(resolve_model(model_dir), ScoreSettings(replicas=64, device="cpu"))
+    specs, _, _ = process_plan(resolve_model(model_dir), ScoreSettings(replicas=2, device="cpu"))
+    assert len(specs) == 2

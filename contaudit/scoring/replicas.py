@@ -461,6 +461,10 @@ def _local_groups(settings: ScoreSettings) -> tuple[str, list[list[str]]]:
         return ("cpu" if names[0] == "cpu" else "cuda"), [names[k * size:(k + 1) * size] for k in range(n)]
     device = resolve_device(settings.device)
     if device.type == "cpu":
+        cores = os.cpu_count() or 1
+        if n > cores:  # more copies than cores: each waits for a core, n times the memory (64 on 2 cores: 100x slower)
+            raise InputError(f"`replicas` = {n} CPU replicas on a machine with {cores} cores: each replica is a "
+                             f"model copy that needs a core of its own; use at most {cores}")
         return "cpu", [["cpu"] for _ in range(n)]
     if settings.device.startswith("cuda:") and n > 1:
         raise InputError(f"`device` {settings.device!r} is one GPU; give the GPUs of {n} replicas with `devices` "
