@@ -27,12 +27,12 @@ def clean_run(tmp_path_factory):
 
 
 def test_an_unexpected_error_exits_5_with_one_line_not_a_gate_failure(clean_run, monkeypatch):
-    import contaudit.analysis
+    import contaudit.suite
 
     def broken(*args, **kwargs):
         raise RuntimeError("the disk went away")
 
-    monkeypatch.setattr(contaudit.analysis, "screen", broken)
+    monkeypatch.setattr(contaudit.suite, "gate_run", broken)
     code, output = cli("screen", clean_run, "--fail-on", "SUSPECT")
     lines = [line for line in output.splitlines() if line.strip()]
     assert code == EXIT_INTERNAL_ERROR == 5, output
@@ -41,12 +41,12 @@ def test_an_unexpected_error_exits_5_with_one_line_not_a_gate_failure(clean_run,
 
 
 def test_ctrl_c_says_how_to_resume_and_exits_130(clean_run, monkeypatch):
-    import contaudit.analysis
+    import contaudit.suite
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(contaudit.analysis, "screen", interrupted)
+    monkeypatch.setattr(contaudit.suite, "gate_run", interrupted)
     code, output = cli("screen", clean_run, "--fail-on", "SUSPECT")
     assert code == EXIT_INTERRUPTED == 130
     assert "rerun the same command to resume" in output
