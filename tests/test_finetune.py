@@ -341,3 +341,22 @@ def test_base_whose_tokenizer_overruns_the_embedding_is_refused(data, tmp_path):
     with pytest.raises(InputError, match=r"mismatched: the tokenizer has token ids up to 383 but the model's "
                                          r"embedding has 256 rows"):
         finetune(data["corpus"], tmp_path / "m", base=model, inject=data["bench"], dup=1, config=TINY_TRAIN)
+
+
+def test_a_saved_model_follows_the_umask_and_a_killed_save_leaves_nothing_behind(data, base, tmp_path):
+    """Saves made their model directory 0700 whatever the umask, and a kill midway left .NAME.*.tmp and
+    .NAME.old-* directories that nothing removed (issue 23)."""
+    import os
+    import stat
+
+    out = tmp_path / "m"
+    (tmp_path / ".m.abc123.tmp").mkdir()  # what a save killed midway leaves
+    (tmp_path / ".m.old-xyz").mkdir()
+    (tmp_path / ".other.abc.tmp").mkdir()  # another model's: not ours to touch
+    old = os.umask(0o022)
+    try:
+        finetune(data["corpus"], out, base=base, inject=data["bench"], dup=1, config=replace(TINY_TRAIN, steps=2))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", ".other.abc.tmp", "m"]

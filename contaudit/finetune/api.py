@@ -14,6 +14,8 @@ built beside its destination and renamed into place, so it is never half-written
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,7 +32,8 @@ from contaudit.finetune.stream import (Stream, build_filler, build_stream, encod
                                        read_corpus, read_id_list, select_items)
 from contaudit.finetune.train import StepInfo, TrainResult, train
 from contaudit.io import ReadStats, check_output_apart, load_items
-from contaudit.manifest import describe_path, make_manifest, replace_dir, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import (current_umask, describe_path, make_manifest, replace_dir, write_json_atomic,
+                                write_jsonl_atomic)
 
 INJECTION_FILE = "injection.json"
 PRETRAIN_FILE = "pretrain.json"
@@ -201,7 +204,37 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
     result = train(model, stream.tokens, filler.heldout, config, progress=progress)
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    with _saving(out):
+        return _save(out, result, tokenizer, stream, chosen, job, inputs, reading, base_record, stats, selection,
+                     filler, config, eos, dup)
+
+
+@contextlib.contextmanager
+def _saving(out: Path):
+    """Hold ``.NAME.lock`` beside ``out`` while a model is saved there, and first remove what a save killed
+    midway left (``.NAME.*.tmp``, ``.NAME.old-*``: names only this function's saves use)."""
+    import fcntl
+
+    fd = os.open(out.parent / f".{out.name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError("another contaudit run is saving a model here; wait for it or choose another out",
+                             path=out) from None
+        for left in [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.old-*")]:
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _save(out, result, tokenizer, stream, chosen, job, inputs, reading, base_record, stats, selection, filler,
+          config, eos, dup) -> "FinetuneResult":
+    """Write the trained model, its tokenizer and manifest to ``out`` (atomically: a finished directory swapped in)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700 whatever the umask; the model is for sharing
     try:
         result.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
