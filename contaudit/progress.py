@@ -79,12 +79,14 @@ class TokenProgress(_Bars):
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase not in self._tasks:
-            task = self._progress.add_task(phase, total=max(total, 1) if total else 0, rate="-")
-            self._tasks[phase] = (task, time.perf_counter())
+            self._tasks[phase] = (self._progress.add_task(phase, total=max(total, 1), rate="-"), time.perf_counter())
         task, started = self._tasks[phase]
+        if done == 0:  # the phase starts again for the next file: its own total, its own clock
+            started = time.perf_counter()
+            self._tasks[phase] = (task, started)
         elapsed = time.perf_counter() - started
         rate = f"{done / elapsed:,.0f}" if done and elapsed > 0 else "-"
-        self._progress.update(task, completed=done, rate=rate)
+        self._progress.update(task, total=max(total, 1), completed=min(done, total), rate=rate)
 
 
 class TrainingProgress(_Bars):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import shutil
 
@@ -101,3 +102,20 @@ def test_bad_option_values(tmp_path, model_dir, items):
                  "`dtype` must be one of")
     expect_error(invoke("--model", model_dir, "--data", items, "--out", tmp_path / "o.jsonl", "--stride", "0"),
                  "`stride` must be an integer >= 1")
+
+
+def test_token_progress_restarts_for_each_file_and_never_overshoots():
+    """Scoring a second file in the same phase showed '1176/999 tokens' (issue 23)."""
+    from rich.console import Console
+
+    from contaudit.progress import TokenProgress
+
+    with TokenProgress(console=Console(file=open(os.devnull, "w"))) as bar:
+        bar("likelihood", 0, 999)
+        bar("likelihood", 999, 999)
+        bar("likelihood", 0, 1176)
+        bar("likelihood", 600, 1176)
+        task = bar._progress.tasks[0]
+        assert (task.completed, task.total) == (600, 1176)
+        bar("likelihood", 1176, 1176)
+        assert all(t.completed <= t.total for t in bar._progress.tasks) and len(bar._progress.tasks) == 1
