@@ -17,6 +17,28 @@ def import_ray():
     return ray
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail at once, in one line, when nothing answers at ``RAY_ADDRESS`` (``ray.init`` would wait for
+    minutes: ``localhost:1`` was still waiting at 120 s). ``auto`` and ``local`` are Ray's to resolve."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"RAY_ADDRESS={address!r} is not an address Ray connects to: expected HOST:PORT, "
+                         f"ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise InputError(f"RAY_ADDRESS={address!r}: nothing answers there ({e.strerror or e}); start the Ray cluster, "
+                         f"or unset RAY_ADDRESS to run on a local instance") from None
+
+
 class RayConnection:
     """Ray for one run: the instance this process is already connected to, else the cluster at
     ``RAY_ADDRESS`` (connected when this is made), else a local instance (:meth:`start_local`).
@@ -39,7 +61,13 @@ class RayConnection:
         self.owned = False  # whether close() disconnects
         address = os.environ.get("RAY_ADDRESS")
         if not self.ray.is_initialized() and address:
-            self.ray.init(address=address, logging_level=logging.WARNING)
+            check_reachable(address)
+            try:
+                self.ray.init(address=address, logging_level=logging.WARNING)
+            except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError for a bad address
+                raise InputError(f"RAY_ADDRESS={address!r}: Ray could not connect ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else 'no detail'}); start the cluster there, "
+                                 f"or unset RAY_ADDRESS to run on a local instance") from None
             self.owned = True
 
     def cluster_resources(self) -> dict | None:
