@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contaudit import progress
+from contaudit.errors import InputError
+from contaudit.io import contaudit_manifest
 from contaudit.manifest import write_text_atomic
 
 # The memorization test's score in the demo and calibration: each seen/unseen suffix's
@@ -100,6 +102,10 @@ def train_unless_done(path: Path, manifest_name: str, wanted: dict, log, fn, *ar
     retrained rather than silently reused.
     """
     manifest = path / manifest_name
+    if path.is_dir() and any(path.iterdir()) and contaudit_manifest(manifest) is None:
+        # Training replaces the directory: never one contaudit did not write (a user's model, say).
+        raise InputError(f"holds files contaudit did not write (no {manifest_name} of a contaudit training); "
+                         f"training here would replace them: move them, or choose another output folder", path=path)
     if manifest.exists():
         try:
             recorded = json.loads(manifest.read_text())

@@ -325,3 +325,19 @@ def test_order_calibration_rejects_a_bad_grid_before_training(tmp_path):
     with pytest.raises(InputError, match="`dups` must be non-negative"):
         calibrate_order(tmp_path, dups=(-2,))
     assert not any(tmp_path.iterdir())
+
+
+def test_training_never_replaces_a_folder_contaudit_did_not_write(tmp_path):
+    """calibrate trains into OUT/models/NAME with overwrite: a user's folder there was deleted (issue 23)."""
+    from contaudit.experiment import train_unless_done
+
+    mine = tmp_path / "models" / "k1-seed0"
+    mine.mkdir(parents=True)
+    (mine / "weights.bin").write_bytes(b"mine")
+    trained = []
+    with pytest.raises(InputError, match=r"k1-seed0: holds files contaudit did not write \(no injection.json"):
+        train_unless_done(mine, "injection.json", {"parameters": {"dup": 1}}, print, lambda: trained.append(1))
+    assert trained == [] and (mine / "weights.bin").read_bytes() == b"mine"
+    empty = tmp_path / "models" / "new"
+    empty.mkdir()
+    assert train_unless_done(empty, "injection.json", {}, print, lambda: trained.append(1)) and trained == [1]
