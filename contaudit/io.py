@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contaudit.errors import InputError
+from contaudit.manifest import INDEX_PLAN, OUTPUT_DIR_MANIFESTS
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson.gz", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
@@ -422,8 +423,6 @@ def contaudit_manifest(path: Path) -> dict | None:
     return None
 
 
-#: Files that make the directory holding them a contaudit output (index, fine-tuned model, analysis run).
-_OUTPUT_DIR_MANIFESTS = ("manifest.json", "injection.json", "pretrain.json", "results.manifest.json")
 
 
 def is_index_plan(path: Path) -> bool:
@@ -444,12 +443,12 @@ def _own_output(root: Path, file: Path, cache: dict[Path, str | None]) -> tuple[
     def of_dir(d: Path) -> str | None:
         if d not in cache:
             found = None
-            for name in _OUTPUT_DIR_MANIFESTS:
+            for name in OUTPUT_DIR_MANIFESTS:
                 manifest = contaudit_manifest(d / name)
                 if manifest is not None:
                     found = f"output of `contaudit {manifest['stage']}` ({d / name})"
                     break
-            if found is None and d.name.endswith(".partial") and is_index_plan(d / "plan.json"):
+            if found is None and d.name.endswith(".partial") and is_index_plan(d / INDEX_PLAN):
                 found = f"the staging directory of `contaudit index` ({d})"
             cache[d] = found
         return cache[d]

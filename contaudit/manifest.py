@@ -26,6 +26,27 @@ from contaudit import __version__
 HASH_CHUNK = 1 << 20
 
 
+# The manifest that marks each stage's output directory as contaudit's, named once: the stages
+# write them, and io.py refuses to read a directory holding one as corpus.
+INDEX_MANIFEST = "manifest.json"  # an index directory (beside items.jsonl)
+INDEX_PLAN = "plan.json"  # an index build's staging directory (OUT.partial)
+INJECTION_MANIFEST = "injection.json"  # a fine-tuned model
+PRETRAIN_MANIFEST = "pretrain.json"  # a model pretrained from scratch
+RESULTS_MANIFEST = "results.manifest.json"  # an analysis run
+OUTPUT_DIR_MANIFESTS = (INDEX_MANIFEST, INJECTION_MANIFEST, PRETRAIN_MANIFEST, RESULTS_MANIFEST)
+DATA_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json")
+
+
+def manifest_beside(path: str | Path) -> Path:
+    """The manifest of an output file, ``NAME.manifest.json`` beside ``NAME.jsonl`` (or ``.json``,
+    ``.jsonl.gz``, ``.jsonl.zst``); for any other name, ``NAME.EXT.manifest.json``. Writers and
+    readers of every stage use this one rule, so they always agree."""
+    path = Path(path)
+    for suffix in DATA_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)] + ".manifest.json")
+    return path.with_name(path.name + ".manifest.json")
+
 def current_umask() -> int:
     """The process umask (read from /proc where possible, as setting it to read it is not thread-safe)."""
     try:

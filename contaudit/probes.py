@@ -22,13 +22,8 @@ from contaudit.statistics import standardized_mean_difference
 from contaudit.config import AnalysisSettings, ProbeConfig, default_of
 from contaudit.errors import InputError
 from contaudit.index.store import CorpusIndex, load_index
-from contaudit.manifest import (
-    check_can_create,
-    describe_path,
-    make_manifest,
-    write_json_atomic,
-    write_jsonl_atomic,
-)
+from contaudit.manifest import (INDEX_MANIFEST, check_can_create, describe_path, make_manifest, manifest_beside,
+                               write_json_atomic, write_jsonl_atomic)
 from contaudit.text import first_words_start, normalize, split_at_word
 
 
@@ -158,9 +153,7 @@ def make_probes(index: CorpusIndex, config: ProbeConfig = ProbeConfig(), *,
 
 def probes_manifest_path(out: str | Path) -> Path:
     """``probes.jsonl`` -> ``probes.manifest.json``."""
-    out = Path(out)
-    stem = out.name[:-6] if out.name.endswith(".jsonl") else out.name
-    return out.with_name(stem + ".manifest.json")
+    return manifest_beside(out)
 
 
 def build_probes(index_path: str | Path, out: str | Path, config: ProbeConfig = ProbeConfig(), *,
@@ -178,7 +171,7 @@ def build_probes(index_path: str | Path, out: str | Path, config: ProbeConfig = 
     probe_set = make_probes(index, config, balance_threshold=balance_threshold)
     write_jsonl_atomic(out, probe_set.probes)
     manifest = make_manifest(
-        "probes", inputs=[describe_path(Path(index_path) / "manifest.json")],
+        "probes", inputs=[describe_path(Path(index_path) / INDEX_MANIFEST)],
         parameters={**asdict(config), "match_on": list(config.match_on), "balance_threshold": balance_threshold},
         index=str(index_path), balance=probe_set.balance, counts=probe_set.counts,
         n_seen=probe_set.counts["n_seen"], n_unseen=probe_set.counts["n_unseen"], problems=probe_set.problems)

@@ -15,7 +15,7 @@ import numpy as np
 
 from contaudit.errors import InputError
 from contaudit.io import iter_jsonl
-from contaudit.manifest import read_json
+from contaudit.manifest import manifest_beside, read_json
 from contaudit.statistics import standardized_mean_difference
 
 
@@ -32,14 +32,6 @@ class ScoreFile:
     path: Path
     rows: dict[str, dict]
     manifest: dict | None
-
-
-def _manifest_beside(path: Path) -> Path:
-    name = path.name
-    for suffix in (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json"):
-        if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + ".manifest.json")
-    return path.with_name(name + ".manifest.json")
 
 
 def _number(value, key: str, *, path: Path, record: int) -> float:
@@ -85,7 +77,7 @@ def read_scores(path: str | Path, *, require: tuple[str, ...] = ("nll_mean",),
     for row in rows.values():
         for key in set(optional) - present:
             row.pop(key, None)
-    manifest_path = _manifest_beside(path)
+    manifest_path = manifest_beside(path)
     manifest = read_json(manifest_path) if manifest_path.exists() else None
     return ScoreFile(path, rows, manifest)
 
@@ -117,7 +109,7 @@ def read_probes(path: str | Path) -> ProbeTable:
         probes[item_id] = {"probe_set": rec["probe_set"], "n_words": rec.get("n_words"), "rarity": rec.get("rarity"),
                            "suffix_bytes": len(rec["suffix"].encode("utf-8")) if isinstance(rec.get("suffix"), str)
                            else None}
-    manifest_path = _manifest_beside(path)
+    manifest_path = manifest_beside(path)
     if not probes and not manifest_path.exists():
         raise InputError("no probes; expected one JSON object per line", path=path)
     balance = match_on = index_items = None

@@ -21,7 +21,7 @@ from contaudit.analysis.inputs import index_record
 from contaudit.analysis.units import Units
 from contaudit.analysis.verdict import DesignCheck
 from contaudit.errors import InputError, ManifestMismatchError
-from contaudit.manifest import describe_path, make_manifest, read_json, write_json_atomic
+from contaudit.manifest import RESULTS_MANIFEST, describe_path, make_manifest, read_json, write_json_atomic
 from contaudit.protocol import AnalysisSettings
 from contaudit.statistics import format_p, json_number
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = "1.3"
 RESULTS_NAME = "results.json"
-MANIFEST_NAME = "results.manifest.json"
+MANIFEST_NAME = RESULTS_MANIFEST
 
 
 def results_path(run: str | Path) -> Path:

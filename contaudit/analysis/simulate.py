@@ -30,7 +30,7 @@ import numpy as np
 
 from contaudit.metrics import METRICS
 from contaudit.statistics import standardized_mean_difference
-from contaudit.manifest import make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import INDEX_MANIFEST, make_manifest, manifest_beside, write_json_atomic, write_jsonl_atomic
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _score_row(item_id: str, y: float, minkpp: float) -> dict:
 
 def _write_scores(path: Path, rows: list[dict], model: str) -> Path:
     write_jsonl_atomic(path, rows)
-    write_json_atomic(path.with_name(path.name.replace(".jsonl", ".manifest.json")),
+    write_json_atomic(manifest_beside(path),
                       make_manifest("score", inputs=[], parameters={"model": model, "simulated": True}))
     return path
 
@@ -185,7 +185,7 @@ def write_audit(audit: SimulatedAudit, directory: str | Path, *, index: bool = T
     write_jsonl_atomic(paths["probes"], probe_rows)
     balance = {"length_smd": standardized_mean_difference(p.n_words[seen].astype(float), p.n_words[~seen].astype(float)),
                "rarity_smd": 0.0, "coverage8_smd": 5.0}
-    write_json_atomic(d / "probes.manifest.json",
+    write_json_atomic(manifest_beside(paths["probes"]),
                       make_manifest("probes", inputs=[], parameters={"simulated": True, "match_on": ["length", "rarity"]},
                                     balance=balance,
                                     n_seen=int(seen.sum()), n_unseen=int((~seen).sum())))
@@ -211,7 +211,7 @@ def _write_index(audit: SimulatedAudit, directory: Path) -> Path:
                          "locations": [[f"corpus/shard-{k:02d}.jsonl", 100 + k, 2048 * k] for k in range(min(occ, 3))],
                          "status": "seen" if occ else "unseen", "text": f"text of {item_id}"})
     write_jsonl_atomic(directory / "items.jsonl", rows)
-    write_json_atomic(directory / "manifest.json",
+    write_json_atomic(directory / INDEX_MANIFEST,
                       make_manifest("index", inputs=[], parameters={"normalization": NORMALIZATION, "simulated": True},
                                     format=INDEX_FORMAT, counts={"items": len(rows)}))
     return directory

@@ -32,11 +32,11 @@ from contaudit.finetune.stream import (Stream, build_filler, build_stream, encod
                                        read_corpus, read_id_list, select_items)
 from contaudit.finetune.train import StepInfo, TrainResult, train
 from contaudit.io import ReadStats, check_output_apart, load_items
-from contaudit.manifest import (current_umask, describe_path, make_manifest, replace_dir, write_json_atomic,
-                                write_jsonl_atomic)
+from contaudit.manifest import (INJECTION_MANIFEST, PRETRAIN_MANIFEST, current_umask, describe_path, make_manifest,
+                               replace_dir, write_json_atomic, write_jsonl_atomic)
 
-INJECTION_FILE = "injection.json"
-PRETRAIN_FILE = "pretrain.json"
+INJECTION_FILE = INJECTION_MANIFEST
+PRETRAIN_FILE = PRETRAIN_MANIFEST
 STREAM_FILE = "stream.safetensors"
 INJECTED_FILE = "injected.jsonl"
 

@@ -38,8 +38,8 @@ from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
 from contaudit.io import (CorpusUnit, Document, Item, ReadStats, check_corpus_has_documents, check_output_apart,
                           contaudit_manifest, is_index_plan, load_items)
 from contaudit.io import corpus_units as io_corpus_units
-from contaudit.manifest import (check_can_create, describe_path, hash_bytes, make_manifest, replace_dir,
-                                write_json_atomic, write_jsonl_atomic)
+from contaudit.manifest import (INDEX_MANIFEST, INDEX_PLAN, check_can_create, describe_path, hash_bytes,
+                               make_manifest, replace_dir, write_json_atomic, write_jsonl_atomic)
 from contaudit.text import NORMALIZATION
 
 def classify(stats: dict, config: IndexConfig) -> str:
@@ -128,7 +128,7 @@ def stale_targets(targets: Mapping[str | Path, str | Path], corpus: list[str | P
     stale, inputs = [], None
     parameters = _parameters(config, text_field, template, id_field)
     for out, benchmark in targets.items():
-        manifest_path = Path(out) / "manifest.json"
+        manifest_path = Path(out) / INDEX_MANIFEST
         if not manifest_path.exists():
             stale.append(Path(out))
             continue
@@ -252,7 +252,7 @@ def _staging_plan(plans: list[dict], inputs: list[dict], parameters: dict) -> di
 
 def _prepare_staging(staging: Path, plan: dict) -> None:
     """Keep the shards staged for this same plan (resume); clear any others, then record the plan."""
-    plan_path = staging / "plan.json"
+    plan_path = staging / INDEX_PLAN
     if staging.exists() and (not plan_path.exists() or json.loads(plan_path.read_text()) != plan):
         _clear_partial(staging)  # inputs or settings changed: partial results are stale
     staging.mkdir(parents=True, exist_ok=True)
@@ -361,7 +361,7 @@ def _item_records(items, item_words, table, total: Accumulator, config: IndexCon
     return records
 
 
-INDEX_FILES = ("manifest.json", "items.jsonl")  # all an index directory holds (contaudit.index.store)
+INDEX_FILES = (INDEX_MANIFEST, "items.jsonl")  # all an index directory holds (contaudit.index.store)
 
 
 def _check_outputs(pairs: list[tuple[Path, Path]], staging: Path, corpus: list[str | Path]) -> None:
@@ -402,7 +402,7 @@ def _check_staging(staging: Path) -> None:
         raise InputError(f"is {kind}, not the staging directory of an index build; move it away or choose "
                          f"another --out (it is neither followed nor deleted)", path=staging)
     staged = staging.is_dir() and any(p.name != LOCK_NAME for p in staging.iterdir())  # more than a lock file
-    if staged and not is_index_plan(staging / "plan.json"):
+    if staged and not is_index_plan(staging / INDEX_PLAN):
         raise InputError("is not the staging directory of an index build (no plan.json of one); move it away or "
                          "choose another --out (it is not deleted)", path=staging)
 
@@ -418,7 +418,7 @@ def _check_target(out: Path) -> None:
         raise InputError("exists and is not a directory; choose another --out", path=out)
     if not any(out.iterdir()):
         return
-    manifest = contaudit_manifest(out / "manifest.json")
+    manifest = contaudit_manifest(out / INDEX_MANIFEST)
     if manifest is None or manifest.get("stage") != "index":
         raise InputError("exists and is not a contaudit index (no manifest.json written by `contaudit index`); "
                          "refusing to replace it (nothing was deleted): choose another --out", path=out)
@@ -450,7 +450,7 @@ def _publish(out: Path, staging: Path, records: list[dict], manifest: dict) -> N
         shutil.rmtree(final)
     final.mkdir()
     write_jsonl_atomic(final / "items.jsonl", records)
-    write_json_atomic(final / "manifest.json", manifest)
+    write_json_atomic(final / INDEX_MANIFEST, manifest)
     replace_dir(final, out, staging / "old")  # the previous index goes into our own staging directory
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contaudit.errors import InputError, ManifestMismatchError
-from contaudit.manifest import read_json
+from contaudit.manifest import INDEX_MANIFEST, read_json
 from contaudit.text import NORMALIZATION
 
 INDEX_FORMAT = "contaudit-index/1"
@@ -35,7 +35,7 @@ def load_index(path: str | Path) -> CorpusIndex:
     path = Path(path)
     if not path.is_dir():
         raise InputError("not an index directory (run `contaudit index` first)", path=path)
-    manifest_path = path / "manifest.json"
+    manifest_path = path / INDEX_MANIFEST
     if not manifest_path.exists():
         raise InputError("no manifest.json: the index was not finished (rerun `contaudit index` to resume)", path=path)
     manifest = read_json(manifest_path)

@@ -29,7 +29,8 @@ import numpy as np
 from contaudit.config import ScoreSettings
 from contaudit.errors import InputError
 from contaudit.io import Item, load_items
-from contaudit.manifest import check_can_create, describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+from contaudit.manifest import (check_can_create, describe_path, make_manifest, manifest_beside, write_json_atomic,
+                                write_jsonl_atomic)
 from contaudit.scoring.cache import ScoreCache, text_hash
 from contaudit.scoring.completion import completion_metrics
 from contaudit.scoring.likelihood import Row, byte_metrics, likelihood_metrics, plan_windows
@@ -95,7 +96,7 @@ class _Plan:
 
 def manifest_path(out: Path) -> Path:
     """Where the manifest of ``out`` goes: ``NAME.manifest.json`` beside ``NAME.jsonl`` (or ``NAME.json``)."""
-    return out.with_name(out.name.rsplit(".", 1)[0] + ".manifest.json")
+    return manifest_beside(out)
 
 
 def _load_items(data: Path, settings: ScoreSettings) -> list[Item]:
