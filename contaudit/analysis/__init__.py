@@ -1,10 +1,14 @@
 """Difference-in-differences analysis and the verdict (``contaudit analyze``).
 
-* :mod:`contaudit.analysis.did` -- estimators and tests (scipy-style functions);
+:func:`analyze` runs, in order: :mod:`~contaudit.analysis.inputs` (score files read and
+paired), :mod:`~contaudit.analysis.design` (what the design allows),
+:mod:`~contaudit.analysis.primary` (the two DiD tests), :mod:`~contaudit.analysis.evidence`
+(supporting evidence), :mod:`~contaudit.analysis.verdict` (the decision rule) and
+:mod:`~contaudit.analysis.results` (the results.json schema, written and read). The tests:
+
+* :mod:`contaudit.analysis.did` -- item-level estimators and tests (scipy-style functions);
 * :mod:`contaudit.analysis.panel` -- reference-panel tests and shift adjustment (non-random shadow sets);
-* :mod:`contaudit.analysis.verdict` -- design checks and the decision rule;
-* :mod:`contaudit.analysis.analyze` -- score files in, ``results.json`` out;
-* :mod:`contaudit.analysis.results` -- reading results back, summaries;
+* :mod:`contaudit.analysis.families` -- the cross-family panel;
 * :mod:`contaudit.analysis.simulate` -- synthetic audits with planted effects.
 
 Example::
