@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -50,6 +49,21 @@ class _Group(TyperGroup):
     def list_commands(self, ctx):
         return list(self.commands)
 
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            for param in command.params:
+                _flag_without_value(param)
+            make_help = command.get_help_option
+            command.get_help_option = lambda ctx: _flag_without_value(make_help(ctx))
+        return command
+
+    def get_help_option(self, ctx):
+        for param in self.params:  # the root's own flags (--version, --debug)
+            _flag_without_value(param)
+        return _flag_without_value(super().get_help_option(ctx))
+
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -61,14 +75,19 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             console.print("Interrupted; rerun the same command to resume (finished work is kept).", highlight=False)
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
-            raise
         except Exception as e:  # not raised on purpose: never let it read as a gate's "fail" (1)
-            if _state["debug"]:
-                raise
+            if _state["debug"] or type(e).__module__.split(".")[0] in ("click", "typer"):
+                raise  # the CLI framework's own: usage errors (exit 2), typer.Exit, Abort
             console.print(f"[bold red]Internal error:[/] {escape(type(e).__name__)}: {escape(str(e))} (not a verdict; "
                           f"rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(code=EXIT_INTERNAL_ERROR) from None
+
+
+def _flag_without_value(param):
+    """A flag takes no value: no ``<bool>`` beside it in the help."""
+    if getattr(param, "is_flag", False) and not param.metavar:
+        param.metavar = ""
+    return param
 
 
 class _PipeSafeStdout:

@@ -66,3 +66,17 @@ def test_a_pass_read_by_head_still_exits_0(clean_run):
     passed = subprocess.run([str(exe), "screen", str(clean_run), "--fail-on", "SUSPECT"], capture_output=True,
                             env=env, timeout=120)
     assert passed.returncode == 0 and passed.stdout.startswith(b"PASS"), passed
+
+
+def test_a_usage_error_stays_a_usage_error_not_an_internal_one():
+    code, output = cli("score", "--bogus")
+    assert code == 2 and "No such option: --bogus" in output and "Internal error" not in output
+
+
+def test_flags_show_no_value_in_the_help():
+    """A pure flag showed a '<bool>' metavar (issue 25: '--ray <bool>' suggests it takes a value)."""
+    import re
+
+    code, output = cli("score", "--help")
+    assert code == 0 and "<bool>" not in output
+    assert re.search(r"--ray\s+Run the replicas", output)
