@@ -125,6 +125,7 @@ class _PipeSafeStdout:
 
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help texts name protocol tables such as [sets]: no markup to swallow them
                   help="Audit language models for benchmark contamination.")
 console = Console(stderr=True)
 out = Console()
@@ -520,10 +521,10 @@ def screen(
                                             "directory (of `audit` or `screen`) to gate."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for a suite, e.g. runs/NAME."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Fail the gate at this verdict or worse: SUSPECT or "
-                                                                  "CONTAMINATED (a suite's default: its \\[gate])."),
+                                                                  "CONTAMINATED (a suite's default: its [gate])."),
     inconclusive_fails: Optional[bool] = typer.Option(None, "--inconclusive-fails/--inconclusive-exits-4",
                                                       help="Whether an INCONCLUSIVE verdict fails the gate (exit 1) "
-                                                           "or exits 4 (a suite's default: its \\[gate])."),
+                                                           "or exits 4 (a suite's default: its [gate])."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of lines."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=_TRUST_HELP),
 ) -> None:
@@ -682,7 +683,7 @@ def calibrate(
     out_dir: Path = typer.Option(Path("runs/calibration"), "--out", "-o", help="Where models, audits and the power curve go."),
     dups: str = typer.Option("0,1,2,4,8", help="Comma-separated copies per test item (k) to inject."),
     seeds: int = typer.Option(5, help="Probe models per k."),
-    protocol: Optional[Path] = typer.Option(None, help="Take the \\[probes] and \\[analysis] tables from this protocol file (--order: \\[analysis] and \\[item_order])."),
+    protocol: Optional[Path] = typer.Option(None, help="Take the [probes] and [analysis] tables from this protocol file (--order: [analysis] and [item_order])."),
     references: int = typer.Option(1, help="Clean models per audit seed (2+: a reference panel)."),
     base: Optional[Path] = typer.Option(None, help="Your base model (HF directory or .gguf); with --corpus, --test, --shadow calibrates in your setting instead of the demo's."),
     corpus: Optional[Path] = typer.Option(None, help="Filler corpus the probe models are fine-tuned on."),

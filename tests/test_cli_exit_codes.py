@@ -80,3 +80,14 @@ def test_flags_show_no_value_in_the_help():
     code, output = cli("score", "--help")
     assert code == 0 and "<bool>" not in output
     assert re.search(r"--ray\s+Run the replicas", output)
+
+
+@pytest.mark.parametrize("command, text", [
+    ("analyze", "[sets] shadow_origin"),
+    ("screen", "its [gate]"),
+    ("calibrate", "the [probes] and [analysis] tables"),
+])
+def test_help_texts_keep_the_protocol_tables_they_name(command, text):
+    """Rich markup swallowed '[gate]' and '[sets]' (issue 25: "a suite's default: its ")."""
+    code, output = cli(command, "--help")
+    assert code == 0 and text in " ".join(output.split()), output
