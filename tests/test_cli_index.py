@@ -88,3 +88,16 @@ def test_version_and_help():
 def test_missing_index_for_probes(tmp_path):
     result = runner.invoke(app, ["probes", str(tmp_path / "nope"), "-o", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 2 and "not an index directory" in result.output
+
+
+def test_probes_on_a_folder_that_was_never_an_index_says_so(tmp_path):
+    """It said the index 'was not finished (rerun contaudit index to resume)' (issue 25)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("x")
+    result = runner.invoke(app, ["probes", str(folder), "-o", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 2 and "not an index directory: no manifest.json" in result.output
+    assert "not finished" not in result.output
+    (tmp_path / "notes.partial").mkdir()
+    result = runner.invoke(app, ["probes", str(folder), "-o", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 2 and "the index was not finished (notes.partial holds its build)" in result.output

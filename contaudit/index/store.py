@@ -37,7 +37,11 @@ def load_index(path: str | Path) -> CorpusIndex:
         raise InputError("not an index directory (run `contaudit index` first)", path=path)
     manifest_path = path / INDEX_MANIFEST
     if not manifest_path.exists():
-        raise InputError("no manifest.json: the index was not finished (rerun `contaudit index` to resume)", path=path)
+        if path.with_name(path.name + ".partial").is_dir():  # a build stages there and publishes when done
+            raise InputError(f"the index was not finished ({path.name}.partial holds its build): rerun "
+                             f"`contaudit index` with the same --out to resume", path=path)
+        raise InputError(f"not an index directory: no {INDEX_MANIFEST} (an index is the folder `contaudit index "
+                         f"--out` writes)", path=path)
     manifest = read_json(manifest_path)
     if manifest.get("format") != INDEX_FORMAT:
         raise ManifestMismatchError(f"{manifest_path}: format {manifest.get('format')!r} is not {INDEX_FORMAT!r}; "
