@@ -310,3 +310,15 @@ def test_a_protocol_name_cannot_forge_report_lines(full_run):
     text = render_markdown(results)
     assert not any(line.startswith(("# Gate", "## Verdict", "| forged")) for line in text.splitlines())
     assert text.splitlines()[0] == r"# Contamination audit: tiny \# Gate: PASS \| forged \| row \|"
+
+
+def test_report_on_a_folder_of_runs_names_the_runs_inside(full_run, tmp_path):
+    """`contaudit report runs/demo` said to run analyze; the demo's results are in audit/ and null/ (issue 25)."""
+    import shutil
+
+    demo = tmp_path / "demo"
+    for name in ("audit", "null"):
+        shutil.copytree(full_run, demo / name)
+    res = CliRunner().invoke(app, ["report", str(demo)])
+    assert res.exit_code == 2
+    assert "no results.json here; it holds the runs audit, null: give one of them" in " ".join(res.output.split())

@@ -43,11 +43,22 @@ def results_path(run: str | Path) -> Path:
     return run if run.is_file() else run / RESULTS_NAME
 
 
+def _no_results_hint(run: Path) -> str:
+    """What to do when ``run`` holds no results.json: the runs inside it, if any, else how to make one."""
+    if run.is_dir():
+        inside = sorted(p.parent.relative_to(run).as_posix() for p in run.glob(f"*/{RESULTS_NAME}"))
+        inside += sorted(p.parent.relative_to(run).as_posix() for p in run.glob(f"benchmarks/*/{RESULTS_NAME}"))
+        if inside:
+            return (f"no {RESULTS_NAME} here; it holds the runs {', '.join(inside[:5])}"
+                    f"{', ...' if len(inside) > 5 else ''}: give one of them (e.g. {run / inside[0]})")
+    return f"no {RESULTS_NAME}; run `contaudit audit PROTOCOL --out {run}` (or `contaudit analyze ... --out {run}`) first"
+
+
 def load_results(run: str | Path) -> dict:
     """Read ``results.json`` from a run directory (or a results file) and check its schema."""
     path = results_path(run)
     if not path.exists():
-        raise InputError(f"no {RESULTS_NAME}; run `contaudit analyze ... --out {Path(run)}` first", path=run)
+        raise InputError(_no_results_hint(Path(run)), path=run)
     results = read_json(path)
     if not isinstance(results, dict) or results.get("kind") != "contaudit-results":
         raise InputError("not a contaudit results file (no \"kind\": \"contaudit-results\")", path=path)
