@@ -271,3 +271,16 @@ def test_a_benchmark_absent_from_the_corpus_is_decided_by_the_perplexity_test(co
     # enough seen items in the corpus but no pairs matched: the test should run and cannot
     res = analyze(**base, probes=_empty_probes(tmp_path / "unmatched", seen_items=40, unseen_items=60), protocol=FAST)
     assert res["verdict"]["label"] == "INVALID_DESIGN"
+
+
+def test_swapped_test_and_shadow_files_get_a_hint(tmp_path):
+    """Swapped files gave a verdict with no hint that they were swapped (issue 25)."""
+    from contaudit.analysis.simulate import simulate_audit, write_audit
+
+    f = write_audit(simulate_audit(ppl_effect=0.3, rng=4), tmp_path / "sim")
+    right = _analyze(f["suspect_test"], f["clean_test"], f["suspect_shadow"], f["clean_shadow"], index=f["index"],
+                     shadow_origin="random_split")
+    swapped = _analyze(f["suspect_shadow"], f["clean_shadow"], f["suspect_test"], f["clean_test"], index=f["index"],
+                       shadow_origin="random_split")
+    assert not any("files swapped?" in w for w in right["warnings"])
+    assert any("were the test and shadow files swapped?" in w for w in swapped["warnings"])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import contaudit.analysis.verdict as _verdict
 from contaudit.analysis.design import Design, shift_check
-from contaudit.analysis.evidence import item_order_entry, supporting_evidence
+from contaudit.analysis.evidence import item_order_entry, supporting_evidence, swapped_sets_warning
 from contaudit.analysis.inputs import (ModelFiles, ReferenceScores, check_expected_models, check_same_models,
                                        index_evidence,
                                        item_lengths, read_scores, score_matrix, set_warnings)
@@ -220,6 +220,7 @@ def _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, *
         warnings += panel_warnings("perplexity", ppl) + panel_warnings("memorization", memorization)
 
     index_by_id, index_data = index_evidence(index, test.ids)
+    warnings += swapped_sets_warning(test.ids, shadow.ids, index_by_id)
     supporting = supporting_evidence(test, shadow, models, minkpp=minkpp, index_by_id=index_by_id,
                                      order_entry=item_order_entry(item_order, settings)[0], sets=sets,
                                      settings=settings, rng=streams["supporting"])
@@ -294,6 +295,7 @@ def _suspect_alone(suspect_test, suspect_shadow, *, probes, design: Design, sett
                         "were not used.")
 
     index_by_id, index_data = index_evidence(index, test.ids)
+    warnings += swapped_sets_warning(test.ids, shadow.ids, index_by_id)
     caveat = (None if design.exchangeable else
               f"the shadow set is a {design.shadow_origin.replace('_', ' ')}: without a clean model a difference "
               f"in Min-K%++ may be the shift between the sets, not contamination")

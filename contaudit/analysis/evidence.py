@@ -134,6 +134,20 @@ def item_order_entry(item_order, settings: AnalysisSettings) -> tuple[dict, "Ite
     return entry, res
 
 
+def swapped_sets_warning(test_ids: list[str], shadow_ids: list[str], index_by_id: dict) -> list[str]:
+    """A hint when the corpus holds the shadow set far more than the test set: the files may be swapped."""
+    def share(ids):
+        found = [index_by_id[i].get("status") for i in ids if i in index_by_id]
+        return (found.count("seen") / len(found), len(found)) if found else (None, 0)
+
+    (test_share, n_test), (shadow_share, n_shadow) = share(test_ids), share(shadow_ids)
+    if test_share is None or shadow_share is None or shadow_share < 0.5 or shadow_share < 2 * test_share + 0.1:
+        return []
+    return [f"The corpus index finds {shadow_share:.0%} of the {n_shadow} shadow items but {test_share:.0%} of the "
+            f"{n_test} test items: were the test and shadow files swapped? The test set is the one suspected of "
+            f"having leaked; the shadow set, text the models cannot have seen."]
+
+
 def corpus_entry(test_ids: list[str], index_by_id: dict) -> dict:
     """What the corpus index says of the test items: how many it finds seen, ambiguous or unseen."""
     if not index_by_id:
