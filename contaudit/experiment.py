@@ -112,13 +112,21 @@ def train_unless_done(path: Path, manifest_name: str, wanted: dict, log, fn, *ar
             recorded["inputs"] = {i.get("role"): i.get("sha256") for i in recorded.get("inputs") or []}
         except (OSError, ValueError, AttributeError, TypeError):
             recorded = {}
-        if all((recorded.get(section) or {}).get(key) == value
+        if all(_holds((recorded.get(section) or {}).get(key), value)
                for section, values in wanted.items() for key, value in values.items()):
             log(f"  reusing {path}")
             return False
         log(f"  {path} was trained with other settings or data: training it again")
     fn(*args, **kwargs)
     return True
+
+
+def _holds(recorded, wanted) -> bool:
+    """Whether a recorded manifest value holds what is wanted: a wanted dict only its own keys (a base
+    model wanted by its fingerprint's ``id`` matches wherever that model lay), anything else equal."""
+    if isinstance(wanted, dict):
+        return isinstance(recorded, dict) and all(_holds(recorded.get(k), v) for k, v in wanted.items())
+    return recorded == wanted
 
 
 def input_hashes(**paths: Path) -> dict[str, str]:
@@ -192,7 +200,7 @@ def prepare(out: Path, config, *, log=print, seconds: dict | None = None, train_
               "inputs": input_hashes(corpus=corpus)}
     stage("pretrain", train_unless_done, base, PRETRAIN_FILE, wanted, log, pretrain,
           corpus, base, config=pretrain_config, model_config=config.model, overwrite=True, progress=train_progress)
-    finetune_from = {"base": {"fingerprint": fingerprint(base)},
+    finetune_from = {"base": {"fingerprint": {"id": fingerprint(base)["id"]}},  # its content, not its folder
                      "inputs": input_hashes(corpus=corpus, benchmark=split["test"])}
     return PreparedData(corpus=corpus, test=split["test"], shadow=split["shadow"], base=base,
                         n_test=split["n_test"], n_shadow=split["n_shadow"], finetune_from=finetune_from,

@@ -157,6 +157,24 @@ class FileHashes:
             self._dirty = False
 
 
+# JSON settings saved beside a tokenizer that record how it was loaded, not what it does:
+# transformers writes local_files_only into tokenizer_config.json when HF_HUB_OFFLINE is set.
+SETTINGS_FILES = {"tokenizer_config.json": ("local_files_only",)}
+
+
+def _settings_sha256(path: Path) -> str:
+    """SHA-256 of a settings file without the keys that record only how it was loaded (the raw bytes
+    when it is not a JSON object)."""
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return hashlib.sha256(raw).hexdigest()
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in SETTINGS_FILES[path.name]}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def fingerprint(model: ModelSource | str | Path, hashes: FileHashes | None = None, *,
                 include_code: bool = False) -> dict:
     """Content fingerprint of a model (a :class:`ModelSource` or a path for :func:`resolve_model`).
@@ -171,6 +189,8 @@ def fingerprint(model: ModelSource | str | Path, hashes: FileHashes | None = Non
     hashes = hashes if hashes is not None else FileHashes()
 
     def entry(p: Path) -> dict:
+        if p.name in SETTINGS_FILES:
+            return {"name": p.name, "sha256": _settings_sha256(p)}
         return {"name": p.name, "size": p.stat().st_size, "sha256": hashes.sha256(p)}
 
     weights = [entry(p) for p in source.weight_files]

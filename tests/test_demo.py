@@ -114,3 +114,38 @@ def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path):
     reused = [line.split()[-1] for line in again if line.startswith("  reusing")]
     assert [Path(p).name for p in reused] == ["base", "suspect", "clean", "clean-null"]
     assert "index: reusing" in "\n".join(again)
+
+
+def test_a_model_is_known_by_its_content_not_its_folder_or_how_it_was_saved(tmp_path, monkeypatch):
+    """Fine-tunes were retrained after the run folder moved (the base's fingerprint held its path), and
+    the same weights got another id when HF_HUB_OFFLINE was set at save time (issue 25)."""
+    import json
+    import shutil
+
+    from contaudit.experiment import train_unless_done
+    from contaudit.models import fingerprint
+    from tiny_models import save_tiny_model
+
+    base = save_tiny_model(tmp_path / "base", seed=0)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    offline = tmp_path / "offline"
+    shutil.copytree(base, offline)
+    (offline / "tokenizer_config.json").write_text(json.dumps({**config, "local_files_only": True}))
+    assert fingerprint(offline)["id"] == fingerprint(base)["id"]
+    changed = tmp_path / "changed"
+    shutil.copytree(base, changed)
+    (changed / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 7}))
+    assert fingerprint(changed)["id"] != fingerprint(base)["id"]
+
+    model = tmp_path / "run" / "models" / "k1"
+    model.mkdir(parents=True)
+    (model / "injection.json").write_text(json.dumps({"stage": "finetune", "contaudit_version": "x",
+                                                      "parameters": {"dup": 1},
+                                                      "base": {"fingerprint": fingerprint(base)}}))
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "run", moved)
+    shutil.move(base, tmp_path / "base-moved")
+    wanted = {"parameters": {"dup": 1}, "base": {"fingerprint": {"id": fingerprint(tmp_path / "base-moved")["id"]}}}
+    trained = []
+    assert not train_unless_done(moved / "models" / "k1", "injection.json", wanted, print, lambda: trained.append(1))
+    assert trained == []

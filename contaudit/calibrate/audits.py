@@ -148,7 +148,7 @@ def calibrate(out: str | Path = "runs/calibration", *, dups: tuple[int, ...] = (
             path = models / name
             train_config = replace(train_base, seed=train_seed)
             wanted = {"parameters": {"dup": k, "train": config_dict(train_config)},
-                      "base": {"fingerprint": base_fingerprints[base]}, "inputs": data_hashes}
+                      "base": {"fingerprint": {"id": base_fingerprints[base]["id"]}}, "inputs": data_hashes}
             t0 = time.perf_counter()
             trained = train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data.corpus, path,
                                         base=base, inject=data.test, dup=k, overwrite=True, config=train_config)

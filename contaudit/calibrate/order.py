@@ -171,7 +171,7 @@ def _train_probe(path: Path, k: int, train_seed: int, *, leak: str, data: dict, 
     parameters = {"dup": k, "train": config_dict(train_config)}
     if leak == "ordered":
         parameters["leak"] = "ordered"
-    wanted = {"parameters": parameters, "base": {"fingerprint": base_fingerprint}, "inputs": data_hashes}
+    wanted = {"parameters": parameters, "base": {"fingerprint": {"id": base_fingerprint["id"]}}, "inputs": data_hashes}
     t0 = time.perf_counter()
     if train_unless_done(path, INJECTION_FILE, wanted, lambda s: None, finetune, data.corpus, path,
                          base=data.base, inject=data.test, dup=k, items=ItemSelection(leak=leak),
