@@ -30,9 +30,13 @@ class _Bars:
     """A rich ``Progress`` with the given columns, entered and left with the object."""
 
     def __init__(self, *columns, console=None, transient: bool = False):
+        from rich.console import Console
         from rich.progress import Progress
 
-        self._progress = Progress(*columns, console=console, transient=transient)
+        console = console or Console(stderr=True)
+        # Bars are for a person at a terminal: in a log they were printed after the verdict, frozen at
+        # their last refresh ("17109/18178 tokens"); there the stages' own lines say what was done.
+        self._progress = Progress(*columns, console=console, transient=transient, disable=not console.is_terminal)
 
     def __enter__(self):
         self._progress.__enter__()

@@ -119,3 +119,18 @@ def test_token_progress_restarts_for_each_file_and_never_overshoots():
         assert (task.completed, task.total) == (600, 1176)
         bar("likelihood", 1176, 1176)
         assert all(t.completed <= t.total for t in bar._progress.tasks) and len(bar._progress.tasks) == 1
+
+
+def test_progress_bars_stay_out_of_logs():
+    """In a log (not a terminal) the bars were printed after the verdict, frozen at their last refresh (issue 25)."""
+    import io
+
+    from rich.console import Console
+
+    from contaudit.progress import TokenProgress
+
+    log = io.StringIO()
+    with TokenProgress(console=Console(file=log, force_terminal=False)) as bar:
+        bar("likelihood", 0, 18178)
+        bar("likelihood", 17109, 18178)
+    assert log.getvalue() == ""
