@@ -758,9 +758,13 @@ def demo(
         result = run_demo(out_dir, null_run=null_run, train_progress=bar,
                           log=lambda line: console.print(escape(line), highlight=False))
     total = time.perf_counter() - started
-    out.print(f"[bold]suspect vs clean:[/] {result.suspect_verdict}   ({out_dir / 'audit' / 'report.html'})")
-    if result.null_verdict is not None:
-        out.print(f"[bold]clean vs clean (null):[/] {result.null_verdict}   ({out_dir / 'null' / 'report.html'})")
+    from contaudit.analysis.results import summary_line
+
+    out.print(f"[bold]suspect vs clean:[/] {escape(summary_line(result.suspect_results))}", soft_wrap=True)
+    out.print(f"  report: {out_dir / 'audit' / 'report.html'}", soft_wrap=True)
+    if result.null_results is not None:
+        out.print(f"[bold]clean vs clean (null):[/] {escape(summary_line(result.null_results))}", soft_wrap=True)
+        out.print(f"  report: {out_dir / 'null' / 'report.html'}", soft_wrap=True)
     out.print(f"total {total / 60:.1f} min")
 
 

@@ -149,3 +149,24 @@ def test_a_model_is_known_by_its_content_not_its_folder_or_how_it_was_saved(tmp_
     trained = []
     assert not train_unless_done(moved / "models" / "k1", "injection.json", wanted, print, lambda: trained.append(1))
     assert trained == []
+
+
+def test_the_demo_summary_prints_the_dids_an_audit_prints(tmp_path, monkeypatch):
+    """The demo's last lines gave the verdicts only; `contaudit audit` prints the DiDs too (issue 25)."""
+    import contaudit.demo
+    from contaudit.analysis import analyze
+    from contaudit.analysis.simulate import simulate_audit, write_audit
+    from contaudit.demo import DemoResult
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+
+    f = write_audit(simulate_audit(ppl_effect=0.3, mem_effect=0.3, rng=1), tmp_path / "sim")
+    results = analyze(f["suspect_test"], f["clean_test"], f["suspect_shadow"], f["clean_shadow"],
+                      suspect_probes=f["suspect_probes"], clean_probes=f["clean_probes"], probes=f["probes"],
+                      shadow_origin="random_split")
+    monkeypatch.setattr(contaudit.demo, "run_demo", lambda *a, **k: DemoResult(
+        tmp_path, results["verdict"]["label"], results["verdict"]["label"], results, results))
+    output = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")]).output
+    lines = [line for line in output.splitlines() if line.startswith(("suspect vs clean", "clean vs clean"))]
+    assert len(lines) == 2 and all("perplexity DiD" in line and "memorization DiD" in line for line in lines)
