@@ -7,7 +7,6 @@ import html
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,6 +21,7 @@ def analyze(*args, **kwargs):
     return _analyze(*args, **{"shadow_origin": "random_split", **kwargs})
 from contaudit.analysis.simulate import simulate_audit, write_audit
 from contaudit.cli import app
+from browser_helpers import browser as _browser
 from contaudit.protocol import AnalysisSettings
 from contaudit.report import write_report
 from contaudit.report.markdown import _width
@@ -128,7 +128,6 @@ def test_cli_report_prints_the_protocol_hash(full_run):
     assert res.exit_code == 2 and "no results.json" in res.output
 
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Runs in the report page after everything loaded and writes what the browser rendered into a <pre>,
 # which `chromium --dump-dom` prints: the verdict banner, the page's visible text and every image.
 BROWSER_PROBE = """<script>window.addEventListener("load", function () {
@@ -150,17 +149,6 @@ BROWSER_PROBE = """<script>window.addEventListener("load", function () {
   pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });</script>"""
-
-
-def _browser() -> str:
-    """Headless Chromium's path. Without one the browser tests skip, except in CI (CI=true), where they fail:
-    `.ci/run` installs Chromium from Debian's packages so that the report is checked in a real browser there."""
-    found = os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
-    if found:
-        return found
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail("CI is set but no Chromium was found: .ci/run installs it (apt-get install -y chromium)")
-    pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it and runs this test")
 
 
 def _render_in_chromium(page: Path, tmp_path: Path) -> tuple[dict, Path]:

@@ -123,6 +123,13 @@ def test_screen_scans_the_corpus_once_loads_each_model_once_and_writes_one_table
     regated, output = cli("screen", run, "--fail-on", "SUSPECT")  # a finished screen, gated again
     assert regated in (0, 1, 3) and regated >= code, output
 
+    # The gate's columns show on a laptop screen: no horizontal scrolling at 1280 CSS pixels (issue 25: they
+    # sat behind a scrollbar, pushed out by absolute corpus paths).
+    columns = _rendered_columns(run / "report.html", root)
+    assert columns["scroll_width"] <= 1280, columns
+    for header in ("Gate", "Gate p (adjusted)"):
+        assert columns["headers"][header] <= 1280, columns
+
     # An interrupted rerun of another suite left one benchmark's results from another protocol: a re-gate
     # must not mix them with suite.json's (issue 23).
     results_path = run / "benchmarks" / "beta" / "results.json"
@@ -183,3 +190,35 @@ def test_a_bad_suite_fails_without_loading_the_heavy_libraries(tiny, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(bad), str(tmp_path / "r")], capture_output=True, text=True)
     assert "LOADED [] 2" in done.stdout, done.stdout + done.stderr
 
+
+
+WIDTH_PROBE = """<script>window.addEventListener("load", function () {
+  var headers = {};
+  document.querySelectorAll("th").forEach(function (th) { headers[th.innerText] = th.getBoundingClientRect().right; });
+  var pre = document.createElement("pre");
+  pre.id = "width-probe";
+  pre.textContent = JSON.stringify({scroll_width: document.documentElement.scrollWidth, headers: headers});
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _rendered_columns(page: Path, tmp: Path) -> dict:
+    """Where headless Chromium, 1280 CSS pixels wide, puts each table header's right edge, and the page's width."""
+    import html
+    import re
+    import subprocess
+
+    from browser_helpers import browser
+
+    probe = page.with_name(".width-probe.html")
+    probe.write_text(page.read_text().replace("</body>", WIDTH_PROBE + "</body>"))
+    try:
+        proc = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               "--hide-scrollbars", f"--user-data-dir={tmp / 'chromium-profile'}",
+                               "--window-size=1280,3000", "--dump-dom", probe.as_uri()],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        probe.unlink()
+    found = re.search(r'<pre id="width-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, proc.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))

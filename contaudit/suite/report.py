@@ -8,6 +8,7 @@ all rendered from ``RUN/suite.json`` alone.
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from contaudit.report.markdown import table as md_table
 from contaudit.report.markdown import plain, wrap
 from contaudit.suite.results import load_suite_results
 
-HEADERS = ["Benchmark", "Verdict", "Perplexity DiD [CI] (Holm p)", "Memorization DiD [CI] (Holm p)",
-           "Test items seen in corpus", "Most found items (occurrences, first location)", "Gate p (adjusted)",
-           "Gate"]
+# The gate's columns come first: they are the point of the table, and must show on a laptop screen.
+HEADERS = ["Benchmark", "Verdict", "Gate", "Gate p (adjusted)", "Perplexity DiD [CI] (Holm p)",
+           "Memorization DiD [CI] (Holm p)", "Test items seen in corpus",
+           "Most found items (occurrences, first location)"]
 # The gate's banner: the exit code's name (EXIT_STATUS) and, for the undecided codes, why.
 _WHY = {EXIT_INVALID: "a benchmark's design cannot support a verdict",
         EXIT_INCONCLUSIVE: "a benchmark's design cannot hold its error rate"}
@@ -55,11 +57,21 @@ def _seen(corpus: dict) -> str:
     return f"{corpus['n_seen']}/{corpus['n_test']}" + (f" ({share:.0%})" if share is not None else "")
 
 
-def _items(row: dict) -> list[str]:
+def corpus_root(results: dict) -> str | None:
+    """The folder every corpus location in the table lies under (the table shows paths relative to it)."""
+    paths = [item["location"][0] for row in results["benchmarks"] for item in row["top_items"] if item.get("location")]
+    if not paths:
+        return None
+    root = os.path.commonpath([os.path.dirname(p) or "." for p in paths])
+    return root if root not in ("", ".", "/") else None
+
+
+def _items(row: dict, root: str | None) -> list[str]:
     out = []
     for item in row["top_items"]:
         loc = item.get("location")
-        where = f"{loc[0]}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "") if loc else ""
+        path = os.path.relpath(loc[0], root) if loc and root else loc[0] if loc else ""
+        where = f"{path}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "") if loc else ""
         out.append(f"{item['id']} ({item['occurrences']}x{', ' + where if where else ''})")
     return out or ["—"]
 
@@ -67,16 +79,18 @@ def _items(row: dict) -> list[str]:
 def suite_table(results: dict) -> T.Table:
     """The suite table: one row per benchmark (cells formatted once for both renderers)."""
     gates = {b["name"]: b for b in results["gate"]["benchmarks"]}
+    root = corpus_root(results)
     rows, marks = [], []
     for row in results["benchmarks"]:
         g = gates[row["name"]]
         first = _did(row["perplexity_did"])
         second = _did(row["memorization_did"]) if row["item_order"] is None else f"order test: {_did(row['item_order'])}"
         p = "—" if g["gate_pvalue"] is None else f"{format_p(g['gate_pvalue'])} ({format_p(g['gate_pvalue_adjusted'])})"
-        rows.append([row["name"], row["verdict"], first, second, _seen(row["corpus"]), _items(row), p,
-                     "FAIL" if g["fails"] else "pass" if g["gate_pvalue"] is not None else g["verdict"].lower()])
+        gate = "FAIL" if g["fails"] else "pass" if g["gate_pvalue"] is not None else g["verdict"].lower()
+        rows.append([row["name"], row["verdict"], gate, p, first, second, _seen(row["corpus"]), _items(row, root)])
         marks.append("fail" if g["fails"] else "")
-    return T.Table("Benchmarks", HEADERS, rows, align="llllllrl", marks=marks, note=results["gate"]["rule"])
+    note = results["gate"]["rule"] + (f" Corpus locations are relative to {root}." if root else "")
+    return T.Table("Benchmarks", HEADERS, rows, align="llrlllll", marks=marks, note=note)
 
 
 def render_suite_markdown(results: dict) -> str:
@@ -132,14 +146,14 @@ def render_suite_html(results: dict) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in t.headers)
     body = []
     for row, mark in zip(t.rows, t.marks):
-        name, label, *rest, gate_cell = row
+        name, label, gate_cell, *rest = row
+        cls = {"FAIL": "FAIL", "pass": "pass"}.get(gate_cell, "na")
         cells = [f'<td><a href="{_e(reports[name])}">{_e(name)}</a></td>',
-                 f'<td><span class="badge" style="background:{LABEL_COLORS[label]};color:#fff">{_e(label)}</span></td>']
+                 f'<td><span class="badge" style="background:{LABEL_COLORS[label]};color:#fff">{_e(label)}</span></td>',
+                 f'<td><span class="badge {cls}">{_e(gate_cell)}</span></td>']
         for c in rest:
             cells.append('<td class="lines">' + "<br>".join(_e(x) for x in c) + "</td>" if isinstance(c, list)
                          else f"<td>{_e(c)}</td>")
-        cls = {"FAIL": "FAIL", "pass": "pass"}.get(gate_cell, "na")
-        cells.append(f'<td><span class="badge {cls}">{_e(gate_cell)}</span></td>')
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
     color = GATE_COLORS[gate["exit_code"]]
     verdicts = "".join(f'<li><a href="{_e(row["report"])}">{_e(row["name"])}</a>: {_e(row["verdict"])} — '
