@@ -310,3 +310,11 @@ def test_report_on_a_folder_of_runs_names_the_runs_inside(full_run, tmp_path):
     res = CliRunner().invoke(app, ["report", str(demo)])
     assert res.exit_code == 2
     assert "no results.json here; it holds the runs audit, null: give one of them" in " ".join(res.output.split())
+
+
+def test_a_zero_prints_without_a_sign():
+    """An exact-match DiD of 0 with CI [0, 0] printed as '+0 [+0, +0]' (issue 25)."""
+    from contaudit.report.tables import fmt, fmt_ci
+
+    assert fmt(0.0, sign=True) + " " + fmt_ci([0.0, -0.0]) == "0 [0, 0]"
+    assert fmt(0.00012, sign=True) == "+0.00012" and fmt(-0.25, sign=True) == "-0.25" and fmt(3, sign=True) == "+3"

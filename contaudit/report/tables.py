@@ -82,9 +82,11 @@ def fmt(x, digits: int = 3, *, sign: bool = False) -> str:
     """A number with ``digits`` significant digits; '—' for None/nan."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
+    if x == 0:
+        return "0"  # a true zero carries no sign ("+0 [+0, +0]" read like a rounding)
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:+d}" if sign else f"{x:d}"
-    if x != 0 and (abs(x) < 10 ** -(digits + 1) or abs(x) >= 10 ** (digits + 3)):
+    if (abs(x) < 10 ** -(digits + 1) or abs(x) >= 10 ** (digits + 3)):
         return f"{x:+.{digits - 1}e}" if sign else f"{x:.{digits - 1}e}"
     return f"{x:+.{digits}g}" if sign else f"{x:.{digits}g}"
 
