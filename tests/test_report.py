@@ -318,3 +318,17 @@ def test_a_zero_prints_without_a_sign():
 
     assert fmt(0.0, sign=True) + " " + fmt_ci([0.0, -0.0]) == "0 [0, 0]"
     assert fmt(0.00012, sign=True) == "+0.00012" and fmt(-0.25, sign=True) == "-0.25" and fmt(3, sign=True) == "+3"
+
+
+def test_corpus_locations_are_shown_relative_to_their_common_folder(full_run):
+    """Absolute corpus paths wrapped three times per row of the items table (issue 25)."""
+    from contaudit.report.tables import suspicious_items_table
+
+    results = json.loads((full_run / "results.json").read_text())
+    for k, it in enumerate(results["items"]["test"]):
+        it["index"] = {"occurrences": 1, "coverage": 1.0,
+                       "locations": [[f"/data/corpora/web-2024/shard-{k % 3:02d}.jsonl.zst", 10 + k, 4096 * k]]}
+    table = suspicious_items_table(results, top=5)
+    cells = [loc for row in table.rows for loc in row[-1]]
+    assert cells and all(loc.startswith("shard-0") and "/data/" not in loc for loc in cells)
+    assert "Corpus locations are relative to /data/corpora/web-2024." in table.note

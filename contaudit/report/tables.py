@@ -247,20 +247,43 @@ def data_table(results: dict) -> Table:
                  note="Items scored by only one model are left out of the tests and counted here.")
 
 
-def _locations(index: dict | None) -> list[str]:
-    """Corpus locations as ``file:record@offset`` strings (a list: renderers decide how many to show)."""
+def common_folder(paths: list[str]) -> str | None:
+    """The folder all ``paths`` lie under (tables show corpus locations relative to it), or None."""
+    import os
+
+    folders = [os.path.dirname(p) for p in paths if isinstance(p, str) and os.path.isabs(p)]
+    if not folders or len(folders) < len([p for p in paths if isinstance(p, str)]):
+        return None
+    root = os.path.commonpath(folders)
+    return root if root not in ("", "/") else None
+
+
+def location_text(loc, root: str | None = None) -> str:
+    """A corpus location ``[file, record, offset]`` as ``file:record@offset``, the file relative to ``root``."""
+    import os
+
+    if not isinstance(loc, (list, tuple)) or len(loc) < 2:
+        return str(loc)
+    path = os.path.relpath(loc[0], root) if root else loc[0]
+    return f"{path}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "")
+
+
+def _item_locations(index: dict | None) -> list:
     if not index:
         return []
     locs = index.get("locations") or []
-    if not locs and index.get("neardup_location"):
-        locs = [index["neardup_location"]]
-    parts = []
-    for loc in locs:
-        if isinstance(loc, (list, tuple)) and len(loc) >= 2:
-            parts.append(f"{loc[0]}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 else ""))
-        else:
-            parts.append(str(loc))
-    return parts
+    return locs or ([index["neardup_location"]] if index.get("neardup_location") else [])
+
+
+def items_root(items: list[dict]) -> str | None:
+    """The common folder of the corpus locations of ``items`` (their ``index`` records)."""
+    return common_folder([loc[0] for it in items for loc in _item_locations(it.get("index"))
+                          if isinstance(loc, (list, tuple)) and loc])
+
+
+def _locations(index: dict | None, root: str | None = None) -> list[str]:
+    """Corpus locations as ``file:record@offset`` strings (a list: renderers decide how many to show)."""
+    return [location_text(loc, root) for loc in _item_locations(index)]
 
 
 def fixed(x, decimals: int = 3, *, sign: bool = False) -> str:
@@ -279,13 +302,15 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
     mean = sum(shadow) / len(shadow) if shadow else 0.0
     sd = math.sqrt(sum((x - mean) ** 2 for x in shadow) / (len(shadow) - 1)) if len(shadow) > 1 else 0.0
     has_index = any("index" in it for it in results["items"]["test"])
+    listed = sorted(results["items"]["test"], key=lambda it: it["d"])[:top]
+    root = items_root(listed)
     rows = []
-    for k, it in enumerate(sorted(results["items"]["test"], key=lambda it: it["d"])[:top], 1):
+    for k, it in enumerate(listed, 1):
         z = (it["d"] - mean) / sd if sd else None
         row = [str(k), str(it["id"]), fixed(it["d"], sign=True), fixed(z, 2, sign=True), fixed(it["y_sus"]),
                fixed(it["y_clean"])]
         if has_index:
-            row += _index_cells(it)
+            row += _index_cells(it, root)
         rows.append(row)
     headers = ["#", "Item", "d (sus − clean)", "z vs shadow", "NLL sus", "NLL clean"]
     align = "rlrrrr"
@@ -294,27 +319,35 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
         align += "rrl"
     return Table("Most suspicious test items", headers, rows, align,
                  note=f"d is the suspect's mean NLL minus the clean model's ({nll_unit(results)}); z compares it with the "
-                      "shadow items' d. Items first in this list are where the suspect is most unusually familiar.")
+                      "shadow items' d. Items first in this list are where the suspect is most unusually familiar."
+                      + _root_note(root))
+
+
+def _root_note(root: str | None) -> str:
+    return f" Corpus locations are relative to {root}." if root else ""
 
 
 INDEX_HEADERS = ["Occurrences", "Coverage", "Corpus locations (file:record@offset)"]
 
 
-def _index_cells(item: dict) -> list[str]:
+def _index_cells(item: dict, root: str | None = None) -> list[str]:
     """An item's corpus evidence as table cells (under :data:`INDEX_HEADERS`)."""
     idx = item.get("index") or {}
     occ = idx.get("occurrences")
-    return [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2), _locations(item.get("index")) or "—"]
+    return [str(occ) if occ is not None else "—", fixed(idx.get("coverage"), 2),
+            _locations(item.get("index"), root) or "—"]
 
 
 def _suspect_only_items_table(results: dict, top: int) -> Table:
     """Without a clean model: the test items the suspect finds easiest, against its shadow items."""
     has_index = any("index" in it for it in results["items"]["test"])
+    listed = sorted(results["items"]["test"], key=lambda it: it["y_sus"])[:top]
+    root = items_root(listed)
     rows = []
-    for k, it in enumerate(sorted(results["items"]["test"], key=lambda it: it["y_sus"])[:top], 1):
+    for k, it in enumerate(listed, 1):
         row = [str(k), str(it["id"]), fixed(it["y_sus"]), fixed(it.get("z_vs_shadow"), 2, sign=True)]
         if has_index:
-            row += _index_cells(it)
+            row += _index_cells(it, root)
         rows.append(row)
     headers = ["#", "Item", "NLL sus", "z vs shadow"]
     align = "rlrr"
@@ -324,7 +357,7 @@ def _suspect_only_items_table(results: dict, top: int) -> Table:
     return Table("Test items the suspect finds easiest", headers, rows, align,
                  note="Mean NLL of the suspect (nats/token) and its z against the suspect's shadow items. Without a "
                       "clean model an easy item may simply be an easy item: this lists where to look, it is not "
-                      "evidence.")
+                      "evidence." + _root_note(root))
 
 
 def probe_table(results: dict, top: int | None = None) -> Table | None:

@@ -8,7 +8,6 @@ all rendered from ``RUN/suite.json`` alone.
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,19 +58,14 @@ def _seen(corpus: dict) -> str:
 
 def corpus_root(results: dict) -> str | None:
     """The folder every corpus location in the table lies under (the table shows paths relative to it)."""
-    paths = [item["location"][0] for row in results["benchmarks"] for item in row["top_items"] if item.get("location")]
-    if not paths:
-        return None
-    root = os.path.commonpath([os.path.dirname(p) or "." for p in paths])
-    return root if root not in ("", ".", "/") else None
+    return T.common_folder([item["location"][0] for row in results["benchmarks"] for item in row["top_items"]
+                            if item.get("location")])
 
 
 def _items(row: dict, root: str | None) -> list[str]:
     out = []
     for item in row["top_items"]:
-        loc = item.get("location")
-        path = os.path.relpath(loc[0], root) if loc and root else loc[0] if loc else ""
-        where = f"{path}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "") if loc else ""
+        where = T.location_text(item["location"], root) if item.get("location") else ""
         out.append(f"{item['id']} ({item['occurrences']}x{', ' + where if where else ''})")
     return out or ["—"]
 
