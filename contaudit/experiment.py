@@ -112,8 +112,7 @@ def train_unless_done(path: Path, manifest_name: str, wanted: dict, log, fn, *ar
             recorded["inputs"] = {i.get("role"): i.get("sha256") for i in recorded.get("inputs") or []}
         except (OSError, ValueError, AttributeError, TypeError):
             recorded = {}
-        if all(_holds((recorded.get(section) or {}).get(key), value)
-               for section, values in wanted.items() for key, value in values.items()):
+        if _holds(recorded, wanted):
             log(f"  reusing {path}")
             return False
         log(f"  {path} was trained with other settings or data: training it again")

@@ -10,11 +10,14 @@ import pytest
 from contaudit.experiment import train_unless_done
 
 
+MANIFEST = {"stage": "finetune", "contaudit_version": "test"}  # what makes a manifest contaudit's own
+
+
 def _train_into(path, calls):
     def train(**settings):
         calls.append(settings)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "injection.json").write_text(json.dumps({"parameters": settings, "base": {"sha256": "b1"}}))
+        (path / "injection.json").write_text(json.dumps({**MANIFEST, "parameters": settings, "base": {"sha256": "b1"}}))
     return train
 
 
@@ -45,7 +48,7 @@ def test_other_input_data_retrains(tmp_path):
     def train(benchmark):
         calls.append(benchmark)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "injection.json").write_text(json.dumps({"parameters": {"dup": 8}, "inputs": [
+        (path / "injection.json").write_text(json.dumps({**MANIFEST, "parameters": {"dup": 8}, "inputs": [
             {"role": "corpus", "sha256": "c1"}, {"role": "benchmark", "sha256": benchmark}]}))
 
     def wanted(benchmark):
@@ -58,12 +61,26 @@ def test_other_input_data_retrains(tmp_path):
     assert log == [f"  reusing {path}", f"  {path} was trained with other settings or data: training it again"]
 
 
-def test_an_unreadable_manifest_retrains(tmp_path):
+def test_a_stale_manifest_of_contaudit_retrains(tmp_path):
     path, calls = tmp_path / "clean", []
     path.mkdir()
-    (path / "injection.json").write_text("{not json")
+    (path / "injection.json").write_text(json.dumps({**MANIFEST, "parameters": "not a table"}))
     train_unless_done(path, "injection.json", {"parameters": {"dup": 0}}, lambda s: None, _train_into(path, calls), dup=0)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("manifest", ["{not json", json.dumps({"parameters": {"dup": 0}})])
+def test_a_folder_contaudit_did_not_write_is_never_replaced(tmp_path, manifest):
+    """An unreadable or foreign manifest: the folder may be a user's model, so training refuses to replace it."""
+    from contaudit.errors import InputError
+
+    path, calls = tmp_path / "clean", []
+    path.mkdir()
+    (path / "injection.json").write_text(manifest)
+    with pytest.raises(InputError, match="contaudit did not write"):
+        train_unless_done(path, "injection.json", {"parameters": {"dup": 0}}, lambda s: None,
+                          _train_into(path, calls), dup=0)
+    assert calls == [] and (path / "injection.json").read_text() == manifest
 
 
 def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path):
