@@ -172,6 +172,21 @@ def _option(config_cls, name: str, *flags: str, **kwargs):
                         help=help_of(config_cls, name), **kwargs)
 
 
+def _old_flag(flag: str, new: str):
+    """A hidden option under a setting's old command-line name, kept so scripts keep working (see :func:`_renamed`)."""
+    return typer.Option(None, flag, hidden=True, help=f"Old name of {new}.")
+
+
+def _renamed(old_value, old_flag: str, new_flag: str, value):
+    """The value a setting takes when its old flag ``old_flag`` may have been given instead of ``new_flag``:
+    the old flag still works, with a note naming the new one (the name the protocol tables use)."""
+    if old_value is None:
+        return value
+    console.print(f"[yellow]note:[/] {old_flag} is now {new_flag} (the name the protocol uses); the old name "
+                  f"still works but will be removed", soft_wrap=True)
+    return old_value
+
+
 def _unescape(value: str, flag: str) -> str:
     """A separator typed on the command line with backslash escapes (``\\n\\n``) as the text it names."""
     import codecs
@@ -211,9 +226,12 @@ def index(
     text_field: str = typer.Option("text", help="Benchmark field holding the item text."),
     template: Optional[str] = typer.Option(None, help="Build item text from fields instead, e.g. '{question}\\n{answer}'."),
     id_field: str = typer.Option("id", help="Benchmark field holding a unique item id."),
-    corpus_text_field: str = _option(IndexConfig, "text_field"),
+    corpus_text_field: str = typer.Option(default_of(IndexConfig, "text_field"), help=(
+        "Field holding the text in corpus records (in a protocol: [index] text_field; --text-field is the "
+        "benchmark's).")),
     n: Optional[int] = typer.Option(None, "--n", help=f"Word n-gram length for exact overlap (default {default_of(IndexConfig, 'n')}; 8 with --rule palm)."),
-    rule: str = typer.Option("gpt3", help="'gpt3': any matched n-gram marks an item seen; 'palm': n=8 and >= 70% of 8-grams."),
+    rule: str = typer.Option("gpt3", help="'gpt3': any matched n-gram marks an item seen; 'palm': n=8 and >= 70% of "
+                             "8-grams (a shorthand: in a protocol, [index] n = 8 and min_coverage = 0.7)."),
     min_coverage: Optional[float] = typer.Option(None, help="Override the coverage needed to mark an item seen."),
     neardup: bool = _option(IndexConfig, "neardup", "--neardup/--no-neardup"),
     neardup_threshold: float = _option(IndexConfig, "neardup_threshold"),
@@ -223,20 +241,22 @@ def index(
     use_ray: bool = _option(IndexConfig, "ray", "--ray"),
     shard_mb: float = _option(IndexConfig, "shard_mb"),
     max_locations: int = _option(IndexConfig, "max_locations"),
-    skip_bad_records: bool = _option(IndexConfig, "skip_bad"),
+    skip_bad: bool = _option(IndexConfig, "skip_bad", "--skip-bad/--no-skip-bad"),
+    skip_bad_records: Optional[bool] = _old_flag("--skip-bad-records", "--skip-bad"),
     top: int = typer.Option(10, help="Most contaminated items to list in the summary."),
 ) -> None:
     """Search a training corpus for every benchmark item (exact n-grams + near duplicates)."""
     from contaudit.index import build_indexes
     from contaudit.progress import ByteProgress
 
+    skip_bad = _renamed(skip_bad_records, "--skip-bad-records", "--skip-bad", skip_bad)
     if rule not in ("gpt3", "palm"):
         raise InputError(f"--rule must be 'gpt3' or 'palm', got {rule!r}")
     if rule == "palm" and n is not None:
         raise InputError(f"--rule palm fixes n = 8; leave out --n (got --n {n}) or use --rule gpt3")
     settings = dict(neardup=neardup, neardup_threshold=neardup_threshold, include=tuple(include),
                     exclude=tuple(exclude), workers=workers, ray=use_ray, shard_mb=shard_mb,
-                    max_locations=max_locations, skip_bad=skip_bad_records, text_field=corpus_text_field)
+                    max_locations=max_locations, skip_bad=skip_bad, text_field=corpus_text_field)
     if min_coverage is not None:
         settings["min_coverage"] = min_coverage
     config = IndexConfig.palm(**settings) if rule == "palm" else \
@@ -298,16 +318,20 @@ def probes(
     suffix_words: int = _option(ProbeConfig, "suffix_words"),
     prefix_words: int = _option(ProbeConfig, "prefix_words"),
     min_prefix_words: int = _option(ProbeConfig, "min_prefix_words"),
-    match_rarity: bool = typer.Option("rarity" in default_of(ProbeConfig, "match_on"), "--match-rarity/--no-match-rarity",
-                                      help="Match seen and unseen items on word rarity as well as length."),
+    match_on: list[str] = _option(ProbeConfig, "match_on", "--match-on"),
+    match_rarity: Optional[bool] = typer.Option(None, "--match-rarity/--no-match-rarity", hidden=True,
+                                                help="Old form of --match-on."),
     caliper: float = _option(ProbeConfig, "caliper"),
     min_seen: int = _option(ProbeConfig, "min_seen"),
 ) -> None:
     """Build matched seen/unseen probe sets with prefix/suffix splits from an index."""
     from contaudit.probes import build_probes
 
+    if match_rarity is not None:
+        match_on = _renamed(["length", "rarity"] if match_rarity else ["length"],
+                            "--match-rarity/--no-match-rarity", "--match-on length --match-on rarity", match_on)
     config = ProbeConfig(suffix_words=suffix_words, prefix_words=prefix_words, min_prefix_words=min_prefix_words,
-                         match_on=("length", "rarity") if match_rarity else ("length",), caliper=caliper,
+                         match_on=tuple(match_on), caliper=caliper,
                          min_seen=min_seen)
     result = build_probes(index_dir, out_file, config)
     c, b = result.counts, result.balance
@@ -638,7 +662,8 @@ def finetune(
     id_field: str = _option(ItemSelection, "id_field"),
     include: list[str] = _option(CorpusReading, "include", "--include"),
     exclude: list[str] = _option(CorpusReading, "exclude", "--exclude"),
-    skip_bad_records: bool = _option(CorpusReading, "skip_bad"),
+    skip_bad: bool = _option(CorpusReading, "skip_bad", "--skip-bad/--no-skip-bad"),
+    skip_bad_records: Optional[bool] = _old_flag("--skip-bad-records", "--skip-bad"),
     save_stream: bool = typer.Option(False, help="Also save the training token stream (stream.safetensors)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output directory."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code shipped with the base model to run."),
@@ -657,7 +682,7 @@ def finetune(
     items = ItemSelection(ids=inject_ids, fraction=inject_fraction, text_field=item_text_field, id_field=id_field,
                           template=template, leak=leak, separator=_unescape(separator, "--separator"))
     reading = CorpusReading(text_field=text_field, include=tuple(include), exclude=tuple(exclude),
-                            skip_bad=skip_bad_records)
+                            skip_bad=_renamed(skip_bad_records, "--skip-bad-records", "--skip-bad", skip_bad))
     quiet_transformers()
     with TrainingProgress("fine-tuning" if base else "training from scratch", console=console) as bar:
         result = run_finetune(corpus, out_dir, base=base, from_scratch=from_scratch, inject=inject, dup=dup,

@@ -219,7 +219,7 @@ def iter_jsonl(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | N
             except UnicodeDecodeError as e:
                 if not skip_bad:
                     raise InputError(f"not valid UTF-8 at byte {e.start} of this line ({e.reason}); re-encode the "
-                                     f"file or pass --skip-bad-records", path=path, record=line_no) from None
+                                     f"file or pass --skip-bad", path=path, record=line_no) from None
                 stats.skip(f"{path}:{line_no}: not valid UTF-8")
                 continue
             if not line.strip():
@@ -346,14 +346,14 @@ def read_text_file(path: Path, *, skip_bad: bool, stats: ReadStats) -> str | Non
     except OSError as e:
         if not skip_bad:
             raise InputError(f"cannot read this corpus file ({_reason(e)}); fix its permissions, exclude it "
-                             f"(--exclude) or pass --skip-bad-records", path=path) from None
+                             f"(--exclude) or pass --skip-bad", path=path) from None
         stats.skip(f"{path}: unreadable ({_reason(e)})")
         return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         if not skip_bad:
-            raise InputError(f"not valid UTF-8 at byte {e.start}; re-encode it or pass --skip-bad-records",
+            raise InputError(f"not valid UTF-8 at byte {e.start}; re-encode it or pass --skip-bad",
                              path=path) from None
         stats.skip(f"{path}: not valid UTF-8")
         return None

@@ -10,5 +10,5 @@ PY
 cat runs/example-data/test.jsonl runs/example-data/shadow.jsonl > runs/example-data/humaneval.jsonl
 stdlib=$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 contaudit index "$stdlib" --include '*.py' --exclude 'test/*' --exclude 'site-packages/*' \
-    --skip-bad-records --workers 2 --benchmark runs/example-data/humaneval.jsonl --out indexes/stdlib-humaneval
+    --skip-bad --workers 2 --benchmark runs/example-data/humaneval.jsonl --out indexes/stdlib-humaneval
 contaudit probes indexes/stdlib-humaneval --out runs/example-data/probes.jsonl || true

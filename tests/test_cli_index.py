@@ -71,7 +71,7 @@ def test_bad_corpus_record_is_skipped_and_counted_on_request(tmp_path):
     assert result.exit_code == 2 and "corpus.jsonl, record 21: malformed JSON" in result.output
     assert not out.exists()
     result = runner.invoke(app, ["index", str(planted.corpus), "-b", str(planted.bench), "-o", str(out),
-                                 "--skip-bad-records"])
+                                 "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert "1 corpus records skipped" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -101,3 +101,32 @@ def test_probes_on_a_folder_that_was_never_an_index_says_so(tmp_path):
     (tmp_path / "notes.partial").mkdir()
     result = runner.invoke(app, ["probes", str(folder), "-o", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 2 and "the index was not finished (notes.partial holds its build)" in result.output
+
+
+def test_settings_take_the_protocols_names_and_the_old_flags_still_work_with_a_note(tmp_path):
+    """One name per setting (issue 25): --skip-bad is the protocol's skip_bad, --match-on its match_on;
+    --skip-bad-records and --match-rarity/--no-match-rarity keep working and say what they are now."""
+    planted = make_planted(tmp_path, n_items=60, n_docs=80)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(planted.corpus.read_text() + "{broken\n")
+    manifests = {}
+    for name, flags in (("new", ["--skip-bad"]), ("old", ["--skip-bad-records"])):
+        result = runner.invoke(app, ["index", str(corpus), "-b", str(planted.bench), "-o", str(tmp_path / name), *flags])
+        assert result.exit_code == 0, result.output
+        assert ("--skip-bad-records is now --skip-bad" in result.output) == (name == "old")
+        manifests[name] = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifests[name]["parameters"]["skip_bad"] is True
+    result = runner.invoke(app, ["index", str(corpus), "-b", str(planted.bench), "-o", str(tmp_path / "strict")])
+    assert result.exit_code == 2 and "malformed JSON" in result.output  # without the flag: stop at the bad record
+    for name, flags, wanted in (("length", ["--match-on", "length"], ["length"]),
+                                ("old-length", ["--no-match-rarity"], ["length"]),
+                                ("both", [], ["length", "rarity"]),
+                                ("old-both", ["--match-rarity"], ["length", "rarity"])):
+        out = tmp_path / f"{name}.jsonl"
+        result = runner.invoke(app, ["probes", str(tmp_path / "new"), "-o", str(out), "--suffix-words", "16",
+                                     "--min-seen", "1", *flags])
+        assert result.exit_code == 0, result.output
+        assert ("is now --match-on" in result.output) == name.startswith("old")
+        assert json.loads((tmp_path / f"{name}.manifest.json").read_text())["parameters"]["match_on"] == wanted
+    result = runner.invoke(app, ["probes", str(tmp_path / "new"), "-o", str(tmp_path / "x.jsonl"), "--match-on", "colour"])
+    assert result.exit_code == 2 and "match_on" in result.output

@@ -2,7 +2,7 @@
 
 Each case was a silent wrong answer or lost data: an empty corpus indexed as "every item
 unseen"; `--out` inside the corpus read back as corpus on the next run; a foreign
-directory at `--out` replaced; `--skip-bad-records` stopping at a non-UTF-8 line (and
+directory at `--out` replaced; `--skip-bad` stopping at a non-UTF-8 line (and
 naming the wrong line). Each now fails with one line (exit 2) and leaves the files as
 they were, or skips and counts exactly the bad line.
 """
@@ -144,7 +144,7 @@ def test_globs_that_match_nothing_are_an_error(tmp_path, bench):
 
 def test_corpus_whose_every_record_is_skipped_is_an_error(tmp_path, bench):
     path = _write(tmp_path / "c.jsonl", b'{"text": \n[1, 2]\n{"body": "no text field"}\n')
-    code, output = cli("index", path, "-b", bench, "-o", tmp_path / "idx", "--skip-bad-records")
+    code, output = cli("index", path, "-b", bench, "-o", tmp_path / "idx", "--skip-bad")
     one_line_error(code, output, f"the corpus holds no documents: {path} (3 empty or bad record(s) skipped; "
                                  f"first: {path}:1: malformed JSON)")
     assert not (tmp_path / "idx").exists() and not (tmp_path / "idx.partial").exists()
@@ -313,7 +313,7 @@ def test_partial_with_a_foreign_plan_is_refused_and_kept(tmp_path, corpus, bench
     assert snapshot(tmp_path) == before
 
 
-# --------------------------------------------------------------- 5. --skip-bad-records and non-UTF-8 lines
+# --------------------------------------------------------------- 5. --skip-bad and non-UTF-8 lines
 
 
 def _compress(name: str, data: bytes) -> bytes:
@@ -339,10 +339,10 @@ def test_non_utf8_line_is_named_and_skipped(tmp_path, bench, name):
 
     code, output = cli("index", path, "-b", bench, "-o", out)
     one_line_error(code, output, f"{path}, record {BAD_LINE}: not valid UTF-8 at byte 28 of this line",
-                   "--skip-bad-records")
+                   "--skip-bad")
     no_index(out)
 
-    code, output = cli("index", path, "-b", bench, "-o", out, "--skip-bad-records")
+    code, output = cli("index", path, "-b", bench, "-o", out, "--skip-bad")
     assert code == 0, output
     assert "1 corpus records skipped" in output
     manifest = json.loads((out / "manifest.json").read_text())
