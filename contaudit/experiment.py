@@ -34,7 +34,8 @@ DEMO_SEED = 20240601
 def timed(seconds: dict, log: Callable[[str], None], name: str, fn, /, *args, **kwargs):
     """Run ``fn``, record (in ``seconds[name]``) and log how long it took."""
     result = progress.timed(seconds, name, fn, *args, **kwargs)
-    log(f"{name}: {seconds[name]:.1f} s")
+    overall = f"  {seconds.overall()}" if isinstance(seconds, progress.StageClock) else ""
+    log(f"{name}: {seconds[name]:.1f} s{overall}")
     return result
 
 

@@ -26,6 +26,39 @@ def timed(seconds: dict[str, float], name: str, fn, /, *args, **kwargs):
     return result
 
 
+class StageClock(dict):
+    """Stage times (name -> seconds, as :func:`timed` records them) of a multi-stage command, with the
+    overall line a person waits on: stages done, time so far and an estimate of the time left.
+
+    ``plan`` maps each stage the command will run to its expected share of the whole (measured
+    once); the estimate scales the remaining shares by this machine's speed on the stages done
+    so far. A stage that took under ``reused_below_s`` seconds was reused from an earlier run and
+    says nothing about speed.
+    """
+
+    def __init__(self, plan: dict[str, float], *, reused_below_s: float = 2.0):
+        super().__init__()
+        self.plan, self.reused_below_s = dict(plan), reused_below_s
+        self.started = time.perf_counter()
+
+    def overall(self) -> str:
+        """``[3/8 stages, 1:05 so far, about 2:10 left]`` (without an estimate until a stage did real work)."""
+        done = [name for name in self.plan if name in self]
+        elapsed = time.perf_counter() - self.started
+        worked = [name for name in done if self[name] >= self.reused_below_s]
+        line = f"[{len(done)}/{len(self.plan)} stages, {_clock(elapsed)} so far"
+        left_share = sum(share for name, share in self.plan.items() if name not in self)
+        if worked and left_share > 0:
+            per_share = sum(self[name] for name in worked) / sum(self.plan[name] for name in worked)
+            line += f", about {_clock(per_share * left_share)} left"
+        return line + "]"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
 class _Bars:
     """A rich ``Progress`` with the given columns, entered and left with the object."""
 
