@@ -140,6 +140,10 @@ BROWSER_PROBE = """<script>window.addEventListener("load", function () {
   var out = {
     verdict: label && Object.assign(box(label.parentElement), {label: label.innerText, label_shown: box(label).shown}),
     text: document.body.innerText,
+    scroll_width: document.documentElement.scrollWidth,
+    scrolled_tables: Array.prototype.filter.call(document.querySelectorAll(".scroll"), function (e) {
+      return e.scrollWidth > e.clientWidth + 1;
+    }).map(function (e) { var h = e.previousElementSibling; return h ? h.innerText : "?"; }),
     images: Array.prototype.map.call(document.images, function (img) {
       return Object.assign(box(img), {alt: img.alt, complete: img.complete, natural_width: img.naturalWidth});
     })
@@ -233,6 +237,8 @@ def test_report_shows_the_verdict_and_plots_in_headless_chromium(full_run, tmp_p
     for reason in json.loads((full_run / "results.json").read_text())["verdict"]["reasons"]:
         assert reason in probe["text"]
     assert len(probe["images"]) == 4
+    # Nothing behind a horizontal scrollbar at 1280 px, neither the page nor any table (issue 25)
+    assert probe["scroll_width"] <= 1280 and probe["scrolled_tables"] == [], probe["scrolled_tables"]
     data = shot.read_bytes()
     assert data.startswith(PNG_MAGIC)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -332,3 +338,9 @@ def test_corpus_locations_are_shown_relative_to_their_common_folder(full_run):
     cells = [loc for row in table.rows for loc in row[-1]]
     assert cells and all(loc.startswith("shard-0") and "/data/" not in loc for loc in cells)
     assert "Corpus locations are relative to /data/corpora/web-2024." in table.note
+    # ... and the full path shows on hover in the HTML report
+    from contaudit.report.html import table as html_table
+
+    page = html_table(table)
+    assert all(loc.full == "/data/corpora/web-2024/" + loc and f'<span title="{loc.full}">{loc}</span>' in page
+               for row in table.rows for loc in row[-1])

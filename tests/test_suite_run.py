@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,11 @@ def test_screen_scans_the_corpus_once_loads_each_model_once_and_writes_one_table
     assert columns["scroll_width"] <= 1280, columns
     for header in ("Gate", "Gate p (adjusted)"):
         assert columns["headers"][header] <= 1280, columns
+    from contaudit.suite.report import corpus_root  # shortened locations keep their full path on hover
+
+    root = corpus_root(json.loads((run / "suite.json").read_text()))
+    assert root and re.search(rf'<span title="[^"]*x, {re.escape(root)}/corpus\.jsonl:\d+@\d+\)">[^<]*x, corpus\.jsonl:',
+                              (run / "report.html").read_text())
 
     # An interrupted rerun of another suite left one benchmark's results from another protocol: a re-gate
     # must not mix them with suite.json's (issue 23).

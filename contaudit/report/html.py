@@ -54,6 +54,13 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+def cell_html(value) -> str:
+    """A table cell's text, escaped; a :class:`~contaudit.report.tables.Hover` shows its full text on hover."""
+    if isinstance(value, T.Hover):
+        return f'<span title="{_e(value.full)}">{_e(value)}</span>'
+    return _e(value)
+
+
 def table(t: T.Table) -> str:
     head = "".join(f'<th class="{"r" if a == "r" else ""}">{_e(h)}</th>' for h, a in zip(t.headers, t.align))
     body = []
@@ -64,9 +71,9 @@ def table(t: T.Table) -> str:
                 cls = {"pass": "pass", "FAIL": "FAIL"}.get(c, "na")
                 cells.append(f'<td><span class="badge {cls}">{_e(c)}</span></td>')
             elif isinstance(c, list):
-                cells.append('<td class="lines">' + "<br>".join(_e(x) for x in c) + "</td>")
+                cells.append('<td class="lines">' + "<br>".join(cell_html(x) for x in c) + "</td>")
             else:
-                cells.append(f'<td class="{"r" if a == "r" else ""}">{_e(c)}</td>')
+                cells.append(f'<td class="{"r" if a == "r" else ""}">{cell_html(c)}</td>')
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
     if not t.rows:
         body.append(f'<tr><td colspan="{len(t.headers)}" class="note">none</td></tr>')

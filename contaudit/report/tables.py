@@ -258,14 +258,28 @@ def common_folder(paths: list[str]) -> str | None:
     return root if root not in ("", "/") else None
 
 
+class Hover(str):
+    """A cell's text with the fuller text a browser shows on hover (``full``): a corpus location
+    shortened relative to the table's common folder keeps its absolute path there."""
+
+    full: str
+
+    def __new__(cls, text: str, full: str):
+        cell = super().__new__(cls, text)
+        cell.full = full
+        return cell
+
+
 def location_text(loc, root: str | None = None) -> str:
-    """A corpus location ``[file, record, offset]`` as ``file:record@offset``, the file relative to ``root``."""
+    """A corpus location ``[file, record, offset]`` as ``file:record@offset``, the file relative to ``root``
+    (a :class:`Hover` holding the absolute form)."""
     import os
 
     if not isinstance(loc, (list, tuple)) or len(loc) < 2:
         return str(loc)
+    where = f":{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "")
     path = os.path.relpath(loc[0], root) if root else loc[0]
-    return f"{path}:{loc[1]}" + (f"@{loc[2]}" if len(loc) > 2 and loc[2] is not None else "")
+    return Hover(path + where, full=loc[0] + where) if root else path + where
 
 
 def _item_locations(index: dict | None) -> list:

@@ -15,7 +15,7 @@ import contaudit.report.tables as T
 from contaudit.statistics import format_p
 from contaudit.analysis.verdict import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS, EXIT_STATUS
 from contaudit.manifest import write_json_atomic, write_text_atomic
-from contaudit.report.html import CSS, LABEL_COLORS
+from contaudit.report.html import CSS, LABEL_COLORS, cell_html
 from contaudit.report.markdown import table as md_table
 from contaudit.report.markdown import plain, wrap
 from contaudit.suite.results import load_suite_results
@@ -66,7 +66,8 @@ def _items(row: dict, root: str | None) -> list[str]:
     out = []
     for item in row["top_items"]:
         where = T.location_text(item["location"], root) if item.get("location") else ""
-        out.append(f"{item['id']} ({item['occurrences']}x{', ' + where if where else ''})")
+        text = f"{item['id']} ({item['occurrences']}x{', ' + where if where else ''})"
+        out.append(T.Hover(text, text.replace(where, where.full)) if isinstance(where, T.Hover) else text)
     return out or ["—"]
 
 
@@ -146,8 +147,8 @@ def render_suite_html(results: dict) -> str:
                  f'<td><span class="badge" style="background:{LABEL_COLORS[label]};color:#fff">{_e(label)}</span></td>',
                  f'<td><span class="badge {cls}">{_e(gate_cell)}</span></td>']
         for c in rest:
-            cells.append('<td class="lines">' + "<br>".join(_e(x) for x in c) + "</td>" if isinstance(c, list)
-                         else f"<td>{_e(c)}</td>")
+            cells.append('<td class="lines">' + "<br>".join(cell_html(x) for x in c) + "</td>" if isinstance(c, list)
+                         else f"<td>{cell_html(c)}</td>")
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
     color = GATE_COLORS[gate["exit_code"]]
     verdicts = "".join(f'<li><a href="{_e(row["report"])}">{_e(row["name"])}</a>: {_e(row["verdict"])} — '
