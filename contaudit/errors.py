@@ -44,3 +44,14 @@ class ManifestMismatchError(ContauditError):
 
 class ProtocolError(ContauditError):
     """A protocol file is invalid: names the key, the file and what is allowed."""
+
+
+def json_problem(error, *, line: bool = False) -> str:
+    """What a :class:`json.JSONDecodeError` says, with where: ``Expecting ',' delimiter at column 7``.
+
+    Some of Python's messages end in "at" ("Unterminated string starting at"), which a plain
+    ``f"{msg} at column {n}"`` doubles ("starting at at column 28").
+    """
+    where = (f"line {error.lineno}, " if line else "") + f"column {error.colno}"
+    return f"{error.msg} {where}" if error.msg.endswith(" at") else f"{error.msg} at {where}"
+

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contaudit.errors import InputError
+from contaudit.errors import InputError, json_problem
 from contaudit.manifest import INDEX_PLAN, OUTPUT_DIR_MANIFESTS
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson.gz", ".ndjson.zst")
@@ -228,7 +228,7 @@ def iter_jsonl(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | N
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 if not skip_bad:
-                    raise InputError(f"malformed JSON ({e.msg} at column {e.colno}); expected one JSON object per line",
+                    raise InputError(f"malformed JSON ({json_problem(e)}); expected one JSON object per line",
                                      path=path, record=line_no) from None
                 stats.skip(f"{path}:{line_no}: malformed JSON")
                 continue

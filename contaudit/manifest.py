@@ -169,7 +169,7 @@ def write_jsonl_atomic(path: str | Path, rows) -> int:
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, raising InputError with the path on failure."""
-    from contaudit.errors import InputError
+    from contaudit.errors import InputError, json_problem
 
     path = Path(path)
     try:
@@ -177,7 +177,7 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON at line {e.lineno}: {e.msg}", path=path) from None
+        raise InputError(f"invalid JSON ({json_problem(e, line=True)})", path=path) from None
 
 
 def hash_bytes(data: bytes) -> str:

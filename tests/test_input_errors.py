@@ -365,3 +365,22 @@ def test_per_byte_suffix_logprobs_without_suffix_tokens_are_refused_by_file(tmp_
         suffix_mean_per_byte(matrix, files, {"p1": 40})
     files[0].rows["p1"]["suffix_tokens"] = 10
     assert suffix_mean_per_byte(matrix, files, {"p1": 40})[0, 0] == -0.5
+
+
+def test_json_errors_say_where_without_doubling_at():
+    """'Unterminated string starting at at column 28' (issue 25)."""
+    import json
+
+    from contaudit.errors import json_problem
+
+    messages = []
+    for text in ('{"id": "a", "text": "never closed}', '{"id": 1 "text": "x"}'):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            messages.append(json_problem(e))
+    assert messages == ["Unterminated string starting at column 21", "Expecting ',' delimiter at column 10"]
+    try:
+        json.loads('{\n"a": }')
+    except json.JSONDecodeError as e:
+        assert json_problem(e, line=True) == "Expecting value at line 2, column 6"

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from contaudit.errors import InputError, ManifestMismatchError
+from contaudit.errors import InputError, ManifestMismatchError, json_problem
 from contaudit.manifest import INDEX_MANIFEST, read_json
 from contaudit.text import NORMALIZATION
 
@@ -63,7 +63,7 @@ def load_index(path: str | Path) -> CorpusIndex:
     except FileNotFoundError:
         raise InputError("missing items.jsonl", path=path) from None
     except json.JSONDecodeError as e:
-        raise InputError(f"malformed JSON ({e.msg})", path=items_path, record=line_no) from None
+        raise InputError(f"malformed JSON ({json_problem(e)})", path=items_path, record=line_no) from None
     expected = manifest.get("counts", {}).get("items")
     if expected is not None and expected != len(items):
         raise ManifestMismatchError(f"{items_path}: {len(items)} items but the manifest says {expected}")

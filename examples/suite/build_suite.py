@@ -169,7 +169,9 @@ def main(argv=None) -> Path:
 
     from contaudit.experiment import DEMO_SEED, finetune_from_base, prepare, write_suspect_corpus
     from contaudit.finetune import DemoTrainingConfig
+    from contaudit.progress import quiet_transformers
 
+    quiet_transformers()  # this script's own lines only, as the contaudit commands print
     t_start = time.perf_counter()
     config = DemoTrainingConfig()
     seconds: dict[str, float] = {}
