@@ -775,12 +775,12 @@ def demo(
 ) -> None:
     """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
     from contaudit.demo import run_demo
-    from contaudit.progress import TrainingProgress
+    from contaudit.progress import TokenProgress, TrainingProgress
 
     quiet_transformers()
     started = time.perf_counter()
-    with TrainingProgress(console=console, transient=True) as bar:
-        result = run_demo(out_dir, null_run=null_run, train_progress=bar,
+    with TrainingProgress(console=console, transient=True) as bar, TokenProgress(console=console, transient=True) as scoring:
+        result = run_demo(out_dir, null_run=null_run, train_progress=bar, score_progress=scoring,
                           log=lambda line: console.print(escape(line), highlight=False))
     total = time.perf_counter() - started
     from contaudit.analysis.results import summary_line

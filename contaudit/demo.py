@@ -38,7 +38,7 @@ class DemoResult:
 
 
 def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = True,
-             log: Callable[[str], None] = print, train_progress=None) -> DemoResult:
+             log: Callable[[str], None] = print, train_progress=None, score_progress=None) -> DemoResult:
     """Run the embedded demo into ``out``; return both verdicts and stage timings.
 
     Models already trained in ``out/models`` (with their manifests) are reused, so a
@@ -74,7 +74,8 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
                                description=f"HumanEval test half injected {config.dup}x into the suspect",
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",
                                corpus=suspect_corpus, **common)
-    audit = stage("audit (suspect vs clean)", run_audit, protocol, out / "audit", log=lambda s: log("  " + s))
+    audit = stage("audit (suspect vs clean)", run_audit, protocol, out / "audit", log=lambda s: log("  " + s),
+                  score_progress=score_progress)
 
     null = None
     if null_run:
@@ -83,7 +84,7 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
                                         suspect=models / "clean", clean=models / "clean-null",
                                         index=out / "index", corpus=suspect_corpus, **common)
         null = stage("audit (clean vs clean, null)", run_audit, null_protocol, out / "null",
-                     log=lambda s: log("  " + s))
+                     log=lambda s: log("  " + s), score_progress=score_progress)
     return DemoResult(out, audit.verdict, null.verdict if null else None, audit.results,
                       null.results if null else None, dict(seconds))
 

@@ -102,7 +102,7 @@ class ByteProgress(_Bars):
 class TokenProgress(_Bars):
     """``progress(phase, done_tokens, total_tokens)`` of scoring: one bar per phase, tokens/s."""
 
-    def __init__(self, console=None):
+    def __init__(self, console=None, transient: bool = False):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -111,7 +111,8 @@ class TokenProgress(_Bars):
         )
 
         super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("tokens  {task.fields[rate]} tok/s"), TimeElapsedColumn(), console=console)
+                         TextColumn("tokens  {task.fields[rate]} tok/s"), TimeElapsedColumn(), console=console,
+                         transient=transient)
         self._tasks: dict[str, tuple[int, float]] = {}
 
     def __call__(self, phase: str, done: int, total: int) -> None:
@@ -130,7 +131,8 @@ class TrainingProgress(_Bars):
     """``progress(StepInfo)`` of training: loss, held-out loss, tokens/s.
 
     A step count that starts again (the next of several training runs, as in the demo)
-    replaces the bar with a new one.
+    replaces the bar with a new one; with ``transient`` a finished run's bar goes away (so
+    the stages after it do not sit under a frozen bar).
     """
 
     def __init__(self, description: str = "training", console=None, transient: bool = False):
@@ -145,7 +147,7 @@ class TrainingProgress(_Bars):
                          TextColumn("loss {task.fields[loss]}"), TextColumn("held-out {task.fields[held]}"),
                          TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), console=console,
                          transient=transient)
-        self._description = description
+        self._description, self._transient = description, transient
         self._task = None
         self._step = 0
 
@@ -159,3 +161,6 @@ class TrainingProgress(_Bars):
         if info.heldout_loss is not None:
             fields["held"] = f"{info.heldout_loss:.3f}"
         self._progress.update(self._task, completed=info.step, **fields)
+        if self._transient and info.step >= info.steps:
+            self._progress.remove_task(self._task)
+            self._task = None

@@ -45,3 +45,26 @@ def test_a_plain_dict_keeps_the_plain_line():
     lines, seconds = [], {}
     timed(seconds, lines.append, "stage", lambda: None)
     assert lines[0].startswith("stage: ") and "[" not in lines[0] and "stage" in seconds
+
+
+def test_the_demos_bars_show_training_then_scoring_without_a_frozen_training_bar():
+    """Issue 25: during the demo's audits the screen showed the last fine-tune's finished bar, frozen, and
+    no scoring progress. A finished training run's bar goes away, and scoring gets its own bar beside it."""
+    import io
+
+    from rich.console import Console
+
+    from contaudit.finetune.train import StepInfo
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with progress.TrainingProgress(console=terminal, transient=True) as training, \
+            progress.TokenProgress(console=terminal, transient=True) as scoring:
+        for step in (1, 2):
+            training(StepInfo(step=step, steps=2, loss=3.0, lr=1e-3, tokens_per_s=100.0))
+        assert training._progress.tasks == []  # the finished run's bar is gone
+        training(StepInfo(step=1, steps=3, loss=3.0, lr=1e-3, tokens_per_s=100.0))  # the next run: a new bar
+        assert [t.total for t in training._progress.tasks] == [3]
+        scoring("score test", 0, 500)
+        scoring("score test", 250, 500)
+        assert [(t.description, t.completed, t.total) for t in scoring._progress.tasks] == [("score test", 250, 500)]
+    assert "score test" in terminal.file.getvalue()
