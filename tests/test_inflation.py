@@ -1,0 +1,103 @@
+"""Score inflation (issue 26): known answers, and data where the truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from contaudit.analysis.inflation import ModelOutcomes, score_inflation, score_summary
+from contaudit.errors import InputError
+
+
+def _outcomes(role, values: dict) -> ModelOutcomes:
+    return ModelOutcomes(role, {k: float(v) for k, v in values.items()}, metric="pass@1")
+
+
+def test_score_summary_matches_the_wilson_and_t_formulas():
+    k, n, z = 7, 20, stats.norm.ppf(0.975)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    s = score_summary([1] * k + [0] * (n - k))
+    assert s["ci_method"] == "wilson" and s["mean"] == pytest.approx(0.35)
+    assert s["confidence_interval"] == pytest.approx([centre - half, centre + half])
+    real = [0.2, 0.5, 0.9, 0.4, 0.7]
+    ci = stats.ttest_1samp(real, 0).confidence_interval(0.95)
+    assert score_summary(real)["confidence_interval"] == pytest.approx([ci.low, ci.high])
+    assert score_summary([])["mean"] is None
+
+
+def test_inflation_is_the_difference_in_differences_of_scores_by_hand():
+    test, shadow = ["t1", "t2", "t3", "t4"], ["s1", "s2", "s3", "s4"]
+    suspect = _outcomes("suspect", {"t1": 1, "t2": 1, "t3": 1, "t4": 0, "s1": 1, "s2": 0, "s3": 0, "s4": 0})
+    clean = _outcomes("clean", {"t1": 1, "t2": 0, "t3": 0, "t4": 0, "s1": 1, "s2": 0, "s3": 1, "s4": 0})
+    r = score_inflation(suspect, test, shadow, clean=clean, n_resamples=999, n_bootstrap=999, rng=0,
+                        index_status={"t1": "seen", "t2": "seen", "t3": "unseen", "t4": "unseen"})
+    # (0.75 - 0.25) - (0.25 - 0.5) = 0.75
+    assert r["estimate"] == pytest.approx(0.75)
+    assert r["suspect_test_score"] == pytest.approx(0.75)
+    assert r["clean_score"]["estimate"] == pytest.approx(0.75 - 0.75)  # C_test + mean_shadow(S - C) = 0.25 - 0.25
+    assert r["scores"]["suspect"]["test_seen"]["mean"] == 1.0 and r["scores"]["suspect"]["test_unseen"]["mean"] == 0.5
+    assert r["scores"]["clean"]["shadow"]["mean"] == 0.5
+    low, high = r["confidence_interval"]
+    assert low <= 0.75 <= high and 0 < r["pvalue"] <= 1
+    # the unseen items, post-stratified on the clean outcome: t3 (clean 0) and t4 (clean 0) only fill stratum 0,
+    # stratum 1 (t1) has no unseen item: no reweighting possible
+    assert r["unseen_items_score"]["reweighted"] is False and r["unseen_items_score"]["mean"] == 0.5
+
+
+def test_unseen_items_are_reweighted_to_the_test_sets_difficulty():
+    ids = [f"t{i}" for i in range(8)]
+    clean = _outcomes("clean", dict(zip(ids, [1, 1, 1, 1, 1, 1, 0, 0])))  # 3/4 of the test set is "easy"
+    suspect = _outcomes("suspect", dict(zip(ids, [1, 1, 1, 0, 1, 0, 0, 1])))
+    shadow = {f"s{i}": 0 for i in range(3)}
+    suspect.scores.update(shadow), clean.scores.update(shadow)
+    status = dict(zip(ids, ["seen", "seen", "unseen", "unseen", "unseen", "unseen", "unseen", "seen"]))
+    r = score_inflation(suspect, ids, list(shadow), clean=clean, index_status=status, n_resamples=99,
+                        n_bootstrap=99, rng=0)
+    u = r["unseen_items_score"]
+    # unseen easy items t2..t5: suspect 1,0,1,0 -> 0.5; unseen hard item t6: 0 -> weighted 0.75 * 0.5 + 0.25 * 0
+    assert u["reweighted"] is True and u["mean"] == pytest.approx(0.375) and u["n"] == 5
+    assert [s["weight"] for s in u["strata"]] == [0.25, 0.75]
+
+
+def test_missing_outcomes_are_refused_naming_how_many():
+    suspect = _outcomes("suspect", {"t1": 1, "s1": 0})
+    with pytest.raises(InputError, match="miss 1 of the audit's 3 items"):
+        score_inflation(suspect, ["t1", "t2"], ["s1"])
+
+
+def _simulated(rng, leak: float, n=80):
+    """Binary outcomes: items' difficulty p ~ Beta(2, 3); the clean model and the suspect pass with p; a leaked
+    test item (a share ``leak`` of the test set) passes for the suspect with 0.95."""
+    p = rng.beta(2, 3, size=2 * n)
+    test, shadow = [f"t{i}" for i in range(n)], [f"s{i}" for i in range(n)]
+    ids = test + shadow
+    clean = (rng.random(2 * n) < p).astype(float)
+    suspect = (rng.random(2 * n) < p).astype(float)
+    leaked = np.zeros(2 * n, bool)
+    leaked[:n] = rng.random(n) < leak
+    suspect[leaked] = (rng.random(leaked.sum()) < 0.95).astype(float)
+    truth = float(np.mean(np.where(leaked[:n], 0.95, p[:n]) - p[:n]))
+    return (ModelOutcomes("suspect", dict(zip(ids, suspect))), ModelOutcomes("clean", dict(zip(ids, clean))),
+            test, shadow, truth)
+
+
+def test_on_simulated_evaluations_the_interval_covers_the_truth_and_the_null_holds_its_level():
+    """Independent simulated audits (fresh items and models each): a leak of half the test set is found and its
+    interval covers the true inflation; without a leak the one-sided test rejects at about alpha."""
+    covered, found, rejected = 0, 0, 0
+    runs = 60
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        suspect, clean, test, shadow, truth = _simulated(rng, leak=0.5)
+        r = score_inflation(suspect, test, shadow, clean=clean, n_resamples=499, n_bootstrap=499, rng=seed)
+        covered += r["confidence_interval"][0] <= truth <= r["confidence_interval"][1]
+        found += r["pvalue"] <= 0.05
+        suspect0, clean0, test0, shadow0, _ = _simulated(np.random.default_rng(10_000 + seed), leak=0.0)
+        r0 = score_inflation(suspect0, test0, shadow0, clean=clean0, n_resamples=499, n_bootstrap=499, rng=seed)
+        rejected += r0["pvalue"] <= 0.05
+    assert covered >= 0.85 * runs  # nominal 95 %, MC error at 60 runs ~ 3 %
+    assert found >= 0.6 * runs  # measured 45 / 60: with 80 items and noisy 0/1 outcomes, power is ~75 %
+    assert rejected <= 0.15 * runs  # nominal 5 %: at most 9 of 60 (binomial upper tail ~ 0.006)
