@@ -52,7 +52,7 @@ def test_contaminated_audit_writes_versioned_results_and_manifest(contaminated, 
     results = analyze(**contaminated, protocol=FAST, out=tmp_path / "run")
     assert results["verdict"]["label"] == "CONTAMINATED"
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert on_disk["schema_version"] == SCHEMA_VERSION == "1.3"
+    assert on_disk["schema_version"] == SCHEMA_VERSION == "1.4"
     assert on_disk["verdict"] == results["verdict"]
     manifest = json.loads((tmp_path / "run" / "results.manifest.json").read_text())
     assert manifest["stage"] == "analyze" and len(manifest["inputs"]) == 8
@@ -192,7 +192,7 @@ def test_item_order_evidence_is_included_when_given(contaminated, tmp_path):
 
 def test_load_results_refuses_another_major_schema(contaminated, tmp_path):
     analyze(**contaminated, protocol=FAST, out=tmp_path)
-    assert load_results(tmp_path)["schema_version"] == "1.3"
+    assert load_results(tmp_path)["schema_version"] == "1.4"
     data = json.loads((tmp_path / "results.json").read_text())
     data["schema_version"] = "2.0"
     (tmp_path / "results.json").write_text(json.dumps(data))

@@ -101,3 +101,36 @@ def test_on_simulated_evaluations_the_interval_covers_the_truth_and_the_null_hol
     assert covered >= 0.85 * runs  # nominal 95 %, MC error at 60 runs ~ 3 %
     assert found >= 0.6 * runs  # measured 45 / 60: with 80 items and noisy 0/1 outcomes, power is ~75 %
     assert rejected <= 0.15 * runs  # nominal 5 %: at most 9 of 60 (binomial upper tail ~ 0.006)
+
+
+def test_analyze_reports_the_inflation_of_a_simulated_audit(tmp_path):
+    """Outcomes given to analyze land in results.json (with their files among the inputs); the verdict is unchanged."""
+    import json
+
+    from contaudit.analysis import analyze
+    from contaudit.analysis.simulate import simulate_audit, write_audit
+
+    f = write_audit(simulate_audit(rng=3), tmp_path / "sim")
+    ids = {name: [json.loads(line)["id"] for line in open(f[f"suspect_{name}"])] for name in ("test", "shadow")}
+    rng = np.random.default_rng(0)
+    clean = {i: float(rng.random() < 0.4) for i in ids["test"] + ids["shadow"]}
+    suspect = {i: (1.0 if i in ids["test"] and rng.random() < 0.5 else v) for i, v in clean.items()}
+    path = tmp_path / "suspect-outcomes.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "score": v}) + "\n" for i, v in suspect.items()))
+    args = (f["suspect_test"], f["clean_test"], f["suspect_shadow"], f["clean_shadow"])
+    kwargs = dict(suspect_probes=f["suspect_probes"], clean_probes=f["clean_probes"], probes=f["probes"],
+                  shadow_origin="random_split")
+    plain = analyze(*args, **kwargs)
+    results = analyze(*args, **kwargs, out=tmp_path / "run", outcomes={
+        "suspect": ModelOutcomes("suspect", suspect, source={"path": str(path)}),
+        "clean": ModelOutcomes("clean", clean)})
+    inflation = results["inflation"]
+    assert plain["inflation"] is None and results["verdict"] == plain["verdict"]
+    expected = (np.mean([suspect[i] - clean[i] for i in ids["test"]])
+                - np.mean([suspect[i] - clean[i] for i in ids["shadow"]]))
+    assert inflation["estimate"] == pytest.approx(expected) and inflation["estimate"] > 0.2
+    assert inflation["pvalue"] < 0.01 and inflation["design"] == "suspect vs clean model"
+    assert results["inputs"]["suspect_outcomes"]["sha256"]
+    with pytest.raises(InputError, match="only for this audit's models"):
+        analyze(*args, **kwargs, outcomes={"suspect": ModelOutcomes("suspect", suspect),
+                                           "reference[1]": ModelOutcomes("reference[1]", clean)})

@@ -47,7 +47,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
             shadow_origin: str | None = None,
             protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None,
             warnings: list[str] | tuple = (), sets: dict | None = None,
-            expected_models: dict[str, str] | None = None) -> dict:
+            expected_models: dict[str, str] | None = None, outcomes: dict | None = None) -> dict:
     """Run the analysis on score files and return the results dict (see ``docs/analysis.md``).
 
     Parameters
@@ -80,6 +80,10 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
         atomically.
     warnings : list of str, optional
         Warnings of earlier stages (duplicate texts left out of the sets), reported first.
+    outcomes : dict, optional
+        Per-item evaluation outcomes by model role (``suspect``, ``clean``, ``reference[1]``, ...), as
+        :class:`~contaudit.analysis.inflation.ModelOutcomes`: with them ``results["inflation"]`` says how
+        much contamination inflated the suspect's score (:func:`~contaudit.analysis.inflation.score_inflation`).
     sets : dict, optional
         ``{"test": path, "shadow": path}`` of the sets' ``{id, text}`` JSON Lines (as the
         audit writes them), for the blind baseline (:mod:`contaudit.analysis.blind`).
@@ -131,11 +135,31 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     else:
         analysis = _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, probe_args=probe_args,
                                       references=references, split_spec=split_spec, cutoffs=cutoffs, **common)
+    if outcomes:
+        analysis.inflation = _inflation(outcomes, analysis, settings, common["streams"]["inflation"])
+        analysis.inputs.update({f"{role.replace('[', '').replace(']', '')}_outcomes": describe_path(o.source["path"])
+                                for role, o in outcomes.items() if (o.source or {}).get("path")})
     analysis.timing_s = round(time.perf_counter() - started, 3)
     results = analysis.to_dict()
     if out is not None:
         write_results(results, out)
     return results
+
+
+def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSettings, rng) -> dict:
+    """The score inflation from the models' outcomes on the analysed test and shadow items."""
+    from contaudit.analysis.inflation import score_inflation
+
+    roles = [m.role for m in analysis.models]
+    unknown = sorted(set(outcomes) - set(roles))
+    if unknown or "suspect" not in outcomes:
+        raise InputError(f"outcomes must be given for the suspect, and only for this audit's models "
+                         f"({', '.join(roles)}); got {', '.join(sorted(outcomes))}")
+    status = {i: r.get("status") for i, r in analysis.index_by_id.items()}
+    return score_inflation(outcomes["suspect"], analysis.test.ids, analysis.shadow.ids, clean=outcomes.get("clean"),
+                           references=[outcomes[r] for r in roles[2:] if r in outcomes],
+                           index_status=status or None, n_resamples=settings.n_permutations,
+                           n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level, rng=rng)
 
 
 def _inputs(**paths) -> dict:

@@ -29,7 +29,7 @@ from contaudit.statistics import json_number
 # One random stream per test, spawned from the protocol's seed; each keeps its position (a new
 # completion metric takes the next free one in contaudit/metrics.py), so results stay
 # reproducible across versions.
-TEST_STREAMS = {"perplexity": 0, "supporting": 3}
+TEST_STREAMS = {"perplexity": 0, "supporting": 3, "inflation": 100}  # 100: far from the metrics' next numbers
 
 
 def random_streams(seed: int) -> dict[str, np.random.Generator]:

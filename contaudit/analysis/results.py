@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from contaudit.analysis.panel import PanelResult
     from contaudit.analysis.primary import MemorizationPart
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 RESULTS_NAME = "results.json"
 MANIFEST_NAME = RESULTS_MANIFEST
 
@@ -128,6 +128,7 @@ class AnalysisResults:
     timing_s: float = 0.0
     units: Units | None = None  # None: an audit without a clean model (the suspect alone, per token)
     cutoffs: dict | None = None  # each model's training cutoff against the shadow set's start (protocol)
+    inflation: dict | None = None  # the score inflation, when per-item evaluation outcomes were given
 
     def _items(self) -> dict:
         """Per-item rows: suspect and clean NLL and their difference ``d``; without a clean model the
@@ -178,6 +179,7 @@ class AnalysisResults:
                        if r is not None else None) for m, r in mem.results.items()}},
             "design_checks": [c.to_dict() for c in self.checks],
             "supporting": self.supporting,
+            "inflation": self.inflation,
             "data": {"test": test.to_dict(), "shadow": shadow.to_dict(), "probes": mem.data if mem else None,
                      "index": self.index_data},
             "warnings": self.warnings,
