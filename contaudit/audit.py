@@ -10,6 +10,7 @@ engine's per-item cache. The run directory layout::
     RUN/probes.jsonl, RUN/probes.manifest.json
     RUN/scores/{suspect,clean}/{test,shadow,probes}.jsonl (+ manifests)
     RUN/item_order.json (+ manifest), with [item_order] or without [models.clean]
+    RUN/outcomes/{suspect,clean,...}.jsonl (+ manifests), with [outcomes] harness = "humaneval"
     RUN/results.json, RUN/report.md, RUN/report.html, RUN/report.json, RUN/plots/
 
 Without ``[models.clean]`` only the suspect is scored, no probes are built (the
@@ -155,6 +156,11 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
     for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow + heldout)):
         paths[name] = out / "sets" / f"{name}.jsonl"
         write_jsonl_atomic(paths[name], ({"id": r["id"], "text": r["text"]} for r in rows))
+    if protocol.outcomes is not None and protocol.outcomes.harness is not None:
+        # what an evaluation harness needs besides the text (HumanEval: prompt, test, entry_point)
+        paths["evaluation"] = out / "sets" / "evaluation.jsonl"
+        write_jsonl_atomic(paths["evaluation"], ({**r["_fields"], "id": r["id"], "text": r["text"]}
+                                                 for r in test + shadow))
     if split_info is not None:
         write_json_atomic(out / "sets" / "split.json", split_info)
     return paths, warnings
@@ -313,13 +319,50 @@ def check_prebuilt_index(index, items: list[dict], path: Path) -> None:
                          f"stale one: give [index].corpus to build it for this benchmark", path=path)
 
 
+def _outcome_stage(run: BenchmarkRun, log) -> dict | None:
+    """Each model's per-item evaluation outcomes, by role name: evaluated here with the protocol's harness
+    (``RUN/outcomes/ROLE.jsonl``, reused when model, items and settings are unchanged) or read from the
+    files ``[outcomes]`` names. None without ``[outcomes]``."""
+    spec = run.protocol.outcomes
+    if spec is None:
+        return None
+    from contaudit.analysis.inflation import ModelOutcomes
+    from contaudit.outcomes import read_outcomes
+
+    items = load_items(run.sets["test"]) + load_items(run.sets["shadow"])
+    roles = run.protocol.models.roles()
+    if spec.harness is not None:
+        from contaudit.code_eval import CodeEvalConfig, evaluate_code
+
+        config = CodeEvalConfig(max_new_tokens=spec.max_new_tokens, timeout_s=spec.timeout_s)
+        files = {}
+        for role in roles:
+            files[role.name] = run.out / "outcomes" / f"{role.slug}.jsonl"
+            evaluate_code(role.spec.path, [run.sets["evaluation"]], files[role.name], config,
+                          device=run.protocol.scoring.device, log=lambda line: run.say(log, f"evaluate: {line}"))
+        fmt, metric = "jsonl", None
+    else:
+        given = [spec.suspect, spec.clean, *spec.reference]
+        files = {role.name: path for role, path in zip(roles, given) if path is not None}
+        fmt, metric = spec.format, spec.metric
+    outcomes = {}
+    for name, path in files.items():
+        read = read_outcomes(path, items, format=fmt, metric=metric)
+        outcomes[name] = ModelOutcomes(name, read.scores, metric="pass@1" if spec.harness else read.metric,
+                                       source={"path": str(path), "sha256": read.sha256, "format": read.format,
+                                               "n_matched": read.n_matched, "unmatched": read.unmatched})
+        run.say(log, f"outcomes: {name}: {read.n_matched} of {len(items)} items, mean {read.metric} "
+                f"{sum(read.scores.values()) / max(len(read.scores), 1):.3f}")
+    return outcomes
+
+
 def _read_ids(path: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _analyze_stage(run: BenchmarkRun) -> dict:
+def _analyze_stage(run: BenchmarkRun, outcomes: dict | None = None) -> dict:
     from contaudit.analysis import analyze
     from contaudit.analysis.inputs import ReferenceScores
 
@@ -335,7 +378,7 @@ def _analyze_stage(run: BenchmarkRun) -> dict:
     return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],
                    run.scores.get(("clean", "shadow")), references=references, index=run.index,
                    item_order=run.item_order, protocol=run.protocol, out=run.out, warnings=run.warnings,
-                   sets=run.sets, expected_models=run.model_ids, **probe_files)
+                   sets=run.sets, expected_models=run.model_ids, outcomes=outcomes, **probe_files)
 
 
 def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Callable[[str], None] = lambda s: None,
@@ -361,7 +404,8 @@ def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Call
     loads = timed(seconds, "score", _score_stage, runs, log, score_progress, seconds)
     seconds["score"] = round(seconds["score"] - (seconds.get("item_order", 0.0) - before), 3)  # item orders apart
     for run in runs:
-        run.results = timed(seconds, "analyze", _analyze_stage, run)
+        outcomes = timed(seconds, "outcomes", _outcome_stage, run, log) if run.protocol.outcomes else None
+        run.results = timed(seconds, "analyze", _analyze_stage, run, outcomes)
         run.report = timed(seconds, "report", write_report, run.out)
         run.say(log, f"verdict: {run.results['verdict']['label']} -> {run.report.html}")
     return {"index": index, "model_loads": loads, "seconds": {k: round(v, 3) for k, v in seconds.items()}}

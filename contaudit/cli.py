@@ -40,6 +40,7 @@ from contaudit.finetune.config import (
     ModelConfig,
     TrainConfig,
 )
+from contaudit.code_eval import CodeEvalConfig
 from contaudit.progress import quiet_transformers
 
 
@@ -446,6 +447,32 @@ def order(
               f"{r.compute_seconds:.1f} s", soft_wrap=True)
     out.print(f"order test: gap {t.statistic:+.4g} nats per shard (published minus mean shuffled), "
               f"{t.method}, one-sided {format_p(t.pvalue, named=True)}", soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., help="The model: a local Hugging Face directory or a .gguf file (never downloaded)."),
+    data: list[Path] = typer.Option(..., "--data", help="HumanEval-style items (prompt, test, entry_point); repeat "
+                                                        "it to evaluate test and shadow sets into one file."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Outcomes file to write (JSON Lines of id and score; "
+                                                           "NAME.manifest.json goes beside it)."),
+    max_new_tokens: int = _option(CodeEvalConfig, "max_new_tokens"),
+    timeout_s: float = _option(CodeEvalConfig, "timeout_s", "--timeout"),
+    workers: int = _option(CodeEvalConfig, "workers"),
+    device: str = _option(ScoreSettings, "device"),
+) -> None:
+    """Greedy generation checked by execution (each program in its own process): per-item pass/fail outcomes,
+    which [outcomes] and the score-inflation estimate read."""
+    from contaudit.code_eval import evaluate_code
+    from contaudit.progress import TokenProgress
+
+    quiet_transformers()
+    config = CodeEvalConfig(max_new_tokens=max_new_tokens, timeout_s=timeout_s, workers=workers)
+    with TokenProgress(console=console, transient=True, unit="items") as bar:
+        result = evaluate_code(model, data, out_file, config, device=device, progress=bar,
+                               log=lambda line: console.print(escape(line), highlight=False, soft_wrap=True))
+    out.print(f"[bold]{result.n_passed}/{result.n_items} passed[/] (pass@1 {result.n_passed / result.n_items:.3f})"
+              f" -> {escape(str(result.out))}" + (" (reused)" if result.reused else ""), soft_wrap=True)
 
 
 @app.command()

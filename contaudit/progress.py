@@ -100,9 +100,10 @@ class ByteProgress(_Bars):
 
 
 class TokenProgress(_Bars):
-    """``progress(phase, done_tokens, total_tokens)`` of scoring: one bar per phase, tokens/s."""
+    """``progress(phase, done, total)`` of scoring (tokens) or evaluation (``unit="items"``): one bar per
+    phase, with its rate."""
 
-    def __init__(self, console=None, transient: bool = False):
+    def __init__(self, console=None, transient: bool = False, unit: str = "tokens"):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -110,8 +111,9 @@ class TokenProgress(_Bars):
             TimeElapsedColumn,
         )
 
+        rate = "tok/s" if unit == "tokens" else f"{unit}/s"
         super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("tokens  {task.fields[rate]} tok/s"), TimeElapsedColumn(), console=console,
+                         TextColumn(f"{unit}  {{task.fields[rate]}} {rate}"), TimeElapsedColumn(), console=console,
                          transient=transient)
         self._tasks: dict[str, tuple[int, float]] = {}
 

@@ -191,11 +191,62 @@ class AuditSettings:
                        if not f.metadata.get("internal")})
 
 
+@dataclass(frozen=True)
+class OutcomesSpec:
+    """``[outcomes]``: per-item evaluation outcomes of the audit's models, for the score-inflation estimate.
+
+    Either contaudit evaluates every model itself (``harness = "humaneval"``: greedy generation
+    checked by execution, :mod:`contaudit.code_eval`), or the user gives each model's outcome file
+    (``suspect``, and ``clean`` / ``reference`` when there are those models): JSON Lines of ``id``
+    and ``score``, or lm-evaluation-harness ``--log_samples`` output (:mod:`contaudit.outcomes`).
+    """
+
+    harness: Optional[Literal["humaneval"]] = setting(
+        None, help="evaluate every model with this harness (greedy generation checked by execution)")
+    suspect: Optional[Path] = setting(None, help="the suspect's outcomes (JSON Lines of id and score, or lm_eval "
+                                                 "--log_samples output)")
+    clean: Optional[Path] = setting(None, help="the clean model's outcomes")
+    reference: tuple[Path, ...] = setting((), help="each reference model's outcomes, in [[models.reference]] order")
+    format: Literal["auto", "jsonl", "lm_eval"] = setting("auto", help="the outcome files' format")
+    metric: Optional[str] = setting(None, help="which metric of an lm_eval sample file (e.g. 'acc')")
+    max_new_tokens: int = setting(256, check=integer_at_least(1), help="harness: tokens generated per prompt")
+    timeout_s: float = setting(3.0, check=between(0, 600, closed_high=True),
+                               help="harness: time limit of each program's execution, in seconds")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Protocol(AuditSettings):
     """A validated audit protocol: one test/shadow pair (``sets``) and everything in :class:`AuditSettings`."""
 
     sets: Sets = required(help="[sets.test] + [sets.shadow], or [sets.split]")
+    outcomes: Optional[OutcomesSpec] = setting(
+        None, help="per-item evaluation outcomes of the models, for the score-inflation estimate")
+
+
+def check_outcomes(loader: Loader, outcomes: OutcomesSpec | None, models: Models) -> None:
+    """``[outcomes]`` names a harness or the suspect's file, and files only for the audit's models."""
+    if outcomes is None:
+        return
+    files = outcomes.suspect is not None or outcomes.clean is not None or outcomes.reference
+    if outcomes.harness is not None and files:
+        raise loader.fail("outcomes.harness", "contaudit evaluates every model itself with a harness: leave out the "
+                                              "outcome files, or the harness to use the files")
+    if outcomes.harness is None and outcomes.suspect is None:
+        raise loader.fail("outcomes.suspect", "missing: give the suspect's outcome file, or harness = 'humaneval'")
+    if outcomes.clean is not None and models.clean is None:
+        raise loader.fail("outcomes.clean", "there is no [models.clean] whose outcomes these would be")
+    if outcomes.reference and len(outcomes.reference) != len(models.reference):
+        raise loader.fail("outcomes.reference", f"gives {len(outcomes.reference)} files for "
+                                                f"{len(models.reference)} [[models.reference]] models; give one per model")
+
+
+def outcome_paths(outcomes: OutcomesSpec | None) -> list[tuple[str, Path]]:
+    """``(key, path)`` of every outcome file ``[outcomes]`` names."""
+    if outcomes is None:
+        return []
+    wanted = [(f"outcomes.{name}", getattr(outcomes, name)) for name in ("suspect", "clean")
+              if getattr(outcomes, name) is not None]
+    return wanted + [(f"outcomes.reference[{i}]", p) for i, p in enumerate(outcomes.reference)]
 
 
 def _plain(obj):
@@ -513,8 +564,9 @@ def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
     check_sets(loader, protocol.sets)
     check_models(loader, protocol.models)
     check_cutoffs(loader, protocol.models, protocol.sets)
+    check_outcomes(loader, protocol.outcomes, protocol.models)
     if check_paths:
-        check_paths_exist(loader, input_paths(protocol) + set_paths(protocol.sets))
+        check_paths_exist(loader, input_paths(protocol) + set_paths(protocol.sets) + outcome_paths(protocol.outcomes))
     return dataclasses.replace(protocol, source=path, sha256=hashlib.sha256(raw).hexdigest())
 
 
