@@ -134,3 +134,11 @@ def test_analyze_reports_the_inflation_of_a_simulated_audit(tmp_path):
     with pytest.raises(InputError, match="only for this audit's models"):
         analyze(*args, **kwargs, outcomes={"suspect": ModelOutcomes("suspect", suspect),
                                            "reference[1]": ModelOutcomes("reference[1]", clean)})
+    # ... and in the reports: a table and a plot
+    from contaudit.report import write_report
+
+    report = write_report(tmp_path / "run")
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "Score inflation (score)" in md and f"{inflation['estimate']:+.3f}"[:5] in md
+    assert (tmp_path / "run" / "plots" / "inflation.png").stat().st_size > 0
+    assert "Score inflation" in report.html.read_text()

@@ -118,7 +118,10 @@ def render_html(results: dict, images: dict[str, bytes]) -> str:
         parts.append(table(T.primary_table(results)))
     if "estimates" in images:
         parts.append(figs[list(images).index("estimates")])
-    parts += [table(T.checks_table(results)), table(T.supporting_table(results)), table(T.data_table(results))]
+    inflation = T.inflation_table(results)
+    parts += [table(T.checks_table(results)), table(T.supporting_table(results))]
+    parts += [table(inflation)] if inflation is not None else []
+    parts.append(table(T.data_table(results)))
     parts.append("<h2>Plots</h2>")
     parts += [f for key, f in zip(images, figs) if key != "estimates"]
     parts.append("<h2>Items</h2>")

@@ -85,6 +85,9 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
         out += [table(T.primary_table(results)), ""]
     out += [bullets(T.checks_table(results)), ""]
     out += [table(T.supporting_table(results)), ""]
+    inflation = T.inflation_table(results)
+    if inflation is not None:
+        out += [table(inflation), ""]
     out += [table(T.data_table(results)), ""]
     out += ["## Items", "", table(T.suspicious_items_table(results)), ""]
     probes = T.probe_table(results)

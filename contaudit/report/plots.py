@@ -316,6 +316,43 @@ def item_order(results: dict) -> bytes | None:
         return _png(fig)
 
 
+def inflation(results: dict) -> bytes | None:
+    """Each model's score on the test set (all, found in the corpus, not found) and the shadow set, with
+    intervals; the suspect's score without the leak marked."""
+    inf = results.get("inflation")
+    if not inf:
+        return None
+    groups = [("test", "test, all"), ("test_seen", "test, in corpus"), ("test_unseen", "test, not in corpus"),
+              ("shadow", "shadow")]
+    roles = list(inf["scores"])
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(10.5, 3.4))
+        width = 0.8 / len(roles)
+        colors = {"suspect": SUSPECT_COLOR, "clean": CLEAN_COLOR}
+        shown = [g for g in groups if g[0] in inf["scores"]["suspect"] and inf["scores"]["suspect"][g[0]]["n"]]
+        for k, role in enumerate(roles):
+            for x, (key, _) in enumerate(shown):
+                g = inf["scores"][role][key]
+                if g["mean"] is None:
+                    continue
+                low, high = g["confidence_interval"]
+                pos = x + (k - (len(roles) - 1) / 2) * width
+                ax.bar(pos, g["mean"], width * 0.9, color=colors.get(role, MUTED), alpha=0.85,
+                       label=role if x == 0 else None)
+                if low is not None and high is not None:
+                    ax.plot([pos, pos], [low, high], color="#1d2939", linewidth=1.2)
+        clean = inf["clean_score"]["estimate"]
+        ax.axhline(clean, color=SUSPECT_COLOR, linestyle="--", linewidth=1,
+                   label=f"suspect without the leak ({clean:.3f})")
+        ax.set_xticks(range(len(shown)), [label for _, label in shown])
+        ax.set_ylabel(inf["metric"])
+        ax.set_title(f"Score inflation {inf['estimate']:+.3f} {T.fmt_ci(inf['confidence_interval'])}, "
+                     f"one-sided p = {inf['pvalue']:.3g}", loc="left")
+        ax.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        return _png(fig)
+
+
 FIGURES = {
     "panel": (panel, "The suspect among the clean reference models"),
     "family_plane": (family_plane, "The suspect against the reference families' shadow-to-test relation"),
@@ -324,6 +361,7 @@ FIGURES = {
     "completion": (completion, "Verbatim completion on seen and unseen probes"),
     "dose_response": (dose_response, "Dose-response"),
     "item_order": (item_order, "Order test: published vs shuffled item orders, per shard"),
+    "inflation": (inflation, "Benchmark scores by set, and the score without the leak"),
 }
 
 

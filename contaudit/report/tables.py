@@ -227,6 +227,35 @@ def supporting_table(results: dict) -> Table:
                  "lrrrl")
 
 
+def inflation_table(results: dict) -> Table | None:
+    """The score inflation: each model's score on all test items, the ones the corpus holds and the rest, and
+    on the shadow set; then the inflation estimate and the suspect's score without the leak."""
+    inf = results.get("inflation")
+    if not inf:
+        return None
+    groups = [("test", "Test, all"), ("test_seen", "Test, found in the corpus"),
+              ("test_unseen", "Test, not found"), ("shadow", "Shadow")]
+    rows = []
+    for role, by_group in inf["scores"].items():
+        for key, label in groups:
+            g = by_group.get(key)
+            if g is not None:
+                rows.append([f"{role}: {label}", fixed(g["mean"]), fmt_ci(g["confidence_interval"]), "—", str(g["n"])])
+    rows.append([f"Inflation: {inf['design']}", fixed(inf["estimate"], sign=True), fmt_ci(inf["confidence_interval"]),
+                 format_p(inf["pvalue"]), f"{inf['n']['test']} / {inf['n']['shadow']}"])
+    clean = inf["clean_score"]
+    rows.append(["Suspect's test score without the leak (test score minus the inflation)",
+                 fixed(clean["estimate"]), fmt_ci(clean["confidence_interval"]), "—", str(inf["n"]["test"])])
+    unseen = inf.get("unseen_items_score")
+    if unseen and unseen["n"]:
+        how = "reweighted to the test set's difficulty" if unseen["reweighted"] else "not reweighted"
+        rows.append([f"Suspect's score on the test items not found in the corpus ({how})", fixed(unseen["mean"]),
+                     fmt_ci(unseen["confidence_interval"]), "—", str(unseen["n"])])
+    return Table(f"Score inflation ({inf['metric']})", ["Score", "Estimate", "CI", "p (one-sided)", "Items"], rows,
+                 "lrrrr", note="Inflation: (suspect test - shadow) - (comparison test - shadow), > 0 when the leak "
+                               "raised the score; shown, not deciding the verdict.")
+
+
 def data_table(results: dict) -> Table:
     if order_only(results):
         rows = [[name, str(results["data"][name].get("n_paired", 0))] for name in ("test", "shadow")
