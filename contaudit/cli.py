@@ -557,10 +557,12 @@ def audit(
     with TokenProgress(console=console) as bar:
         run = run_audit(protocol, out_dir, log=lambda line: console.print(f"[dim]·[/] {escape(line)}"),
                         score_progress=bar)
-    from contaudit.analysis.results import summary_line
+    from contaudit.analysis.results import inflation_line, summary_line
     from contaudit.analysis.verdict import gate
 
     out.print(f"[bold]{escape(summary_line(run.results))}[/]")
+    if inflation_line(run.results):
+        out.print(escape(inflation_line(run.results)), soft_wrap=True)
     out.print(f"report: {run.report.html}")
     if fail_on is not None:
         raise typer.Exit(code=gate(run.verdict, fail_on, inconclusive_fails=inconclusive_fails))
@@ -799,6 +801,9 @@ def calibrate(
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where the demo writes data, models and reports."),
     null_run: bool = typer.Option(True, "--null/--no-null", help="Also audit two clean controls against each other."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Also run HumanEval on each model (greedy "
+                                  "generation checked by execution) and estimate how much the leak inflated the "
+                                  "suspect's pass rate."),
 ) -> None:
     """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
     from contaudit.demo import run_demo
@@ -807,16 +812,19 @@ def demo(
     quiet_transformers()
     started = time.perf_counter()
     with TrainingProgress(console=console, transient=True) as bar, TokenProgress(console=console, transient=True) as scoring:
-        result = run_demo(out_dir, null_run=null_run, train_progress=bar, score_progress=scoring,
+        result = run_demo(out_dir, null_run=null_run, evaluate=evaluate, train_progress=bar, score_progress=scoring,
                           log=lambda line: console.print(escape(line), highlight=False))
     total = time.perf_counter() - started
-    from contaudit.analysis.results import summary_line
+    from contaudit.analysis.results import inflation_line, summary_line
 
-    out.print(f"[bold]suspect vs clean:[/] {escape(summary_line(result.suspect_results))}", soft_wrap=True)
-    out.print(f"  report: {out_dir / 'audit' / 'report.html'}", soft_wrap=True)
-    if result.null_results is not None:
-        out.print(f"[bold]clean vs clean (null):[/] {escape(summary_line(result.null_results))}", soft_wrap=True)
-        out.print(f"  report: {out_dir / 'null' / 'report.html'}", soft_wrap=True)
+    for what, results, folder in (("suspect vs clean", result.suspect_results, "audit"),
+                                  ("clean vs clean (null)", result.null_results, "null")):
+        if results is None:
+            continue
+        out.print(f"[bold]{what}:[/] {escape(summary_line(results))}", soft_wrap=True)
+        if inflation_line(results):
+            out.print(f"  {escape(inflation_line(results))}", soft_wrap=True)
+        out.print(f"  report: {out_dir / folder / 'report.html'}", soft_wrap=True)
     out.print(f"total {total / 60:.1f} min")
 
 

@@ -71,12 +71,14 @@ def problems_of(items) -> list[dict]:
 
 def generate_completions(loaded, prompts: list[str], config: CodeEvalConfig, *, progress=None) -> list[str]:
     """Greedy continuations of ``prompts`` by a loaded model (:func:`contaudit.models.load_model`), cut at
-    the stop sequences. A prompt longer than the model's context keeps its last tokens."""
+    the stop sequences. Each continuation gets up to ``max_new_tokens`` of what the model's context leaves
+    after its prompt; a prompt that would leave less than a third of the context (or ``max_new_tokens``,
+    if smaller) keeps only its last tokens."""
     from contaudit.scoring.completion import greedy_continue
 
     tokenizer = loaded.tokenizer
     context = loaded.context_length or 2048
-    keep = max(1, context - config.max_new_tokens - 1)
+    keep = max(1, context - 1 - min(config.max_new_tokens, max(1, context // 3)))
     prefix = [loaded.context_token] if loaded.context_token is not None else []
     encoded = [prefix + tokenizer(p, add_special_tokens=False)["input_ids"][-keep:] for p in prompts]
     n_new = [min(config.max_new_tokens, context - len(ids)) for ids in encoded]

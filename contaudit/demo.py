@@ -19,6 +19,8 @@ from pathlib import Path
 from contaudit.experiment import DEMO_SEED, finetune_from_base, prepare, timed, write_protocol, write_suspect_corpus
 from contaudit.progress import StageClock
 
+DEMO_MAX_NEW_TOKENS = 160  # HumanEval's canonical solutions take at most ~150 of the demo tokenizer's tokens
+
 # Each stage's share of a demo run (3.0 minutes on 2 idle cores: pretraining 59 s, fine-tunes
 # 19-20 s, audits 32 / 30 s), for the overall line's time-left estimate.
 DEMO_STAGES = {"corpus": 0.005, "benchmark": 0.001, "pretrain": 0.33, "finetune suspect": 0.11,
@@ -37,9 +39,13 @@ class DemoResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = True,
+def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = True, evaluate: bool = True,
              log: Callable[[str], None] = print, train_progress=None, score_progress=None) -> DemoResult:
     """Run the embedded demo into ``out``; return both verdicts and stage timings.
+
+    With ``evaluate`` each audit also runs HumanEval itself (greedy generation checked by
+    execution, ``[outcomes] harness = "humaneval"``) and estimates how much the leak inflated
+    the suspect's pass rate.
 
     Models already trained in ``out/models`` (with their manifests) are reused, so a
     rerun after an interruption continues where it stopped.
@@ -69,7 +75,8 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
     suspect_corpus = write_suspect_corpus(prepared.corpus, prepared.test, config.dup,
                                           out / "data" / "suspect-training-text.jsonl")
     common = dict(test=prepared.test, shadow=prepared.shadow, seed=DEMO_SEED,
-                  random_split=prepared.random_split)
+                  random_split=prepared.random_split,
+                  tables={"outcomes": {"harness": "humaneval", "max_new_tokens": DEMO_MAX_NEW_TOKENS}} if evaluate else None)
     protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
                                description=f"HumanEval test half injected {config.dup}x into the suspect",
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",

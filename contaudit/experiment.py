@@ -46,7 +46,7 @@ def write_protocol(path: Path, *, name: str, description: str, suspect: Path, cl
     """Write an audit protocol for these models and sets; return its path.
 
     ``tables`` holds ``[probes]`` / ``[analysis]`` settings (parsed TOML) to use instead of
-    the defaults; the ``[analysis]`` seed is always ``seed``, so each caller sets it in
+    the defaults, and ``[outcomes]`` when the audit is to estimate the score inflation; the ``[analysis]`` seed is always ``seed``, so each caller sets it in
     one place. The HumanEval halves of the demo are a random split (``shadow_origin``);
     ``references`` are more clean models (``[[models.reference]]``). With ``random_split``
     (``{"path", "seed", "test_fraction"}``) the sets are that ``[sets.random_split]``, which
@@ -65,6 +65,7 @@ def write_protocol(path: Path, *, name: str, description: str, suspect: Path, cl
         "index": {"path": _abs(index), "corpus": [_abs(corpus)]},
         **({"probes": dict(tables["probes"])} if tables.get("probes") else {}),
         "analysis": {"primary_metric": DEMO_PRIMARY_METRIC, **tables.get("analysis", {}), "seed": seed},
+        **({"outcomes": dict(tables["outcomes"])} if tables.get("outcomes") else {}),
     }
     write_text_atomic(path, "# Written by contaudit (demo / calibrate).\n" + tomli_w.dumps(protocol))
     return path

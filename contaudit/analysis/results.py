@@ -99,6 +99,20 @@ def summary_line(results: dict) -> str:
     return f"{s['verdict']}: " + "; ".join(parts) + f"; protocol {s['protocol_sha256'][:12]}"
 
 
+def inflation_line(results: dict) -> str | None:
+    """One line on the score inflation (None without outcomes): each model's test and shadow score, the
+    inflation with its interval and p-value, and the suspect's score without the leak."""
+    inf = results.get("inflation")
+    if not inf:
+        return None
+    scores = "; ".join(f"{role} test {g['test']['mean']:.3f}, shadow {g['shadow']['mean']:.3f}"
+                       for role, g in inf["scores"].items())
+    low, high = inf["confidence_interval"]
+    ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+    return (f"{inf['metric']}: {scores}; inflation {inf['estimate']:+.3f}{ci} "
+            f"(one-sided {format_p(inf['pvalue'], named=True)}); without the leak {inf['clean_score']['estimate']:.3f}")
+
+
 # --- writing results.json ---------------------------------------------------------------
 
 def did_dict(result, *, metric: str, unit: str, direction: str) -> dict:
