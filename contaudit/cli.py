@@ -6,8 +6,8 @@ with rich. Option defaults and help come from the stage configs in
 written once. Library errors (:class:`contaudit.errors.ContauditError`) become a
 one-line message and exit code 2, an unexpected exception one line and exit code 5 (never a
 gate's 1), Ctrl-C a line saying how to resume and 130; ``--debug`` shows the traceback instead. Commands
-appear in pipeline order: index, probes, score, order, analyze, report, audit, screen, then
-the probe-model tools finetune, calibrate and demo.
+appear in pipeline order: index, probes, score, order, analyze, report, export (to the field's
+databases), audit, screen, then the probe-model tools finetune, calibrate and demo.
 """
 
 from __future__ import annotations
@@ -533,6 +533,48 @@ def report(
     out.print(f"[bold]{files.verdict}[/] — reports written: {files.markdown}, {files.html}, {files.json}",
               soft_wrap=True)
     out.print(f"protocol SHA-256: {files.protocol_sha256}", soft_wrap=True)
+
+
+def _per_benchmark(values: list[str], flag: str):
+    """A name option given once (one name) or as NAME=VALUE once per benchmark of a suite (a mapping)."""
+    if not values:
+        return None
+    pairs = [v.partition("=") for v in values]
+    if all(sep for _, sep, _ in pairs):
+        return {name: value for name, _, value in pairs}
+    if len(values) == 1:
+        return values[0]
+    raise InputError(f"{flag} is given {len(values)} times; give it once, or as NAME=VALUE once per benchmark")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished run: an audit's directory (results.json, report.html) or a "
+                                             "screen's (suite.json)."),
+    fmt: str = typer.Option(..., "--format", help="conda (CONDA Data Contamination Database: ;-separated CSV rows) "
+                                                  "or lmci (LM Contamination Index: JSON entries)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: standard output)."),
+    dataset_name: list[str] = typer.Option([], help="The benchmark's public name, e.g. openai_humaneval (default: "
+                                                    "the protocol's name; a suite's benchmark names). For a suite: "
+                                                    "NAME=PUBLIC, once per benchmark."),
+    subset: list[str] = typer.Option([], help="The benchmark's subset, if any (for a suite: NAME=SUBSET)."),
+    model_name: Optional[str] = typer.Option(None, help="The suspect model's public name, e.g. "
+                                                        "mistralai/Mistral-7B-v0.1 (default: its directory's name)."),
+    corpus_name: Optional[str] = typer.Option(None, help="The indexed corpus's public name, e.g. allenai/c4 "
+                                                         "(default: its file's or folder's name)."),
+    reference: Optional[str] = typer.Option(None, help="Where the evidence is published (a paper, the uploaded "
+                                                       "report); default: the report's absolute path."),
+) -> None:
+    """Write a finished run's evidence as rows of the CONDA database or entries of the LM Contamination Index."""
+    from contaudit.export import export_run
+
+    text = export_run(run_dir, fmt.lower(), dataset_name=_per_benchmark(dataset_name, "--dataset-name"),
+                      subset=_per_benchmark(subset, "--subset"), model_name=model_name, corpus_name=corpus_name,
+                      reference=reference, out=out_file)
+    if out_file is None:
+        typer.echo(text, nl=False)
+    else:
+        console.print(f"{fmt.lower()} export written to {escape(str(out_file))}", highlight=False, soft_wrap=True)
 
 
 
