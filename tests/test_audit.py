@@ -277,3 +277,41 @@ def test_items_with_an_empty_text_are_left_out_and_said(tmp_path):
     assert len(paths["test"].read_text().splitlines()) == 3
     assert warnings == ["2 test items have an empty text (e.g. 't0') and were left out: nothing of them can be "
                         "scored."]
+
+
+def test_an_audit_with_outcome_files_reports_the_score_inflation(setup, tmp_path):
+    """[outcomes] (issue 26): each model's per-item outcomes, matched to the sets, give results['inflation'];
+    an outcome file for a model the audit does not have, or without the suspect's, is refused up front."""
+    import numpy as np
+
+    root, protocol = setup
+    ids = {name: [json.loads(line)["id"] for line in (root / f"{name}.jsonl").read_text().splitlines()]
+           for name in ("test", "shadow")}
+    rng = np.random.default_rng(1)
+    clean = {i: int(rng.random() < 0.3) for i in ids["test"] + ids["shadow"]}
+    suspect = {i: (1 if i in ids["test"][: len(ids["test"]) // 2] else v) for i, v in clean.items()}
+    for name, scores in (("suspect", suspect), ("clean", clean)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": i, "score": s}) + "\n"
+                                                        for i, s in scores.items()))
+    with_outcomes = tmp_path / "protocol.toml"
+    text = protocol.read_text().replace('path = "suspect"', f'path = "{root / "suspect"}"')
+    text = text.replace('path = "clean"', f'path = "{root / "clean"}"').replace('"test.jsonl"', f'"{root / "test.jsonl"}"')
+    text = text.replace('"shadow.jsonl"', f'"{root / "shadow.jsonl"}"').replace('path = "index"', f'path = "{root / "index"}"')
+    text = text.replace(f'corpus = ["', f'corpus = ["{root}/')
+    with_outcomes.write_text(text + f'[outcomes]\nsuspect = "{tmp_path / "suspect.jsonl"}"\n'
+                                    f'clean = "{tmp_path / "clean.jsonl"}"\n')
+    result = runner.invoke(app, ["audit", str(with_outcomes), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "inflation" in result.output
+    inflation = json.loads((tmp_path / "run" / "results.json").read_text())["inflation"]
+    n_test = len(ids["test"])
+    expected = (np.mean([suspect[i] - clean[i] for i in ids["test"]])
+                - np.mean([suspect[i] - clean[i] for i in ids["shadow"]]))
+    assert inflation["estimate"] == pytest.approx(expected) and inflation["n"] == {"test": n_test,
+                                                                                   "shadow": len(ids["shadow"])}
+    assert set(inflation["inputs"]) == {"suspect", "clean"} and inflation["inputs"]["suspect"]["n_matched"] == 140
+    assert inflation["scores"]["suspect"]["test_seen"]["n"] + inflation["scores"]["suspect"]["test_unseen"]["n"] <= n_test
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text + f'[outcomes]\nclean = "{tmp_path / "clean.jsonl"}"\n')
+    refused = runner.invoke(app, ["audit", str(bad), "--out", str(tmp_path / "bad-run")])
+    assert refused.exit_code == 2 and "outcomes.suspect" in refused.output
