@@ -339,3 +339,21 @@ def test_contaudit_index_on_a_cached_split_writes_the_index_of_its_jsonl_file(hu
     assert items[0] == items[1] and '"status": "seen"' in items[0]
     benchmark = json.loads((tmp_path / "from-hf" / "manifest.json").read_text())["benchmark"]
     assert benchmark["path"] == "hf:openai/humaneval:test" and benchmark["sha256"] == records_sha256(TEST_ROWS)
+
+
+def test_contaudit_score_on_a_cached_split_gives_the_scores_of_its_jsonl_file(humaneval, tmp_path):
+    from tiny_models import save_tiny_model
+
+    jsonl, _ = humaneval
+    model = save_tiny_model(tmp_path / "tiny", arch="gpt2")
+    rows = {}
+    for name, data in (("hf", "hf:openai/humaneval:test"), ("file", jsonl)):
+        out = tmp_path / name / "scores.jsonl"
+        code, output = cli("score", "--model", model, "--data", data, "--out", out, "--text-field", "prompt",
+                           "--id-field", "task_id", "--device", "cpu", "--no-cache")
+        assert code == 0, output
+        rows[name] = out.read_text()
+    assert rows["hf"] == rows["file"] and rows["hf"].count("\n") == len(TEST_ROWS)
+    manifest = json.loads((tmp_path / "hf" / "scores.manifest.json").read_text())
+    assert manifest["inputs"][0]["path"] == "hf:openai/humaneval:test"
+    assert manifest["inputs"][0]["sha256"] == records_sha256(TEST_ROWS)
