@@ -2,7 +2,8 @@
 
 Corpus inputs: JSON Lines (plain, ``.gz``, ``.zst``), Parquet, directories of text or
 code files (recursive, include/exclude globs) and datasets saved with Hugging Face
-``datasets.save_to_disk``. Benchmarks: JSON Lines or Parquet.
+``datasets.save_to_disk``. Benchmarks: JSON Lines, Parquet, or a split of a dataset in the
+local Hugging Face cache named ``hf:DATASET[:CONFIG]:SPLIT`` (:mod:`contaudit.hf_sets`, offline).
 
 Every reader names the file and the record (1-based line or row) in its errors. With
 ``skip_bad=True`` bad records are counted in a :class:`ReadStats` instead.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contaudit.errors import InputError, json_problem
+from contaudit.hf_sets import is_hf_set, iter_hf_records
 from contaudit.manifest import INDEX_PLAN, OUTPUT_DIR_MANIFESTS
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson.gz", ".ndjson.zst")
@@ -295,7 +297,11 @@ def iter_saved_dataset(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def iter_records(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | None = None) -> Iterator[tuple[int, dict]]:
-    """Yield ``(record_number, record)`` from a JSON Lines, Parquet or saved-dataset path."""
+    """Yield ``(record_number, record)`` from a JSON Lines, Parquet or saved-dataset path, or a cached
+    dataset split (``hf:DATASET[:CONFIG]:SPLIT``, read offline)."""
+    if is_hf_set(path):
+        yield from iter_hf_records(path)
+        return
     path = Path(path)
     _check_exists(path)
     if is_saved_dataset(path):
@@ -506,6 +512,9 @@ def corpus_units(paths: list[str | Path], *, include: list[str] | None = None,
         raise InputError("no corpus given; expected at least one corpus file or directory")
     units = []
     for p in map(Path, paths):
+        if is_hf_set(p):
+            raise InputError("a dataset in the Hugging Face cache is read as a benchmark, not as a corpus; save it "
+                             "with datasets' save_to_disk and pass that directory", path=p)
         if not p.exists():
             raise InputError("no such file or directory; expected a corpus file (.jsonl, .parquet, text) or "
                              "directory", path=p)
@@ -539,7 +548,8 @@ def check_output_apart(out: str | Path, corpus: list[str | Path], inputs: dict[s
 
     ``out`` and the other paths the stage ``written`` (staging directories it may delete) must not be a
     corpus input or lie inside a corpus directory, and no corpus input nor any of ``inputs`` (role ->
-    path) may lie inside them. Paths are compared with symbolic links resolved.
+    path; a cached dataset split, ``hf:...``, lies nowhere) may lie inside them. Paths are compared
+    with symbolic links resolved.
     """
     def real(p: str | Path) -> Path:
         return Path(os.path.realpath(p))
@@ -554,7 +564,8 @@ def check_output_apart(out: str | Path, corpus: list[str | Path], inputs: dict[s
             if c.is_dir() and _inside(ro, rc):
                 raise InputError(f"is inside the corpus directory {c}; a later run would read this output as "
                                  f"corpus: choose an --out outside the corpus", path=o)
-    named = [("corpus input", c) for c in corpus] + [(role, p) for role, p in (inputs or {}).items() if p is not None]
+    named = [("corpus input", c) for c in corpus] + [(role, p) for role, p in (inputs or {}).items()
+                                                      if p is not None and not is_hf_set(p)]
     for role, p in named:
         rp = real(p)
         for o, ro in outs:
@@ -669,7 +680,7 @@ def item_id_of(value, id_field: str, *, path: Path, record: int) -> str:
 
 def load_items(path: str | Path, *, text_field: str | None = "text", template: str | None = None,
                id_field: str | None = "id", skip_bad: bool = False, stats: ReadStats | None = None) -> list[Item]:
-    """Load benchmark items from JSON Lines or Parquet.
+    """Load benchmark items from JSON Lines, Parquet or a cached dataset split (``hf:DATASET[:CONFIG]:SPLIT``).
 
     The item text is ``record[text_field]`` or, with ``template``, the template
     formatted with the record's fields (e.g. ``"{question}\\n{answer}"``). Ids come from

@@ -203,8 +203,13 @@ def describe_path(path: str | Path) -> dict:
     """Path, size and content hash of a file, or of every file under a directory.
 
     A directory's hash is the SHA-256 of its files' relative paths and hashes, in
-    sorted order, so it changes whenever any file changes.
+    sorted order, so it changes whenever any file changes. A cached dataset split
+    (``hf:DATASET[:CONFIG]:SPLIT``) is described by :func:`contaudit.hf_sets.describe_hf_set`.
     """
+    from contaudit.hf_sets import describe_hf_set, is_hf_set
+
+    if is_hf_set(path):
+        return describe_hf_set(path)
     path = Path(path)
     if path.is_dir():
         h = hashlib.sha256()

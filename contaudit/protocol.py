@@ -11,7 +11,9 @@ Each stage's table *is* that stage's config (:mod:`contaudit.config`): ``[index]
 :class:`ScoreSettings`, ``[analysis]`` an :class:`AnalysisSettings`, ``[item_order]`` (optional) an
 :class:`ItemOrderConfig`. A key absent from the
 file takes that field's default (the value ``protocols/default.toml`` spells out).
-Relative paths are resolved against the directory of the protocol file.
+Relative paths are resolved against the directory of the protocol file; a set's ``path`` may
+instead name a split of a dataset in the local Hugging Face cache, ``hf:DATASET[:CONFIG]:SPLIT``
+(:mod:`contaudit.hf_sets`), kept as written.
 
 Validation runs before any heavy work and fails with :class:`ProtocolError` naming the
 file, the key (``analysis.alpha``) and what is allowed::
@@ -37,6 +39,7 @@ from contaudit.config import (AnalysisSettings, IndexConfig,  # noqa: F401
                               ItemOrderConfig, ProbeConfig, ScoreSettings)
 from contaudit.config import between, integer_at_least, required, setting, values
 from contaudit.errors import InputError, ProtocolError
+from contaudit.hf_sets import is_hf_set, open_hf_set, parse_hf_set
 
 
 SHADOW_RULES = ("difference", "equivalence")
@@ -103,11 +106,15 @@ def model_roles(*, clean: bool, n_references: int, specs: list | None = None) ->
     return roles if specs is None else [dataclasses.replace(r, spec=s) for r, s in zip(roles, specs, strict=True)]
 
 
+# A set's path: a file (resolved against the protocol's directory) or a cached dataset split, hf:DATASET[:CONFIG]:SPLIT
+SetPath = typing.NewType("SetPath", Path)
+
+
 @dataclass(frozen=True)
 class SetSpec:
-    """One benchmark file (JSON Lines or Parquet)."""
+    """One benchmark file (JSON Lines or Parquet) or cached dataset split (``hf:DATASET[:CONFIG]:SPLIT``)."""
 
-    path: Path = required(help="benchmark file")
+    path: SetPath = required(help="benchmark file, or hf:DATASET[:CONFIG]:SPLIT from the local Hugging Face cache")
     text_field: str = setting("text", help="field holding the item text")
     id_field: str = setting("id", help="field holding the item id")
     template: Optional[str] = setting(None, help="format string over fields, e.g. '{prompt}{solution}'")
@@ -341,7 +348,12 @@ class Loader:
             return self.build(tp, value, key)
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if tp is Path:
+        if tp is SetPath and isinstance(value, str) and is_hf_set(value):
+            try:
+                return SetPath(Path(parse_hf_set(value).source))  # a cached dataset split, kept as written
+            except InputError as e:
+                raise self.fail(key, str(e)) from None
+        if tp in (Path, SetPath):
             if not isinstance(value, str) or not value:
                 raise self.fail(key, f"must be a non-empty path string; got {_type_name(value)} {value!r}")
             return (self.file.parent / value).resolve()
@@ -495,9 +507,15 @@ def set_paths(sets: Sets, key: str = "sets") -> list[tuple[str, Path]]:
 
 
 def check_paths_exist(loader: Loader, wanted: list[tuple[str, Path]]) -> None:
-    """Every named input must exist; the error names the key."""
+    """Every named input must exist (a cached dataset split: in the local cache, with that split); the error
+    names the key."""
     for key, path in wanted:
-        if not path.exists():
+        if is_hf_set(path):  # only a set's path can be one (Loader.convert)
+            try:
+                open_hf_set(path)
+            except InputError as e:
+                raise loader.fail(key, str(e)) from None
+        elif not path.exists():
             raise loader.fail(key, f"no such file or directory: {path}")
 
 
