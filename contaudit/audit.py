@@ -340,14 +340,14 @@ def _outcome_stage(run: BenchmarkRun, log) -> dict | None:
             files[role.name] = run.out / "outcomes" / f"{role.slug}.jsonl"
             evaluate_code(role.spec.path, [run.sets["evaluation"]], files[role.name], config,
                           device=run.protocol.scoring.device, log=lambda line: run.say(log, f"evaluate: {line}"))
-        fmt, metric = "jsonl", None
+        options = {"format": "jsonl"}
     else:
         given = [spec.suspect, spec.clean, *spec.reference]
         files = {role.name: path for role, path in zip(roles, given) if path is not None}
-        fmt, metric = spec.format, spec.metric
+        options = {"format": spec.format, "metric": spec.metric, "task": spec.task, "text_field": spec.text_field}
     outcomes = {}
     for name, path in files.items():
-        read = read_outcomes(path, items, format=fmt, metric=metric)
+        read = read_outcomes(path, items, **options)
         outcomes[name] = ModelOutcomes(name, read.scores, metric="pass@1" if spec.harness else read.metric,
                                        source={"path": str(path), "sha256": read.sha256, "format": read.format,
                                                "n_matched": read.n_matched, "unmatched": read.unmatched})

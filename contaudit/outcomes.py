@@ -111,8 +111,8 @@ def _samples_file(path: Path, task: str | None) -> tuple[Path, str | None]:
                          "directory; run lm_eval with --log_samples --output_path DIR", path=path)
     if task is None:
         if len(by_task) > 1:
-            raise InputError(f"holds samples of several tasks ({_listing(by_task)}); choose one with task= "
-                             f"(--task)", path=path)
+            raise InputError(f"holds samples of several tasks ({_listing(by_task)}); choose one with "
+                             f"[outcomes] task (task= in Python)", path=path)
         task = next(iter(by_task))
     if task not in by_task:
         raise InputError(f"holds no samples of task {task!r}; its tasks are {_listing(by_task)}", path=path)
@@ -196,7 +196,7 @@ class _Matcher:
         if len(hits) > 1:
             names = sorted(n for ns in hits.values() for n in ns)
             raise InputError(f"fields {names} equal the texts of different items; name the one to match with "
-                             f"text_field (--text-field) or add the id field {self.id_field!r}",
+                             f"[outcomes] text_field or add the id field {self.id_field!r}",
                              path=path, record=record)
         (key, names), = hits.items()
         ids = self.by_text[key]
@@ -309,7 +309,7 @@ def _choose_metric(samples: list[_Sample], metric: str | None, path: Path) -> tu
     if not chosen:
         raise InputError(f"no metric {metric!r} in these samples; they hold {listing}", path=path)
     what = "several metrics" if metric is None else f"metric {metric!r} under several filters"
-    raise InputError(f"holds {what} ({listing}); choose one with metric= (--metric), e.g. "
+    raise InputError(f"holds {what} ({listing}); choose one with [outcomes] metric, e.g. "
                      f"{chosen[0][0]!r} or {','.join(chosen[0])!r}", path=path)
 
 

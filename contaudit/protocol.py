@@ -216,6 +216,8 @@ class OutcomesSpec:
     reference: tuple[Path, ...] = setting((), help="each reference model's outcomes, in [[models.reference]] order")
     format: Literal["auto", "jsonl", "lm_eval"] = setting("auto", help="the outcome files' format")
     metric: Optional[str] = setting(None, help="which metric of an lm_eval sample file (e.g. 'acc')")
+    task: Optional[str] = setting(None, help="which task of an lm_eval output directory holding several")
+    text_field: Optional[str] = setting(None, help="match records without an id by this field's text")
     max_new_tokens: int = setting(256, check=integer_at_least(1), help="harness: tokens generated per prompt")
     timeout_s: float = setting(3.0, check=between(0, 600, closed_high=True),
                                help="harness: time limit of each program's execution, in seconds")

@@ -207,7 +207,7 @@ def test_a_text_shared_by_several_items_is_ambiguous(tmp_path):
 def test_fields_equal_to_different_items_texts_are_ambiguous(tmp_path):
     path = samples_file(tmp_path, "t", [sample({"q": "alpha question", "r": "beta question"}, acc=1)])
     with pytest.raises(InputError, match=r"record 1: fields \['q', 'r'\] equal the texts of different items; "
-                                         r"name the one to match with text_field"):
+                                         r"name the one to match with \[outcomes\] text_field"):
         read_outcomes(path, ITEMS)
     assert read_outcomes(path, ITEMS, text_field="r").scores == {"b": 1.0}
 
@@ -232,7 +232,7 @@ def test_lm_eval_record_without_doc_is_an_error_or_a_counted_skip(tmp_path):
 def test_several_metrics_need_a_choice_listing_them(tmp_path):
     path = samples_file(tmp_path, "mc", [sample({"id": "a"}, acc=1.0, acc_norm=0.0)])
     with pytest.raises(InputError, match=r"holds several metrics \(acc,none, acc_norm,none\); choose one with "
-                                         r"metric="):
+                                         r"\[outcomes\] metric"):
         read_outcomes(path, ITEMS)
     assert read_outcomes(path, ITEMS, metric="acc_norm").scores == {"a": 0.0}
     assert read_outcomes(path, ITEMS, metric="acc,none").scores == {"a": 1.0}
@@ -289,7 +289,7 @@ def test_a_directory_with_two_tasks_needs_the_task(tmp_path):
     samples_file(tmp_path, "task_two", [sample({"id": "a"}, acc=0)])
     assert sorted(find_samples_files(tmp_path)) == ["task_one", "task_two"]
     with pytest.raises(InputError, match=r"holds samples of several tasks \(task_one, task_two\); choose one with "
-                                         r"task="):
+                                         r"\[outcomes\] task"):
         read_outcomes(tmp_path, ITEMS)
     assert read_outcomes(tmp_path, ITEMS, task="task_two").scores == {"a": 0.0}
     with pytest.raises(InputError, match=r"holds no samples of task 'task_three'; its tasks are task_one, task_two"):
