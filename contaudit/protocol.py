@@ -232,30 +232,30 @@ class Protocol(AuditSettings):
         None, help="per-item evaluation outcomes of the models, for the score-inflation estimate")
 
 
-def check_outcomes(loader: Loader, outcomes: OutcomesSpec | None, models: Models) -> None:
+def check_outcomes(loader: Loader, outcomes: OutcomesSpec | None, models: Models, key: str = "outcomes") -> None:
     """``[outcomes]`` names a harness or the suspect's file, and files only for the audit's models."""
     if outcomes is None:
         return
     files = outcomes.suspect is not None or outcomes.clean is not None or outcomes.reference
     if outcomes.harness is not None and files:
-        raise loader.fail("outcomes.harness", "contaudit evaluates every model itself with a harness: leave out the "
-                                              "outcome files, or the harness to use the files")
+        raise loader.fail(f"{key}.harness", "contaudit evaluates every model itself with a harness: leave out the "
+                                            "outcome files, or the harness to use the files")
     if outcomes.harness is None and outcomes.suspect is None:
-        raise loader.fail("outcomes.suspect", "missing: give the suspect's outcome file, or harness = 'humaneval'")
+        raise loader.fail(f"{key}.suspect", "missing: give the suspect's outcome file, or harness = 'humaneval'")
     if outcomes.clean is not None and models.clean is None:
-        raise loader.fail("outcomes.clean", "there is no [models.clean] whose outcomes these would be")
+        raise loader.fail(f"{key}.clean", "there is no [models.clean] whose outcomes these would be")
     if outcomes.reference and len(outcomes.reference) != len(models.reference):
-        raise loader.fail("outcomes.reference", f"gives {len(outcomes.reference)} files for "
-                                                f"{len(models.reference)} [[models.reference]] models; give one per model")
+        raise loader.fail(f"{key}.reference", f"gives {len(outcomes.reference)} files for "
+                                              f"{len(models.reference)} [[models.reference]] models; give one per model")
 
 
-def outcome_paths(outcomes: OutcomesSpec | None) -> list[tuple[str, Path]]:
+def outcome_paths(outcomes: OutcomesSpec | None, key: str = "outcomes") -> list[tuple[str, Path]]:
     """``(key, path)`` of every outcome file ``[outcomes]`` names."""
     if outcomes is None:
         return []
-    wanted = [(f"outcomes.{name}", getattr(outcomes, name)) for name in ("suspect", "clean")
+    wanted = [(f"{key}.{name}", getattr(outcomes, name)) for name in ("suspect", "clean")
               if getattr(outcomes, name) is not None]
-    return wanted + [(f"outcomes.reference[{i}]", p) for i, p in enumerate(outcomes.reference)]
+    return wanted + [(f"{key}.reference[{i}]", p) for i, p in enumerate(outcomes.reference)]
 
 
 def _plain(obj):

@@ -142,3 +142,50 @@ def test_analyze_reports_the_inflation_of_a_simulated_audit(tmp_path):
     assert "Score inflation (score)" in md and f"{inflation['estimate']:+.3f}"[:5] in md
     assert (tmp_path / "run" / "plots" / "inflation.png").stat().st_size > 0
     assert "Score inflation" in report.html.read_text()
+
+
+def test_a_suite_benchmark_names_its_outcomes_and_its_row_carries_the_inflation(tmp_path):
+    """[benchmarks.outcomes]: each benchmark its own files (they are per benchmark); checked like a protocol's."""
+    from contaudit.errors import ProtocolError
+    from contaudit.suite.results import benchmark_row
+    from contaudit.suite.spec import load_suite
+
+    text = """
+name = "s"
+[models.suspect]
+path = "m1"
+[models.clean]
+path = "m2"
+[[benchmarks]]
+name = "he"
+shadow_origin = "random_split"
+[benchmarks.test]
+path = "t.jsonl"
+[benchmarks.shadow]
+path = "s.jsonl"
+[benchmarks.outcomes]
+suspect = "evals/suspect.jsonl"
+"""
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    suite = load_suite(path, check_paths=False)
+    protocol = suite.protocol(suite.benchmarks[0])
+    assert protocol.outcomes.suspect == (tmp_path / "evals" / "suspect.jsonl").resolve()
+    path.write_text(text.replace('suspect = "evals/suspect.jsonl"', 'clean = "evals/clean.jsonl"'))
+    with pytest.raises(ProtocolError, match=r"benchmarks\[0\]\.outcomes\.suspect"):
+        load_suite(path, check_paths=False)
+    path.write_text(text)
+    for name in ("m1", "m2"):
+        (tmp_path / name).mkdir()
+    for name in ("t.jsonl", "s.jsonl"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(ProtocolError, match=r"benchmarks\[0\]\.outcomes\.suspect.*no such file"):
+        load_suite(path)
+
+    results = {"verdict": {"label": "NO_EVIDENCE", "reasons": [], "tests": []}, "design_checks": [],
+               "supporting": {}, "items": {"test": []}, "protocol": {"sha256": "x"},
+               "inflation": {"metric": "pass@1", "estimate": 0.25, "confidence_interval": [0.1, 0.4], "pvalue": 0.001,
+                             "suspect_test_score": 0.3, "clean_score": {"estimate": 0.05}}}
+    row = benchmark_row("he", results, tmp_path / "run" / "he", tmp_path / "run")
+    assert row["inflation"] == {"metric": "pass@1", "estimate": 0.25, "confidence_interval": [0.1, 0.4],
+                                "pvalue": 0.001, "suspect_test_score": 0.3, "clean_score": 0.05}

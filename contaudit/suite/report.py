@@ -99,12 +99,22 @@ def render_suite_markdown(results: dict) -> str:
         out += [wrap(plain(suite["description"])), ""]
     out += [md_table(suite_table(results)), ""]
     out += ["## Each benchmark's verdict", ""]
-    out += [wrap(f"[{row['name']}]({row['report']}): {row['verdict']} — {row['reason']}", "- ")
+    out += [wrap(f"[{row['name']}]({row['report']}): {row['verdict']} — {row['reason']}{_inflation_text(row)}", "- ")
             for row in results["benchmarks"]]
     out += ["", "## The run", ""] + [f"- {line}" for line in _run_lines(results)]
     out += ["", "---", wrap("Written by `contaudit screen` from suite.json; each benchmark's full report is "
                             "linked above.")]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _inflation_text(row: dict) -> str:
+    """`` Score inflation (pass@1): +0.120 [...] ...`` for a benchmark with outcomes, else empty."""
+    inf = row.get("inflation")
+    if not inf:
+        return ""
+    return (f" Score inflation ({inf['metric']}): {T.fixed(inf['estimate'], sign=True)} "
+            f"{T.fmt_ci(inf['confidence_interval'])}, one-sided {format_p(inf['pvalue'], named=True)}; suspect's "
+            f"test score {T.fixed(inf['suspect_test_score'])}, without the leak {T.fixed(inf['clean_score'])}.")
 
 
 def _run_lines(results: dict) -> list[str]:
@@ -152,7 +162,7 @@ def render_suite_html(results: dict) -> str:
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
     color = GATE_COLORS[gate["exit_code"]]
     verdicts = "".join(f'<li><a href="{_e(row["report"])}">{_e(row["name"])}</a>: {_e(row["verdict"])} — '
-                       f'{_e(row["reason"])}</li>' for row in results["benchmarks"])
+                       f'{_e(row["reason"])}{_e(_inflation_text(row))}</li>' for row in results["benchmarks"])
     run = "".join(f"<li>{_e(line)}</li>" for line in _run_lines(results))
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

@@ -60,7 +60,19 @@ def benchmark_row(name: str, results: dict, run_dir: Path, suite_dir: Path) -> d
         "run": str(run_dir.relative_to(suite_dir)),
         "report": str((run_dir / "report.html").relative_to(suite_dir)),
         "protocol_sha256": (results.get("protocol") or {}).get("sha256"),  # a re-gate checks it
+        "inflation": _inflation_cell(results.get("inflation")),
     }
+
+
+def _inflation_cell(inflation: dict | None) -> dict | None:
+    """The score inflation of a benchmark with [benchmarks.outcomes]: estimate, interval, p, the suspect's
+    test score and its score without the leak."""
+    if not inflation:
+        return None
+    return {"metric": inflation["metric"], "estimate": inflation["estimate"],
+            "confidence_interval": inflation["confidence_interval"], "pvalue": inflation["pvalue"],
+            "suspect_test_score": inflation["suspect_test_score"],
+            "clean_score": inflation["clean_score"]["estimate"]}
 
 
 def suite_results(suite: Suite, rows: list[dict], gate, run: dict) -> dict:

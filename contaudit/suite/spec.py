@@ -31,8 +31,9 @@ from typing import Literal, Optional
 
 from contaudit.config import AnalysisSettings, ItemOrderConfig, ProbeConfig, required, setting
 from contaudit.errors import ProtocolError
-from contaudit.protocol import (AuditSettings, Loader, Protocol, Sets, check_cutoffs, check_models, check_paths_exist,
-                                check_sets, input_paths, read_toml, set_paths)
+from contaudit.protocol import (AuditSettings, Loader, OutcomesSpec, Protocol, Sets, check_cutoffs, check_models,
+                                check_outcomes, check_paths_exist, check_sets, input_paths, outcome_paths, read_toml,
+                                set_paths)
 
 # Keys a [[benchmarks]] table may override, each merged key by key over the suite's table.
 OVERRIDABLE = ("probes", "analysis", "item_order")
@@ -54,6 +55,8 @@ class BenchmarkSpec(Sets):
     probes: Optional[ProbeConfig] = setting(None, help="this benchmark's [probes] keys, over the suite's")
     analysis: Optional[AnalysisSettings] = setting(None, help="this benchmark's [analysis] keys, over the suite's")
     item_order: Optional[ItemOrderConfig] = setting(None, help="this benchmark's [item_order] keys, over the suite's")
+    outcomes: Optional[OutcomesSpec] = setting(
+        None, help="this benchmark's per-item evaluation outcomes (as a protocol's [outcomes]): its score inflation")
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class Suite(AuditSettings):
                         description=benchmark.description or self.description, index=self.index,
                         probes=benchmark.probes or self.probes, scoring=self.scoring,
                         analysis=benchmark.analysis or self.analysis, item_order=benchmark.item_order or self.item_order,
-                        sets=sets, source=self.source, sha256=self.sha256)
+                        sets=sets, outcomes=benchmark.outcomes, source=self.source, sha256=self.sha256)
 
     def index_dir(self, run: Path) -> Path:
         """The directory holding one index per benchmark (``NAME/``): ``[index] path``, else ``RUN/index``."""
@@ -140,6 +143,7 @@ def load_suite(path: str | Path, *, check_paths: bool = True) -> Suite:
         key = f"benchmarks[{i}]"
         check_sets(loader, bench, key)
         check_cutoffs(loader, suite.models, bench, key)
+        check_outcomes(loader, bench.outcomes, suite.models, f"{key}.outcomes")
         if bench.name in first:
             raise loader.fail(f"{key}.name", f"{bench.name!r} is also the name of benchmarks[{first[bench.name]}]; "
                                              "names must be unique")
@@ -148,6 +152,7 @@ def load_suite(path: str | Path, *, check_paths: bool = True) -> Suite:
         wanted = input_paths(suite)
         for i, bench in enumerate(suite.benchmarks):
             wanted += set_paths(bench, f"benchmarks[{i}]")
+            wanted += outcome_paths(bench.outcomes, f"benchmarks[{i}].outcomes")
         if suite.index is not None and suite.index.path is not None and not suite.index.corpus:
             wanted += [("index.path", suite.index.path / bench.name) for bench in suite.benchmarks]
         check_paths_exist(loader, wanted)
