@@ -58,14 +58,21 @@ def truncate_at_stop(text: str, stop=STOP_SEQUENCES) -> str:
 
 
 def problems_of(items) -> list[dict]:
-    """HumanEval problems (``task_id``, ``prompt``, ``test``, ``entry_point``) from benchmark items."""
+    """HumanEval problems (``task_id``, ``prompt``, ``test``, ``entry_point``) from benchmark items.
+
+    The prompt loses its trailing whitespace, as bigcode-evaluation-harness does: HumanEval's prompts
+    end in a newline that a BPE tokenizer merges with the next line's indentation in running text,
+    so a prompt ending in a lone newline token is one the model never saw, and it answers with the
+    end of the document. The model writes the newline and indentation itself; the program run is
+    the stripped prompt plus the completion."""
     problems = []
     for item in items:
         missing = [f for f in REQUIRED_FIELDS if not isinstance(item.fields.get(f), str)]
         if missing:
             raise InputError(f"item {item.id!r} has no {', '.join(missing)} field; code evaluation needs HumanEval's "
                              f"fields {', '.join(REQUIRED_FIELDS)}", record=item.record)
-        problems.append({"task_id": item.id, **{f: item.fields[f] for f in REQUIRED_FIELDS}})
+        problems.append({"task_id": item.id, **{f: item.fields[f] for f in REQUIRED_FIELDS},
+                         "prompt": item.fields["prompt"].rstrip()})
     return problems
 
 
@@ -178,5 +185,6 @@ def evaluate_code(model: str | Path, data: list[str | Path], out: str | Path, co
 def _parameters(config: CodeEvalConfig) -> dict:
     params = asdict(config)
     params["stop"] = list(config.stop)
+    params["prompt"] = "trailing whitespace stripped"  # outcomes of earlier, unstripped runs are not reused
     params.pop("workers")  # how many run at once does not change an outcome
     return params

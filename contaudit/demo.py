@@ -39,7 +39,7 @@ class DemoResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = True, evaluate: bool = True,
+def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = True, evaluate: bool = False,
              log: Callable[[str], None] = print, train_progress=None, score_progress=None) -> DemoResult:
     """Run the embedded demo into ``out``; return both verdicts and stage timings.
 

@@ -22,10 +22,12 @@ def test_completions_are_cut_at_the_first_stop_sequence():
 def test_execution_passes_right_programs_fails_wrong_ones_and_stops_endless_ones_in_their_own_processes(tmp_path):
     items = load_humaneval()[:6]
     problems = problems_of(items)
-    solutions = [it.fields["canonical_solution"] for it in items]
+    # completions continue the stripped prompt: the newline the prompt lost comes first
+    solutions = [it.fields["prompt"][len(p["prompt"]):] + it.fields["canonical_solution"] for it, p in zip(items, problems)]
+    assert all(p["prompt"] == it.fields["prompt"].rstrip() for it, p in zip(items, problems))
     marker = tmp_path / "pid"
-    spy = f"    open({str(marker)!r}, 'w').write(str(__import__('os').getpid()))\n    return None\n"
-    completions = solutions[:3] + ["    return None\n", "    while True:\n        pass\n", spy]
+    spy = f"\n    open({str(marker)!r}, 'w').write(str(__import__('os').getpid()))\n    return None\n"
+    completions = solutions[:3] + ["\n    return None\n", "\n    while True:\n        pass\n", spy]
     results = execute(problems, completions, CodeEvalConfig(timeout_s=1.0))
     assert [r["passed"] for r in results] == [True, True, True, False, False, False]
     assert results[4]["result"] == "timed out" and results[3]["result"].startswith("failed")
