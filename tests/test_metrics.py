@@ -62,7 +62,7 @@ def test_a_protocol_may_name_a_metric_of_the_table_and_no_other(tmp_path, monkey
 
 def test_each_metric_has_its_own_random_stream(monkeypatch):
     streams = random_streams(0)
-    assert set(METRICS) | {"perplexity", "supporting"} == set(streams)
+    assert set(METRICS) | {"perplexity", "supporting", "inflation"} == set(streams)
     monkeypatch.setitem(METRICS, "clash", CompletionMetric("clash", "share", binary=False, item_key="c",
                                                            stream=METRICS["exact_match"].stream))
     with pytest.raises(ValueError, match="share a random stream"):
