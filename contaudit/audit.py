@@ -183,6 +183,7 @@ class BenchmarkRun:
     report: object = None
     warnings: list[str] = field(default_factory=list)  # from stages before the analysis, reported with it
     model_ids: dict[str, str] = field(default_factory=dict)  # role -> fingerprint of the model that scored it
+    outcomes: dict | None = None  # role -> ModelOutcomes, with [outcomes]
 
     def say(self, log: Callable[[str], None], line: str) -> None:
         log(f"{self.name}: {line}" if self.name else line)
@@ -339,7 +340,9 @@ def _outcome_stage(run: BenchmarkRun, log) -> dict | None:
         for role in roles:
             files[role.name] = run.out / "outcomes" / f"{role.slug}.jsonl"
             evaluate_code(role.spec.path, [run.sets["evaluation"]], files[role.name], config,
-                          device=run.protocol.scoring.device, log=lambda line: run.say(log, f"evaluate: {line}"))
+                          device=run.protocol.scoring.device, dtype=run.protocol.scoring.dtype,
+                          trust_remote_code=role.spec.trust_remote_code, gguf_file=role.spec.gguf_file,
+                          log=lambda line: run.say(log, f"evaluate: {line}"))
         options = {"format": "jsonl"}
     else:
         given = [spec.suspect, spec.clean, *spec.reference]
@@ -349,7 +352,7 @@ def _outcome_stage(run: BenchmarkRun, log) -> dict | None:
     for name, path in files.items():
         read = read_outcomes(path, items, **options)
         outcomes[name] = ModelOutcomes(name, read.scores, metric="pass@1" if spec.harness else read.metric,
-                                       source={"path": str(path), "sha256": read.sha256, "format": read.format,
+                                       source={"path": read.path, "sha256": read.sha256, "format": read.format,
                                                "n_matched": read.n_matched, "unmatched": read.unmatched})
         run.say(log, f"outcomes: {name}: {read.n_matched} of {len(items)} items, mean {read.metric} "
                 f"{sum(read.scores.values()) / max(len(read.scores), 1):.3f}")
@@ -362,7 +365,7 @@ def _read_ids(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _analyze_stage(run: BenchmarkRun, outcomes: dict | None = None) -> dict:
+def _analyze_stage(run: BenchmarkRun) -> dict:
     from contaudit.analysis import analyze
     from contaudit.analysis.inputs import ReferenceScores
 
@@ -378,7 +381,7 @@ def _analyze_stage(run: BenchmarkRun, outcomes: dict | None = None) -> dict:
     return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],
                    run.scores.get(("clean", "shadow")), references=references, index=run.index,
                    item_order=run.item_order, protocol=run.protocol, out=run.out, warnings=run.warnings,
-                   sets=run.sets, expected_models=run.model_ids, outcomes=outcomes, **probe_files)
+                   sets=run.sets, expected_models=run.model_ids, outcomes=run.outcomes, **probe_files)
 
 
 def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Callable[[str], None] = lambda s: None,
@@ -398,14 +401,15 @@ def audit_benchmarks(runs: list[BenchmarkRun], *, index_staging: Path, log: Call
             run.say(log, f"sets: {line}")
         run.say(log, f"sets: {sum(1 for _ in open(run.sets['test']))} test / "
                 f"{sum(1 for _ in open(run.sets['shadow']))} shadow items")
+        if run.protocol.outcomes is not None:  # before scoring: a bad outcome file fails at once
+            run.outcomes = timed(seconds, "outcomes", _outcome_stage, run, log)
     index = timed(seconds, "index", _index_stage, runs, index_staging, log)
     timed(seconds, "probes", _probe_stage, runs, log)
     before = seconds.get("item_order", 0.0)
     loads = timed(seconds, "score", _score_stage, runs, log, score_progress, seconds)
     seconds["score"] = round(seconds["score"] - (seconds.get("item_order", 0.0) - before), 3)  # item orders apart
     for run in runs:
-        outcomes = timed(seconds, "outcomes", _outcome_stage, run, log) if run.protocol.outcomes else None
-        run.results = timed(seconds, "analyze", _analyze_stage, run, outcomes)
+        run.results = timed(seconds, "analyze", _analyze_stage, run)
         run.report = timed(seconds, "report", write_report, run.out)
         run.say(log, f"verdict: {run.results['verdict']['label']} -> {run.report.html}")
     return {"index": index, "model_loads": loads, "seconds": {k: round(v, 3) for k, v in seconds.items()}}

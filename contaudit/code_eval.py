@@ -8,9 +8,9 @@ stop sequences; each program then runs in its **own process** with a time limit,
 with its destructive functions disabled), never in contaudit's own process.
 
 The outcomes file (JSON Lines: ``id``, ``score`` 1/0, ``passed``, ``result``, ``completion``) is
-what :mod:`contaudit.analysis.inflation` reads as pass@1 outcomes; its manifest records the
-model's fingerprint, the data's SHA-256 and the settings, and a rerun with the same inputs
-reuses it.
+what :mod:`contaudit.analysis.inflation` reads as pass@1 outcomes; its manifest
+(``NAME.manifest.json``) records the model's fingerprint, the data's SHA-256, the settings and
+the file's own hash, and a rerun with the same inputs reuses it.
 """
 
 from __future__ import annotations
@@ -21,23 +21,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from contaudit.config import setting
+from contaudit.config import between, integer_at_least, setting, validate
 from contaudit.errors import InputError
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Chen et al. 2021, HumanEval
 REQUIRED_FIELDS = ("prompt", "test", "entry_point")
-CODE_EVAL_MANIFEST_SUFFIX = ".manifest.json"
 
 
 @dataclass(frozen=True)
 class CodeEvalConfig:
     """Settings of ``contaudit evaluate``: greedy generation and execution."""
 
-    max_new_tokens: int = setting(256, help="tokens generated per prompt (cut earlier at a stop sequence)")
-    timeout_s: float = setting(3.0, help="wall-clock limit of each program's execution, in seconds")
-    workers: int = setting(2, help="programs executed at once, each in its own process")
-    batch_tokens: int = setting(4096, help="prompt plus generated tokens per generation batch")
+    max_new_tokens: int = setting(256, check=integer_at_least(1),
+                                  help="tokens generated per prompt (cut earlier at a stop sequence)")
+    timeout_s: float = setting(3.0, check=between(0, 600, closed_high=True),
+                               help="wall-clock limit of each program's execution, in seconds")
+    workers: int = setting(2, check=integer_at_least(1), help="programs executed at once, each in its own process")
+    batch_tokens: int = setting(4096, check=integer_at_least(1), help="prompt plus generated tokens per generation batch")
     stop: tuple[str, ...] = field(default=STOP_SEQUENCES)
+
+    def validate(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -122,34 +126,37 @@ def execute(problems: list[dict], completions: list[str], config: CodeEvalConfig
     return results
 
 
-def manifest_path(out: Path) -> Path:
-    return out.with_name(out.name + CODE_EVAL_MANIFEST_SUFFIX)
-
-
 def evaluate_code(model: str | Path, data: list[str | Path], out: str | Path, config: CodeEvalConfig | None = None, *,
-                  device: str = "auto", log: Callable[[str], None] = lambda s: None, progress=None) -> CodeEvalResult:
+                  device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+                  gguf_file: str | None = None,
+                  log: Callable[[str], None] = lambda s: None, progress=None) -> CodeEvalResult:
     """Generate greedily for every item of ``data`` (one or more HumanEval-style files) and execute the
-    programs; write the outcomes to ``out`` (JSON Lines) and its manifest beside it.
+    programs; write the outcomes to ``out`` (JSON Lines) and its manifest beside it
+    (:func:`contaudit.manifest.manifest_beside`).
 
-    Reuses ``out`` when its manifest names the same model (fingerprint), data (SHA-256) and settings.
+    Reuses ``out`` when its manifest names the same model (fingerprint), data (SHA-256), settings and
+    the outcomes file's own SHA-256; never replaces a file ``contaudit evaluate`` did not write.
     """
     import time
 
     from contaudit.io import contaudit_manifest, load_items
-    from contaudit.manifest import describe_path, make_manifest, write_json_atomic, write_jsonl_atomic
+    from contaudit.manifest import (describe_path, hash_file, make_manifest, manifest_beside, write_json_atomic,
+                                    write_jsonl_atomic)
     from contaudit.models import fingerprint, load_model, resolve_model
 
     config = config or CodeEvalConfig()
+    config.validate()
     out = Path(out)
-    source = resolve_model(model)
+    source = resolve_model(model, gguf_file)
     wanted = {"model": fingerprint(source)["id"], "data": [describe_path(p)["sha256"] for p in data],
-              "parameters": _parameters(config)}
-    recorded = contaudit_manifest(manifest_path(out))
-    if recorded is not None and out.is_file() and recorded.get("identity") == wanted:
+              "parameters": {**_parameters(config), "dtype": dtype}}
+    recorded = contaudit_manifest(manifest_beside(out))
+    ours = recorded is not None and recorded.get("stage") == "evaluate"
+    if ours and out.is_file() and recorded.get("identity") == wanted and recorded.get("sha256") == hash_file(out):
         rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         log(f"reusing {out} ({sum(r['passed'] for r in rows)}/{len(rows)} passed)")
         return CodeEvalResult(out, len(rows), sum(r["passed"] for r in rows), reused=True)
-    if out.exists() and recorded is None:
+    if out.exists() and not ours:
         raise InputError("exists and was not written by contaudit evaluate; choose another --out", path=out)
 
     items, seen = [], set()
@@ -162,7 +169,7 @@ def evaluate_code(model: str | Path, data: list[str | Path], out: str | Path, co
     problems = problems_of(items)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    loaded = load_model(source, device=device)
+    loaded = load_model(source, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     completions = generate_completions(loaded, [p["prompt"] for p in problems], config, progress=progress)
     seconds["generate"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
@@ -173,9 +180,10 @@ def evaluate_code(model: str | Path, data: list[str | Path], out: str | Path, co
     write_jsonl_atomic(out, rows)
     inputs = [{"role": "model", "path": source.display, "fingerprint": wanted["model"]}]
     inputs += [{"role": "data", **describe_path(p)} for p in data]
-    write_json_atomic(manifest_path(out), make_manifest("evaluate", inputs=inputs, parameters=_parameters(config),
-                                                        identity=wanted, metric="pass@1", seconds=seconds,
-                                                        n_items=len(rows), n_passed=sum(r["passed"] for r in rows)))
+    write_json_atomic(manifest_beside(out), make_manifest("evaluate", inputs=inputs, parameters=wanted["parameters"],
+                                                         identity=wanted, metric="pass@1", seconds=seconds,
+                                                         sha256=hash_file(out), n_items=len(rows),
+                                                         n_passed=sum(r["passed"] for r in rows)))
     n_passed = sum(r["passed"] for r in rows)
     log(f"{out}: {n_passed}/{len(rows)} programs passed their tests (generation {seconds['generate']:.1f} s, "
         f"execution {seconds['execute']:.1f} s)")

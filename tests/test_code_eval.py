@@ -58,13 +58,17 @@ def test_evaluate_writes_outcomes_with_their_inputs_and_reuses_them(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"HumanEval/{i}" for i in range(4)] and not first.reused
     assert all(r["score"] in (0.0, 1.0) and r["score"] == float(r["passed"]) for r in rows)
-    manifest = json.loads(out.with_name("outcomes.jsonl.manifest.json").read_text())
+    manifest = json.loads(out.with_name("outcomes.manifest.json").read_text())
     assert manifest["stage"] == "evaluate" and manifest["metric"] == "pass@1"
     assert manifest["identity"]["model"] and len(manifest["identity"]["data"]) == 1
     again = evaluate_code(model, [data], out, config)
     assert again.reused and again.n_passed == first.n_passed
     other = evaluate_code(model, [data], out, CodeEvalConfig(max_new_tokens=4, timeout_s=1.0))
     assert not other.reused  # other settings: evaluated again
+    out.write_text(out.read_text().replace('"score": 0.0', '"score": 1.0', 1))  # edited by hand: not reused
+    assert not evaluate_code(model, [data], out, CodeEvalConfig(max_new_tokens=4, timeout_s=1.0)).reused
+    with pytest.raises(InputError, match="`timeout_s` must be"):
+        evaluate_code(model, [data], out, CodeEvalConfig(timeout_s=-1.0))
     foreign = tmp_path / "mine.jsonl"
     foreign.write_text("{}\n")
     with pytest.raises(InputError, match="not written by contaudit evaluate"):

@@ -50,15 +50,17 @@ def test_inflation_is_the_difference_in_differences_of_scores_by_hand():
 def test_unseen_items_are_reweighted_to_the_test_sets_difficulty():
     ids = [f"t{i}" for i in range(8)]
     clean = _outcomes("clean", dict(zip(ids, [1, 1, 1, 1, 1, 1, 0, 0])))  # 3/4 of the test set is "easy"
-    suspect = _outcomes("suspect", dict(zip(ids, [1, 1, 1, 0, 1, 0, 0, 1])))
+    suspect = _outcomes("suspect", dict(zip(ids, [1, 1, 1, 0, 1, 0, 0, 0])))
     shadow = {f"s{i}": 0 for i in range(3)}
     suspect.scores.update(shadow), clean.scores.update(shadow)
-    status = dict(zip(ids, ["seen", "seen", "unseen", "unseen", "unseen", "unseen", "unseen", "seen"]))
+    status = dict(zip(ids, ["seen", "seen", "unseen", "unseen", "unseen", "unseen", "unseen", "unseen"]))
     r = score_inflation(suspect, ids, list(shadow), clean=clean, index_status=status, n_resamples=99,
                         n_bootstrap=99, rng=0)
     u = r["unseen_items_score"]
-    # unseen easy items t2..t5: suspect 1,0,1,0 -> 0.5; unseen hard item t6: 0 -> weighted 0.75 * 0.5 + 0.25 * 0
-    assert u["reweighted"] is True and u["mean"] == pytest.approx(0.375) and u["n"] == 5
+    # unseen easy items t2..t5: suspect 1,0,1,0 -> 0.5; unseen hard items t6, t7: 0 -> 0.75 * 0.5 + 0.25 * 0
+    # (the plain mean of the unseen items would be 2/6)
+    assert u["reweighted"] is True and u["mean"] == pytest.approx(0.375) and u["n"] == 6
+    assert 0 <= u["confidence_interval"][0] < 0.375 < u["confidence_interval"][1] <= 1
     assert [s["weight"] for s in u["strata"]] == [0.25, 0.75]
 
 
@@ -189,3 +191,26 @@ suspect = "evals/suspect.jsonl"
     row = benchmark_row("he", results, tmp_path / "run" / "he", tmp_path / "run")
     assert row["inflation"] == {"metric": "pass@1", "estimate": 0.25, "confidence_interval": [0.1, 0.4],
                                 "pvalue": 0.001, "suspect_test_score": 0.3, "clean_score": 0.05}
+
+
+def test_outcomes_that_never_vary_give_no_interval_rather_than_a_point():
+    """The demo's models pass no HumanEval problem: every outcome 0. The estimate is 0, with no interval
+    (a resampling interval of constant data is a point, which would read as certainty)."""
+    ids = [f"t{i}" for i in range(40)], [f"s{i}" for i in range(40)]
+    zeros = {i: 0.0 for i in ids[0] + ids[1]}
+    r = score_inflation(ModelOutcomes("suspect", zeros), *ids, clean=ModelOutcomes("clean", dict(zeros)),
+                        index_status={i: "unseen" for i in ids[0]}, n_resamples=99, n_bootstrap=99, rng=0)
+    assert r["estimate"] == 0 and r["confidence_interval"] == [None, None] and r["ci_method"].startswith("none")
+    assert r["clean_score"]["confidence_interval"] == [None, None]
+    unseen = r["unseen_items_score"]
+    assert unseen["reweighted"] is False and unseen["confidence_interval"][0] == 0 < unseen["confidence_interval"][1]
+
+
+def test_reference_models_join_the_clean_model_in_the_comparison():
+    ids = ["t1", "t2", "s1", "s2"]
+    suspect = _outcomes("suspect", {"t1": 1, "t2": 1, "s1": 0, "s2": 0})
+    clean = _outcomes("clean", {"t1": 0, "t2": 0, "s1": 0, "s2": 0})
+    reference = _outcomes("reference[1]", {"t1": 1, "t2": 1, "s1": 0, "s2": 0})
+    r = score_inflation(suspect, ids[:2], ids[2:], clean=clean, references=[reference], n_resamples=99,
+                        n_bootstrap=99, rng=0)
+    assert r["estimate"] == pytest.approx(0.5) and r["design"] == "suspect vs the mean of 2 clean models"

@@ -48,6 +48,13 @@ def is_binary(values) -> bool:
     return values.size > 0 and bool(np.all((values == 0) | (values == 1)))
 
 
+def _clip(interval: list, binary: bool) -> list:
+    """An interval of a share of 0/1 outcomes stays within [0, 1]."""
+    if not binary:
+        return interval
+    return [None if v is None else min(1.0, max(0.0, v)) for v in interval]
+
+
 def score_summary(values, *, confidence_level: float = 0.95) -> dict:
     """Mean outcome of a group of items with its interval: Wilson for 0/1 outcomes, t otherwise."""
     values = np.asarray(values, dtype=float)
@@ -67,8 +74,8 @@ def score_summary(values, *, confidence_level: float = 0.95) -> dict:
 
 
 def _comparison_scores(ids: list[str], clean: ModelOutcomes | None, references: list[ModelOutcomes]) -> np.ndarray:
-    """Per item: the clean model's outcome, or the panel's mean outcome."""
-    models = [clean] if clean is not None else references
+    """Per item: the mean outcome of every clean model given (the clean model and the references)."""
+    models = ([clean] if clean is not None else []) + list(references)
     return np.asarray([np.mean([m.scores[i] for m in models]) for i in ids], dtype=float)
 
 
@@ -85,7 +92,8 @@ def _unseen_score(suspect: np.ndarray, baseline: np.ndarray | None, unseen: np.n
         return {**plain, "reweighted": False, "strata": None}
     strata = baseline if is_binary(baseline) else (baseline > np.median(baseline)).astype(float)
     levels = np.unique(strata)
-    if any(not (unseen & (strata == s)).any() for s in levels):
+    # one stratum: nothing to reweight; a stratum with fewer than 2 unseen items has no variance to add
+    if len(levels) < 2 or any((unseen & (strata == s)).sum() < 2 for s in levels):
         return {**plain, "reweighted": False, "strata": None}
     weights = np.asarray([(strata == s).mean() for s in levels])
     groups = [suspect[unseen & (strata == s)] for s in levels]
@@ -94,7 +102,8 @@ def _unseen_score(suspect: np.ndarray, baseline: np.ndarray | None, unseen: np.n
     estimate = float(weights @ means)
     se = float(np.sqrt((weights ** 2) @ variances))
     z = stats.norm.ppf(0.5 + confidence_level / 2)
-    return {"mean": estimate, "n": int(unseen.sum()), "confidence_interval": [estimate - z * se, estimate + z * se],
+    interval = _clip([estimate - z * se, estimate + z * se], is_binary(suspect))
+    return {"mean": estimate, "n": int(unseen.sum()), "confidence_interval": interval,
             "ci_method": "normal, post-stratified", "reweighted": True,
             "strata": [{"baseline": float(s), "weight": float(w), "n_unseen": int(g.size), "mean": float(g.mean())}
                        for s, w, g in zip(levels, weights, groups)]}
@@ -116,7 +125,8 @@ def score_inflation(suspect: ModelOutcomes, test_ids: list[str], shadow_ids: lis
     for model in models:
         missing = [i for i in list(test_ids) + list(shadow_ids) if i not in model.scores]
         if missing:
-            raise InputError(f"outcomes of {model.role} miss {len(missing)} of the audit's "
+            where = f" ({model.source['path']})" if (model.source or {}).get("path") else ""
+            raise InputError(f"outcomes of {model.role}{where} miss {len(missing)} of the audit's "
                              f"{len(test_ids) + len(shadow_ids)} items (first: {missing[0]!r}); "
                              f"evaluate the model on the whole test and shadow sets")
     s_test = np.asarray([suspect.scores[i] for i in test_ids], dtype=float)
@@ -129,7 +139,8 @@ def score_inflation(suspect: ModelOutcomes, test_ids: list[str], shadow_ids: lis
         did = difference_in_means(s_test - c_test, s_shadow - c_shadow, alternative="greater",
                                   n_resamples=n_resamples, n_bootstrap=n_bootstrap,
                                   confidence_level=confidence_level, rng=rng)
-        design = "suspect vs clean model" if clean is not None else f"suspect vs the mean of {len(references)} references"
+        design = ("suspect vs clean model" if not references else
+                  f"suspect vs the mean of {len(references) + (clean is not None)} clean models")
         d_shadow = s_shadow - c_shadow
         counterfactual = float(c_test.mean() + d_shadow.mean())
         se = float(np.sqrt(c_test.var(ddof=1) / c_test.size + d_shadow.var(ddof=1) / d_shadow.size))
@@ -140,6 +151,13 @@ def score_inflation(suspect: ModelOutcomes, test_ids: list[str], shadow_ids: lis
         counterfactual = float(s_shadow.mean())
         se = float(s_shadow.std(ddof=1) / np.sqrt(s_shadow.size))
     z = stats.norm.ppf(0.5 + confidence_level / 2)
+    binary = all(is_binary(list(m.scores.values())) for m in models)
+    interval = did.confidence_interval.to_list()
+    ci_method = did.ci_method
+    if did.sd[0] == 0 and did.sd[1] == 0:
+        # every item's difference is the same (e.g. no model passes anything): a resampling interval is a point
+        interval, ci_method = [None, None], "none: every outcome difference is the same"
+    clean_interval = [counterfactual - z * se, counterfactual + z * se] if se > 0 else [None, None]
 
     groups = {"test": list(test_ids), "shadow": list(shadow_ids)}
     unseen = None
@@ -155,14 +173,13 @@ def score_inflation(suspect: ModelOutcomes, test_ids: list[str], shadow_ids: lis
         "design": design,
         "estimate": json_number(did.statistic),
         "pvalue": json_number(did.pvalue),
-        "confidence_interval": did.confidence_interval.to_list(),
+        "confidence_interval": interval,
         "confidence_level": confidence_level,
-        "ci_method": did.ci_method,
+        "ci_method": ci_method,
         "alternative": "greater",
         "n": {"test": len(test_ids), "shadow": len(shadow_ids)},
         "suspect_test_score": float(s_test.mean()),
-        "clean_score": {"estimate": counterfactual,
-                        "confidence_interval": [counterfactual - z * se, counterfactual + z * se],
+        "clean_score": {"estimate": counterfactual, "confidence_interval": _clip(clean_interval, binary),
                         "method": "suspect's test score minus the inflation"},
         "unseen_items_score": (_unseen_score(s_test, c_test, unseen, confidence_level=confidence_level)
                                if unseen is not None else None),
