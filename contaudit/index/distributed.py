@@ -110,11 +110,12 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
                         acc.add(*batches[key][j])
                     del batches[key]
                     acc.save(partial / f"shard-{u}-{shard}.json", ReadStats())
-                    ready[key] = (acc.sparse_counts(), acc.locations, acc.near_best, acc.near_copies, acc.nbytes)
+                    ready[key] = (acc.sparse_counts(), acc.locations, acc.near_best, acc.near_copies, acc.nbytes,
+                                  acc.semantic_best)
                     finished.add(key)
                     shards_total += 1
                 if progress:
-                    progress(result[-1])
+                    progress(result[4])
             elif kind == "resumed":
                 _, shard, chars = message
                 ready[(u, shard)] = None

@@ -1,0 +1,500 @@
+"""Semantic matches: benchmark items rephrased, reordered, reformatted or translated in the corpus.
+
+Items and corpus windows of comparable length are embedded with a static word-embedding
+model (default: wordllama's 256-d vectors, which ship inside its wheel: no download).
+A window's vector is the mean of its token vectors, so every window of a document costs
+two rows of a cumulative sum. Each item's nearest windows are found by exact matrix
+search (one BLAS product per batch: the items are few, the windows stream past) and
+every candidate is verified with a stricter score, a soft token alignment between the
+item and the best-aligned span of the window (:func:`align_score`). The threshold on that
+score comes from :func:`calibrate`: planted paraphrases of corpus passages against the
+same passages' best matches among unrelated documents. ``ray`` and one-machine scans run
+this same code per batch, so they find the same hits.
+
+Needs the optional extra ``semantic`` (``pip install 'contaudit[semantic]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from contaudit.errors import InputError
+from contaudit.io import Document
+from contaudit.manifest import hash_file
+from contaudit.text import words
+
+SEMANTIC_STATUS = "paraphrased"  # an item found only by the semantic stage
+DEFAULT_MODEL = "wordllama"
+CHUNK_TOKENS = 16384  # corpus tokens embedded at a time (bounds memory: about 16 MB of vectors)
+PIECE_CHARS = 1 << 20  # a longer text is tokenized in pieces cut at whitespace
+SIZE_STEP = 1.25  # window sizes are the grid 8 * 1.25^k tokens nearest each item's length
+MIN_TOKENS = 8
+DEFAULT_FLOOR = 0.5  # window cosine below which a candidate is not verified (when the threshold is given)
+
+
+# ----------------------------------------------------------------------------- embedding model
+
+
+@dataclass(eq=False)
+class StaticModel:
+    """A static embedding model: a tokenizer and one vector per token (wordllama, or a model2vec-style folder)."""
+
+    name: str
+    files: tuple[Path, ...]  # what it was loaded from (their hashes are its fingerprint)
+    tokenizer: object  # tokenizers.Tokenizer
+    vectors: np.ndarray  # (V, d) float32, raw (their mean is a text's vector)
+    unit: np.ndarray  # (V, d) float32, each row of length 1 (for token alignment)
+    weight: np.ndarray  # (V,) float32: a token's weight in alignment (its raw vector's norm)
+
+    @classmethod
+    def load(cls, spec: str = DEFAULT_MODEL) -> StaticModel:
+        """``"wordllama"`` (the vectors in the wordllama wheel) or a folder with ``tokenizer.json`` and
+        one ``*.safetensors`` file holding a 2-D embedding matrix (model2vec's format)."""
+        try:
+            from safetensors.numpy import load_file
+            from tokenizers import Tokenizer
+        except ImportError:  # pragma: no cover - both come with transformers
+            raise InputError("the semantic stage needs `tokenizers` and `safetensors`: "
+                             "pip install 'contaudit[semantic]'") from None
+        if spec == DEFAULT_MODEL:
+            try:
+                import wordllama
+            except ImportError:
+                raise InputError("`semantic_model` 'wordllama' needs the optional extra: "
+                                 "pip install 'contaudit[semantic]'") from None
+            root = Path(wordllama.__file__).parent
+            tok_file = root / "tokenizers" / "l2_supercat_tokenizer_config.json"
+            weight_file = root / "weights" / "l2_supercat_256.safetensors"
+        else:
+            root = Path(spec)
+            if not root.is_dir():
+                raise InputError(f"`semantic_model` must be 'wordllama' or a model folder; {spec!r} is not a folder")
+            tok_file = root / "tokenizer.json"
+            weights = sorted(root.glob("*.safetensors"))
+            if not tok_file.exists() or len(weights) != 1:
+                raise InputError(f"`semantic_model` {spec!r} is not a static embedding folder (tokenizer.json and "
+                                 "one *.safetensors file); see docs/index.md, 'Semantic matches'")
+            weight_file = weights[0]
+        tokenizer = Tokenizer.from_file(str(tok_file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        tensors = load_file(str(weight_file))
+        matrices = [v for v in tensors.values() if v.ndim == 2]
+        if len(matrices) != 1:
+            raise InputError(f"`semantic_model` {spec!r}: {weight_file.name} must hold one 2-D embedding matrix")
+        vectors = matrices[0].astype(np.float32)  # (V, d)
+        norm = np.linalg.norm(vectors, axis=1)
+        unit = vectors / np.maximum(norm, 1e-12)[:, None]
+        return cls(spec, (tok_file, weight_file), tokenizer, vectors, unit.astype(np.float32), norm.astype(np.float32))
+
+    def fingerprint(self) -> dict:
+        """The model's name and its files' SHA-256 (for the manifest)."""
+        return {"name": self.name, "dim": int(self.vectors.shape[1]),
+                "files": {p.name: hash_file(p) for p in self.files}}
+
+    def encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Token ids ``(n,)`` and character spans ``(n, 2)`` of each text (long texts tokenized in pieces)."""
+        pieces, owner, shift = [], [], []
+        for t, text in enumerate(texts):
+            for start, piece in _pieces(text):
+                pieces.append(piece)
+                owner.append(t)
+                shift.append(start)
+        out = [([], []) for _ in texts]
+        for enc, t, s in zip(self.tokenizer.encode_batch(pieces, add_special_tokens=False), owner, shift):
+            out[t][0].append(np.asarray(enc.ids, dtype=np.int64))
+            out[t][1].append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + s)
+        return [(np.concatenate(ids) if ids else np.zeros(0, np.int64),
+                 np.concatenate(spans) if spans else np.zeros((0, 2), np.int64)) for ids, spans in out]
+
+    def mean_vector(self, ids: np.ndarray) -> np.ndarray:
+        """The unit-length mean vector of tokens ``ids`` ``(d,)``."""
+        v = self.vectors[ids].astype(np.float64).sum(axis=0)
+        return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+
+
+def _pieces(text: str):
+    """``(start, piece)``: ``text`` cut at whitespace into pieces of about :data:`PIECE_CHARS`."""
+    start = 0
+    while len(text) - start > PIECE_CHARS:
+        cut = text.rfind(" ", start + PIECE_CHARS // 2, start + PIECE_CHARS)
+        cut = start + PIECE_CHARS if cut < 0 else cut
+        yield start, text[start:cut]
+        start = cut
+    yield start, text[start:]
+
+
+_models: dict[str, StaticModel] = {}
+
+
+def load_model(spec: str) -> StaticModel:
+    """:meth:`StaticModel.load`, once per process."""
+    if spec not in _models:
+        _models[spec] = StaticModel.load(spec)
+    return _models[spec]
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def align_score(model: StaticModel, item_ids: np.ndarray, span_ids: np.ndarray) -> tuple[float, int, int]:
+    """The stricter score of a candidate: soft token alignment of the item with its best-aligned sub-span.
+
+    Every sub-span of ``span_ids`` as long as the item (or all of it, if shorter) is
+    scored with a weighted F1 of cosine similarities between token vectors (BERTScore's
+    rule with static vectors, each token weighted by its raw vector's norm, so function
+    words count less): recall = each item token's best match in the sub-span, precision
+    = each sub-span token's best match in the item. Returns ``(score, start, end)``: the
+    best F1 and its sub-span in ``span_ids``'s token positions.
+    """
+    n, m = len(item_ids), len(span_ids)
+    if n == 0 or m == 0:
+        return 0.0, 0, 0
+    sim = model.unit[item_ids].astype(np.float64) @ model.unit[span_ids].astype(np.float64).T  # (n, m)
+    np.maximum(sim, 0.0, out=sim)
+    wi, ws = model.weight[item_ids].astype(np.float64), model.weight[span_ids].astype(np.float64)
+    width = min(n, m)
+    if m == width:
+        rows = sim.max(axis=1, keepdims=True)  # (n, 1)
+    else:
+        rows = np.lib.stride_tricks.sliding_window_view(sim, width, axis=1).max(axis=2)  # (n, m - width + 1)
+    recall = wi @ rows / wi.sum()  # (n_spans,)
+    col = sim.max(axis=0) * ws  # (m,) each span token's weighted best match in the item
+    csum, wsum = np.concatenate([[0.0], np.cumsum(col)]), np.concatenate([[0.0], np.cumsum(ws)])
+    starts = np.arange(m - width + 1)
+    precision = (csum[starts + width] - csum[starts]) / np.maximum(wsum[starts + width] - wsum[starts], 1e-12)
+    f1 = 2 * recall * precision / np.maximum(recall + precision, 1e-12)
+    best = int(np.argmax(f1))
+    return float(f1[best]), best, best + width
+
+
+# ----------------------------------------------------------------------------- items and windows
+
+
+def window_sizes(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The window size (tokens) of each item: the grid ``8 * 1.25^k`` value nearest its length.
+
+    Returns ``(sizes, size_of_item)``: the distinct sizes, and each item's index into them.
+    """
+    ks = np.round(np.log(np.maximum(np.asarray(lengths, dtype=np.float64), MIN_TOKENS) / MIN_TOKENS)
+                  / np.log(SIZE_STEP)).astype(np.int64)
+    grid = np.round(MIN_TOKENS * SIZE_STEP ** ks).astype(np.int64)
+    sizes, which = np.unique(grid, return_inverse=True)
+    return sizes, which
+
+
+@dataclass(frozen=True)
+class SemanticHit:
+    """An item's best verified match so far: its score, the window's cosine, where, and the text."""
+
+    score: float
+    cosine: float
+    location: list  # [source, record, char_offset]
+    text: str
+
+    def as_list(self) -> list:
+        return [self.score, self.cosine, self.location, self.text]
+
+
+@dataclass(eq=False)
+class SemanticIndex:
+    """The items' token ids and mean vectors grouped by window size, and the search settings.
+
+    Picklable without its model (a worker loads it again by name, once per process).
+    """
+
+    model_spec: str
+    item_ids: list[np.ndarray]
+    sizes: np.ndarray  # (S,) window sizes in tokens
+    groups: list[np.ndarray]  # per size: the items searched with windows of that size
+    vectors: list[np.ndarray]  # per size: (n_items_of_size, d) unit mean vectors
+    floor: float  # candidates with a lower window cosine are not verified
+    candidates: int  # windows verified per item per chunk (its nearest)
+    texts: list[str] = field(default_factory=list)  # the items' texts (kept only for calibration)
+    exclude_doc: dict[int, tuple] = field(default_factory=dict)  # item -> (source, record) it may not match (calibration)
+
+    @classmethod
+    def build(cls, texts: list[str], model_spec: str, *, floor: float, candidates: int) -> SemanticIndex:
+        """The index of items ``texts`` for model ``model_spec``."""
+        model = load_model(model_spec)
+        item_ids = [ids for ids, _ in model.encode(texts)]
+        sizes, which = window_sizes([len(ids) for ids in item_ids])
+        groups = [np.nonzero(which == s)[0] for s in range(len(sizes))]
+        vectors = [np.stack([model.mean_vector(item_ids[i]) if len(item_ids[i]) else
+                             np.zeros(model.vectors.shape[1], np.float32) for i in g]) for g in groups]
+        return cls(model_spec, item_ids, sizes, groups, vectors, floor, candidates)
+
+    @property
+    def model(self) -> StaticModel:
+        return load_model(self.model_spec)
+
+
+class SemanticScanner:
+    """Scans batches of documents for an index's items; keeps each item's best verified hit (corpus order on ties).
+
+    Per batch, each item's ``candidates`` nearest windows (by the cosine of mean
+    vectors, over the whole batch) are kept as the windows stream past, then verified
+    with :func:`align_score`: verification costs items x candidates per batch, not per window.
+    """
+
+    def __init__(self, index: SemanticIndex):
+        self.index = index
+        self.model = index.model
+        self.best: dict[int, SemanticHit] = {}
+
+    def scan(self, docs: list[Document]) -> None:
+        """Search ``docs`` (in order), a group of about :data:`CHUNK_TOKENS` tokens at a time.
+
+        BLAS runs single-threaded here: the products are small (threads only contend,
+        on a busy machine 40 times slower), and workers are processes or Ray tasks.
+        """
+        with _one_blas_thread():
+            self._scan(docs)
+
+    def _scan(self, docs: list[Document]) -> None:
+        index = self.index
+        k = index.candidates
+        self._rows: list[tuple] = []  # every window of the batch: (doc, ids, spans, start, end)
+        self._top = [(np.full((k, len(g)), -np.inf, np.float32), np.full((k, len(g)), -1, np.int64))
+                     for g in index.groups]  # per size: the k best cosines per item and their windows
+        encoded = self.model.encode([d.text for d in docs])
+        group, size = [], 0
+        for doc, (ids, spans) in zip(docs, encoded):
+            for c0 in range(0, len(ids), CHUNK_TOKENS):
+                c1 = min(len(ids), c0 + CHUNK_TOKENS)
+                group.append((doc, ids, spans, c0, c1))
+                size += c1 - c0
+                if size >= CHUNK_TOKENS:
+                    self._search_group(group)
+                    group, size = [], 0
+        if group:
+            self._search_group(group)
+        self._verify_candidates()
+        self._rows = []
+
+    def _search_group(self, group: list) -> None:
+        """Windows of every size starting in each (doc, chunk) of ``group``: keep each item's nearest."""
+        index, model = self.index, self.model
+        longest = int(index.sizes[-1])
+        sums = []  # per (doc, chunk): cumulative sums of its token vectors, from c0 to what its windows reach
+        for doc, ids, spans, c0, c1 in group:
+            hi = min(len(ids), c1 + longest)
+            cs = np.zeros((hi - c0 + 1, model.vectors.shape[1]), np.float64)
+            np.cumsum(model.vectors[ids[c0:hi]], axis=0, dtype=np.float64, out=cs[1:])
+            sums.append(cs)
+        for s, size in enumerate(index.sizes):
+            size = int(size)
+            first, vecs = len(self._rows), []
+            for g, (doc, ids, spans, c0, c1) in enumerate(group):
+                starts = _window_starts(len(ids), size, max(1, size // 2), c0, c1)
+                if len(starts) == 0:
+                    continue
+                ends = np.minimum(starts + size, len(ids))
+                v = sums[g][ends - c0] - sums[g][starts - c0]  # (n_windows, d) window sums
+                vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+                self._rows.extend((doc, ids, spans, int(a), int(b)) for a, b in zip(starts, ends))
+            if not vecs:
+                continue
+            sims = np.concatenate(vecs).astype(np.float32) @ index.vectors[s].T  # (n_windows, n_items_of_size)
+            if index.exclude_doc:  # calibration: a passage's own document is no candidate
+                window_doc = [(r[0].source, r[0].record) for r in self._rows[first:]]
+                for j, item in enumerate(index.groups[s]):
+                    own = [w for w, d in enumerate(window_doc) if d == index.exclude_doc.get(int(item))]
+                    sims[own, j] = -np.inf
+            self._keep_nearest(s, sims, first)
+
+    def _keep_nearest(self, s: int, sims: np.ndarray, first: int) -> None:
+        """Merge the windows ``first...`` (their cosines ``sims``) into each item's ``k`` nearest (earlier first on ties)."""
+        cos, row = self._top[s]
+        k = cos.shape[0]
+        new_rows = np.broadcast_to(np.arange(first, first + len(sims))[:, None], sims.shape)
+        all_cos, all_row = np.concatenate([cos, sims]), np.concatenate([row, new_rows])  # (k + n, n_items)
+        order = np.lexsort((all_row, -all_cos), axis=0)[:k]  # by cosine, then corpus order
+        self._top[s] = (np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0))
+
+    def _verify_candidates(self) -> None:
+        """Verify every kept candidate above the floor, in corpus order."""
+        index = self.index
+        for s, (cos, row) in enumerate(self._top):
+            size = int(index.sizes[s])
+            for j, item in enumerate(index.groups[s]):
+                for c, r in sorted(zip(cos[:, j].tolist(), row[:, j].tolist()), key=lambda x: x[1]):
+                    if r >= 0 and c >= index.floor:
+                        self._verify(int(item), self._rows[r], size, c)
+
+    def _verify(self, item: int, row: tuple, size: int, cosine: float) -> None:
+        """Score one candidate window (widened by half a window each side); keep it if it beats the item's best."""
+        doc, ids, spans, a, b = row
+        lo, hi = max(0, a - size // 2), min(len(ids), b + size // 2)
+        if item in self.index.exclude_doc and _shares_run(self.index.texts[item],
+                                                          doc.text[int(spans[lo][0]):int(spans[hi - 1][1])]):
+            return  # calibration: an unrelated passage may not match a copy of itself
+        score, s0, s1 = align_score(self.model, self.index.item_ids[item], ids[lo:hi])
+        score = round(score, 6)
+        best = self.best.get(item)
+        if best is not None and score <= best.score:
+            return
+        c0, c1 = int(spans[lo + s0][0]), int(spans[lo + s1 - 1][1])
+        self.best[item] = SemanticHit(score, round(cosine, 6), [doc.source, doc.record, c0], doc.text[c0:c1])
+
+
+COPY_RUN = 13  # words in a row shared with a calibration passage make a window a copy of it, not unrelated
+
+
+def _shares_run(a: str, b: str) -> bool:
+    """True when texts ``a`` and ``b`` share :data:`COPY_RUN` normalized words in a row (what the exact stage finds)."""
+    wa, wb = words(a), words(b)
+    runs = {tuple(wa[i:i + COPY_RUN]) for i in range(len(wa) - COPY_RUN + 1)}
+    return any(tuple(wb[i:i + COPY_RUN]) in runs for i in range(len(wb) - COPY_RUN + 1))
+
+
+def _one_blas_thread():
+    """A context in which numpy's BLAS uses one thread (threadpoolctl), or nothing without it."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - the extra installs it
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _window_starts(n: int, size: int, stride: int, c0: int, c1: int) -> np.ndarray:
+    """Starts in ``[c0, c1)`` of a document's windows: every ``stride`` tokens, and one ending at its end."""
+    last = max(n - size, 0)
+    starts = np.arange(-(-c0 // stride) * stride, min(c1, last + 1), stride)
+    if last % stride and c0 <= last < c1:
+        starts = np.append(starts, last)  # the document's tail
+    return starts
+
+
+def merge_best(mine: dict[int, SemanticHit], theirs: dict[int, SemanticHit]) -> None:
+    """Merge hits that come later in corpus order into ``mine`` (a later hit wins only with a higher score)."""
+    for item, hit in theirs.items():
+        best = mine.get(int(item))
+        if best is None or hit.score > best.score:
+            mine[int(item)] = hit
+
+
+# ----------------------------------------------------------------------------- calibration
+
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
+
+
+def plant_paraphrase(model: StaticModel, text: str, rng: np.random.Generator, *, substitute: float = 0.25) -> str:
+    """A planted paraphrase of ``text``: its sentences in another order (when it has several) and about
+    ``substitute`` of its longer words replaced by their nearest other word in the model's vocabulary."""
+    sentences = [s for s in _SENTENCE.split(text.strip()) if s]
+    if len(sentences) > 1:
+        order = rng.permutation(len(sentences))
+        if (order == np.arange(len(sentences))).all():
+            order = np.roll(order, 1)
+        sentences = [sentences[i] for i in order]
+    words = " ".join(sentences).split()
+    for i, w in enumerate(words):
+        core = w.strip(".,;:!?()\"'")
+        if len(core) >= 5 and core.isalpha() and rng.random() < substitute:
+            other = _neighbour(model, core)
+            if other:
+                words[i] = w.replace(core, other)
+    return " ".join(words)
+
+
+def _neighbour(model: StaticModel, word: str) -> str | None:
+    """The vocabulary token nearest ``word`` that is a whole other word (not a case or prefix variant)."""
+    ids, _ = model.encode([" " + word])[0]
+    if len(ids) != 1:
+        return None
+    sims = model.unit @ model.unit[ids[0]]
+    vocab = model.tokenizer
+    for j in np.argsort(-sims)[1:40]:
+        tok = vocab.id_to_token(int(j))
+        cand = tok.lstrip("▁")
+        if tok.startswith("▁") and cand.isalpha() and len(cand) >= 3 and cand.lower()[:4] != word.lower()[:4]:
+            return cand
+    return None
+
+
+@dataclass
+class Calibration:
+    """The threshold the data gave: planted paraphrases' scores against unrelated passages' best scores."""
+
+    threshold: float
+    false_match_rate: float  # share of unrelated passages at or above the threshold
+    recall: float  # share of planted paraphrases at or above it
+    n_planted: int
+    n_unrelated: int
+    sample_chars: int
+    target_false_match_rate: float
+    floor: float  # window cosine below which candidates are not verified: under every planted paraphrase found
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *, max_false_rate: float,
+              batch_chars: float = 1e6, n_passages: int = 200, seed: int = 0) -> Calibration:
+    """Pick the lowest threshold whose false-match rate on unrelated passages is at most ``max_false_rate``.
+
+    Passages are cut from ``docs`` (a sample of the corpus, a few MB) with token lengths
+    cycling through the items' ``lengths``. Planted paraphrases (:func:`plant_paraphrase`)
+    are searched for in their own document; each original passage is searched for among
+    the other documents, copies of it aside (its best score is what an unrelated item scores),
+    in batches of ``batch_chars`` as the index scan reads them.
+    """
+    model = load_model(index_settings["model_spec"])
+    rng = np.random.default_rng(seed)
+    encoded = model.encode([d.text for d in docs])
+    order = sorted(set(lengths)) or [64]
+    passages, homes = [], []
+    for d, (doc, (ids, spans)) in enumerate(zip(docs, encoded)):
+        want = order[len(passages) % len(order)]
+        if len(ids) < want + 8 or len(passages) >= n_passages:
+            continue
+        a = int(rng.integers(0, len(ids) - want + 1))
+        passages.append(doc.text[int(spans[a][0]):int(spans[a + want - 1][1])])
+        homes.append(d)
+    if len(passages) < 20:
+        raise InputError("the semantic stage's calibration found fewer than 20 passages in the corpus sample; "
+                         "give `semantic_threshold` or a larger corpus")
+    planted = [plant_paraphrase(model, p, rng) for p in passages]
+    pos_index = SemanticIndex.build(planted, **index_settings)
+    null_index = SemanticIndex.build(passages, **index_settings)
+    null_index.texts = passages
+    null_index.exclude_doc = {i: (docs[h].source, docs[h].record) for i, h in enumerate(homes)}
+    positives = []
+    for i, h in enumerate(homes):
+        one = SemanticIndex(pos_index.model_spec, [pos_index.item_ids[i]], *_single(pos_index, i),
+                            floor=-1.0, candidates=pos_index.candidates)
+        scanner = SemanticScanner(one)
+        scanner.scan([docs[h]])
+        hit = scanner.best.get(0)
+        positives.append((hit.score, hit.cosine) if hit else (0.0, 0.0))
+    null_index.floor = -1.0
+    scanner = SemanticScanner(null_index)
+    batch, size = [], 0
+    for doc in [*docs, None]:
+        if doc is None or size >= batch_chars:
+            scanner.scan(batch)
+            batch, size = [], 0
+        if doc is not None:
+            batch.append(doc)
+            size += len(doc.text)
+    nulls = np.array([scanner.best[i].score if i in scanner.best else 0.0 for i in range(len(passages))])
+    k = int(np.floor(max_false_rate * len(nulls)))  # at most k nulls may reach the threshold
+    threshold = float(np.sort(nulls)[::-1][k]) + 1e-6
+    scores, cosines = np.array(positives).T
+    found = scores >= threshold
+    floor = min(DEFAULT_FLOOR, float(cosines[found].min()) - 0.05) if found.any() else DEFAULT_FLOOR
+    return Calibration(round(threshold, 6), float((nulls >= threshold).mean()), float(found.mean()),
+                       len(scores), len(nulls), sum(len(d.text) for d in docs), max_false_rate, round(floor, 6))
+
+
+def _single(index: SemanticIndex, i: int) -> tuple:
+    """``(sizes, groups, vectors)`` of an index holding only item ``i`` of ``index``."""
+    s = next(s for s, g in enumerate(index.groups) if i in g)
+    j = int(np.nonzero(index.groups[s] == i)[0][0])
+    return index.sizes[s:s + 1], [np.array([0])], [index.vectors[s][j:j + 1]]
