@@ -197,3 +197,27 @@ def test_alignment_score_of_a_text_with_itself_is_one_and_of_unrelated_text_lowe
 def test_window_sizes_follow_the_items_lengths():
     sizes, which = semantic.window_sizes([8, 40, 41, 200])
     assert list(sizes[which]) == [8, 38, 38, 182] and np.all(np.diff(sizes) > 0)
+
+
+def test_cli_index_semantic_lists_paraphrased_items_with_both_texts(planted, tmp_path):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+    result = CliRunner().invoke(app, ["index", str(planted["corpus"]), "-b", str(planted["bench"]),
+                                      "-o", str(tmp_path / "cli"), "--semantic"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "paraphrased" in result.output and "Paraphrased items" in result.output
+    assert "benchmark text" in result.output and "corpus text" in result.output
+
+
+def test_screen_evidence_counts_paraphrased_items_apart(index):
+    from contaudit.analysis.evidence import corpus_entry
+    from contaudit.suite.report import _seen
+    by_id = index.by_id()
+    entry = corpus_entry(list(by_id), by_id)
+    assert entry["n_paraphrased"] == index.manifest["counts"]["paraphrased"] > 0
+    assert entry["n_seen"] == index.manifest["counts"]["seen"]
+    cell = _seen({**entry, "available": True})
+    assert cell.endswith(f"+ {entry['n_paraphrased']} paraphrased")
+    plain = {k: {f: v for f, v in rec.items() if f != "semantic_score"} for k, rec in by_id.items()}  # no stage
+    assert "n_paraphrased" not in corpus_entry(list(plain), plain)
