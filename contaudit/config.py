@@ -187,8 +187,8 @@ class IndexConfig:
                                                        "(default: calibrated on the corpus)")
     semantic_max_false_rate: float = setting(0.01, check=between(0, 1),
                                              help="false-match rate the calibrated threshold allows")
-    semantic_candidates: int = setting(8, check=integer_at_least(1),
-                                       help="nearest corpus windows verified per item per chunk of corpus")
+    semantic_candidates: int = setting(16, check=integer_at_least(1),
+                                       help="nearest corpus spans per item (by embedding cosine) verified at the end")
     semantic_calibration_mb: float = setting(4.0, check=at_least(0.1),
                                              help="MB of corpus text (its first documents) the threshold is "
                                                   "calibrated on")

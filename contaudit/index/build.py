@@ -285,18 +285,28 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
     item_words = item_batches([it.text for it in items])
     semantic_index, semantic = _semantic_index(units, items, config) if config.semantic else (None, None)
     searcher = Searcher.build(item_words, config, semantic_index)
-    total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations)
+    total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations,
+                        semantic_k=config.semantic_candidates if config.semantic else 0)
     if config.ray:
         from contaudit.index.distributed import scan_with_ray
         stats, shards_total, shards_resumed = scan_with_ray(units, config, searcher, staging, total, progress)
     else:
         stats, shards_total, shards_resumed = _scan_here(units, config, searcher, item_words, staging, total,
                                                          progress)
-    records = _item_records(items, item_words, searcher.table, total, config,
+    hits = _verify_semantic(semantic_index, total) if config.semantic else None
+    records = _item_records(items, item_words, searcher.table, total, config, hits,
                             semantic["threshold"] if semantic else None)
     corpus_section = {"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
                       "shards_resumed": shards_resumed}
     return records, corpus_section, stats, semantic
+
+
+def _verify_semantic(index, total: Accumulator) -> dict:
+    """Item -> its best verified semantic match (:func:`~contaudit.index.semantic.verify` of its candidates)."""
+    model = index.model
+    with sem._one_blas_thread():
+        hits = {i: sem.verify(model, index.item_ids[i], cands) for i, cands in total.semantic_candidates.items()}
+    return {i: h for i, h in hits.items() if h is not None}
 
 
 def _semantic_index(units, items: list[Item], config: IndexConfig):
@@ -375,7 +385,7 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
                     progress(sum(len(d.text) for b in batches for d in b))
                 continue
             before = ReadStats(stats.read, stats.skipped, list(stats.examples))
-            shard = Accumulator(np.zeros_like(total.counts), config.max_locations)
+            shard = Accumulator(np.zeros_like(total.counts), config.max_locations, semantic_k=total.semantic_k)
             results = pool.imap(_scan_batch, batches) if pool else map(_scan_batch, batches)
             for result in results:
                 shard.add(*result)
@@ -386,7 +396,7 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
                                     stats.examples[len(before.examples):])
             shard.save(shard_path, shard_stats)
             total.add(shard.sparse_counts(), shard.locations, shard.near_best, shard.near_copies, shard.nbytes,
-                      shard.semantic_best)
+                      shard.semantic_candidates)
     finally:
         if pool is not None:
             pool.terminate()
@@ -394,7 +404,7 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
     return stats, shards_total, shards_resumed
 
 
-def _item_records(items, item_words, table, total: Accumulator, config: IndexConfig,
+def _item_records(items, item_words, table, total: Accumulator, config: IndexConfig, semantic_hits: dict | None = None,
                   semantic_threshold: float | None = None) -> list[dict]:
     """Each item's record; with the semantic stage, its best semantic match, and status ``paraphrased`` when
     that match reaches ``semantic_threshold`` and the exact and near-duplicate evidence does not make it seen."""
@@ -409,7 +419,7 @@ def _item_records(items, item_words, table, total: Accumulator, config: IndexCon
         rec["locations"] = total.locations.get(i, [])
         rec["status"] = classify(rec, config)
         if semantic_threshold is not None:
-            hit = total.semantic_best.get(i)
+            hit = semantic_hits.get(i)
             rec["semantic_score"] = hit.score if hit else 0.0
             rec["semantic_cosine"] = hit.cosine if hit else 0.0
             rec["semantic_location"] = hit.location if hit else None

@@ -105,13 +105,13 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
                 key = (u, shard)
                 batches.setdefault(key, {})[i] = result
                 if len(batches[key]) == n:  # every batch of the shard is in: merge them in order, save
-                    acc = Accumulator(np.zeros_like(total.counts), config.max_locations)
+                    acc = Accumulator(np.zeros_like(total.counts), config.max_locations, semantic_k=total.semantic_k)
                     for j in range(n):
                         acc.add(*batches[key][j])
                     del batches[key]
                     acc.save(partial / f"shard-{u}-{shard}.json", ReadStats())
                     ready[key] = (acc.sparse_counts(), acc.locations, acc.near_best, acc.near_copies, acc.nbytes,
-                                  acc.semantic_best)
+                                  acc.semantic_candidates)
                     finished.add(key)
                     shards_total += 1
                 if progress:

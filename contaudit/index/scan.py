@@ -20,7 +20,7 @@ import numpy as np
 from contaudit.config import IndexConfig
 from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, NeardupScanner
 from contaudit.index.ngram import NgramScanner, NgramTable, build_table
-from contaudit.index.semantic import SemanticHit, SemanticIndex, SemanticScanner, merge_best
+from contaudit.index.semantic import Candidate, SemanticIndex, SemanticScanner, merge_candidates
 from contaudit.index.wordhash import WordBatch, iter_windows, split_words
 from contaudit.io import CorpusUnit, Document, ReadStats
 from contaudit.io import iter_unit_documents as io_unit_documents
@@ -30,7 +30,7 @@ UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corp
 WINDOW_CHARS = 1 << 20  # a document over twice this is scanned in windows of about this size
 
 BatchResult = tuple[np.ndarray, dict, dict, dict, int, dict]  # (sparse counts, locations, near best, near copies,
-#                                                             bytes, semantic best)
+#                                                             bytes, semantic candidates)
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -121,7 +121,7 @@ class Searcher:
         if self.semantic is not None:  # whole documents: it cuts long ones into chunks itself
             scanner = SemanticScanner(self.semantic)
             scanner.scan(docs)
-            semantic = scanner.best
+            semantic = scanner.candidates
         hits = ngram.result()
         keys = np.nonzero(hits.counts)[0]
         sparse_counts = np.stack([keys, hits.counts[keys]])  # (2, n_matched_keys)
@@ -173,10 +173,11 @@ class Accumulator:
     near_best: dict[int, NeardupHit] = field(default_factory=dict)
     near_copies: dict[int, int] = field(default_factory=dict)
     nbytes: int = 0
-    semantic_best: dict[int, SemanticHit] = field(default_factory=dict)
+    semantic_k: int = 0  # semantic candidates kept per item (the stage's ``semantic_candidates``; 0: off)
+    semantic_candidates: dict[int, list[Candidate]] = field(default_factory=dict)
 
     def add(self, counts_sparse: np.ndarray, locations: dict, near_best: dict, near_copies: dict, nbytes: int,
-            semantic_best: dict | None = None) -> None:
+            semantic_candidates: dict | None = None) -> None:
         """Merge one result (a :data:`BatchResult`, or a shard's) that comes next in corpus order."""
         keys, counts = counts_sparse
         np.add.at(self.counts, keys.astype(np.int64), counts.astype(np.int64))
@@ -191,7 +192,7 @@ class Accumulator:
         for item, n in near_copies.items():
             self.near_copies[int(item)] = self.near_copies.get(int(item), 0) + n
         self.nbytes += nbytes
-        merge_best(self.semantic_best, semantic_best or {})
+        merge_candidates(self.semantic_candidates, semantic_candidates or {}, self.semantic_k)
 
     def sparse_counts(self) -> np.ndarray:
         """``(2, n_matched_keys)``: the keys with a count, and their counts."""
@@ -207,8 +208,9 @@ class Accumulator:
             "near_copies": {str(k): v for k, v in self.near_copies.items()},
             "nbytes": self.nbytes,
             "stats": stats.as_dict(),
-            **({"semantic_best": {str(k): h.as_list() for k, h in self.semantic_best.items()}}
-               if self.semantic_best else {}),
+            **({"semantic_candidates": {str(k): [c.as_list() for c in cs]
+                                        for k, cs in self.semantic_candidates.items()}}
+               if self.semantic_candidates else {}),
         })
 
     def add_saved(self, path: Path) -> ReadStats:
@@ -218,6 +220,6 @@ class Accumulator:
         near = {int(k): NeardupHit(v[0], v[1]) for k, v in data["near_best"].items()}
         self.add(counts, {int(k): v for k, v in data["locations"].items()}, near,
                  {int(k): v for k, v in data["near_copies"].items()}, data["nbytes"],
-                 {int(k): SemanticHit(*v) for k, v in data.get("semantic_best", {}).items()})
+                 {int(k): [Candidate(*c) for c in v] for k, v in data.get("semantic_candidates", {}).items()})
         s = data["stats"]
         return ReadStats(s["read"], s["skipped"], s["skip_examples"])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 from contaudit.errors import InputError
 from contaudit.io import Document
@@ -155,14 +156,14 @@ def align_score(model: StaticModel, item_ids: np.ndarray, span_ids: np.ndarray) 
     n, m = len(item_ids), len(span_ids)
     if n == 0 or m == 0:
         return 0.0, 0, 0
-    sim = model.unit[item_ids].astype(np.float64) @ model.unit[span_ids].astype(np.float64).T  # (n, m)
+    sim = model.unit[item_ids] @ model.unit[span_ids].T  # (n, m) float32
     np.maximum(sim, 0.0, out=sim)
     wi, ws = model.weight[item_ids].astype(np.float64), model.weight[span_ids].astype(np.float64)
     width = min(n, m)
     if m == width:
         rows = sim.max(axis=1, keepdims=True)  # (n, 1)
-    else:
-        rows = np.lib.stride_tricks.sliding_window_view(sim, width, axis=1).max(axis=2)  # (n, m - width + 1)
+    else:  # each item token's best match in every sub-span [j, j + width): a running maximum, O(n m)
+        rows = maximum_filter1d(sim, width, axis=1, origin=-(width // 2))[:, : m - width + 1]  # (n, m - width + 1)
     recall = wi @ rows / wi.sum()  # (n_spans,)
     col = sim.max(axis=0) * ws  # (m,) each span token's weighted best match in the item
     csum, wsum = np.concatenate([[0.0], np.cumsum(col)]), np.concatenate([[0.0], np.cumsum(ws)])
@@ -201,6 +202,18 @@ class SemanticHit:
         return [self.score, self.cosine, self.location, self.text]
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A corpus span near an item (by the cosine of mean vectors), waiting for verification: where, and its text."""
+
+    cosine: float
+    location: list  # [source, record, char_offset]
+    text: str
+
+    def as_list(self) -> list:
+        return [self.cosine, self.location, self.text]
+
+
 @dataclass(eq=False)
 class SemanticIndex:
     """The items' token ids and mean vectors grouped by window size, and the search settings.
@@ -215,7 +228,6 @@ class SemanticIndex:
     vectors: list[np.ndarray]  # per size: (n_items_of_size, d) unit mean vectors
     floor: float  # candidates with a lower window cosine are not verified
     candidates: int  # windows verified per item per chunk (its nearest)
-    texts: list[str] = field(default_factory=list)  # the items' texts (kept only for calibration)
     exclude_doc: dict[int, tuple] = field(default_factory=dict)  # item -> (source, record) it may not match (calibration)
 
     @classmethod
@@ -235,17 +247,19 @@ class SemanticIndex:
 
 
 class SemanticScanner:
-    """Scans batches of documents for an index's items; keeps each item's best verified hit (corpus order on ties).
+    """Scans batches of documents for an index's items: each item's nearest corpus spans by window cosine.
 
-    Per batch, each item's ``candidates`` nearest windows (by the cosine of mean
-    vectors, over the whole batch) are kept as the windows stream past, then verified
-    with :func:`align_score`: verification costs items x candidates per batch, not per window.
+    :meth:`scan` leaves in :attr:`candidates` each item's ``index.candidates`` nearest
+    spans of the batch (overlapping windows of a document merged into one span, each
+    widened by a quarter window on both sides). Merged over the corpus in order
+    (:func:`merge_candidates`), they are verified once at the end (:func:`verify`): the
+    costly score runs items x candidates times in all, however large the corpus.
     """
 
     def __init__(self, index: SemanticIndex):
         self.index = index
         self.model = index.model
-        self.best: dict[int, SemanticHit] = {}
+        self.candidates: dict[int, list[Candidate]] = {}
 
     def scan(self, docs: list[Document]) -> None:
         """Search ``docs`` (in order), a group of about :data:`CHUNK_TOKENS` tokens at a time.
@@ -258,7 +272,7 @@ class SemanticScanner:
 
     def _scan(self, docs: list[Document]) -> None:
         index = self.index
-        k = index.candidates
+        k = 2 * index.candidates  # windows kept per item: overlapping ones merge into fewer spans
         self._rows: list[tuple] = []  # every window of the batch: (doc, ids, spans, start, end)
         self._top = [(np.full((k, len(g)), -np.inf, np.float32), np.full((k, len(g)), -1, np.int64))
                      for g in index.groups]  # per size: the k best cosines per item and their windows
@@ -274,7 +288,7 @@ class SemanticScanner:
                     group, size = [], 0
         if group:
             self._search_group(group)
-        self._verify_candidates()
+        self._collect()
         self._rows = []
 
     def _search_group(self, group: list) -> None:
@@ -309,7 +323,7 @@ class SemanticScanner:
             self._keep_nearest(s, sims, first)
 
     def _keep_nearest(self, s: int, sims: np.ndarray, first: int) -> None:
-        """Merge the windows ``first...`` (their cosines ``sims``) into each item's ``k`` nearest (earlier first on ties)."""
+        """Merge the windows ``first...`` (their cosines ``sims``) into each item's nearest (earlier first on ties)."""
         cos, row = self._top[s]
         k = cos.shape[0]
         new_rows = np.broadcast_to(np.arange(first, first + len(sims))[:, None], sims.shape)
@@ -317,30 +331,61 @@ class SemanticScanner:
         order = np.lexsort((all_row, -all_cos), axis=0)[:k]  # by cosine, then corpus order
         self._top[s] = (np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0))
 
-    def _verify_candidates(self) -> None:
-        """Verify every kept candidate above the floor, in corpus order."""
+    def _collect(self) -> None:
+        """Each item's kept windows above the floor as spans (overlapping ones of a document merged, at most
+        twice a window long), the ``index.candidates`` nearest of them, nearest first."""
         index = self.index
         for s, (cos, row) in enumerate(self._top):
             size = int(index.sizes[s])
             for j, item in enumerate(index.groups[s]):
+                merged: list[list] = []  # [first row, lo, hi, best cosine]
                 for c, r in sorted(zip(cos[:, j].tolist(), row[:, j].tolist()), key=lambda x: x[1]):
-                    if r >= 0 and c >= index.floor:
-                        self._verify(int(item), self._rows[r], size, c)
+                    if r < 0 or c < index.floor:
+                        continue
+                    doc, ids, _, a, b = self._rows[r]
+                    lo, hi = max(0, a - size // 4), min(len(ids), b + size // 4)
+                    last = merged[-1] if merged else None
+                    if last is not None and self._rows[last[0]][0] is doc and lo <= last[2] \
+                            and hi - last[1] <= 2 * size:
+                        last[2], last[3] = max(last[2], hi), max(last[3], c)
+                    else:
+                        merged.append([r, lo, hi, c])
+                merged.sort(key=lambda m: -m[3])  # stable: corpus order among equal cosines
+                found = []
+                for r, lo, hi, c in merged[:index.candidates]:
+                    doc, _, spans = self._rows[r][:3]
+                    c0, c1 = int(spans[lo][0]), int(spans[hi - 1][1])
+                    found.append(Candidate(round(c, 6), [doc.source, doc.record, c0], doc.text[c0:c1]))
+                if found:
+                    self.candidates[int(item)] = found
 
-    def _verify(self, item: int, row: tuple, size: int, cosine: float) -> None:
-        """Score one candidate window (widened by half a window each side); keep it if it beats the item's best."""
-        doc, ids, spans, a, b = row
-        lo, hi = max(0, a - size // 2), min(len(ids), b + size // 2)
-        if item in self.index.exclude_doc and _shares_run(self.index.texts[item],
-                                                          doc.text[int(spans[lo][0]):int(spans[hi - 1][1])]):
-            return  # calibration: an unrelated passage may not match a copy of itself
-        score, s0, s1 = align_score(self.model, self.index.item_ids[item], ids[lo:hi])
+
+def merge_candidates(mine: dict[int, list[Candidate]], theirs: dict[int, list[Candidate]], k: int) -> None:
+    """Merge candidates that come later in corpus order into ``mine``: each item keeps its ``k`` nearest
+    (by cosine; the earlier on ties)."""
+    for item, found in theirs.items():
+        both = mine.get(int(item), []) + list(found)
+        mine[int(item)] = sorted(both, key=lambda c: -c.cosine)[:k]
+
+
+def verify(model: StaticModel, item_ids: np.ndarray, candidates: list[Candidate], *,
+           copy_of: str | None = None) -> SemanticHit | None:
+    """The best of ``candidates`` by :func:`align_score` (the nearest on ties), with its best-aligned text.
+
+    ``copy_of`` (calibration): skip candidates sharing :data:`COPY_RUN` words in a row with that text.
+    """
+    best = None
+    for cand in candidates:
+        if copy_of is not None and _shares_run(copy_of, cand.text):
+            continue
+        ids, spans = model.encode([cand.text])[0]
+        score, s0, s1 = align_score(model, item_ids, ids)
         score = round(score, 6)
-        best = self.best.get(item)
-        if best is not None and score <= best.score:
-            return
-        c0, c1 = int(spans[lo + s0][0]), int(spans[lo + s1 - 1][1])
-        self.best[item] = SemanticHit(score, round(cosine, 6), [doc.source, doc.record, c0], doc.text[c0:c1])
+        if len(ids) and (best is None or score > best.score):
+            c0, c1 = int(spans[s0][0]), int(spans[s1 - 1][1])
+            source, record, offset = cand.location
+            best = SemanticHit(score, cand.cosine, [source, record, offset + c0], cand.text[c0:c1])
+    return best
 
 
 COPY_RUN = 13  # words in a row shared with a calibration passage make a window a copy of it, not unrelated
@@ -369,14 +414,6 @@ def _window_starts(n: int, size: int, stride: int, c0: int, c1: int) -> np.ndarr
     if last % stride and c0 <= last < c1:
         starts = np.append(starts, last)  # the document's tail
     return starts
-
-
-def merge_best(mine: dict[int, SemanticHit], theirs: dict[int, SemanticHit]) -> None:
-    """Merge hits that come later in corpus order into ``mine`` (a later hit wins only with a higher score)."""
-    for item, hit in theirs.items():
-        best = mine.get(int(item))
-        if best is None or hit.score > best.score:
-            mine[int(item)] = hit
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -445,6 +482,12 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
     the other documents, copies of it aside (its best score is what an unrelated item scores),
     in batches of ``batch_chars`` as the index scan reads them.
     """
+    with _one_blas_thread():
+        return _calibrate(docs, lengths, index_settings, max_false_rate=max_false_rate, batch_chars=batch_chars,
+                          n_passages=n_passages, seed=seed)
+
+
+def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_passages, seed) -> Calibration:
     model = load_model(index_settings["model_spec"])
     rng = np.random.default_rng(seed)
     encoded = model.encode([d.text for d in docs])
@@ -461,9 +504,8 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
         raise InputError("the semantic stage's calibration found fewer than 20 passages in the corpus sample; "
                          "give `semantic_threshold` or a larger corpus")
     planted = [plant_paraphrase(model, p, rng) for p in passages]
-    pos_index = SemanticIndex.build(planted, **index_settings)
-    null_index = SemanticIndex.build(passages, **index_settings)
-    null_index.texts = passages
+    pos_index = SemanticIndex.build(planted, **{**index_settings, "floor": -1.0})
+    null_index = SemanticIndex.build(passages, **{**index_settings, "floor": -1.0})
     null_index.exclude_doc = {i: (docs[h].source, docs[h].record) for i, h in enumerate(homes)}
     positives = []
     for i, h in enumerate(homes):
@@ -471,19 +513,21 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
                             floor=-1.0, candidates=pos_index.candidates)
         scanner = SemanticScanner(one)
         scanner.scan([docs[h]])
-        hit = scanner.best.get(0)
+        hit = verify(model, one.item_ids[0], scanner.candidates.get(0, []))
         positives.append((hit.score, hit.cosine) if hit else (0.0, 0.0))
-    null_index.floor = -1.0
-    scanner = SemanticScanner(null_index)
+    found: dict[int, list[Candidate]] = {}
     batch, size = [], 0
-    for doc in [*docs, None]:
+    for doc in [*docs, None]:  # in batches as the scan reads them
         if doc is None or size >= batch_chars:
+            scanner = SemanticScanner(null_index)
             scanner.scan(batch)
+            merge_candidates(found, scanner.candidates, null_index.candidates)
             batch, size = [], 0
         if doc is not None:
             batch.append(doc)
             size += len(doc.text)
-    nulls = np.array([scanner.best[i].score if i in scanner.best else 0.0 for i in range(len(passages))])
+    hits = [verify(model, null_index.item_ids[i], found.get(i, []), copy_of=passages[i]) for i in range(len(passages))]
+    nulls = np.array([h.score if h else 0.0 for h in hits])
     k = int(np.floor(max_false_rate * len(nulls)))  # at most k nulls may reach the threshold
     threshold = float(np.sort(nulls)[::-1][k]) + 1e-6
     scores, cosines = np.array(positives).T
