@@ -165,7 +165,7 @@ def man_pairs(lang: str, n: int, rng: random.Random) -> list[tuple[str, str, str
     return out
 
 
-def make_inputs(data: Path, corpus_mb: float, per_kind: int, n_unrelated: int, seed: int = 0) -> dict:
+def make_inputs(data: Path, corpus_mb: float, per_kind: int, n_unrelated: int, rate: float, seed: int = 0) -> dict:
     rng = random.Random(seed)
     synonym = load_wordnet()
     docs = prose(data)
@@ -195,18 +195,18 @@ def make_inputs(data: Path, corpus_mb: float, per_kind: int, n_unrelated: int, s
     for k, kind in enumerate(kinds):
         for i, p in enumerate(passages[k * per_kind:(k + 1) * per_kind]):
             if kind == "substitution":
-                plant = substitute(p, synonym, rng)
+                plant = substitute(p, synonym, rng, rate)
             elif kind == "reorder":
                 plant = reorder(p, rng)
             elif kind == "reorder+substitution":
-                plant = substitute(reorder(p, rng), synonym, rng)
+                plant = substitute(reorder(p, rng), synonym, rng, rate)
             elif kind == "rewrap":
                 plant = textwrap.fill(p, 50)
             else:  # embedded in the middle of a longer corpus document
                 host = kept[rng.randrange(len(kept))]
                 cut = host.find("\n", len(host) // 2)
                 cut = len(host) // 2 if cut < 0 else cut
-                plant = host[:cut] + "\n" + textwrap.fill(substitute(p, synonym, rng), 50) + "\n" + host[cut:]
+                plant = host[:cut] + "\n" + textwrap.fill(substitute(p, synonym, rng, rate), 50) + "\n" + host[cut:]
             items.append((f"{kind}-{i}", kind, p))
             plants.append(plant)
     for lang in ("de", "fr", "es"):
@@ -313,6 +313,8 @@ def main() -> None:
     ap.add_argument("--corpus-mb", type=float, default=200.0)
     ap.add_argument("--per-kind", type=int, default=100)
     ap.add_argument("--unrelated", type=int, default=1000)
+    ap.add_argument("--substitution-rate", type=float, default=0.5,
+                    help="share of the words that have a WordNet synonym replaced")
     ap.add_argument("--data", type=Path, default=Path("/tmp/contaudit-semantic-bench"))
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
@@ -322,7 +324,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.data.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    inputs = make_inputs(args.data, args.corpus_mb, args.per_kind, args.unrelated)
+    inputs = make_inputs(args.data, args.corpus_mb, args.per_kind, args.unrelated, args.substitution_rate)
     kinds = inputs["kinds"]
     print(f"inputs: {inputs['corpus_mb']:.1f} MB corpus (JSON Lines), {len(kinds)} items "
           f"({time.perf_counter() - t:.0f} s to prepare)")

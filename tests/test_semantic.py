@@ -194,9 +194,9 @@ def test_alignment_score_of_a_text_with_itself_is_one_and_of_unrelated_text_lowe
     assert semantic.align_score(model, a, b)[0] > semantic.align_score(model, a, c)[0]
 
 
-def test_window_sizes_follow_the_items_lengths():
+def test_window_sizes_follow_the_items_lengths_in_whole_blocks():
     sizes, which = semantic.window_sizes([8, 40, 41, 200])
-    assert list(sizes[which]) == [8, 38, 38, 182] and np.all(np.diff(sizes) > 0)
+    assert list(sizes[which]) == [8, 40, 40, 184] and np.all(np.diff(sizes) > 0) and np.all(sizes % 8 == 0)
 
 
 def test_cli_index_semantic_lists_paraphrased_items_with_both_texts(planted, tmp_path):

@@ -35,6 +35,7 @@ CHUNK_TOKENS = 16384  # corpus tokens embedded at a time (bounds memory: about 1
 PIECE_CHARS = 1 << 20  # a longer text is tokenized in pieces cut at whitespace
 SIZE_STEP = 1.25  # window sizes are the grid 8 * 1.25^k tokens nearest each item's length
 MIN_TOKENS = 8
+BLOCK = 8  # windows start and end on blocks of this many tokens (their sums come from block sums)
 DEFAULT_FLOOR = 0.5  # window cosine below which a candidate is not verified (when the threshold is given)
 
 
@@ -178,13 +179,14 @@ def align_score(model: StaticModel, item_ids: np.ndarray, span_ids: np.ndarray) 
 
 
 def window_sizes(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The window size (tokens) of each item: the grid ``8 * 1.25^k`` value nearest its length.
+    """The window size (tokens) of each item: the grid ``8 * 1.25^k`` value nearest its length, rounded
+    to whole blocks of :data:`BLOCK` tokens.
 
     Returns ``(sizes, size_of_item)``: the distinct sizes, and each item's index into them.
     """
     ks = np.round(np.log(np.maximum(np.asarray(lengths, dtype=np.float64), MIN_TOKENS) / MIN_TOKENS)
                   / np.log(SIZE_STEP)).astype(np.int64)
-    grid = np.round(MIN_TOKENS * SIZE_STEP ** ks).astype(np.int64)
+    grid = np.maximum(np.round(MIN_TOKENS * SIZE_STEP ** ks / BLOCK), 1).astype(np.int64) * BLOCK
     sizes, which = np.unique(grid, return_inverse=True)
     return sizes, which
 
@@ -296,25 +298,28 @@ class SemanticScanner:
         index, model = self.index, self.model
         longest = int(index.sizes[-1])
         sums = []  # per (doc, chunk): cumulative sums of its token vectors, from c0 to what its windows reach
-        for doc, ids, spans, c0, c1 in group:
+        dim = model.vectors.shape[1]
+        for doc, ids, spans, c0, c1 in group:  # c0 is a whole number of blocks
             hi = min(len(ids), c1 + longest)
-            cs = np.zeros((hi - c0 + 1, model.vectors.shape[1]), np.float64)
-            np.cumsum(model.vectors[ids[c0:hi]], axis=0, dtype=np.float64, out=cs[1:])
+            vecs = np.zeros((-(-(hi - c0) // BLOCK) * BLOCK, dim), np.float32)
+            vecs[: hi - c0] = model.vectors[ids[c0:hi]]
+            cs = np.zeros((len(vecs) // BLOCK + 1, dim), np.float32)  # cumulative sums of block sums
+            np.cumsum(vecs.reshape(-1, BLOCK, dim).sum(axis=1), axis=0, out=cs[1:])
             sums.append(cs)
         for s, size in enumerate(index.sizes):
             size = int(size)
             first, vecs = len(self._rows), []
             for g, (doc, ids, spans, c0, c1) in enumerate(group):
-                starts = _window_starts(len(ids), size, max(1, size // 2), c0, c1)
+                starts = _window_starts(len(ids), size, max(BLOCK, size // 2 // BLOCK * BLOCK), c0, c1)
                 if len(starts) == 0:
                     continue
                 ends = np.minimum(starts + size, len(ids))
-                v = sums[g][ends - c0] - sums[g][starts - c0]  # (n_windows, d) window sums
+                v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) window sums
                 vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
                 self._rows.extend((doc, ids, spans, int(a), int(b)) for a, b in zip(starts, ends))
             if not vecs:
                 continue
-            sims = np.concatenate(vecs).astype(np.float32) @ index.vectors[s].T  # (n_windows, n_items_of_size)
+            sims = np.concatenate(vecs) @ index.vectors[s].T  # (n_windows, n_items_of_size)
             if index.exclude_doc:  # calibration: a passage's own document is no candidate
                 window_doc = [(r[0].source, r[0].record) for r in self._rows[first:]]
                 for j, item in enumerate(index.groups[s]):
@@ -323,12 +328,12 @@ class SemanticScanner:
             self._keep_nearest(s, sims, first)
 
     def _keep_nearest(self, s: int, sims: np.ndarray, first: int) -> None:
-        """Merge the windows ``first...`` (their cosines ``sims``) into each item's nearest (earlier first on ties)."""
+        """Merge the windows ``first...`` (their cosines ``sims``) into each item's ``k`` nearest."""
         cos, row = self._top[s]
         k = cos.shape[0]
         new_rows = np.broadcast_to(np.arange(first, first + len(sims))[:, None], sims.shape)
         all_cos, all_row = np.concatenate([cos, sims]), np.concatenate([row, new_rows])  # (k + n, n_items)
-        order = np.lexsort((all_row, -all_cos), axis=0)[:k]  # by cosine, then corpus order
+        order = np.argpartition(-all_cos, k - 1, axis=0)[:k]  # the k nearest (in no order)
         self._top[s] = (np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0))
 
     def _collect(self) -> None:
@@ -388,7 +393,7 @@ def verify(model: StaticModel, item_ids: np.ndarray, candidates: list[Candidate]
     return best
 
 
-COPY_RUN = 13  # words in a row shared with a calibration passage make a window a copy of it, not unrelated
+COPY_RUN = 8  # words in a row shared with a calibration passage make a span related to it (as the index's unseen rule)
 
 
 def _shares_run(a: str, b: str) -> bool:
@@ -408,8 +413,9 @@ def _one_blas_thread():
 
 
 def _window_starts(n: int, size: int, stride: int, c0: int, c1: int) -> np.ndarray:
-    """Starts in ``[c0, c1)`` of a document's windows: every ``stride`` tokens, and one ending at its end."""
-    last = max(n - size, 0)
+    """Starts in ``[c0, c1)`` of a document's windows: every ``stride`` tokens, and one reaching its end
+    (the last block start before ``n - size``: all are whole blocks)."""
+    last = max(n - size, 0) // BLOCK * BLOCK
     starts = np.arange(-(-c0 // stride) * stride, min(c1, last + 1), stride)
     if last % stride and c0 <= last < c1:
         starts = np.append(starts, last)  # the document's tail
@@ -476,8 +482,8 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
               batch_chars: float = 1e6, n_passages: int = 200, seed: int = 0) -> Calibration:
     """Pick the lowest threshold whose false-match rate on unrelated passages is at most ``max_false_rate``.
 
-    Passages are cut from ``docs`` (a sample of the corpus, a few MB) with token lengths
-    cycling through the items' ``lengths``. Planted paraphrases (:func:`plant_paraphrase`)
+    Passages are the starts of prose paragraphs of ``docs`` (a sample of the corpus, a few
+    MB; one per document), with token lengths cycling through the items' ``lengths``. Planted paraphrases (:func:`plant_paraphrase`)
     are searched for in their own document; each original passage is searched for among
     the other documents, copies of it aside (its best score is what an unrelated item scores),
     in batches of ``batch_chars`` as the index scan reads them.
@@ -490,16 +496,18 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
 def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_passages, seed) -> Calibration:
     model = load_model(index_settings["model_spec"])
     rng = np.random.default_rng(seed)
-    encoded = model.encode([d.text for d in docs])
     order = sorted(set(lengths)) or [64]
     passages, homes = [], []
-    for d, (doc, (ids, spans)) in enumerate(zip(docs, encoded)):
+    for d, doc in enumerate(docs):
+        if len(passages) >= n_passages:
+            break
         want = order[len(passages) % len(order)]
-        if len(ids) < want + 8 or len(passages) >= n_passages:
-            continue
-        a = int(rng.integers(0, len(ids) - want + 1))
-        passages.append(doc.text[int(spans[a][0]):int(spans[a + want - 1][1])])
-        homes.append(d)
+        for paragraph in _prose_paragraphs(doc.text):
+            ids, spans = model.encode([paragraph])[0]
+            if len(ids) >= want:
+                passages.append(paragraph[:int(spans[want - 1][1])])
+                homes.append(d)
+                break
     if len(passages) < 20:
         raise InputError("the semantic stage's calibration found fewer than 20 passages in the corpus sample; "
                          "give `semantic_threshold` or a larger corpus")
@@ -535,6 +543,22 @@ def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_
     floor = min(DEFAULT_FLOOR, float(cosines[found].min()) - 0.05) if found.any() else DEFAULT_FLOOR
     return Calibration(round(threshold, 6), float((nulls >= threshold).mean()), float(found.mean()),
                        len(scores), len(nulls), sum(len(d.text) for d in docs), max_false_rate, round(floor, 6))
+
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+def _prose_paragraphs(text: str):
+    """Paragraphs of ``text`` that read like a benchmark item: mostly words, at least one sentence ending.
+
+    (Calibrating on changelog entries or licence variants would set the threshold by
+    their formulaic likeness to one another, not by how unrelated prose scores.)
+    """
+    for p in _PARAGRAPH.split(text):
+        tokens = p.split()
+        if len(tokens) >= 20 and sum(t.strip(".,;:!?()'\"").isalpha() for t in tokens) >= 0.75 * len(tokens) \
+                and re.search(r"[.!?](\s|$)", p):
+            yield " ".join(tokens)
 
 
 def _single(index: SemanticIndex, i: int) -> tuple:
