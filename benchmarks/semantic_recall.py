@@ -2,9 +2,11 @@
 
 Corpus: the prose documentation of this machine (``/usr/share/doc`` and ``/usr/share/info``,
 read as in ``benchmarks/index_throughput.py``), packages in a fixed 80 % (the other 20 %
-are held out), shuffled, up to ``--corpus-mb``. Benchmark items: paragraphs (40-120 words,
-two or more sentences) cut from the held-out packages; ``--per-kind`` of them are planted
-in the corpus rephrased, the next ``--unrelated`` are planted nowhere. Kinds:
+are held out), and the English man pages that have no German, French or Spanish
+translation (nor belong to a held-out package), shuffled, up to ``--corpus-mb``.
+Benchmark items: paragraphs (40-120 words, two or more sentences) cut from the held-out
+packages; ``--per-kind`` of them are planted in the corpus rephrased, the next
+``--unrelated`` are planted nowhere. Kinds:
 
 - ``substitution``: words replaced by a WordNet synonym (Debian's ``wordnet-base``: the first
   lemma of the word's most frequent synset, parsed from /usr/share/wordnet), half of
@@ -117,6 +119,36 @@ def prose(data: Path) -> list[tuple[str, str]]:
         return [tuple(json.loads(line)) for line in f]
 
 
+def held_out(package: str) -> bool:
+    """The fixed 20 % of packages whose documentation is never in the corpus."""
+    return zlib.crc32(package.encode()) % 5 == 0
+
+
+def man_prose(data: Path) -> list[str]:
+    """English man pages as text (roff requests dropped, as index_throughput reads them), except the pages
+    translated to German, French or Spanish (their English text is what the translation items are) and
+    those of held-out packages (which the package lists under /var/lib/dpkg/info name)."""
+    cache = data / "man-v2.jsonl.gz"
+    if not cache.exists():
+        from index_throughput import _prose_of
+        translated = {p.name for lang in ("de", "fr", "es") for p in (MAN / lang).glob("man*/*")}
+        package = {}
+        for lst in Path("/var/lib/dpkg/info").glob("*.list"):
+            for line in lst.read_text(errors="replace").splitlines():
+                if line.startswith(str(MAN)):
+                    package[line] = lst.stem.split(":")[0]
+        with gzip.open(cache, "wt", encoding="utf-8") as f:
+            for sec in sorted(MAN.glob("man*")):
+                for page in sorted(sec.iterdir()):
+                    owner = package.get(str(page))
+                    if page.name in translated or page.is_symlink() or (owner and held_out(owner)):
+                        continue
+                    if text := _prose_of(str(page)):
+                        f.write(json.dumps(text) + "\n")
+    with gzip.open(cache, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def paragraphs(text: str) -> list[str]:
     out = []
     for p in re.split(r"\n\s*\n", text):
@@ -169,8 +201,7 @@ def make_inputs(data: Path, corpus_mb: float, per_kind: int, n_unrelated: int, r
     rng = random.Random(seed)
     synonym = load_wordnet()
     docs = prose(data)
-    held = lambda pkg: zlib.crc32(pkg.encode()) % 5 == 0  # noqa: E731
-    corpus = [text for pkg, text in docs if not held(pkg)]
+    corpus = [text for pkg, text in docs if not held_out(pkg)] + man_prose(data)
     rng.shuffle(corpus)
     kept, size = [], 0
     for text in corpus:
@@ -180,7 +211,7 @@ def make_inputs(data: Path, corpus_mb: float, per_kind: int, n_unrelated: int, r
         size += len(text)
     seen_starts, passages = set(), []
     for pkg, text in docs:
-        if held(pkg):
+        if held_out(pkg):
             for p in paragraphs(text):
                 key = " ".join(p.split()[:8]).lower()
                 if key not in seen_starts:

@@ -23,7 +23,7 @@ from contaudit.errors import InputError
 from contaudit.index import IndexConfig, build_index, build_indexes
 
 if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-    import wordllama  # noqa: F401  CI installs the extra: a missing wordllama is a failure there
+    import wordllama  # noqa: F401  (CI installs the extra: a missing wordllama is a failure there)
 else:
     pytest.importorskip("wordllama", reason="the optional extra is not installed: pip install 'contaudit[semantic]'")
 
@@ -221,3 +221,25 @@ def test_screen_evidence_counts_paraphrased_items_apart(index):
     assert cell.endswith(f"+ {entry['n_paraphrased']} paraphrased")
     plain = {k: {f: v for f, v in rec.items() if f != "semantic_score"} for k, rec in by_id.items()}  # no stage
     assert "n_paraphrased" not in corpus_entry(list(plain), plain)
+
+
+def test_a_local_static_model_folder_gives_the_same_matches_and_its_fingerprint(planted, tmp_path):
+    import shutil
+
+    import wordllama
+    packaged = Path(wordllama.__file__).parent
+    module = tmp_path / "my-model" / "0_StaticEmbedding"  # sentence-transformers' layout of a static model
+    module.mkdir(parents=True)
+    shutil.copy(packaged / "tokenizers" / "l2_supercat_tokenizer_config.json", module / "tokenizer.json")
+    shutil.copy(packaged / "weights" / "l2_supercat_256.safetensors", module / "model.safetensors")
+    (tmp_path / "my-model" / "modules.json").write_text("[]")
+    settings = dict(semantic=True, semantic_threshold=0.75)
+    default = build_index([planted["corpus"]], planted["bench"], tmp_path / "a", config=IndexConfig(**settings)).index
+    local = build_index([planted["corpus"]], planted["bench"], tmp_path / "b",
+                        config=IndexConfig(**settings, semantic_model=str(tmp_path / "my-model"))).index
+    assert [(it["status"], it["semantic_score"]) for it in local.items] == \
+           [(it["status"], it["semantic_score"]) for it in default.items]
+    model = local.manifest["semantic"]["model"]
+    assert model["name"] == str(tmp_path / "my-model")
+    assert sorted(model["files"].values()) == sorted(default.manifest["semantic"]["model"]["files"].values())
+    assert local.manifest["plan_sha256"] != default.manifest["plan_sha256"]

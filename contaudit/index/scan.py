@@ -87,7 +87,7 @@ class Searcher:
     @classmethod
     def build(cls, item_words: list[WordBatch], config: IndexConfig, semantic: SemanticIndex | None = None) -> Searcher:
         """The searcher of the items ``item_words`` (:func:`~contaudit.index.ngram.item_batches`) for ``config``
-        (``semantic``: the items' :class:`~contaudit.index.semantic.SemanticIndex`, built with the calibrated settings)."""
+        (``semantic``: the items' :class:`~contaudit.index.semantic.SemanticIndex`, with the calibrated floor)."""
         ns = tuple(sorted({config.n, UNSEEN_N}))
         table = build_table(item_words, ns, config.n)
         neardup = NeardupIndex(item_words, NeardupConfig(threshold=config.neardup_threshold)) if config.neardup \

@@ -56,7 +56,8 @@ class StaticModel:
     @classmethod
     def load(cls, spec: str = DEFAULT_MODEL) -> StaticModel:
         """``"wordllama"`` (the vectors in the wordllama wheel) or a folder with ``tokenizer.json`` and
-        one ``*.safetensors`` file holding a 2-D embedding matrix (model2vec's format)."""
+        one ``*.safetensors`` file holding a 2-D embedding matrix (model2vec's format; or a
+        sentence-transformers static model, whose module folder holds them)."""
         try:
             from safetensors.numpy import load_file
             from tokenizers import Tokenizer
@@ -76,12 +77,14 @@ class StaticModel:
             root = Path(spec)
             if not root.is_dir():
                 raise InputError(f"`semantic_model` must be 'wordllama' or a model folder; {spec!r} is not a folder")
-            tok_file = root / "tokenizer.json"
-            weights = sorted(root.glob("*.safetensors"))
-            if not tok_file.exists() or len(weights) != 1:
+            # the folder itself (model2vec), or a module folder in it (sentence-transformers' 0_StaticEmbedding/)
+            found = [d for d in (root, *sorted(p for p in root.iterdir() if p.is_dir()))
+                     if (d / "tokenizer.json").exists() and len(list(d.glob("*.safetensors"))) == 1]
+            if not found:
                 raise InputError(f"`semantic_model` {spec!r} is not a static embedding folder (tokenizer.json and "
-                                 "one *.safetensors file); see docs/index.md, 'Semantic matches'")
-            weight_file = weights[0]
+                                 "one *.safetensors file, in it or in a module folder such as 0_StaticEmbedding/); "
+                                 "see docs/index.md, 'Semantic matches'")
+            tok_file, weight_file = found[0] / "tokenizer.json", next(found[0].glob("*.safetensors"))
         tokenizer = Tokenizer.from_file(str(tok_file))
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -100,19 +103,29 @@ class StaticModel:
                 "files": {p.name: hash_file(p) for p in self.files}}
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Token ids ``(n,)`` and character spans ``(n, 2)`` of each text (long texts tokenized in pieces)."""
-        pieces, owner, shift = [], [], []
+        """Token ids ``(n,)`` and character spans ``(n, 2)`` of each text (int32).
+
+        Texts are tokenized about :data:`PIECE_CHARS` at a time (long ones in pieces cut at
+        whitespace), so the tokenizer's own objects never hold more than that.
+        """
+        out = [([], []) for _ in texts]
+        todo, size = [], 0
         for t, text in enumerate(texts):
             for start, piece in _pieces(text):
-                pieces.append(piece)
-                owner.append(t)
-                shift.append(start)
-        out = [([], []) for _ in texts]
-        for enc, t, s in zip(self.tokenizer.encode_batch(pieces, add_special_tokens=False), owner, shift):
-            out[t][0].append(np.asarray(enc.ids, dtype=np.int64))
-            out[t][1].append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + s)
-        return [(np.concatenate(ids) if ids else np.zeros(0, np.int64),
-                 np.concatenate(spans) if spans else np.zeros((0, 2), np.int64)) for ids, spans in out]
+                todo.append((t, start, piece))
+                size += len(piece)
+                if size >= PIECE_CHARS:
+                    self._encode_pieces(todo, out)
+                    todo, size = [], 0
+        self._encode_pieces(todo, out)
+        return [(np.concatenate(ids) if ids else np.zeros(0, np.int32),
+                 np.concatenate(spans) if spans else np.zeros((0, 2), np.int32)) for ids, spans in out]
+
+    def _encode_pieces(self, todo: list[tuple[int, int, str]], out: list) -> None:
+        encodings = self.tokenizer.encode_batch([piece for _, _, piece in todo], add_special_tokens=False)
+        for enc, (t, start, _) in zip(encodings, todo):
+            out[t][0].append(np.asarray(enc.ids, dtype=np.int32))
+            out[t][1].append(np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2) + start)
 
     def mean_vector(self, ids: np.ndarray) -> np.ndarray:
         """The unit-length mean vector of tokens ``ids`` ``(d,)``."""
@@ -230,7 +243,7 @@ class SemanticIndex:
     vectors: list[np.ndarray]  # per size: (n_items_of_size, d) unit mean vectors
     floor: float  # candidates with a lower window cosine are not verified
     candidates: int  # windows verified per item per chunk (its nearest)
-    exclude_doc: dict[int, tuple] = field(default_factory=dict)  # item -> (source, record) it may not match (calibration)
+    exclude_doc: dict[int, tuple] = field(default_factory=dict)  # calibration: item -> (source, record) it skips
 
     @classmethod
     def build(cls, texts: list[str], model_spec: str, *, floor: float, candidates: int) -> SemanticIndex:
@@ -275,15 +288,17 @@ class SemanticScanner:
     def _scan(self, docs: list[Document]) -> None:
         index = self.index
         k = 2 * index.candidates  # windows kept per item: overlapping ones merge into fewer spans
-        self._rows: list[tuple] = []  # every window of the batch: (doc, ids, spans, start, end)
+        self._docs: list[tuple] = []  # (doc, ids, spans) of the batch
+        self._rows: list[np.ndarray] = []  # the batch's windows: (n, 3) [doc index, start, end] blocks
+        self._n_rows = 0
         self._top = [(np.full((k, len(g)), -np.inf, np.float32), np.full((k, len(g)), -1, np.int64))
                      for g in index.groups]  # per size: the k best cosines per item and their windows
-        encoded = self.model.encode([d.text for d in docs])
         group, size = [], 0
-        for doc, (ids, spans) in zip(docs, encoded):
+        for doc, (ids, spans) in zip(docs, self.model.encode([d.text for d in docs])):
+            self._docs.append((doc, ids, spans))
             for c0 in range(0, len(ids), CHUNK_TOKENS):
                 c1 = min(len(ids), c0 + CHUNK_TOKENS)
-                group.append((doc, ids, spans, c0, c1))
+                group.append((len(self._docs) - 1, c0, c1))
                 size += c1 - c0
                 if size >= CHUNK_TOKENS:
                     self._search_group(group)
@@ -291,41 +306,47 @@ class SemanticScanner:
         if group:
             self._search_group(group)
         self._collect()
-        self._rows = []
+        self._docs, self._rows = [], []
 
     def _search_group(self, group: list) -> None:
         """Windows of every size starting in each (doc, chunk) of ``group``: keep each item's nearest."""
         index, model = self.index, self.model
         longest = int(index.sizes[-1])
-        sums = []  # per (doc, chunk): cumulative sums of its token vectors, from c0 to what its windows reach
+        sums = []  # per (doc, chunk): cumulative sums of its token vectors' block sums, from c0 on
         dim = model.vectors.shape[1]
-        for doc, ids, spans, c0, c1 in group:  # c0 is a whole number of blocks
+        for d, c0, c1 in group:  # c0 is a whole number of blocks
+            ids = self._docs[d][1]
             hi = min(len(ids), c1 + longest)
             vecs = np.zeros((-(-(hi - c0) // BLOCK) * BLOCK, dim), np.float32)
             vecs[: hi - c0] = model.vectors[ids[c0:hi]]
-            cs = np.zeros((len(vecs) // BLOCK + 1, dim), np.float32)  # cumulative sums of block sums
+            cs = np.zeros((len(vecs) // BLOCK + 1, dim), np.float32)
             np.cumsum(vecs.reshape(-1, BLOCK, dim).sum(axis=1), axis=0, out=cs[1:])
             sums.append(cs)
         for s, size in enumerate(index.sizes):
             size = int(size)
-            first, vecs = len(self._rows), []
-            for g, (doc, ids, spans, c0, c1) in enumerate(group):
-                starts = _window_starts(len(ids), size, max(BLOCK, size // 2 // BLOCK * BLOCK), c0, c1)
+            rows, vecs = [], []
+            for g, (d, c0, c1) in enumerate(group):
+                n = len(self._docs[d][1])
+                starts = _window_starts(n, size, max(BLOCK, size // 2 // BLOCK * BLOCK), c0, c1)
                 if len(starts) == 0:
                     continue
-                ends = np.minimum(starts + size, len(ids))
-                v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) window sums
+                ends = np.minimum(starts + size, n)
+                v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) sums
                 vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
-                self._rows.extend((doc, ids, spans, int(a), int(b)) for a, b in zip(starts, ends))
+                rows.append(np.stack([np.full(len(starts), d), starts, ends], axis=1))
             if not vecs:
                 continue
+            rows = np.concatenate(rows)  # (n_windows, 3)
             sims = np.concatenate(vecs) @ index.vectors[s].T  # (n_windows, n_items_of_size)
             if index.exclude_doc:  # calibration: a passage's own document is no candidate
-                window_doc = [(r[0].source, r[0].record) for r in self._rows[first:]]
+                where = {(doc.source, doc.record): d for d, (doc, _, _) in enumerate(self._docs)}
                 for j, item in enumerate(index.groups[s]):
-                    own = [w for w, d in enumerate(window_doc) if d == index.exclude_doc.get(int(item))]
-                    sims[own, j] = -np.inf
-            self._keep_nearest(s, sims, first)
+                    own = where.get(index.exclude_doc.get(int(item)))
+                    if own is not None:
+                        sims[rows[:, 0] == own, j] = -np.inf
+            self._keep_nearest(s, sims, self._n_rows)
+            self._rows.append(rows)
+            self._n_rows += len(rows)
 
     def _keep_nearest(self, s: int, sims: np.ndarray, first: int) -> None:
         """Merge the windows ``first...`` (their cosines ``sims``) into each item's ``k`` nearest."""
@@ -340,25 +361,25 @@ class SemanticScanner:
         """Each item's kept windows above the floor as spans (overlapping ones of a document merged, at most
         twice a window long), the ``index.candidates`` nearest of them, nearest first."""
         index = self.index
+        rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 3), np.int64)
         for s, (cos, row) in enumerate(self._top):
             size = int(index.sizes[s])
             for j, item in enumerate(index.groups[s]):
-                merged: list[list] = []  # [first row, lo, hi, best cosine]
+                merged: list[list] = []  # [doc index, lo, hi, best cosine]
                 for c, r in sorted(zip(cos[:, j].tolist(), row[:, j].tolist()), key=lambda x: x[1]):
                     if r < 0 or c < index.floor:
                         continue
-                    doc, ids, _, a, b = self._rows[r]
-                    lo, hi = max(0, a - size // 4), min(len(ids), b + size // 4)
+                    d, a, b = (int(x) for x in rows[r])
+                    lo, hi = max(0, a - size // 4), min(len(self._docs[d][1]), b + size // 4)
                     last = merged[-1] if merged else None
-                    if last is not None and self._rows[last[0]][0] is doc and lo <= last[2] \
-                            and hi - last[1] <= 2 * size:
+                    if last is not None and last[0] == d and lo <= last[2] and hi - last[1] <= 2 * size:
                         last[2], last[3] = max(last[2], hi), max(last[3], c)
                     else:
-                        merged.append([r, lo, hi, c])
+                        merged.append([d, lo, hi, c])
                 merged.sort(key=lambda m: -m[3])  # stable: corpus order among equal cosines
                 found = []
-                for r, lo, hi, c in merged[:index.candidates]:
-                    doc, _, spans = self._rows[r][:3]
+                for d, lo, hi, c in merged[:index.candidates]:
+                    doc, _, spans = self._docs[d]
                     c0, c1 = int(spans[lo][0]), int(spans[hi - 1][1])
                     found.append(Candidate(round(c, 6), [doc.source, doc.record, c0], doc.text[c0:c1]))
                 if found:
@@ -483,10 +504,11 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
     """Pick the lowest threshold whose false-match rate on unrelated passages is at most ``max_false_rate``.
 
     Passages are the starts of prose paragraphs of ``docs`` (a sample of the corpus, a few
-    MB; one per document), with token lengths cycling through the items' ``lengths``. Planted paraphrases (:func:`plant_paraphrase`)
-    are searched for in their own document; each original passage is searched for among
-    the other documents, copies of it aside (its best score is what an unrelated item scores),
-    in batches of ``batch_chars`` as the index scan reads them.
+    MB; one per document), with token lengths cycling through the items' ``lengths``.
+    Planted paraphrases (:func:`plant_paraphrase`) are searched for in their own document;
+    each original passage among the other documents, in batches of ``batch_chars`` as the
+    index scan reads them, spans sharing :data:`COPY_RUN` words in a row with it aside:
+    its best score is what an unrelated item scores.
     """
     with _one_blas_thread():
         return _calibrate(docs, lengths, index_settings, max_false_rate=max_false_rate, batch_chars=batch_chars,
