@@ -189,7 +189,7 @@ class IndexConfig:
                                              help="false-match rate the calibrated threshold allows")
     semantic_candidates: int = setting(16, check=integer_at_least(1),
                                        help="nearest corpus spans per item (by embedding cosine) verified at the end")
-    semantic_calibration_mb: float = setting(4.0, check=at_least(0.1),
+    semantic_calibration_mb: float = setting(8.0, check=at_least(0.1),
                                              help="MB of corpus text (its first documents) the threshold is "
                                                   "calibrated on")
 

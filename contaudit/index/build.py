@@ -311,21 +311,24 @@ def _verify_semantic(index, total: Accumulator) -> dict:
 
 def _semantic_index(units, items: list[Item], config: IndexConfig):
     """The items' semantic index and the manifest's ``semantic`` section: the threshold (given, or calibrated
-    on the corpus's first ``semantic_calibration_mb`` of text) and the model's fingerprint."""
+    on the corpus's first ``semantic_calibration_mb`` of text, read on up to four times that until it holds
+    200 prose passages) and the model's fingerprint."""
     index = sem.SemanticIndex.build([it.text for it in items], config.semantic_model, floor=sem.DEFAULT_FLOOR,
                                     candidates=config.semantic_candidates)
     section = {"model": sem.load_model(config.semantic_model).fingerprint(), "status": sem.SEMANTIC_STATUS}
     if config.semantic_threshold is not None:
         section.update(threshold=config.semantic_threshold, calibration=None)
         return index, section
-    sample, size = [], 0
+    sample, size, prose = [], 0, 0  # at least semantic_calibration_mb, more (up to 4x) until enough prose passages
+    limit = config.semantic_calibration_mb * 1e6
     for unit in units:
         for doc in iter_unit_documents(unit, config, ReadStats()):
             sample.append(doc)
             size += len(doc.text)
-            if size >= config.semantic_calibration_mb * 1e6:
+            prose += min(sem.PASSAGES_PER_DOC, sum(1 for _ in sem._prose_paragraphs(doc.text)))
+            if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):
                 break
-        if size >= config.semantic_calibration_mb * 1e6:
+        if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):
             break
     calibration = sem.calibrate(sample, [len(ids) for ids in index.item_ids],
                                 {"model_spec": config.semantic_model, "floor": -1.0,

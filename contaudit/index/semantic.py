@@ -36,6 +36,8 @@ PIECE_CHARS = 1 << 20  # a longer text is tokenized in pieces cut at whitespace
 SIZE_STEP = 1.25  # window sizes are the grid 8 * 1.25^k tokens nearest each item's length
 MIN_TOKENS = 8
 BLOCK = 8  # windows start and end on blocks of this many tokens (their sums come from block sums)
+CALIBRATION_PASSAGES = 200  # prose passages the threshold is calibrated on
+PASSAGES_PER_DOC = 3  # calibration passages cut from one document at most
 DEFAULT_FLOOR = 0.5  # window cosine below which a candidate is not verified (when the threshold is given)
 
 
@@ -500,11 +502,11 @@ class Calibration:
 
 
 def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *, max_false_rate: float,
-              batch_chars: float = 1e6, n_passages: int = 200, seed: int = 0) -> Calibration:
+              batch_chars: float = 1e6, n_passages: int = CALIBRATION_PASSAGES, seed: int = 0) -> Calibration:
     """Pick the lowest threshold whose false-match rate on unrelated passages is at most ``max_false_rate``.
 
     Passages are the starts of prose paragraphs of ``docs`` (a sample of the corpus, a few
-    MB; one per document), with token lengths cycling through the items' ``lengths``.
+    MB; up to :data:`PASSAGES_PER_DOC` per document), with token lengths cycling through the items' ``lengths``.
     Planted paraphrases (:func:`plant_paraphrase`) are searched for in their own document;
     each original passage among the other documents, in batches of ``batch_chars`` as the
     index scan reads them, spans sharing :data:`COPY_RUN` words in a row with it aside:
@@ -521,15 +523,16 @@ def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_
     order = sorted(set(lengths)) or [64]
     passages, homes = [], []
     for d, doc in enumerate(docs):
-        if len(passages) >= n_passages:
-            break
-        want = order[len(passages) % len(order)]
+        taken = 0
         for paragraph in _prose_paragraphs(doc.text):
+            if len(passages) >= n_passages or taken == PASSAGES_PER_DOC:
+                break
+            want = order[len(passages) % len(order)]
             ids, spans = model.encode([paragraph])[0]
             if len(ids) >= want:
                 passages.append(paragraph[:int(spans[want - 1][1])])
                 homes.append(d)
-                break
+                taken += 1
     if len(passages) < 20:
         raise InputError("the semantic stage's calibration found fewer than 20 passages in the corpus sample; "
                          "give `semantic_threshold` or a larger corpus")
@@ -568,6 +571,7 @@ def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_
 
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
+
 
 
 def _prose_paragraphs(text: str):
