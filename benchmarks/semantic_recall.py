@@ -312,7 +312,7 @@ def retrieval_timing(corpus: Path, bench: Path, mb: float = 2.0) -> dict:
     windows = np.concatenate(vecs).astype(np.float32)
     queries = index.vectors[s]
     out = {"windows": len(windows), "items_of_size": len(queries), "mb": size / 1e6}
-    with sem._one_blas_thread():
+    with sem.one_blas_thread():
         t = time.perf_counter()
         sims = windows @ queries.T
         np.argpartition(-sims, 16, axis=0)[:16]

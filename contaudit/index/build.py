@@ -304,7 +304,7 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
 def _verify_semantic(index, total: Accumulator) -> dict:
     """Item -> its best verified semantic match (:func:`~contaudit.index.semantic.verify` of its candidates)."""
     model = index.model
-    with sem._one_blas_thread():
+    with sem.one_blas_thread():
         hits = {i: sem.verify(model, index.item_ids[i], cands) for i, cands in total.semantic_candidates.items()}
     return {i: h for i, h in hits.items() if h is not None}
 
@@ -325,7 +325,7 @@ def _semantic_index(units, items: list[Item], config: IndexConfig):
         for doc in iter_unit_documents(unit, config, ReadStats()):
             sample.append(doc)
             size += len(doc.text)
-            prose += min(sem.PASSAGES_PER_DOC, sum(1 for _ in sem._prose_paragraphs(doc.text)))
+            prose += min(sem.PASSAGES_PER_DOC, sum(1 for _ in sem.prose_paragraphs(doc.text)))
             if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):
                 break
         if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):

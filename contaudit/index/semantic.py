@@ -284,7 +284,7 @@ class SemanticScanner:
         BLAS runs single-threaded here: the products are small (threads only contend,
         on a busy machine 40 times slower), and workers are processes or Ray tasks.
         """
-        with _one_blas_thread():
+        with one_blas_thread():
             self._scan(docs)
 
     def _scan(self, docs: list[Document]) -> None:
@@ -426,7 +426,7 @@ def _shares_run(a: str, b: str) -> bool:
     return any(tuple(wb[i:i + COPY_RUN]) in runs for i in range(len(wb) - COPY_RUN + 1))
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """A context in which numpy's BLAS uses one thread (threadpoolctl), or nothing without it."""
     try:
         from threadpoolctl import threadpool_limits
@@ -512,7 +512,7 @@ def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *,
     index scan reads them, spans sharing :data:`COPY_RUN` words in a row with it aside:
     its best score is what an unrelated item scores.
     """
-    with _one_blas_thread():
+    with one_blas_thread():
         return _calibrate(docs, lengths, index_settings, max_false_rate=max_false_rate, batch_chars=batch_chars,
                           n_passages=n_passages, seed=seed)
 
@@ -524,7 +524,7 @@ def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_
     passages, homes = [], []
     for d, doc in enumerate(docs):
         taken = 0
-        for paragraph in _prose_paragraphs(doc.text):
+        for paragraph in prose_paragraphs(doc.text):
             if len(passages) >= n_passages or taken == PASSAGES_PER_DOC:
                 break
             want = order[len(passages) % len(order)]
@@ -574,7 +574,7 @@ _PARAGRAPH = re.compile(r"\n\s*\n")
 
 
 
-def _prose_paragraphs(text: str):
+def prose_paragraphs(text: str):
     """Paragraphs of ``text`` that read like a benchmark item: mostly words, at least one sentence ending.
 
     (Calibrating on changelog entries or licence variants would set the threshold by
