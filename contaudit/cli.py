@@ -244,9 +244,12 @@ def index(
     max_locations: int = _option(IndexConfig, "max_locations"),
     skip_bad: bool = _option(IndexConfig, "skip_bad", "--skip-bad/--no-skip-bad"),
     skip_bad_records: Optional[bool] = _old_flag("--skip-bad-records", "--skip-bad"),
+    semantic: bool = _option(IndexConfig, "semantic", "--semantic/--no-semantic"),
+    semantic_model: str = _option(IndexConfig, "semantic_model"),
+    semantic_threshold: Optional[float] = _option(IndexConfig, "semantic_threshold"),
     top: int = typer.Option(10, help="Most contaminated items to list in the summary."),
 ) -> None:
-    """Search a training corpus for every benchmark item (exact n-grams + near duplicates)."""
+    """Search a training corpus for every benchmark item (exact n-grams + near duplicates; --semantic: rephrasings)."""
     from contaudit.index import build_indexes
     from contaudit.progress import ByteProgress
 
@@ -257,7 +260,8 @@ def index(
         raise InputError(f"--rule palm fixes n = 8; leave out --n (got --n {n}) or use --rule gpt3")
     settings = dict(neardup=neardup, neardup_threshold=neardup_threshold, include=tuple(include),
                     exclude=tuple(exclude), workers=workers, ray=use_ray, shard_mb=shard_mb,
-                    max_locations=max_locations, skip_bad=skip_bad, text_field=corpus_text_field)
+                    max_locations=max_locations, skip_bad=skip_bad, text_field=corpus_text_field, semantic=semantic,
+                    semantic_model=semantic_model, semantic_threshold=semantic_threshold)
     if min_coverage is not None:
         settings["min_coverage"] = min_coverage
     config = IndexConfig.palm(**settings) if rule == "palm" else \
@@ -297,7 +301,8 @@ def _print_index(path: Path, index, top: int) -> None:
 
     counts = index.manifest["counts"]
     out.print(f"[bold]Index written to {path}[/]: {counts['items']} items — [red]{counts['seen']} seen[/], "
-              f"[green]{counts['unseen']} unseen[/], {counts['ambiguous']} ambiguous")
+              f"[green]{counts['unseen']} unseen[/], {counts['ambiguous']} ambiguous"
+              + (f", [magenta]{counts['paraphrased']} paraphrased[/]" if "paraphrased" in counts else ""))
     ranked = sorted((it for it in index.items if it["status"] == "seen"),
                     key=lambda it: (-it["coverage"], -it["neardup_jaccard"], -it["occurrences"]))[:top]
     if ranked:
@@ -309,6 +314,17 @@ def _print_index(path: Path, index, top: int) -> None:
             where = f"{loc[0]}:{loc[1]}@{loc[2]}" if loc else ""
             table.add_row(it["id"], f"{it['coverage']:.2f}", str(it["longest_match"]), str(it["occurrences"]),
                           f"{it['neardup_jaccard']:.2f}", where)
+        out.print(table)
+    rephrased = sorted((it for it in index.items if it["status"] == "paraphrased"),
+                       key=lambda it: -it["semantic_score"])[:top]
+    if rephrased:
+        table = Table(title=f"Paraphrased items (alignment >= {index.manifest['semantic']['threshold']:.3f})")
+        for col in ("id", "score", "location", "benchmark text", "corpus text"):
+            table.add_column(col, overflow="fold")
+        for it in rephrased:
+            loc = it["semantic_location"]
+            table.add_row(it["id"], f"{it['semantic_score']:.3f}", f"{loc[0]}:{loc[1]}@{loc[2]}",
+                          it["text"][:300], it["semantic_text"][:300])
         out.print(table)
 
 

@@ -178,6 +178,20 @@ class IndexConfig:
     shard_mb: float = setting(64.0, check=at_least(1e-6), help="resume granularity: MB of corpus text per shard")
     batch_mb: float = setting(1.0, check=at_least(1e-6), help="MB of corpus text a worker scans at a time")
     skip_bad: bool = setting(False, help="skip (and count) malformed corpus records instead of stopping")
+    semantic: bool = setting(False, help="also search rephrased, reordered or translated copies "
+                                         "(embedding search; needs the optional extra 'semantic')")
+    semantic_model: str = setting("wordllama", help="embedding model: 'wordllama' (in its wheel) or a local "
+                                                    "static-embedding folder (tokenizer.json + *.safetensors)")
+    semantic_threshold: Optional[float] = setting(None, check=between(0, 1, closed_high=True),
+                                                  help="alignment score at which an item is paraphrased "
+                                                       "(default: calibrated on the corpus)")
+    semantic_max_false_rate: float = setting(0.01, check=between(0, 1),
+                                             help="false-match rate the calibrated threshold allows")
+    semantic_candidates: int = setting(16, check=integer_at_least(1),
+                                       help="nearest corpus spans per item (by embedding cosine) verified at the end")
+    semantic_calibration_mb: float = setting(8.0, check=at_least(0.1),
+                                             help="MB of corpus text (its first documents) the threshold is "
+                                                  "calibrated on")
 
     @classmethod
     def palm(cls, **overrides) -> "IndexConfig":

@@ -156,7 +156,12 @@ def corpus_entry(test_ids: list[str], index_by_id: dict) -> dict:
     status = [r.get("status") for r in found]
     seen = [i for i in test_ids if i in index_by_id and index_by_id[i].get("status") == "seen"]
     occurrences = [r.get("occurrences") for r in found if isinstance(r.get("occurrences"), (int, float))]
-    return {"available": True, "n_test": len(test_ids), "n_in_index": len(found), "n_seen": status.count("seen"),
-            "n_ambiguous": status.count("ambiguous"), "n_unseen": status.count("unseen"),
-            "share_seen": status.count("seen") / len(found) if found else None,
-            "total_occurrences": int(sum(occurrences)) if occurrences else 0, "seen_ids": seen[:MAX_LISTED_IDS]}
+    entry = {"available": True, "n_test": len(test_ids), "n_in_index": len(found), "n_seen": status.count("seen"),
+             "n_ambiguous": status.count("ambiguous"), "n_unseen": status.count("unseen"),
+             "share_seen": status.count("seen") / len(found) if found else None,
+             "total_occurrences": int(sum(occurrences)) if occurrences else 0, "seen_ids": seen[:MAX_LISTED_IDS]}
+    if any("semantic_score" in r for r in found):  # an index with the semantic stage: its rephrased copies
+        entry["n_paraphrased"] = status.count("paraphrased")
+        entry["paraphrased_ids"] = [i for i in test_ids if i in index_by_id
+                                    and index_by_id[i].get("status") == "paraphrased"][:MAX_LISTED_IDS]
+    return entry

@@ -33,7 +33,8 @@ from contaudit.config import IndexConfig
 from contaudit.errors import InputError
 from contaudit.index.ngram import MIN_WHOLE_WORDS, item_batches, item_stats
 from contaudit.index.neardup import NeardupConfig
-from contaudit.index.scan import UNSEEN_N, Accumulator, BatchResult, Searcher, iter_shards
+import contaudit.index.semantic as sem
+from contaudit.index.scan import UNSEEN_N, Accumulator, BatchResult, Searcher, iter_shards, iter_unit_documents
 from contaudit.index.store import INDEX_FORMAT, CorpusIndex, load_index
 from contaudit.io import (CorpusUnit, Document, Item, ReadStats, check_corpus_has_documents, check_output_apart,
                           contaudit_manifest, is_index_plan, load_items)
@@ -98,12 +99,26 @@ def _describe_inputs(units: list[CorpusUnit]) -> list[dict]:
 
 def _parameters(config: IndexConfig, text_field, template, id_field) -> dict:
     """Every setting that changes an index (recorded in its manifest and its plan)."""
-    return {**{k: v for k, v in asdict(config).items() if k not in ("workers", "batch_mb", "ray")},
+    semantic = _semantic_parameters(config)
+    return {**{k: v for k, v in asdict(config).items()
+               if k not in ("workers", "batch_mb", "ray") and not k.startswith("semantic")},
             "include": list(config.include), "exclude": list(config.exclude), "unseen_n": UNSEEN_N,
             "min_whole_words": MIN_WHOLE_WORDS,
             "normalization": NORMALIZATION, "text_field": config.text_field,
             "benchmark_text_field": text_field, "benchmark_template": template, "benchmark_id_field": id_field,
-            "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None}
+            "neardup_settings": asdict(NeardupConfig(threshold=config.neardup_threshold)) if config.neardup else None,
+            **({"semantic_settings": semantic} if semantic else {})}  # absent when off: today's plans unchanged
+
+
+def _semantic_parameters(config: IndexConfig) -> dict | None:
+    """The semantic stage's settings and model fingerprint (None when the stage is off)."""
+    if not config.semantic:
+        return None
+    return {"model": sem.load_model(config.semantic_model).fingerprint(),
+            "threshold": config.semantic_threshold, "max_false_rate": config.semantic_max_false_rate,
+            "candidates": config.semantic_candidates, "calibration_mb": config.semantic_calibration_mb,
+            "window_sizes": f"{sem.MIN_TOKENS}*{sem.SIZE_STEP}^k tokens, stride half a window",
+            "score": "weighted soft-alignment F1 of the best-aligned span", "status": sem.SEMANTIC_STATUS}
 
 
 def _plan(inputs: list[dict], parameters: dict, benchmark: str | list[str]) -> dict:
@@ -217,8 +232,8 @@ def _build_locked(corpus, pairs: list[tuple[Path, Path]], staging: Path, t0: flo
     staging_plan = _staging_plan(plans, inputs, parameters)
     _prepare_staging(staging, staging_plan)
 
-    records, corpus_section, stats = _scan_once(units, [it for t in targets for it in t.items], config, staging,
-                                                progress)
+    records, corpus_section, stats, semantic = _scan_once(units, [it for t in targets for it in t.items], config,
+                                                          staging, progress)
     scan = None if len(targets) == 1 else {"benchmarks": len(targets), "targets": [str(t.out) for t in targets],
                                            "staging_plan_sha256": _plan_hash(staging_plan)}
     start = 0
@@ -227,6 +242,7 @@ def _build_locked(corpus, pairs: list[tuple[Path, Path]], staging: Path, t0: flo
         manifest = make_manifest("index", inputs=inputs, parameters=parameters, format=INDEX_FORMAT,
                                  benchmark=t.benchmark, corpus=corpus_section, counts=_counts(mine),
                                  plan_sha256=_plan_hash(plan), **({"scan": scan} if scan else {}),
+                                 **({"semantic": semantic} if semantic else {}),
                                  seconds=round(time.perf_counter() - t0, 3))
         _publish(t.out, staging, mine, manifest)
     _clear_partial(staging, and_lock=True)
@@ -260,40 +276,84 @@ def _prepare_staging(staging: Path, plan: dict) -> None:
 
 
 def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
-               progress) -> tuple[list[dict], dict, ReadStats]:
+               progress) -> tuple[list[dict], dict, ReadStats, dict | None]:
     """Search the corpus for all ``items`` (those of every target, by position) in one pass.
 
-    Returns their records in order, the manifest's ``corpus`` section and the read stats.
+    Returns their records in order, the manifest's ``corpus`` section, the read stats
+    and the manifest's ``semantic`` section (None when the stage is off).
     """
     item_words = item_batches([it.text for it in items])
-    searcher = Searcher.build(item_words, config)
-    total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations)
+    semantic_index, semantic = _semantic_index(units, items, config) if config.semantic else (None, None)
+    searcher = Searcher.build(item_words, config, semantic_index)
+    total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations,
+                        semantic_k=config.semantic_candidates if config.semantic else 0)
     if config.ray:
         from contaudit.index.distributed import scan_with_ray
         stats, shards_total, shards_resumed = scan_with_ray(units, config, searcher, staging, total, progress)
     else:
         stats, shards_total, shards_resumed = _scan_here(units, config, searcher, item_words, staging, total,
                                                          progress)
-    records = _item_records(items, item_words, searcher.table, total, config)
+    hits = _verify_semantic(semantic_index, total) if config.semantic else None
+    records = _item_records(items, item_words, searcher.table, total, config, hits,
+                            semantic["threshold"] if semantic else None)
     corpus_section = {"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
                       "shards_resumed": shards_resumed}
-    return records, corpus_section, stats
+    return records, corpus_section, stats, semantic
+
+
+def _verify_semantic(index, total: Accumulator) -> dict:
+    """Item -> its best verified semantic match (:func:`~contaudit.index.semantic.verify` of its candidates)."""
+    model = index.model
+    with sem.one_blas_thread():
+        hits = {i: sem.verify(model, index.item_ids[i], cands) for i, cands in total.semantic_candidates.items()}
+    return {i: h for i, h in hits.items() if h is not None}
+
+
+def _semantic_index(units, items: list[Item], config: IndexConfig):
+    """The items' semantic index and the manifest's ``semantic`` section: the threshold (given, or calibrated
+    on the corpus's first ``semantic_calibration_mb`` of text, read on up to four times that until it holds
+    200 prose passages) and the model's fingerprint."""
+    index = sem.SemanticIndex.build([it.text for it in items], config.semantic_model, floor=sem.DEFAULT_FLOOR,
+                                    candidates=config.semantic_candidates)
+    section = {"model": sem.load_model(config.semantic_model).fingerprint(), "status": sem.SEMANTIC_STATUS}
+    if config.semantic_threshold is not None:
+        section.update(threshold=config.semantic_threshold, calibration=None)
+        return index, section
+    sample, size, prose = [], 0, 0  # at least semantic_calibration_mb, more (up to 4x) until enough prose passages
+    limit = config.semantic_calibration_mb * 1e6
+    for unit in units:
+        for doc in iter_unit_documents(unit, config, ReadStats()):
+            sample.append(doc)
+            size += len(doc.text)
+            prose += min(sem.PASSAGES_PER_DOC, sum(1 for _ in sem.prose_paragraphs(doc.text)))
+            if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):
+                break
+        if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):
+            break
+    calibration = sem.calibrate(sample, [len(ids) for ids in index.item_ids],
+                                {"model_spec": config.semantic_model, "floor": -1.0,
+                                 "candidates": config.semantic_candidates},
+                                max_false_rate=config.semantic_max_false_rate, batch_chars=config.batch_mb * 1e6)
+    index.floor = calibration.floor
+    section.update(threshold=calibration.threshold, calibration=calibration.as_dict())
+    return index, section
 
 
 def _counts(records: list[dict]) -> dict:
-    """Items per status, for the manifest."""
-    statuses = ("seen", "unseen", "ambiguous")
+    """Items per status, for the manifest (``paraphrased`` only when the semantic stage ran)."""
+    statuses = ("seen", "unseen", "ambiguous") + (("paraphrased",) if any("semantic_score" in r for r in records)
+                                                  else ())
     return {"items": len(records), **{s: sum(r["status"] == s for r in records) for s in statuses}}
 
 
 _searcher: Searcher | None = None  # this process's searcher during a one-machine scan (:func:`_scan_here`)
 
 
-def _start_worker(item_words, config: IndexConfig) -> None:
+def _start_worker(item_words, config: IndexConfig, semantic=None) -> None:
     """Initializer of a pool process: a forked one has its parent's searcher already, a spawned one builds it."""
     global _searcher
     if _searcher is None:
-        _searcher = Searcher.build(item_words, config)
+        _searcher = Searcher.build(item_words, config, semantic)
 
 
 def _scan_batch(docs: list[Document]) -> BatchResult:
@@ -316,7 +376,7 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(method)
         pool = ctx.Pool(config.workers, initializer=_start_worker,
-                        initargs=(item_words, config) if method == "spawn" else (None, config))
+                        initargs=(item_words, config, searcher.semantic) if method == "spawn" else (None, config))
     try:
         for shard_id, batches in iter_shards(units, config, stats):
             shards_total += 1
@@ -328,16 +388,18 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
                     progress(sum(len(d.text) for b in batches for d in b))
                 continue
             before = ReadStats(stats.read, stats.skipped, list(stats.examples))
-            shard = Accumulator(np.zeros_like(total.counts), config.max_locations)
+            shard = Accumulator(np.zeros_like(total.counts), config.max_locations, semantic_k=total.semantic_k)
             results = pool.imap(_scan_batch, batches) if pool else map(_scan_batch, batches)
-            for counts, locations, near_best, near_copies, nbytes in results:
-                shard.add(counts, locations, near_best, near_copies, nbytes)
+            for result in results:
+                shard.add(*result)
+                nbytes = result[4]
                 if progress:
                     progress(nbytes)
             shard_stats = ReadStats(stats.read - before.read, stats.skipped - before.skipped,
                                     stats.examples[len(before.examples):])
             shard.save(shard_path, shard_stats)
-            total.add(shard.sparse_counts(), shard.locations, shard.near_best, shard.near_copies, shard.nbytes)
+            total.add(shard.sparse_counts(), shard.locations, shard.near_best, shard.near_copies, shard.nbytes,
+                      shard.semantic_candidates)
     finally:
         if pool is not None:
             pool.terminate()
@@ -345,7 +407,10 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
     return stats, shards_total, shards_resumed
 
 
-def _item_records(items, item_words, table, total: Accumulator, config: IndexConfig) -> list[dict]:
+def _item_records(items, item_words, table, total: Accumulator, config: IndexConfig, semantic_hits: dict | None = None,
+                  semantic_threshold: float | None = None) -> list[dict]:
+    """Each item's record; with the semantic stage, its best semantic match, and status ``paraphrased`` when
+    that match reaches ``semantic_threshold`` and the exact and near-duplicate evidence does not make it seen."""
     records = []
     for i, (item, ws) in enumerate(zip(items, item_words)):
         rec = {"id": item.id, "n_words": len(ws.starts)}
@@ -356,6 +421,15 @@ def _item_records(items, item_words, table, total: Accumulator, config: IndexCon
         rec["neardup_location"] = near.location if near else None
         rec["locations"] = total.locations.get(i, [])
         rec["status"] = classify(rec, config)
+        if semantic_threshold is not None:
+            hit = semantic_hits.get(i)
+            rec["semantic_score"] = hit.score if hit else 0.0
+            rec["semantic_cosine"] = hit.cosine if hit else 0.0
+            rec["semantic_location"] = hit.location if hit else None
+            rec["semantic_text"] = hit.text if hit else None
+            rec["lexical_status"] = rec["status"]
+            if rec["status"] != "seen" and rec["semantic_score"] >= semantic_threshold:
+                rec["status"] = "paraphrased"
         rec["text"] = item.text
         records.append(rec)
     return records

@@ -105,16 +105,17 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
                 key = (u, shard)
                 batches.setdefault(key, {})[i] = result
                 if len(batches[key]) == n:  # every batch of the shard is in: merge them in order, save
-                    acc = Accumulator(np.zeros_like(total.counts), config.max_locations)
+                    acc = Accumulator(np.zeros_like(total.counts), config.max_locations, semantic_k=total.semantic_k)
                     for j in range(n):
                         acc.add(*batches[key][j])
                     del batches[key]
                     acc.save(partial / f"shard-{u}-{shard}.json", ReadStats())
-                    ready[key] = (acc.sparse_counts(), acc.locations, acc.near_best, acc.near_copies, acc.nbytes)
+                    ready[key] = (acc.sparse_counts(), acc.locations, acc.near_best, acc.near_copies, acc.nbytes,
+                                  acc.semantic_candidates)
                     finished.add(key)
                     shards_total += 1
                 if progress:
-                    progress(result[-1])
+                    progress(result[4])
             elif kind == "resumed":
                 _, shard, chars = message
                 ready[(u, shard)] = None

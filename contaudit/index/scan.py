@@ -20,6 +20,7 @@ import numpy as np
 from contaudit.config import IndexConfig
 from contaudit.index.neardup import NeardupConfig, NeardupHit, NeardupIndex, NeardupScanner
 from contaudit.index.ngram import NgramScanner, NgramTable, build_table
+from contaudit.index.semantic import Candidate, SemanticIndex, SemanticScanner, merge_candidates
 from contaudit.index.wordhash import WordBatch, iter_windows, split_words
 from contaudit.io import CorpusUnit, Document, ReadStats
 from contaudit.io import iter_unit_documents as io_unit_documents
@@ -28,7 +29,8 @@ from contaudit.manifest import write_json_atomic
 UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corpus
 WINDOW_CHARS = 1 << 20  # a document over twice this is scanned in windows of about this size
 
-BatchResult = tuple[np.ndarray, dict, dict, dict, int]  # (sparse counts, locations, near best, near copies, bytes)
+BatchResult = tuple[np.ndarray, dict, dict, dict, int, dict]  # (sparse counts, locations, near best, near copies,
+#                                                             bytes, semantic candidates)
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -73,21 +75,24 @@ def iter_shards(units: list[CorpusUnit], config: IndexConfig, stats: ReadStats) 
 @dataclass(eq=False)
 class Searcher:
     """What a worker searches the corpus with: the items' n-gram table, their near-duplicate
-    index (None without ``config.neardup``) and the settings. Built once per scan and
+    index (None without ``config.neardup``), their semantic index (None without
+    ``config.semantic``) and the settings. Built once per scan and
     handed to every worker (inherited through fork, rebuilt after spawn, or sent to Ray tasks)."""
 
     table: NgramTable
     config: IndexConfig
     neardup: NeardupIndex | None = None
+    semantic: SemanticIndex | None = None
 
     @classmethod
-    def build(cls, item_words: list[WordBatch], config: IndexConfig) -> Searcher:
-        """The searcher of the items ``item_words`` (:func:`~contaudit.index.ngram.item_batches`) for ``config``."""
+    def build(cls, item_words: list[WordBatch], config: IndexConfig, semantic: SemanticIndex | None = None) -> Searcher:
+        """The searcher of the items ``item_words`` (:func:`~contaudit.index.ngram.item_batches`) for ``config``
+        (``semantic``: the items' :class:`~contaudit.index.semantic.SemanticIndex`, with the calibrated floor)."""
         ns = tuple(sorted({config.n, UNSEEN_N}))
         table = build_table(item_words, ns, config.n)
         neardup = NeardupIndex(item_words, NeardupConfig(threshold=config.neardup_threshold)) if config.neardup \
             else None
-        return cls(table, config, neardup)
+        return cls(table, config, neardup, semantic)
 
     def scan_batch(self, docs: list[Document]) -> BatchResult:
         """Scan one batch of documents; returns the hits to merge in corpus order (:meth:`Accumulator.add`).
@@ -112,10 +117,16 @@ class Searcher:
                 group = []
             if doc is not None:
                 self._scan_windows(doc, ngram, near)
+        semantic = {}
+        if self.semantic is not None:  # whole documents: it cuts long ones into chunks itself
+            scanner = SemanticScanner(self.semantic)
+            scanner.scan(docs)
+            semantic = scanner.candidates
         hits = ngram.result()
         keys = np.nonzero(hits.counts)[0]
         sparse_counts = np.stack([keys, hits.counts[keys]])  # (2, n_matched_keys)
-        return sparse_counts, hits.locations, (near.best if near else {}), (near.copies if near else {}), nbytes
+        return (sparse_counts, hits.locations, (near.best if near else {}), (near.copies if near else {}), nbytes,
+                semantic)
 
     def _scan_windows(self, doc: Document, ngram: NgramScanner, near: NeardupScanner | None) -> None:
         """Scan one long document window by window (:func:`iter_windows`), with the result of scanning it whole.
@@ -162,8 +173,11 @@ class Accumulator:
     near_best: dict[int, NeardupHit] = field(default_factory=dict)
     near_copies: dict[int, int] = field(default_factory=dict)
     nbytes: int = 0
+    semantic_k: int = 0  # semantic candidates kept per item (the stage's ``semantic_candidates``; 0: off)
+    semantic_candidates: dict[int, list[Candidate]] = field(default_factory=dict)
 
-    def add(self, counts_sparse: np.ndarray, locations: dict, near_best: dict, near_copies: dict, nbytes: int) -> None:
+    def add(self, counts_sparse: np.ndarray, locations: dict, near_best: dict, near_copies: dict, nbytes: int,
+            semantic_candidates: dict | None = None) -> None:
         """Merge one result (a :data:`BatchResult`, or a shard's) that comes next in corpus order."""
         keys, counts = counts_sparse
         np.add.at(self.counts, keys.astype(np.int64), counts.astype(np.int64))
@@ -178,6 +192,7 @@ class Accumulator:
         for item, n in near_copies.items():
             self.near_copies[int(item)] = self.near_copies.get(int(item), 0) + n
         self.nbytes += nbytes
+        merge_candidates(self.semantic_candidates, semantic_candidates or {}, self.semantic_k)
 
     def sparse_counts(self) -> np.ndarray:
         """``(2, n_matched_keys)``: the keys with a count, and their counts."""
@@ -193,6 +208,9 @@ class Accumulator:
             "near_copies": {str(k): v for k, v in self.near_copies.items()},
             "nbytes": self.nbytes,
             "stats": stats.as_dict(),
+            **({"semantic_candidates": {str(k): [c.as_list() for c in cs]
+                                        for k, cs in self.semantic_candidates.items()}}
+               if self.semantic_candidates else {}),
         })
 
     def add_saved(self, path: Path) -> ReadStats:
@@ -201,6 +219,7 @@ class Accumulator:
         counts = np.asarray(data["counts"], dtype=np.int64).reshape(2, -1)
         near = {int(k): NeardupHit(v[0], v[1]) for k, v in data["near_best"].items()}
         self.add(counts, {int(k): v for k, v in data["locations"].items()}, near,
-                 {int(k): v for k, v in data["near_copies"].items()}, data["nbytes"])
+                 {int(k): v for k, v in data["near_copies"].items()}, data["nbytes"],
+                 {int(k): [Candidate(*c) for c in v] for k, v in data.get("semantic_candidates", {}).items()})
         s = data["stats"]
         return ReadStats(s["read"], s["skipped"], s["skip_examples"])

@@ -218,8 +218,9 @@ def supporting_table(results: dict) -> Table:
     if corpus is not None:
         if corpus.get("available"):
             rows.append(["Corpus index: test items seen", f"{corpus['n_seen']} / {corpus['n_in_index']}", "—", "—",
-                         f"{corpus['n_ambiguous']} ambiguous, {corpus['n_unseen']} unseen; "
-                         f"{corpus['total_occurrences']} occurrences in all"])
+                         f"{corpus['n_ambiguous']} ambiguous, {corpus['n_unseen']} unseen"
+                         + (f", {corpus['n_paraphrased']} paraphrased (semantic stage)" if "n_paraphrased" in corpus
+                            else "") + f"; {corpus['total_occurrences']} occurrences in all"])
         else:
             rows.append(["Corpus index: test items seen", "—", "—", "—",
                          f"not available: {corpus.get('reason', 'not computed')}"])

@@ -53,7 +53,9 @@ def _seen(corpus: dict) -> str:
     if not corpus.get("available"):
         return "no index"
     share = corpus.get("share_seen")
-    return f"{corpus['n_seen']}/{corpus['n_test']}" + (f" ({share:.0%})" if share is not None else "")
+    paraphrased = corpus.get("n_paraphrased")
+    return (f"{corpus['n_seen']}/{corpus['n_test']}" + (f" ({share:.0%})" if share is not None else "")
+            + (f" + {paraphrased} paraphrased" if paraphrased else ""))
 
 
 def corpus_root(results: dict) -> str | None:

@@ -1,0 +1,594 @@
+"""Semantic matches: benchmark items rephrased, reordered, reformatted or translated in the corpus.
+
+Items and corpus windows of comparable length are embedded with a static word-embedding
+model (default: wordllama's 256-d vectors, which ship inside its wheel: no download).
+A window's vector is the mean of its token vectors, so every window of a document costs
+two rows of a cumulative sum. Each item's nearest windows are found by exact matrix
+search (one BLAS product per batch: the items are few, the windows stream past) and
+every candidate is verified with a stricter score, a soft token alignment between the
+item and the best-aligned span of the window (:func:`align_score`). The threshold on that
+score comes from :func:`calibrate`: planted paraphrases of corpus passages against the
+same passages' best matches among unrelated documents. ``ray`` and one-machine scans run
+this same code per batch, so they find the same hits.
+
+Needs the optional extra ``semantic`` (``pip install 'contaudit[semantic]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+from contaudit.errors import InputError
+from contaudit.io import Document
+from contaudit.manifest import hash_file
+from contaudit.text import words
+
+SEMANTIC_STATUS = "paraphrased"  # an item found only by the semantic stage
+DEFAULT_MODEL = "wordllama"
+CHUNK_TOKENS = 16384  # corpus tokens embedded at a time (bounds memory: about 16 MB of vectors)
+PIECE_CHARS = 1 << 20  # a longer text is tokenized in pieces cut at whitespace
+SIZE_STEP = 1.25  # window sizes are the grid 8 * 1.25^k tokens nearest each item's length
+MIN_TOKENS = 8
+BLOCK = 8  # windows start and end on blocks of this many tokens (their sums come from block sums)
+CALIBRATION_PASSAGES = 200  # prose passages the threshold is calibrated on
+PASSAGES_PER_DOC = 3  # calibration passages cut from one document at most
+DEFAULT_FLOOR = 0.5  # window cosine below which a candidate is not verified (when the threshold is given)
+
+
+# ----------------------------------------------------------------------------- embedding model
+
+
+@dataclass(eq=False)
+class StaticModel:
+    """A static embedding model: a tokenizer and one vector per token (wordllama, or a model2vec-style folder)."""
+
+    name: str
+    files: tuple[Path, ...]  # what it was loaded from (their hashes are its fingerprint)
+    tokenizer: object  # tokenizers.Tokenizer
+    vectors: np.ndarray  # (V, d) float32, raw (their mean is a text's vector)
+    unit: np.ndarray  # (V, d) float32, each row of length 1 (for token alignment)
+    weight: np.ndarray  # (V,) float32: a token's weight in alignment (its raw vector's norm)
+
+    @classmethod
+    def load(cls, spec: str = DEFAULT_MODEL) -> StaticModel:
+        """``"wordllama"`` (the vectors in the wordllama wheel) or a folder with ``tokenizer.json`` and
+        one ``*.safetensors`` file holding a 2-D embedding matrix (model2vec's format; or a
+        sentence-transformers static model, whose module folder holds them)."""
+        try:
+            from safetensors.numpy import load_file
+            from tokenizers import Tokenizer
+        except ImportError:  # pragma: no cover - both come with transformers
+            raise InputError("the semantic stage needs `tokenizers` and `safetensors`: "
+                             "pip install 'contaudit[semantic]'") from None
+        if spec == DEFAULT_MODEL:
+            try:
+                import wordllama
+            except ImportError:
+                raise InputError("`semantic_model` 'wordllama' needs the optional extra: "
+                                 "pip install 'contaudit[semantic]'") from None
+            root = Path(wordllama.__file__).parent
+            tok_file = root / "tokenizers" / "l2_supercat_tokenizer_config.json"
+            weight_file = root / "weights" / "l2_supercat_256.safetensors"
+        else:
+            root = Path(spec)
+            if not root.is_dir():
+                raise InputError(f"`semantic_model` must be 'wordllama' or a model folder; {spec!r} is not a folder")
+            # the folder itself (model2vec), or a module folder in it (sentence-transformers' 0_StaticEmbedding/)
+            found = [d for d in (root, *sorted(p for p in root.iterdir() if p.is_dir()))
+                     if (d / "tokenizer.json").exists() and len(list(d.glob("*.safetensors"))) == 1]
+            if not found:
+                raise InputError(f"`semantic_model` {spec!r} is not a static embedding folder (tokenizer.json and "
+                                 "one *.safetensors file, in it or in a module folder such as 0_StaticEmbedding/); "
+                                 "see docs/index.md, 'Semantic matches'")
+            tok_file, weight_file = found[0] / "tokenizer.json", next(found[0].glob("*.safetensors"))
+        tokenizer = Tokenizer.from_file(str(tok_file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        tensors = load_file(str(weight_file))
+        matrices = [v for v in tensors.values() if v.ndim == 2]
+        if len(matrices) != 1:
+            raise InputError(f"`semantic_model` {spec!r}: {weight_file.name} must hold one 2-D embedding matrix")
+        vectors = matrices[0].astype(np.float32)  # (V, d)
+        norm = np.linalg.norm(vectors, axis=1)
+        unit = vectors / np.maximum(norm, 1e-12)[:, None]
+        return cls(spec, (tok_file, weight_file), tokenizer, vectors, unit.astype(np.float32), norm.astype(np.float32))
+
+    def fingerprint(self) -> dict:
+        """The model's name and its files' SHA-256 (for the manifest)."""
+        return {"name": self.name, "dim": int(self.vectors.shape[1]),
+                "files": {p.name: hash_file(p) for p in self.files}}
+
+    def encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Token ids ``(n,)`` and character spans ``(n, 2)`` of each text (int32).
+
+        Texts are tokenized about :data:`PIECE_CHARS` at a time (long ones in pieces cut at
+        whitespace), so the tokenizer's own objects never hold more than that.
+        """
+        out = [([], []) for _ in texts]
+        todo, size = [], 0
+        for t, text in enumerate(texts):
+            for start, piece in _pieces(text):
+                todo.append((t, start, piece))
+                size += len(piece)
+                if size >= PIECE_CHARS:
+                    self._encode_pieces(todo, out)
+                    todo, size = [], 0
+        self._encode_pieces(todo, out)
+        return [(np.concatenate(ids) if ids else np.zeros(0, np.int32),
+                 np.concatenate(spans) if spans else np.zeros((0, 2), np.int32)) for ids, spans in out]
+
+    def _encode_pieces(self, todo: list[tuple[int, int, str]], out: list) -> None:
+        encodings = self.tokenizer.encode_batch([piece for _, _, piece in todo], add_special_tokens=False)
+        for enc, (t, start, _) in zip(encodings, todo):
+            out[t][0].append(np.asarray(enc.ids, dtype=np.int32))
+            out[t][1].append(np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2) + start)
+
+    def mean_vector(self, ids: np.ndarray) -> np.ndarray:
+        """The unit-length mean vector of tokens ``ids`` ``(d,)``."""
+        v = self.vectors[ids].astype(np.float64).sum(axis=0)
+        return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+
+
+def _pieces(text: str):
+    """``(start, piece)``: ``text`` cut at whitespace into pieces of about :data:`PIECE_CHARS`."""
+    start = 0
+    while len(text) - start > PIECE_CHARS:
+        cut = text.rfind(" ", start + PIECE_CHARS // 2, start + PIECE_CHARS)
+        cut = start + PIECE_CHARS if cut < 0 else cut
+        yield start, text[start:cut]
+        start = cut
+    yield start, text[start:]
+
+
+_models: dict[str, StaticModel] = {}
+
+
+def load_model(spec: str) -> StaticModel:
+    """:meth:`StaticModel.load`, once per process."""
+    if spec not in _models:
+        _models[spec] = StaticModel.load(spec)
+    return _models[spec]
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def align_score(model: StaticModel, item_ids: np.ndarray, span_ids: np.ndarray) -> tuple[float, int, int]:
+    """The stricter score of a candidate: soft token alignment of the item with its best-aligned sub-span.
+
+    Every sub-span of ``span_ids`` as long as the item (or all of it, if shorter) is
+    scored with a weighted F1 of cosine similarities between token vectors (BERTScore's
+    rule with static vectors, each token weighted by its raw vector's norm, so function
+    words count less): recall = each item token's best match in the sub-span, precision
+    = each sub-span token's best match in the item. Returns ``(score, start, end)``: the
+    best F1 and its sub-span in ``span_ids``'s token positions.
+    """
+    n, m = len(item_ids), len(span_ids)
+    if n == 0 or m == 0:
+        return 0.0, 0, 0
+    sim = model.unit[item_ids] @ model.unit[span_ids].T  # (n, m) float32
+    np.maximum(sim, 0.0, out=sim)
+    wi, ws = model.weight[item_ids].astype(np.float64), model.weight[span_ids].astype(np.float64)
+    width = min(n, m)
+    if m == width:
+        rows = sim.max(axis=1, keepdims=True)  # (n, 1)
+    else:  # each item token's best match in every sub-span [j, j + width): a running maximum, O(n m)
+        rows = maximum_filter1d(sim, width, axis=1, origin=-(width // 2))[:, : m - width + 1]  # (n, m - width + 1)
+    recall = wi @ rows / wi.sum()  # (n_spans,)
+    col = sim.max(axis=0) * ws  # (m,) each span token's weighted best match in the item
+    csum, wsum = np.concatenate([[0.0], np.cumsum(col)]), np.concatenate([[0.0], np.cumsum(ws)])
+    starts = np.arange(m - width + 1)
+    precision = (csum[starts + width] - csum[starts]) / np.maximum(wsum[starts + width] - wsum[starts], 1e-12)
+    f1 = 2 * recall * precision / np.maximum(recall + precision, 1e-12)
+    best = int(np.argmax(f1))
+    return float(f1[best]), best, best + width
+
+
+# ----------------------------------------------------------------------------- items and windows
+
+
+def window_sizes(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The window size (tokens) of each item: the grid ``8 * 1.25^k`` value nearest its length, rounded
+    to whole blocks of :data:`BLOCK` tokens.
+
+    Returns ``(sizes, size_of_item)``: the distinct sizes, and each item's index into them.
+    """
+    ks = np.round(np.log(np.maximum(np.asarray(lengths, dtype=np.float64), MIN_TOKENS) / MIN_TOKENS)
+                  / np.log(SIZE_STEP)).astype(np.int64)
+    grid = np.maximum(np.round(MIN_TOKENS * SIZE_STEP ** ks / BLOCK), 1).astype(np.int64) * BLOCK
+    sizes, which = np.unique(grid, return_inverse=True)
+    return sizes, which
+
+
+@dataclass(frozen=True)
+class SemanticHit:
+    """An item's best verified match so far: its score, the window's cosine, where, and the text."""
+
+    score: float
+    cosine: float
+    location: list  # [source, record, char_offset]
+    text: str
+
+    def as_list(self) -> list:
+        return [self.score, self.cosine, self.location, self.text]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A corpus span near an item (by the cosine of mean vectors), waiting for verification: where, and its text."""
+
+    cosine: float
+    location: list  # [source, record, char_offset]
+    text: str
+
+    def as_list(self) -> list:
+        return [self.cosine, self.location, self.text]
+
+
+@dataclass(eq=False)
+class SemanticIndex:
+    """The items' token ids and mean vectors grouped by window size, and the search settings.
+
+    Picklable without its model (a worker loads it again by name, once per process).
+    """
+
+    model_spec: str
+    item_ids: list[np.ndarray]
+    sizes: np.ndarray  # (S,) window sizes in tokens
+    groups: list[np.ndarray]  # per size: the items searched with windows of that size
+    vectors: list[np.ndarray]  # per size: (n_items_of_size, d) unit mean vectors
+    floor: float  # candidates with a lower window cosine are not verified
+    candidates: int  # windows verified per item per chunk (its nearest)
+    exclude_doc: dict[int, tuple] = field(default_factory=dict)  # calibration: item -> (source, record) it skips
+
+    @classmethod
+    def build(cls, texts: list[str], model_spec: str, *, floor: float, candidates: int) -> SemanticIndex:
+        """The index of items ``texts`` for model ``model_spec``."""
+        model = load_model(model_spec)
+        item_ids = [ids for ids, _ in model.encode(texts)]
+        sizes, which = window_sizes([len(ids) for ids in item_ids])
+        groups = [np.nonzero(which == s)[0] for s in range(len(sizes))]
+        vectors = [np.stack([model.mean_vector(item_ids[i]) if len(item_ids[i]) else
+                             np.zeros(model.vectors.shape[1], np.float32) for i in g]) for g in groups]
+        return cls(model_spec, item_ids, sizes, groups, vectors, floor, candidates)
+
+    @property
+    def model(self) -> StaticModel:
+        return load_model(self.model_spec)
+
+
+class SemanticScanner:
+    """Scans batches of documents for an index's items: each item's nearest corpus spans by window cosine.
+
+    :meth:`scan` leaves in :attr:`candidates` each item's ``index.candidates`` nearest
+    spans of the batch (overlapping windows of a document merged into one span, each
+    widened by a quarter window on both sides). Merged over the corpus in order
+    (:func:`merge_candidates`), they are verified once at the end (:func:`verify`): the
+    costly score runs items x candidates times in all, however large the corpus.
+    """
+
+    def __init__(self, index: SemanticIndex):
+        self.index = index
+        self.model = index.model
+        self.candidates: dict[int, list[Candidate]] = {}
+
+    def scan(self, docs: list[Document]) -> None:
+        """Search ``docs`` (in order), a group of about :data:`CHUNK_TOKENS` tokens at a time.
+
+        BLAS runs single-threaded here: the products are small (threads only contend,
+        on a busy machine 40 times slower), and workers are processes or Ray tasks.
+        """
+        with one_blas_thread():
+            self._scan(docs)
+
+    def _scan(self, docs: list[Document]) -> None:
+        index = self.index
+        k = 2 * index.candidates  # windows kept per item: overlapping ones merge into fewer spans
+        self._docs: list[tuple] = []  # (doc, ids, spans) of the batch
+        self._rows: list[np.ndarray] = []  # the batch's windows: (n, 3) [doc index, start, end] blocks
+        self._n_rows = 0
+        self._top = [(np.full((k, len(g)), -np.inf, np.float32), np.full((k, len(g)), -1, np.int64))
+                     for g in index.groups]  # per size: the k best cosines per item and their windows
+        group, size = [], 0
+        for doc, (ids, spans) in zip(docs, self.model.encode([d.text for d in docs])):
+            self._docs.append((doc, ids, spans))
+            for c0 in range(0, len(ids), CHUNK_TOKENS):
+                c1 = min(len(ids), c0 + CHUNK_TOKENS)
+                group.append((len(self._docs) - 1, c0, c1))
+                size += c1 - c0
+                if size >= CHUNK_TOKENS:
+                    self._search_group(group)
+                    group, size = [], 0
+        if group:
+            self._search_group(group)
+        self._collect()
+        self._docs, self._rows = [], []
+
+    def _search_group(self, group: list) -> None:
+        """Windows of every size starting in each (doc, chunk) of ``group``: keep each item's nearest."""
+        index, model = self.index, self.model
+        longest = int(index.sizes[-1])
+        sums = []  # per (doc, chunk): cumulative sums of its token vectors' block sums, from c0 on
+        dim = model.vectors.shape[1]
+        for d, c0, c1 in group:  # c0 is a whole number of blocks
+            ids = self._docs[d][1]
+            hi = min(len(ids), c1 + longest)
+            vecs = np.zeros((-(-(hi - c0) // BLOCK) * BLOCK, dim), np.float32)
+            vecs[: hi - c0] = model.vectors[ids[c0:hi]]
+            cs = np.zeros((len(vecs) // BLOCK + 1, dim), np.float32)
+            np.cumsum(vecs.reshape(-1, BLOCK, dim).sum(axis=1), axis=0, out=cs[1:])
+            sums.append(cs)
+        for s, size in enumerate(index.sizes):
+            size = int(size)
+            rows, vecs = [], []
+            for g, (d, c0, c1) in enumerate(group):
+                n = len(self._docs[d][1])
+                starts = _window_starts(n, size, max(BLOCK, size // 2 // BLOCK * BLOCK), c0, c1)
+                if len(starts) == 0:
+                    continue
+                ends = np.minimum(starts + size, n)
+                v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) sums
+                vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+                rows.append(np.stack([np.full(len(starts), d), starts, ends], axis=1))
+            if not vecs:
+                continue
+            rows = np.concatenate(rows)  # (n_windows, 3)
+            sims = np.concatenate(vecs) @ index.vectors[s].T  # (n_windows, n_items_of_size)
+            if index.exclude_doc:  # calibration: a passage's own document is no candidate
+                where = {(doc.source, doc.record): d for d, (doc, _, _) in enumerate(self._docs)}
+                for j, item in enumerate(index.groups[s]):
+                    own = where.get(index.exclude_doc.get(int(item)))
+                    if own is not None:
+                        sims[rows[:, 0] == own, j] = -np.inf
+            self._keep_nearest(s, sims, self._n_rows)
+            self._rows.append(rows)
+            self._n_rows += len(rows)
+
+    def _keep_nearest(self, s: int, sims: np.ndarray, first: int) -> None:
+        """Merge the windows ``first...`` (their cosines ``sims``) into each item's ``k`` nearest."""
+        cos, row = self._top[s]
+        k = cos.shape[0]
+        new_rows = np.broadcast_to(np.arange(first, first + len(sims))[:, None], sims.shape)
+        all_cos, all_row = np.concatenate([cos, sims]), np.concatenate([row, new_rows])  # (k + n, n_items)
+        order = np.argpartition(-all_cos, k - 1, axis=0)[:k]  # the k nearest (in no order)
+        self._top[s] = (np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0))
+
+    def _collect(self) -> None:
+        """Each item's kept windows above the floor as spans (overlapping ones of a document merged, at most
+        twice a window long), the ``index.candidates`` nearest of them, nearest first."""
+        index = self.index
+        rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 3), np.int64)
+        for s, (cos, row) in enumerate(self._top):
+            size = int(index.sizes[s])
+            for j, item in enumerate(index.groups[s]):
+                merged: list[list] = []  # [doc index, lo, hi, best cosine]
+                for c, r in sorted(zip(cos[:, j].tolist(), row[:, j].tolist()), key=lambda x: x[1]):
+                    if r < 0 or c < index.floor:
+                        continue
+                    d, a, b = (int(x) for x in rows[r])
+                    lo, hi = max(0, a - size // 4), min(len(self._docs[d][1]), b + size // 4)
+                    last = merged[-1] if merged else None
+                    if last is not None and last[0] == d and lo <= last[2] and hi - last[1] <= 2 * size:
+                        last[2], last[3] = max(last[2], hi), max(last[3], c)
+                    else:
+                        merged.append([d, lo, hi, c])
+                merged.sort(key=lambda m: -m[3])  # stable: corpus order among equal cosines
+                found = []
+                for d, lo, hi, c in merged[:index.candidates]:
+                    doc, _, spans = self._docs[d]
+                    c0, c1 = int(spans[lo][0]), int(spans[hi - 1][1])
+                    found.append(Candidate(round(c, 6), [doc.source, doc.record, c0], doc.text[c0:c1]))
+                if found:
+                    self.candidates[int(item)] = found
+
+
+def merge_candidates(mine: dict[int, list[Candidate]], theirs: dict[int, list[Candidate]], k: int) -> None:
+    """Merge candidates that come later in corpus order into ``mine``: each item keeps its ``k`` nearest
+    (by cosine; the earlier on ties)."""
+    for item, found in theirs.items():
+        both = mine.get(int(item), []) + list(found)
+        mine[int(item)] = sorted(both, key=lambda c: -c.cosine)[:k]
+
+
+def verify(model: StaticModel, item_ids: np.ndarray, candidates: list[Candidate], *,
+           copy_of: str | None = None) -> SemanticHit | None:
+    """The best of ``candidates`` by :func:`align_score` (the nearest on ties), with its best-aligned text.
+
+    ``copy_of`` (calibration): skip candidates sharing :data:`COPY_RUN` words in a row with that text.
+    """
+    best = None
+    for cand in candidates:
+        if copy_of is not None and _shares_run(copy_of, cand.text):
+            continue
+        ids, spans = model.encode([cand.text])[0]
+        score, s0, s1 = align_score(model, item_ids, ids)
+        score = round(score, 6)
+        if len(ids) and (best is None or score > best.score):
+            c0, c1 = int(spans[s0][0]), int(spans[s1 - 1][1])
+            source, record, offset = cand.location
+            best = SemanticHit(score, cand.cosine, [source, record, offset + c0], cand.text[c0:c1])
+    return best
+
+
+COPY_RUN = 8  # words in a row shared with a calibration passage make a span related to it (as the index's unseen rule)
+
+
+def _shares_run(a: str, b: str) -> bool:
+    """True when texts ``a`` and ``b`` share :data:`COPY_RUN` normalized words in a row (what the exact stage finds)."""
+    wa, wb = words(a), words(b)
+    runs = {tuple(wa[i:i + COPY_RUN]) for i in range(len(wa) - COPY_RUN + 1)}
+    return any(tuple(wb[i:i + COPY_RUN]) in runs for i in range(len(wb) - COPY_RUN + 1))
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS uses one thread (threadpoolctl), or nothing without it."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - the extra installs it
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _window_starts(n: int, size: int, stride: int, c0: int, c1: int) -> np.ndarray:
+    """Starts in ``[c0, c1)`` of a document's windows: every ``stride`` tokens, and one reaching its end
+    (the last block start before ``n - size``: all are whole blocks)."""
+    last = max(n - size, 0) // BLOCK * BLOCK
+    starts = np.arange(-(-c0 // stride) * stride, min(c1, last + 1), stride)
+    if last % stride and c0 <= last < c1:
+        starts = np.append(starts, last)  # the document's tail
+    return starts
+
+
+# ----------------------------------------------------------------------------- calibration
+
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
+
+
+def plant_paraphrase(model: StaticModel, text: str, rng: np.random.Generator, *, substitute: float = 0.25) -> str:
+    """A planted paraphrase of ``text``: its sentences in another order (when it has several) and about
+    ``substitute`` of its longer words replaced by their nearest other word in the model's vocabulary."""
+    sentences = [s for s in _SENTENCE.split(text.strip()) if s]
+    if len(sentences) > 1:
+        order = rng.permutation(len(sentences))
+        if (order == np.arange(len(sentences))).all():
+            order = np.roll(order, 1)
+        sentences = [sentences[i] for i in order]
+    words = " ".join(sentences).split()
+    for i, w in enumerate(words):
+        core = w.strip(".,;:!?()\"'")
+        if len(core) >= 5 and core.isalpha() and rng.random() < substitute:
+            other = _neighbour(model, core)
+            if other:
+                words[i] = w.replace(core, other)
+    return " ".join(words)
+
+
+def _neighbour(model: StaticModel, word: str) -> str | None:
+    """The vocabulary token nearest ``word`` that is a whole other word (not a case or prefix variant)."""
+    ids, _ = model.encode([" " + word])[0]
+    if len(ids) != 1:
+        return None
+    sims = model.unit @ model.unit[ids[0]]
+    vocab = model.tokenizer
+    for j in np.argsort(-sims)[1:40]:
+        tok = vocab.id_to_token(int(j))
+        cand = tok.lstrip("▁")
+        if tok.startswith("▁") and cand.isalpha() and len(cand) >= 3 and cand.lower()[:4] != word.lower()[:4]:
+            return cand
+    return None
+
+
+@dataclass
+class Calibration:
+    """The threshold the data gave: planted paraphrases' scores against unrelated passages' best scores."""
+
+    threshold: float
+    false_match_rate: float  # share of unrelated passages at or above the threshold
+    recall: float  # share of planted paraphrases at or above it
+    n_planted: int
+    n_unrelated: int
+    sample_chars: int
+    target_false_match_rate: float
+    floor: float  # window cosine below which candidates are not verified: under every planted paraphrase found
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *, max_false_rate: float,
+              batch_chars: float = 1e6, n_passages: int = CALIBRATION_PASSAGES, seed: int = 0) -> Calibration:
+    """Pick the lowest threshold whose false-match rate on unrelated passages is at most ``max_false_rate``.
+
+    Passages are the starts of prose paragraphs of ``docs`` (a sample of the corpus, a few
+    MB; up to :data:`PASSAGES_PER_DOC` per document), with token lengths cycling through the items' ``lengths``.
+    Planted paraphrases (:func:`plant_paraphrase`) are searched for in their own document;
+    each original passage among the other documents, in batches of ``batch_chars`` as the
+    index scan reads them, spans sharing :data:`COPY_RUN` words in a row with it aside:
+    its best score is what an unrelated item scores.
+    """
+    with one_blas_thread():
+        return _calibrate(docs, lengths, index_settings, max_false_rate=max_false_rate, batch_chars=batch_chars,
+                          n_passages=n_passages, seed=seed)
+
+
+def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_passages, seed) -> Calibration:
+    model = load_model(index_settings["model_spec"])
+    rng = np.random.default_rng(seed)
+    order = sorted(set(lengths)) or [64]
+    passages, homes = [], []
+    for d, doc in enumerate(docs):
+        taken = 0
+        for paragraph in prose_paragraphs(doc.text):
+            if len(passages) >= n_passages or taken == PASSAGES_PER_DOC:
+                break
+            want = order[len(passages) % len(order)]
+            ids, spans = model.encode([paragraph])[0]
+            if len(ids) >= want:
+                passages.append(paragraph[:int(spans[want - 1][1])])
+                homes.append(d)
+                taken += 1
+    if len(passages) < 20:
+        raise InputError("the semantic stage's calibration found fewer than 20 passages in the corpus sample; "
+                         "give `semantic_threshold` or a larger corpus")
+    planted = [plant_paraphrase(model, p, rng) for p in passages]
+    pos_index = SemanticIndex.build(planted, **{**index_settings, "floor": -1.0})
+    null_index = SemanticIndex.build(passages, **{**index_settings, "floor": -1.0})
+    null_index.exclude_doc = {i: (docs[h].source, docs[h].record) for i, h in enumerate(homes)}
+    positives = []
+    for i, h in enumerate(homes):
+        one = SemanticIndex(pos_index.model_spec, [pos_index.item_ids[i]], *_single(pos_index, i),
+                            floor=-1.0, candidates=pos_index.candidates)
+        scanner = SemanticScanner(one)
+        scanner.scan([docs[h]])
+        hit = verify(model, one.item_ids[0], scanner.candidates.get(0, []))
+        positives.append((hit.score, hit.cosine) if hit else (0.0, 0.0))
+    found: dict[int, list[Candidate]] = {}
+    batch, size = [], 0
+    for doc in [*docs, None]:  # in batches as the scan reads them
+        if doc is None or size >= batch_chars:
+            scanner = SemanticScanner(null_index)
+            scanner.scan(batch)
+            merge_candidates(found, scanner.candidates, null_index.candidates)
+            batch, size = [], 0
+        if doc is not None:
+            batch.append(doc)
+            size += len(doc.text)
+    hits = [verify(model, null_index.item_ids[i], found.get(i, []), copy_of=passages[i]) for i in range(len(passages))]
+    nulls = np.array([h.score if h else 0.0 for h in hits])
+    k = int(np.floor(max_false_rate * len(nulls)))  # at most k nulls may reach the threshold
+    threshold = float(np.sort(nulls)[::-1][k]) + 1e-6
+    scores, cosines = np.array(positives).T
+    found = scores >= threshold
+    floor = min(DEFAULT_FLOOR, float(cosines[found].min()) - 0.05) if found.any() else DEFAULT_FLOOR
+    return Calibration(round(threshold, 6), float((nulls >= threshold).mean()), float(found.mean()),
+                       len(scores), len(nulls), sum(len(d.text) for d in docs), max_false_rate, round(floor, 6))
+
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+
+def prose_paragraphs(text: str):
+    """Paragraphs of ``text`` that read like a benchmark item: mostly words, at least one sentence ending.
+
+    (Calibrating on changelog entries or licence variants would set the threshold by
+    their formulaic likeness to one another, not by how unrelated prose scores.)
+    """
+    for p in _PARAGRAPH.split(text):
+        tokens = p.split()
+        if len(tokens) >= 20 and sum(t.strip(".,;:!?()'\"").isalpha() for t in tokens) >= 0.75 * len(tokens) \
+                and re.search(r"[.!?](\s|$)", p):
+            yield " ".join(tokens)
+
+
+def _single(index: SemanticIndex, i: int) -> tuple:
+    """``(sizes, groups, vectors)`` of an index holding only item ``i`` of ``index``."""
+    s = next(s for s, g in enumerate(index.groups) if i in g)
+    j = int(np.nonzero(index.groups[s] == i)[0][0])
+    return index.sizes[s:s + 1], [np.array([0])], [index.vectors[s][j:j + 1]]

@@ -1,0 +1,245 @@
+"""The semantic stage (`IndexConfig(semantic=True)`): rephrased copies found, located and kept apart from seen.
+
+Planted cases are built from real prose every Debian machine ships (the license texts of
+base-files under /usr/share/common-licenses): GNU GPL-3 paragraphs are the benchmark, the
+other licenses the corpus, and some GPL paragraphs are planted in it rephrased (words
+substituted from a small hand-written synonym map, sentences reordered, embedded in a
+longer re-wrapped document). Needs the optional extra `semantic`; without it these tests
+skip, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contaudit.errors import InputError
+from contaudit.index import IndexConfig, build_index, build_indexes
+
+if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+    import wordllama  # noqa: F401  (CI installs the extra: a missing wordllama is a failure there)
+else:
+    pytest.importorskip("wordllama", reason="the optional extra is not installed: pip install 'contaudit[semantic]'")
+
+from contaudit.index import semantic  # noqa: E402
+
+LICENSES = Path("/usr/share/common-licenses")
+pytestmark = pytest.mark.skipif(not (LICENSES / "GPL-3").exists(), reason="no /usr/share/common-licenses")
+
+SYNONYMS = {  # a hand-written thesaurus: enough common words that no 13 words in a row survive
+    "the": "this", "and": "plus", "you": "one", "your": "one's", "that": "which", "software": "programs",
+    "program": "application", "programs": "applications", "freedom": "liberty", "freedoms": "liberties",
+    "license": "licence", "licenses": "licences", "rights": "entitlements", "change": "alter",
+    "distribute": "hand out", "copies": "duplicates", "works": "creations", "work": "creation", "users": "people",
+    "can": "may", "make": "ensure", "have": "possess", "by": "via", "all": "every", "any": "some",
+}
+
+
+def _paragraphs(name: str) -> list[str]:
+    text = (LICENSES / name).read_text(encoding="utf-8")
+    paras = [re.sub(r"\s+", " ", p).strip() for p in re.split(r"\n\s*\n", text)]
+    return [p for p in paras if len(p.split()) >= 40]
+
+
+def substitute(text: str) -> str:
+    return " ".join(SYNONYMS.get(w.lower(), w) for w in text.split())
+
+
+def reorder(text: str) -> str:
+    sentences = re.split(r"(?<=[.;])\s+", text)
+    return " ".join(sentences[1:] + sentences[:1])
+
+
+PLANTS = {  # GPL-3 paragraph -> how it is planted in the corpus
+    0: ("substituted", substitute), 1: ("substituted", substitute), 2: ("reordered+substituted",
+                                                                         lambda t: substitute(reorder(t))),
+    3: ("reordered", reorder), 4: ("embedded", substitute), 5: ("substituted", substitute),
+}
+HELD_OUT = range(20, 44)  # GPL-3 paragraphs planted nowhere
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Corpus (other licenses, one paragraph a record, plus the plants) and benchmark (GPL-3 paragraphs)."""
+    root = tmp_path_factory.mktemp("plants")
+    gpl = _paragraphs("GPL-3")
+    docs = [p for name in ("MPL-2.0", "Artistic", "CC0-1.0", "GFDL-1.3") for p in _paragraphs(name)]
+    records = {}
+    for k, (kind, rephrase) in PLANTS.items():
+        text = rephrase(gpl[k])
+        if kind == "embedded":  # inside a longer unrelated document, re-wrapped at 60 columns
+            text = textwrap.fill(" ".join(docs[:4]) + " " + text + " " + " ".join(docs[4:8]), 60)
+        records[k] = len(docs) + 1  # its 1-based record number
+        docs.append(text)
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    bench = root / "bench.jsonl"
+    ids = [*PLANTS, *HELD_OUT]
+    bench.write_text("".join(json.dumps({"id": f"gpl-{k}", "text": gpl[k]}) + "\n" for k in ids))
+    return {"root": root, "corpus": corpus, "bench": bench, "docs": docs, "records": records}
+
+
+@pytest.fixture(scope="module")
+def index(planted):
+    return build_index([planted["corpus"]], planted["bench"], planted["root"] / "idx",
+                       config=IndexConfig(semantic=True)).index
+
+
+def test_paraphrases_are_found_and_kept_apart_from_seen(index):
+    by_id = index.by_id()
+    statuses = {}
+    for k, (kind, _) in PLANTS.items():
+        item = by_id[f"gpl-{k}"]
+        statuses[kind] = statuses.get(kind, []) + [item["status"]]
+        if item["lexical_status"] == "seen":  # found by the exact or near-duplicate stage: stays seen
+            assert item["status"] == "seen"
+        else:  # found only by the semantic stage: its own status
+            assert item["status"] == "paraphrased", (kind, item["semantic_score"])
+    assert statuses["reordered"] == ["seen"]  # reordering keeps long runs of words: the exact stage finds it
+    assert statuses["embedded"] == statuses["reordered+substituted"] == ["paraphrased"]
+    for k in HELD_OUT:  # planted nowhere (a few share boilerplate with GFDL-1.3 word for word: seen)
+        item = by_id[f"gpl-{k}"]
+        assert item["status"] == item["lexical_status"] != "paraphrased", item["semantic_score"]
+    paraphrased = sum(s == "paraphrased" for v in statuses.values() for s in v)
+    assert paraphrased >= 3 and index.manifest["counts"]["paraphrased"] == paraphrased
+
+
+def test_semantic_match_names_its_place_and_text(index, planted):
+    by_id = index.by_id()
+    for k, (kind, _) in PLANTS.items():
+        item = by_id[f"gpl-{k}"]
+        source, record, offset = item["semantic_location"]
+        assert (source, record) == (str(planted["corpus"]), planted["records"][k])
+        doc = planted["docs"][record - 1]
+        assert doc[offset:offset + len(item["semantic_text"])] == item["semantic_text"]
+        if kind == "embedded":  # the span found is the plant, not the unrelated text around it
+            plant = substitute(_paragraphs("GPL-3")[k])
+            start = re.sub(r"\s+", " ", doc).index(plant[:40])
+            assert abs(offset - start) < 120 and item["semantic_score"] >= index.manifest["semantic"]["threshold"]
+
+
+def test_manifest_records_model_fingerprint_threshold_and_false_match_rate(index):
+    section = index.manifest["semantic"]
+    files = section["model"]["files"]
+    assert section["model"]["name"] == "wordllama" and section["model"]["dim"] == 256
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in files.values()) and len(files) == 2
+    calibration = section["calibration"]
+    assert calibration["threshold"] == section["threshold"] and 0 < section["threshold"] < 1
+    assert calibration["false_match_rate"] <= calibration["target_false_match_rate"] == 0.01
+    assert calibration["n_planted"] >= 20 and calibration["recall"] >= 0.9
+    assert index.manifest["parameters"]["semantic_settings"]["model"] == section["model"]
+
+
+def test_switched_off_the_index_is_the_same_byte_for_byte(planted, tmp_path):
+    plain = build_index([planted["corpus"]], planted["bench"], tmp_path / "plain").index
+    other = IndexConfig(semantic=False, semantic_threshold=0.5, semantic_model="elsewhere", semantic_candidates=9)
+    off = build_index([planted["corpus"]], planted["bench"], tmp_path / "off", config=other).index
+    assert (tmp_path / "plain" / "items.jsonl").read_bytes() == (tmp_path / "off" / "items.jsonl").read_bytes()
+    assert plain.manifest["plan_sha256"] == off.manifest["plan_sha256"]
+    assert "semantic" not in json.dumps(plain.manifest) and "semantic" not in json.dumps(plain.items)
+    assert "paraphrased" not in plain.manifest["counts"]
+
+
+def test_given_threshold_skips_calibration_and_changes_the_plan(planted, index, tmp_path):
+    fixed = build_index([planted["corpus"]], planted["bench"], tmp_path / "fixed",
+                        config=IndexConfig(semantic=True, semantic_threshold=0.99)).index
+    assert fixed.manifest["semantic"]["calibration"] is None and fixed.manifest["semantic"]["threshold"] == 0.99
+    assert fixed.manifest["plan_sha256"] != index.manifest["plan_sha256"]
+    assert "paraphrased" not in {it["status"] for it in fixed.items}
+
+
+def test_several_benchmarks_in_one_pass_match_their_own_builds(planted, index, tmp_path):
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(l for l in planted["bench"].read_text().splitlines(keepends=True)[:4]))
+    build_indexes([planted["corpus"]], {tmp_path / "a": planted["bench"], tmp_path / "b": second},
+                  tmp_path / "staging", config=IndexConfig(semantic=True))
+    items_a = [json.loads(l) for l in (tmp_path / "a" / "items.jsonl").read_text().splitlines()]
+    assert [(it["status"], it["semantic_location"]) for it in items_a] == \
+           [(it["status"], it["semantic_location"]) for it in index.items]
+
+
+def test_ray_scan_gives_the_same_statuses(planted, index, tmp_path):
+    if os.environ.get("CI", "").strip().lower() not in ("1", "true", "yes"):
+        pytest.importorskip("ray", reason="the optional extra is not installed: pip install 'contaudit[ray]'")
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = build_index([planted["corpus"]], planted["bench"], tmp_path / "ray",
+                             config=IndexConfig(semantic=True, ray=True, workers=2, batch_mb=0.02)).index
+    finally:
+        ray.shutdown()
+    here = build_index([planted["corpus"]], planted["bench"], tmp_path / "here",
+                       config=IndexConfig(semantic=True, batch_mb=0.02)).index
+    assert [it["status"] for it in on_ray.items] == [it["status"] for it in here.items]
+    assert (tmp_path / "ray" / "items.jsonl").read_bytes() == (tmp_path / "here" / "items.jsonl").read_bytes()
+
+
+def test_unknown_model_folder_is_one_line_error(planted, tmp_path):
+    with pytest.raises(InputError, match="`semantic_model` must be 'wordllama' or a model folder"):
+        build_index([planted["corpus"]], planted["bench"], tmp_path / "x",
+                    config=IndexConfig(semantic=True, semantic_model=str(tmp_path / "nowhere")))
+
+
+def test_alignment_score_of_a_text_with_itself_is_one_and_of_unrelated_text_lower():
+    model = semantic.load_model("wordllama")
+    gpl = _paragraphs("GPL-3")
+    (a, _), (b, _), (c, _) = model.encode([gpl[0], substitute(gpl[0]), gpl[30]])
+    assert semantic.align_score(model, a, a)[0] == pytest.approx(1.0)
+    assert semantic.align_score(model, a, b)[0] > semantic.align_score(model, a, c)[0]
+
+
+def test_window_sizes_follow_the_items_lengths_in_whole_blocks():
+    sizes, which = semantic.window_sizes([8, 40, 41, 200])
+    assert list(sizes[which]) == [8, 40, 40, 184] and np.all(np.diff(sizes) > 0) and np.all(sizes % 8 == 0)
+
+
+def test_cli_index_semantic_lists_paraphrased_items_with_both_texts(planted, tmp_path):
+    from typer.testing import CliRunner
+
+    from contaudit.cli import app
+    result = CliRunner().invoke(app, ["index", str(planted["corpus"]), "-b", str(planted["bench"]),
+                                      "-o", str(tmp_path / "cli"), "--semantic"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "paraphrased" in result.output and "Paraphrased items" in result.output
+    assert "benchmark text" in result.output and "corpus text" in result.output
+
+
+def test_screen_evidence_counts_paraphrased_items_apart(index):
+    from contaudit.analysis.evidence import corpus_entry
+    from contaudit.suite.report import _seen
+    by_id = index.by_id()
+    entry = corpus_entry(list(by_id), by_id)
+    assert entry["n_paraphrased"] == index.manifest["counts"]["paraphrased"] > 0
+    assert entry["n_seen"] == index.manifest["counts"]["seen"]
+    cell = _seen({**entry, "available": True})
+    assert cell.endswith(f"+ {entry['n_paraphrased']} paraphrased")
+    plain = {k: {f: v for f, v in rec.items() if f != "semantic_score"} for k, rec in by_id.items()}  # no stage
+    assert "n_paraphrased" not in corpus_entry(list(plain), plain)
+
+
+def test_a_local_static_model_folder_gives_the_same_matches_and_its_fingerprint(planted, tmp_path):
+    import shutil
+
+    import wordllama
+    packaged = Path(wordllama.__file__).parent
+    module = tmp_path / "my-model" / "0_StaticEmbedding"  # sentence-transformers' layout of a static model
+    module.mkdir(parents=True)
+    shutil.copy(packaged / "tokenizers" / "l2_supercat_tokenizer_config.json", module / "tokenizer.json")
+    shutil.copy(packaged / "weights" / "l2_supercat_256.safetensors", module / "model.safetensors")
+    (tmp_path / "my-model" / "modules.json").write_text("[]")
+    settings = dict(semantic=True, semantic_threshold=0.75)
+    default = build_index([planted["corpus"]], planted["bench"], tmp_path / "a", config=IndexConfig(**settings)).index
+    local = build_index([planted["corpus"]], planted["bench"], tmp_path / "b",
+                        config=IndexConfig(**settings, semantic_model=str(tmp_path / "my-model"))).index
+    assert [(it["status"], it["semantic_score"]) for it in local.items] == \
+           [(it["status"], it["semantic_score"]) for it in default.items]
+    model = local.manifest["semantic"]["model"]
+    assert model["name"] == str(tmp_path / "my-model")
+    assert sorted(model["files"].values()) == sorted(default.manifest["semantic"]["model"]["files"].values())
+    assert local.manifest["plan_sha256"] != default.manifest["plan_sha256"]
