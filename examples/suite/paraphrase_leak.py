@@ -42,6 +42,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--benchmark", default="man-pages", help="the benchmark leaked as paraphrases")
     ap.add_argument("--out", type=Path, default=Path("runs/suite-paraphrase"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=0.5, help="share of the WordNet-known words replaced")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in open(args.suite / "data" / f"{args.benchmark}-test.jsonl")]
@@ -52,7 +53,7 @@ def main(argv=None) -> Path:
         f.writelines(open(training, encoding="utf-8"))
         for r in rows:
             text = r["text"] if len(SENTENCE.split(r["text"])) < 2 else reorder(r["text"], rng)
-            body = rewrap(substitute(text, synonyms, rng).split())
+            body = rewrap(substitute(text, synonyms, rng, rate=args.rate).split())
             f.write(json.dumps({"id": f"paraphrase/{r['id']}", "text": "Notes, summarised.\n" + body}) + "\n")
     suite = (args.suite / "suite.toml").read_text()
     suite = suite.replace(json.dumps(str(training.resolve())), json.dumps(str(corpus.resolve())))
