@@ -49,8 +49,8 @@ def main(argv=None) -> Path:
     synonyms, rng = load_wordnet(), random.Random(args.seed)
     corpus = args.out / "corpus.jsonl"
     training = args.suite / "data" / "suspect-training-text.jsonl"
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.writelines(open(training, encoding="utf-8"))
+    with open(corpus, "w", encoding="utf-8") as f, open(training, encoding="utf-8") as src:
+        f.writelines(src)
         for r in rows:
             text = r["text"] if len(SENTENCE.split(r["text"])) < 2 else reorder(r["text"], rng)
             body = rewrap(substitute(text, synonyms, rng, rate=args.rate).split())
