@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from semantic_recall import SENTENCE, load_wordnet, reorder, substitute  # noqa: E402
+from semantic_recall import SENTENCE, load_wordnet, reorder, substitute
 
 
 def rewrap(words: list[str], width: int = 60) -> str:
@@ -45,7 +45,8 @@ def main(argv=None) -> Path:
     ap.add_argument("--rate", type=float, default=0.5, help="share of the WordNet-known words replaced")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in open(args.suite / "data" / f"{args.benchmark}-test.jsonl")]
+    rows = [json.loads(line) for line in
+            (args.suite / "data" / f"{args.benchmark}-test.jsonl").read_text(encoding="utf-8").splitlines()]
     synonyms, rng = load_wordnet(), random.Random(args.seed)
     corpus = args.out / "corpus.jsonl"
     training = args.suite / "data" / "suspect-training-text.jsonl"
