@@ -272,18 +272,52 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def child(corpus: str, bench: str, out: str, semantic: str) -> None:
+def child(corpus: str, bench: str, out: str, mode: str) -> None:
     t = time.perf_counter()
-    summary = build_index([corpus], bench, out, config=IndexConfig(semantic=semantic == "1"))
+    config = {"0": IndexConfig(), "1": IndexConfig(semantic=True),
+              "ray": IndexConfig(semantic=True, ray=True, workers=2)}[mode]
+    summary = build_index([corpus], bench, out, config=config)
     print(json.dumps({"seconds": time.perf_counter() - t, "bytes": summary.corpus_bytes, "rss_mb": peak_rss_mb()}))
 
 
-def measure(corpus: Path, bench: Path, out: Path, semantic: bool) -> dict:
-    res = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(bench), str(out),
-                          "1" if semantic else "0"], capture_output=True, text=True)
+def measure(corpus: Path, bench: Path, out: Path, mode: str) -> dict:
+    """Build the index in a fresh process: ``mode`` "0" exact + near-dup, "1" with the semantic stage, "ray" that
+    on a local Ray instance (two tasks at a time)."""
+    res = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(bench), str(out), mode],
+                         capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def tokenization_timing(corpus: Path, mb: float = 20.0) -> dict:
+    """Seconds to tokenize the corpus's first ``mb`` MB as the scan did before (the whole text at once, ids and
+    character offsets) and as it does now (cut before each word, ids only), and whether the ids are equal."""
+    import dataclasses
+
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from contaudit.index import semantic as sem
+    model = sem.load_model("wordllama")
+    whole = Tokenizer.from_file(str(model.files[0]))
+    whole.no_padding()
+    whole.no_truncation()
+    before = dataclasses.replace(model, tokenizer=whole)
+    texts, size = [], 0
+    for line in open(corpus):
+        texts.append(json.loads(line)["text"])
+        size += len(texts[-1])
+        if size >= mb * 1e6:
+            break
+    t = time.perf_counter()
+    old = before.encode(texts)
+    t_old = time.perf_counter() - t
+    t = time.perf_counter()
+    new = model.encode_ids(texts)
+    t_new = time.perf_counter() - t
+    return {"mb": size / 1e6, "before_s": t_old, "now_s": t_new,
+            "equal": all(np.array_equal(a, b) for (a, _), b in zip(old, new))}
 
 
 def retrieval_timing(corpus: Path, bench: Path, mb: float = 2.0) -> dict:
@@ -347,6 +381,8 @@ def main() -> None:
     ap.add_argument("--substitution-rate", type=float, default=0.5,
                     help="share of the words that have a WordNet synonym replaced")
     ap.add_argument("--data", type=Path, default=Path("/tmp/contaudit-semantic-bench"))
+    ap.add_argument("--ray", action="store_true",
+                    help="also build the index with the semantic stage on a local Ray instance and compare statuses")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
@@ -362,8 +398,11 @@ def main() -> None:
     runs = {}
     for semantic in (False, True):
         out = args.data / ("semantic" if semantic else "lexical")
-        runs[semantic] = measure(inputs["corpus"], inputs["bench"], out, semantic)
+        runs[semantic] = measure(inputs["corpus"], inputs["bench"], out, "1" if semantic else "0")
         runs[semantic]["index"] = load_index(out)
+    if args.ray:
+        runs["ray"] = measure(inputs["corpus"], inputs["bench"], args.data / "semantic-ray", "ray")
+        runs["ray"]["index"] = load_index(args.data / "semantic-ray")
     lexical = {it["id"]: it["status"] for it in runs[False]["index"].items}
     semantic = {it["id"]: it for it in runs[True]["index"].items}
     print("\nrecall per kind (share of planted items found): exact+near-dup alone | with the semantic stage")
@@ -390,6 +429,17 @@ def main() -> None:
     print(f"  with the semantic stage     {mb / t_sem:6.2f} MB/s ({t_sem:.0f} s), peak RSS {runs[True]['rss_mb']:.0f} MB")
     print(f"  semantic stage alone        {mb / max(t_sem - t_lex, 1e-9):6.2f} MB/s; "
           f"its cost / the exact stage's: {(t_sem - t_lex) / t_lex:.1f}x")
+    if args.ray:
+        on_ray = {it["id"]: it for it in runs["ray"]["index"].items}
+        keys = ("status", "lexical_status", "semantic_score", "semantic_location", "semantic_text")
+        same = sum(all(on_ray[i].get(k) == semantic[i].get(k) for k in keys) for i in semantic)
+        t_ray = runs["ray"]["seconds"]
+        print(f"  with the semantic stage, Ray {mb / t_ray:6.2f} MB/s ({t_ray:.0f} s, two tasks at a time); items whose "
+              f"status and semantic match equal one machine's: {same}/{len(semantic)}")
+    tok = tokenization_timing(inputs["corpus"])
+    print(f"\ntokenization of {tok['mb']:.1f} MB: whole texts with offsets (before) {tok['before_s']:.1f} s, "
+          f"cut before each word, ids only (now) {tok['now_s']:.1f} s: {tok['before_s'] / tok['now_s']:.2f}x; "
+          f"ids equal: {tok['equal']}")
     timing = retrieval_timing(inputs["corpus"], inputs["bench"])
     print(f"\nretrieval of each item's 16 nearest windows (one window size, {timing['windows']} windows of "
           f"{timing['mb']:.1f} MB, {timing['items_of_size']} items), seconds per MB:")
