@@ -52,6 +52,24 @@ def _rows(spec: SetSpec) -> list[dict]:
     return [{"id": it.id, "text": it.text, "_fields": it.fields} for it in items]
 
 
+def test_spec(sets) -> SetSpec:
+    """The spec the test items come from (``[sets.test]``, ``[sets.split]`` or ``[sets.random_split]``)."""
+    return sets.test or sets.split or sets.random_split
+
+
+def _answers(rows: list[dict], field_name: str, path) -> list[dict]:
+    """``{id, text}`` of each test item's answer (its ``field_name``), what the answer index searches for."""
+    answers = []
+    for row in rows:
+        value = row["_fields"].get(field_name)
+        if not isinstance(value, str) or not value.strip():
+            got = "no such field" if field_name not in row["_fields"] else f"{type(value).__name__} {value!r:.40}"
+            raise InputError(f"item {row['id']!r}: `answer_field` {field_name!r} must hold a non-empty text "
+                             f"(got {got})", path=path)
+        answers.append({"id": row["id"], "text": value})
+    return answers
+
+
 def _as_date(value, *, path: Path, item_id: str, key: str) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
@@ -156,6 +174,10 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
     for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow + heldout)):
         paths[name] = out / "sets" / f"{name}.jsonl"
         write_jsonl_atomic(paths[name], ({"id": r["id"], "text": r["text"]} for r in rows))
+    answer_field = test_spec(sets).answer_field
+    if answer_field is not None:
+        paths["answers"] = out / "sets" / "answers.jsonl"
+        write_jsonl_atomic(paths["answers"], _answers(test, answer_field, test_spec(sets).path))
     if protocol.outcomes is not None and protocol.outcomes.harness is not None:
         # what an evaluation harness needs besides the text (HumanEval: prompt, test, entry_point)
         paths["evaluation"] = out / "sets" / "evaluation.jsonl"
@@ -174,6 +196,7 @@ class BenchmarkRun:
     protocol: Protocol
     out: Path
     index: Path | None = None  # where its index is (built or prebuilt)
+    answer_index: Path | None = None  # where its test items' answers are indexed (with `answer_field`)
     sets: dict[str, Path] = field(default_factory=dict)
     probes: Path | None = None
     has_probes: bool = False
@@ -199,20 +222,29 @@ def _index_stage(runs: list[BenchmarkRun], staging: Path, log) -> dict:
     if settings is None:
         log("index: none in the protocol (no memorization test)")
         return {"corpus_passes": 0}
+    with_answers = [run for run in runs if "answers" in run.sets]
     if not settings.corpus:
+        if with_answers:
+            raise InputError("`answer_field` needs the corpus ([index].corpus) to search it for the answers; "
+                             "a prebuilt index holds whole items only", path=with_answers[0].protocol.source)
         for run in runs:
             check_prebuilt_index(load_index(run.index), _read_ids(run.sets["benchmark"]), run.index)
             run.say(log, f"index: using {run.index}")
         return {"corpus_passes": 0, "prebuilt": [str(run.index) for run in runs]}
+    for run in with_answers:
+        run.answer_index = run.out / "index-answers"
+    targets = {run.index: run.sets["benchmark"] for run in runs}
+    targets.update({run.answer_index: run.sets["answers"] for run in with_answers})
     corpus, config = list(settings.corpus), settings.config
-    rebuild = set(stale_targets({run.index: run.sets["benchmark"] for run in runs}, corpus, config))
-    stale = [run for run in runs if run.index in rebuild]
+    rebuild = set(stale_targets(targets, corpus, config))
+    stale = [run for run in runs if {run.index, run.answer_index} & rebuild]
     for run in runs:
         if run not in stale:
             run.say(log, f"index: reusing {run.index}")
     if not stale:
         return {"corpus_passes": 0, "reused": [str(run.index) for run in runs]}
-    summaries = build_indexes(corpus, {run.index: run.sets["benchmark"] for run in stale}, staging, config=config)
+    summaries = build_indexes(corpus, {path: bench for path, bench in targets.items() if path in rebuild}, staging,
+                              config=config)
     first = summaries[0]
     done = f"index: {first.corpus_bytes / 1e6:.1f} MB of corpus in {first.seconds:.1f} s"
     if len(runs) == 1:
@@ -380,6 +412,7 @@ def _analyze_stage(run: BenchmarkRun) -> dict:
                   for role in roles[2:]]
     return analyze(run.scores["suspect", "test"], run.scores.get(("clean", "test")), run.scores["suspect", "shadow"],
                    run.scores.get(("clean", "shadow")), references=references, index=run.index,
+                   answer_index=run.answer_index,
                    item_order=run.item_order, protocol=run.protocol, out=run.out, warnings=run.warnings,
                    sets=run.sets, expected_models=run.model_ids, outcomes=run.outcomes, **probe_files)
 

@@ -118,6 +118,9 @@ class SetSpec:
     text_field: str = setting("text", help="field holding the item text")
     id_field: str = setting("id", help="field holding the item id")
     template: Optional[str] = setting(None, help="format string over fields, e.g. '{prompt}{solution}'")
+    answer_field: Optional[str] = setting(
+        None, help="field holding each item's answer / label: the corpus is searched for it too (same pass), and "
+                   "the score inflation splits the test items found in the corpus by whether their answer was")
 
 
 @dataclass(frozen=True)

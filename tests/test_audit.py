@@ -359,3 +359,81 @@ timeout_s = 2.0
     assert inflation["metric"] == "pass@1" and inflation["n"] == {"test": 12, "shadow": 12}
     assert inflation["scores"]["suspect"]["test"]["n"] == 12
     assert set(inflation["inputs"]) == {"suspect", "clean"}
+
+
+def test_answer_field_splits_the_seen_items_by_whether_the_corpus_holds_their_answer(tmp_path):
+    """[sets.*].answer_field (issue 26): the answers are indexed in the same corpus pass, and the score inflation
+    reports the test items found with their answer apart from those found without it (question only)."""
+    import random
+
+    from tiny_models import save_tiny_model
+
+    rng = random.Random(3)
+
+    def words(n: int) -> str:
+        return " ".join(f"w{rng.randrange(5000)}" for _ in range(n))
+
+    rows = [{"id": f"q{i}", "question": words(40), "answer": words(20)} for i in range(60)]
+    test, shadow = rows[:30], rows[30:]
+    with_answer, question_only = {r["id"] for r in test[:10]}, {r["id"] for r in test[10:20]}
+    docs = [words(300) for _ in range(40)]
+    for r in test[:20]:
+        planted = r["question"] + ("\n" + r["answer"] if r["id"] in with_answer else "")
+        d = rng.randrange(len(docs))
+        docs[d] += "\n\n" + planted + "\n\n" + words(50)
+    for name, part in (("test", test), ("shadow", shadow)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    passed = {r["id"]: int(r["id"] in with_answer or rng.random() < 0.3) for r in rows}
+    (tmp_path / "suspect.jsonl").write_text("".join(json.dumps({"id": i, "score": s}) + "\n" for i, s in passed.items()))
+    save_tiny_model(tmp_path / "suspect", seed=0)
+    save_tiny_model(tmp_path / "clean", seed=1)
+    sets = 'path = "{}.jsonl"\ntemplate = "{{question}}\\n{{answer}}"'
+    protocol = tmp_path / "protocol.toml"
+    protocol.write_text(f"""name = "answers"
+[models.suspect]
+path = "suspect"
+[models.clean]
+path = "clean"
+[sets]
+shadow_origin = "random_split"
+[sets.test]
+{sets.format("test")}
+answer_field = "answer"
+[sets.shadow]
+{sets.format("shadow")}
+[index]
+corpus = ["corpus.jsonl"]
+[probes]
+suffix_words = 12
+min_seen = 3
+[analysis]
+n_permutations = 199
+n_bootstrap = 0
+min_items = 10
+min_probes = 3
+[outcomes]
+suspect = "suspect.jsonl"
+""")
+    result = runner.invoke(app, ["audit", str(protocol), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    scores = results["inflation"]["scores"]["suspect"]
+    assert scores["test_seen"]["n"] == 20
+    assert scores["test_seen_with_answer"]["n"] == 10 and scores["test_seen_with_answer"]["mean"] == 1.0
+    assert scores["test_seen_without_answer"]["n"] == 10
+    assert scores["test_seen_without_answer"]["mean"] == pytest.approx(sum(passed[i] for i in question_only) / 10)
+    assert "answer_index" in results["inputs"]
+    answers = [json.loads(line) for line in (tmp_path / "run" / "sets" / "answers.jsonl").read_text().splitlines()]
+    assert {a["id"]: a["text"] for a in answers} == {r["id"]: r["answer"] for r in test}
+    assert "found with its answer" in (tmp_path / "run" / "report.md").read_text()
+    # a prebuilt index holds whole items only: the answers need the corpus
+    prebuilt = tmp_path / "prebuilt.toml"
+    prebuilt.write_text(protocol.read_text().replace('corpus = ["corpus.jsonl"]', f'path = "{tmp_path / "run" / "index"}"'))
+    refused = runner.invoke(app, ["audit", str(prebuilt), "--out", str(tmp_path / "run2")])
+    assert refused.exit_code == 2 and "answer_field" in refused.output
+    # an item with an empty answer is one line naming the item and the field
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps({**r, "answer": "" if r["id"] == "q5" else r["answer"]})
+                                                 + "\n" for r in test))
+    empty = runner.invoke(app, ["audit", str(protocol), "--out", str(tmp_path / "run3")])
+    assert empty.exit_code == 2 and "item 'q5': `answer_field` 'answer' must hold a non-empty text" in empty.output

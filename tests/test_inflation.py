@@ -214,3 +214,21 @@ def test_reference_models_join_the_clean_model_in_the_comparison():
     r = score_inflation(suspect, ids[:2], ids[2:], clean=clean, references=[reference], n_resamples=99,
                         n_bootstrap=99, rng=0)
     assert r["estimate"] == pytest.approx(0.5) and r["design"] == "suspect vs the mean of 2 clean models"
+
+
+def test_seen_items_split_by_whether_their_answer_is_in_the_corpus_too():
+    """OpenCompass's split: items found with their answer (input and label) vs found without it (input only);
+    an ambiguous answer (too short to tell) is in neither, and without answer statuses neither group exists."""
+    test, shadow = [f"t{i}" for i in range(6)], ["s1", "s2"]
+    suspect = _outcomes("suspect", {"t0": 1, "t1": 1, "t2": 0, "t3": 1, "t4": 0, "t5": 1, "s1": 0, "s2": 1})
+    status = {"t0": "seen", "t1": "seen", "t2": "seen", "t3": "seen", "t4": "unseen", "t5": "seen"}
+    answers = {"t0": "seen", "t1": "seen", "t2": "unseen", "t3": "unseen", "t4": "seen", "t5": "ambiguous"}
+    r = score_inflation(suspect, test, shadow, index_status=status, answer_status=answers, n_resamples=99,
+                        n_bootstrap=99, rng=0)
+    scores = r["scores"]["suspect"]
+    assert (scores["test_seen_with_answer"]["n"], scores["test_seen_with_answer"]["mean"]) == (2, 1.0)  # t0, t1
+    assert (scores["test_seen_without_answer"]["n"], scores["test_seen_without_answer"]["mean"]) == (2, 0.5)  # t2, t3
+    assert scores["test_seen"]["n"] == 5 and scores["test_unseen"]["n"] == 1
+    plain = score_inflation(suspect, test, shadow, index_status=status, n_resamples=99, n_bootstrap=99, rng=0)
+    assert "test_seen_with_answer" not in plain["scores"]["suspect"]
+    assert plain["estimate"] == r["estimate"]  # the split reports, it does not change the estimate

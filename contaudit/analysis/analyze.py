@@ -47,7 +47,7 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
             shadow_origin: str | None = None,
             protocol: str | Path | Protocol | AnalysisSettings | None = None, out: str | Path | None = None,
             warnings: list[str] | tuple = (), sets: dict | None = None,
-            expected_models: dict[str, str] | None = None, outcomes: dict | None = None) -> dict:
+            expected_models: dict[str, str] | None = None, outcomes: dict | None = None, answer_index=None) -> dict:
     """Run the analysis on score files and return the results dict (see ``docs/analysis.md``).
 
     Parameters
@@ -66,6 +66,9 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
         item covariates (:mod:`contaudit.analysis.panel`).
     index : path, optional
         An index directory (``indexes/NAME``) for the dose-response and corpus locations.
+    answer_index : path, optional
+        An index of the test items' answers alone (``[sets.*].answer_field``): with ``outcomes``, the
+        inflation splits the test items found in the corpus by whether their answer was too.
     item_order : path, optional
         Suspect-model log-likelihoods of the test set in published vs shuffled orders,
         for the Oren et al. test (format in :func:`read_item_order`).
@@ -136,7 +139,8 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
         analysis = _with_clean_models(suspect_test, clean_test, suspect_shadow, clean_shadow, probe_args=probe_args,
                                       references=references, split_spec=split_spec, cutoffs=cutoffs, **common)
     if outcomes:
-        analysis.inflation = _inflation(outcomes, analysis, settings, common["streams"]["inflation"])
+        analysis.inflation = _inflation(outcomes, analysis, settings, common["streams"]["inflation"], answer_index)
+        analysis.inputs.update(_inputs(answer_index=answer_index))
         analysis.inputs.update({f"{role.replace('[', '').replace(']', '')}_outcomes": describe_path(o.source["path"])
                                 for role, o in outcomes.items() if (o.source or {}).get("path")})
     analysis.timing_s = round(time.perf_counter() - started, 3)
@@ -146,9 +150,10 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
     return results
 
 
-def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSettings, rng) -> dict:
+def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSettings, rng, answer_index=None) -> dict:
     """The score inflation from the models' outcomes on the analysed test and shadow items."""
     from contaudit.analysis.inflation import score_inflation
+    from contaudit.index.store import load_index
 
     roles = [m.role for m in analysis.models]
     unknown = sorted(set(outcomes) - set(roles))
@@ -159,6 +164,8 @@ def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSett
     return score_inflation(outcomes["suspect"], analysis.test.ids, analysis.shadow.ids, clean=outcomes.get("clean"),
                            references=[outcomes[r] for r in roles[2:] if r in outcomes],
                            index_status=status or None, n_resamples=settings.n_permutations,
+                           answer_status=({r["id"]: r.get("status") for r in load_index(answer_index).items}
+                                          if answer_index is not None else None),
                            n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level, rng=rng)
 
 

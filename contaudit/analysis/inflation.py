@@ -32,6 +32,16 @@ from contaudit.errors import InputError
 from contaudit.statistics import json_number
 
 
+# The item groups each model is scored on: key in results.json, the report table's label, the plot's label.
+# The "found" groups need the corpus index, the "answer" ones an index of the answers too (`answer_field`).
+SCORE_GROUPS = (("test", "Test, all", "test, all"),
+                ("test_seen", "Test, found in the corpus", "test, in corpus"),
+                ("test_seen_with_answer", "Test, found with its answer", "found with answer"),
+                ("test_seen_without_answer", "Test, found without its answer", "found, answer not"),
+                ("test_unseen", "Test, not found", "test, not in corpus"),
+                ("shadow", "Shadow", "shadow"))
+
+
 @dataclass(frozen=True)
 class ModelOutcomes:
     """One model's per-item outcomes (item id -> score) and where they came from."""
@@ -111,13 +121,17 @@ def _unseen_score(suspect: np.ndarray, baseline: np.ndarray | None, unseen: np.n
 
 def score_inflation(suspect: ModelOutcomes, test_ids: list[str], shadow_ids: list[str], *,
                     clean: ModelOutcomes | None = None, references: list[ModelOutcomes] = (),
-                    index_status: dict[str, str] | None = None, n_resamples: int = 10_000,
-                    n_bootstrap: int = 10_000, confidence_level: float = 0.95, rng=None) -> dict:
+                    index_status: dict[str, str] | None = None, answer_status: dict[str, str] | None = None,
+                    n_resamples: int = 10_000, n_bootstrap: int = 10_000, confidence_level: float = 0.95,
+                    rng=None) -> dict:
     """The inflation of the suspect's benchmark score by contamination, and its score without it.
 
     ``test_ids`` / ``shadow_ids`` are the audit's items; every model must have an outcome for each
     (items without one are refused, naming how many: dropping them silently would change the sets).
-    ``index_status`` maps test ids to the corpus index's ``seen`` / ``unseen`` / ``ambiguous``.
+    ``index_status`` maps test ids to the corpus index's ``seen`` / ``unseen`` / ``ambiguous``;
+    ``answer_status`` the same for each item's answer alone, splitting the seen items into those found with
+    their answer (input and label contaminated) and those whose answer the corpus does not hold (input only;
+    an answer too short to tell, ``ambiguous``, is in neither).
     Returns a JSON-ready dict (see docs/analysis.md, "Score inflation").
     """
     references = list(references)
@@ -164,6 +178,12 @@ def score_inflation(suspect: ModelOutcomes, test_ids: list[str], shadow_ids: lis
     if index_status:
         status = np.asarray([index_status.get(i, "unknown") for i in test_ids])
         groups["test_seen"] = [i for i, s in zip(test_ids, status) if s == "seen"]
+        if answer_status:
+            answer = [answer_status.get(i, "unknown") for i in test_ids]
+            groups["test_seen_with_answer"] = [i for i, s, a in zip(test_ids, status, answer)
+                                               if s == "seen" and a == "seen"]
+            groups["test_seen_without_answer"] = [i for i, s, a in zip(test_ids, status, answer)
+                                                  if s == "seen" and a == "unseen"]
         groups["test_unseen"] = [i for i, s in zip(test_ids, status) if s == "unseen"]
         unseen = status == "unseen"
     scores = {m.role: {name: score_summary([m.scores[i] for i in ids], confidence_level=confidence_level)

@@ -322,8 +322,9 @@ def inflation(results: dict) -> bytes | None:
     inf = results.get("inflation")
     if not inf:
         return None
-    groups = [("test", "test, all"), ("test_seen", "test, in corpus"), ("test_unseen", "test, not in corpus"),
-              ("shadow", "shadow")]
+    from contaudit.analysis.inflation import SCORE_GROUPS
+
+    groups = [(key, label) for key, _, label in SCORE_GROUPS]
     roles = list(inf["scores"])
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(10.5, 3.4))

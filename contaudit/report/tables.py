@@ -234,11 +234,11 @@ def inflation_table(results: dict) -> Table | None:
     inf = results.get("inflation")
     if not inf:
         return None
-    groups = [("test", "Test, all"), ("test_seen", "Test, found in the corpus"),
-              ("test_unseen", "Test, not found"), ("shadow", "Shadow")]
+    from contaudit.analysis.inflation import SCORE_GROUPS
+
     rows = []
     for role, by_group in inf["scores"].items():
-        for key, label in groups:
+        for key, label, _ in SCORE_GROUPS:
             g = by_group.get(key)
             if g is not None:
                 rows.append([f"{role}: {label}", fixed(g["mean"]), fmt_ci(g["confidence_interval"]), "—", str(g["n"])])
