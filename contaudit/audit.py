@@ -365,9 +365,9 @@ def _outcome_stage(run: BenchmarkRun, log) -> dict | None:
     items = load_items(run.sets["test"]) + load_items(run.sets["shadow"])
     roles = run.protocol.models.roles()
     if spec.harness is not None:
-        from contaudit.code_eval import CodeEvalConfig, evaluate_code
+        from contaudit.code_eval import evaluate_code
 
-        config = CodeEvalConfig(max_new_tokens=spec.max_new_tokens, timeout_s=spec.timeout_s)
+        config = spec.harness_config
         files = {}
         for role in roles:
             files[role.name] = run.out / "outcomes" / f"{role.slug}.jsonl"

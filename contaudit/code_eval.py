@@ -38,7 +38,9 @@ class CodeEvalConfig:
                                help="wall-clock limit of each program's execution, in seconds")
     workers: int = setting(2, check=integer_at_least(1), help="programs executed at once, each in its own process")
     batch_tokens: int = setting(4096, check=integer_at_least(1), help="prompt plus generated tokens per generation batch")
-    stop: tuple[str, ...] = field(default=STOP_SEQUENCES)
+    stop: tuple[str, ...] = setting(STOP_SEQUENCES, check=lambda v: None if v and all(isinstance(x, str) and x for x in v)
+                                    else "a non-empty list of non-empty texts",
+                                    help="a completion is cut at the first of these (Chen et al. 2021's by default)")
 
     def validate(self) -> None:
         validate(self)

@@ -37,6 +37,7 @@ from typing import Literal, Optional
 
 from contaudit.config import (AnalysisSettings, IndexConfig,  # noqa: F401
                               ItemOrderConfig, ProbeConfig, ScoreSettings)
+from contaudit.code_eval import CodeEvalConfig
 from contaudit.config import between, integer_at_least, required, setting, values
 from contaudit.errors import InputError, ProtocolError
 from contaudit.hf_sets import is_hf_set, open_hf_set, parse_hf_set
@@ -202,13 +203,14 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
-class OutcomesSpec:
+class OutcomesSpec(CodeEvalConfig):
     """``[outcomes]``: per-item evaluation outcomes of the audit's models, for the score-inflation estimate.
 
     Either contaudit evaluates every model itself (``harness = "humaneval"``: greedy generation
     checked by execution, :mod:`contaudit.code_eval`), or the user gives each model's outcome file
     (``suspect``, and ``clean`` / ``reference`` when there are those models): JSON Lines of ``id``
     and ``score``, or lm-evaluation-harness ``--log_samples`` output (:mod:`contaudit.outcomes`).
+    The harness's settings are :class:`~contaudit.code_eval.CodeEvalConfig`'s, as ``contaudit evaluate`` takes them.
     """
 
     harness: Optional[Literal["humaneval"]] = setting(
@@ -221,9 +223,11 @@ class OutcomesSpec:
     metric: Optional[str] = setting(None, help="which metric of an lm_eval sample file (e.g. 'acc')")
     task: Optional[str] = setting(None, help="which task of an lm_eval output directory holding several")
     text_field: Optional[str] = setting(None, help="match records without an id by this field's text")
-    max_new_tokens: int = setting(256, check=integer_at_least(1), help="harness: tokens generated per prompt")
-    timeout_s: float = setting(3.0, check=between(0, 600, closed_high=True),
-                               help="harness: time limit of each program's execution, in seconds")
+
+    @property
+    def harness_config(self) -> CodeEvalConfig:
+        """The harness's settings alone (``max_new_tokens``, ``timeout_s``, ...: :class:`CodeEvalConfig`)."""
+        return CodeEvalConfig(**values(self, CodeEvalConfig))
 
 
 @dataclass(frozen=True, kw_only=True)
