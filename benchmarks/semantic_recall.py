@@ -290,6 +290,18 @@ def measure(corpus: Path, bench: Path, out: Path, mode: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def corpus_head(corpus: Path, mb: float) -> tuple[list[str], int]:
+    """The first documents of the corpus, about ``mb`` MB of text, and their size in characters."""
+    texts, size = [], 0
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            size += len(texts[-1])
+            if size >= mb * 1e6:
+                break
+    return texts, size
+
+
 def tokenization_timing(corpus: Path, mb: float = 20.0) -> dict:
     """Seconds to tokenize the corpus's first ``mb`` MB as the scan did before (the whole text at once, ids and
     character offsets) and as it does now (cut before each word, ids only), and whether the ids are equal."""
@@ -304,12 +316,7 @@ def tokenization_timing(corpus: Path, mb: float = 20.0) -> dict:
     whole.no_padding()
     whole.no_truncation()
     before = dataclasses.replace(model, tokenizer=whole)
-    texts, size = [], 0
-    for line in open(corpus):
-        texts.append(json.loads(line)["text"])
-        size += len(texts[-1])
-        if size >= mb * 1e6:
-            break
+    texts, size = corpus_head(corpus, mb)
     t = time.perf_counter()
     old = before.encode(texts)
     t_old = time.perf_counter() - t
@@ -328,12 +335,7 @@ def retrieval_timing(corpus: Path, bench: Path, mb: float = 2.0) -> dict:
     items = [json.loads(line)["text"] for line in open(bench)]
     index = sem.SemanticIndex.build(items, "wordllama", floor=0.0, candidates=16)
     model = index.model
-    texts, size = [], 0
-    for line in open(corpus):
-        texts.append(json.loads(line)["text"])
-        size += len(texts[-1])
-        if size >= mb * 1e6:
-            break
+    texts, size = corpus_head(corpus, mb)
     s = len(index.sizes) // 2  # one window size, the middle one
     width = int(index.sizes[s])
     vecs = []
