@@ -258,9 +258,10 @@ def test_word_split_tokenization_equals_the_whole_texts_and_ids_alone_equal_enco
     whole.no_truncation()
     texts = [(LICENSES / "GPL-3").read_text()[:20000], "   four  spaces    here\tand\ttabs \n\n  new lines  ",
              " leading", "trailing   ", "", "ein Satz auf Deutsch, Größe", "日本語の文  と  Ελληνικά κείμενα",
-             "x" * 3000 + " " + "word " * 50]
+             "x" * 3000 + " " + "word " * 50, "\n\tindented", " é à ü ñ", "<s> and </s>"]
     ids_alone = model.encode_ids(texts)
     for text, (ids, spans), alone in zip(texts, model.encode(texts), ids_alone):
         enc = whole.encode(text, add_special_tokens=False)
         assert ids.tolist() == enc.ids and [tuple(s) for s in spans.tolist()] == enc.offsets
         assert np.array_equal(alone, ids)
+        assert np.array_equal(model.spans(text, ids), spans)  # from the tokens' byte lengths, no tokenizer

@@ -54,6 +54,7 @@ class StaticModel:
     vectors: np.ndarray  # (V, d) float32, raw (their mean is a text's vector)
     unit: np.ndarray  # (V, d) float32, each row of length 1 (for token alignment)
     weight: np.ndarray  # (V,) float32: a token's weight in alignment (its raw vector's norm)
+    token_bytes: np.ndarray | None = None  # (V,) UTF-8 bytes of text each token stands for (word-split models)
 
     @classmethod
     def load(cls, spec: str = DEFAULT_MODEL) -> StaticModel:
@@ -90,7 +91,7 @@ class StaticModel:
         tokenizer = Tokenizer.from_file(str(tok_file))
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        _split_words(tokenizer)
+        token_bytes = _split_words(tokenizer)
         tensors = load_file(str(weight_file))
         matrices = [v for v in tensors.values() if v.ndim == 2]
         if len(matrices) != 1:
@@ -98,7 +99,8 @@ class StaticModel:
         vectors = matrices[0].astype(np.float32)  # (V, d)
         norm = np.linalg.norm(vectors, axis=1)
         unit = vectors / np.maximum(norm, 1e-12)[:, None]
-        return cls(spec, (tok_file, weight_file), tokenizer, vectors, unit.astype(np.float32), norm.astype(np.float32))
+        return cls(spec, (tok_file, weight_file), tokenizer, vectors, unit.astype(np.float32), norm.astype(np.float32),
+                   token_bytes)
 
     def fingerprint(self) -> dict:
         """The model's name and its files' SHA-256 (for the manifest)."""
@@ -131,6 +133,29 @@ class StaticModel:
                 out[t].append(np.asarray(enc.ids, dtype=np.int32))
         return [np.concatenate(ids) if ids else np.zeros(0, np.int32) for ids in out]
 
+    def spans(self, text: str, ids: np.ndarray) -> np.ndarray:
+        """The character spans ``(n, 2)`` of ``text``'s tokens ``ids``, as :meth:`encode` gives them. A word-split
+        model needs no tokenizer for this: each token stands for its own bytes of the text (its leading
+        space included; the space the normalizer adds before the first is not in the text), so the spans
+        are running sums of the tokens' byte lengths, mapped to characters. Else (or when the text holds an
+        added token such as ``<s>``) it encodes again."""
+        if self.token_bytes is not None and 0 < len(text) <= PIECE_CHARS and len(ids):
+            data = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
+            lengths = self.token_bytes[ids]
+            ends = np.cumsum(lengths) - 1
+            if ends[-1] == len(data) and lengths.min() >= 0:
+                starts = np.maximum(ends - lengths, 0)
+                if len(data) != len(text):  # bytes to characters: a token inside a character spans all of it
+                    lead = (data & 0xC0) != 0x80  # the first byte of each character
+                    chars_before = np.concatenate([[0], np.cumsum(lead)])
+                    starts, ends = chars_before[starts + 1] - 1, chars_before[ends]
+                spans = np.stack([starts, ends], axis=1).astype(np.int32)
+                spans[0, 1] = max(spans[0, 1], 1)  # the added space alone is aligned with the first character
+                return spans
+        again, spans = self.encode([text])[0]
+        assert np.array_equal(again, ids), "the tokenizer gave two encodings of one text"
+        return spans
+
     @staticmethod
     def _batches(texts: list[str]):
         """``[(text index, start, piece)]`` lists of about :data:`PIECE_CHARS` characters, in order."""
@@ -154,12 +179,13 @@ class StaticModel:
 _METASPACE = "\u2581"
 
 
-def _split_words(tokenizer) -> None:
+def _split_words(tokenizer) -> np.ndarray | None:
     """Give a SentencePiece-style tokenizer without a pre-tokenizer (wordllama's) one that cuts the
     normalized text before each run of ``\u2581`` (an encoded space), when no token of its vocabulary holds
     ``\u2581`` after another character: no merge can then cross the cut, so the ids and offsets are exactly
     those of the whole text, and each word is merged on its own (and cached) instead of the whole text at
-    once."""
+    once. Returns each token's length in UTF-8 bytes of the text (a byte token is one), which gives the
+    spans of a text's tokens without the tokenizer (:meth:`StaticModel.spans`); None when nothing changed."""
     import json
 
     from tokenizers import Regex, pre_tokenizers
@@ -169,10 +195,19 @@ def _split_words(tokenizer) -> None:
     spaces = any(n.get("type") == "Replace" and n.get("content") == _METASPACE for n in normalizers)
     vocab = (config.get("model") or {}).get("vocab")
     if config.get("pre_tokenizer") is not None or not spaces or not isinstance(vocab, dict):
-        return
+        return None
     if any(_METASPACE in token.lstrip(_METASPACE) for token in vocab):
-        return
+        return None
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f"{_METASPACE}*[^{_METASPACE}]+"), behavior="isolated")
+    size = np.zeros(max(vocab.values()) + 1, np.int64)
+    for token, i in vocab.items():
+        size[i] = 1 if _BYTE_TOKEN.fullmatch(token) else len(token.replace(_METASPACE, " ").encode("utf-8"))
+    for added in config.get("added_tokens") or []:
+        size[added["id"]] = -1  # matched in the raw text, before the normalizer: spans from the tokenizer
+    return size
+
+
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def _pieces(text: str):
@@ -401,12 +436,10 @@ class SemanticScanner:
         self._top[s] = (np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0))
 
     def _spans(self, d: int) -> np.ndarray:
-        """The character spans of document ``d``'s tokens (encoded again, once, for a document that holds a
-        kept window)."""
+        """The character spans of document ``d``'s tokens (once, for a document that holds a kept window)."""
         if d not in self._doc_spans:
             doc, ids = self._docs[d]
-            again, self._doc_spans[d] = self.model.encode([doc.text])[0]
-            assert np.array_equal(again, ids), "the tokenizer gave two encodings of one text"
+            self._doc_spans[d] = self.model.spans(doc.text, ids)
         return self._doc_spans[d]
 
     def _collect(self) -> None:
