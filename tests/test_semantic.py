@@ -223,6 +223,33 @@ def test_screen_evidence_counts_paraphrased_items_apart(index):
     assert "n_paraphrased" not in corpus_entry(list(plain), plain)
 
 
+def test_the_report_lists_each_paraphrased_item_beside_the_corpus_text_it_matched(index):
+    """Issue 27: "the report lists the paraphrased items with both texts side by side" (report.md and .html)."""
+    from contaudit.analysis.evidence import PARAPHRASE_CHARS, corpus_entry
+    from contaudit.report import html, markdown
+    from contaudit.report.tables import paraphrased_table
+
+    by_id = index.by_id()
+    entry = corpus_entry(list(by_id), by_id)
+    table = paraphrased_table({"supporting": {"corpus": entry}})
+    listed = [i for i, rec in by_id.items() if rec["status"] == "paraphrased"]
+    assert [row[0] for row in table.rows] == listed[:20] and table.headers[-2:] == ["Benchmark text", "Corpus text"]
+
+    def shown(text):
+        text = " ".join(text.split())
+        return text if len(text) <= PARAPHRASE_CHARS else text[:PARAPHRASE_CHARS - 1] + "…"
+
+    for row in table.rows:
+        rec = by_id[row[0]]
+        assert row[3] == shown(rec["text"]) and row[4] == shown(rec["semantic_text"]) and row[3] != row[4]
+        assert float(row[1]) == pytest.approx(rec["semantic_score"], abs=5e-4)
+    page = html.table(table)
+    assert page.count('class="wrap"') == 2 * len(table.rows)  # the two texts wrap; the other cells do not
+    assert all(row[0] in markdown.table(table) for row in table.rows)
+    plain = {k: {f: v for f, v in rec.items() if f != "semantic_score"} for k, rec in by_id.items()}
+    assert paraphrased_table({"supporting": {"corpus": corpus_entry(list(plain), plain)}}) is None
+
+
 def test_a_local_static_model_folder_gives_the_same_matches_and_its_fingerprint(planted, tmp_path):
     import shutil
 

@@ -162,6 +162,20 @@ def corpus_entry(test_ids: list[str], index_by_id: dict) -> dict:
              "total_occurrences": int(sum(occurrences)) if occurrences else 0, "seen_ids": seen[:MAX_LISTED_IDS]}
     if any("semantic_score" in r for r in found):  # an index with the semantic stage: its rephrased copies
         entry["n_paraphrased"] = status.count("paraphrased")
-        entry["paraphrased_ids"] = [i for i in test_ids if i in index_by_id
-                                    and index_by_id[i].get("status") == "paraphrased"][:MAX_LISTED_IDS]
+        paraphrased = [i for i in test_ids if i in index_by_id and index_by_id[i].get("status") == "paraphrased"]
+        entry["paraphrased_ids"] = paraphrased[:MAX_LISTED_IDS]
+        entry["paraphrased"] = [paraphrase_record(i, index_by_id[i]) for i in paraphrased[:MAX_LISTED_IDS]]
     return entry
+
+
+PARAPHRASE_CHARS = 400  # of each text a report shows beside the other
+
+
+def paraphrase_record(item_id: str, rec: dict) -> dict:
+    """A paraphrased item as the report lists it: its text and the corpus text it matched, side by side."""
+    def cut(text):
+        text = " ".join(str(text or "").split())
+        return text if len(text) <= PARAPHRASE_CHARS else text[:PARAPHRASE_CHARS - 1] + "…"
+
+    return {"id": item_id, "score": rec.get("semantic_score"), "location": rec.get("semantic_location"),
+            "item_text": cut(rec.get("text")), "corpus_text": cut(rec.get("semantic_text"))}

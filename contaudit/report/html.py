@@ -73,7 +73,7 @@ def table(t: T.Table) -> str:
             elif isinstance(c, list):
                 cells.append('<td class="lines">' + "<br>".join(cell_html(x) for x in c) + "</td>")
             else:
-                cells.append(f'<td class="{"r" if a == "r" else ""}">{cell_html(c)}</td>')
+                cells.append(f'<td class="{ {"r": "r", "w": "wrap"}.get(a, "")}">{cell_html(c)}</td>')
         body.append(f'<tr class="row-{mark}">' + "".join(cells) + "</tr>")
     if not t.rows:
         body.append(f'<tr><td colspan="{len(t.headers)}" class="note">none</td></tr>')
@@ -126,6 +126,8 @@ def render_html(results: dict, images: dict[str, bytes]) -> str:
     parts += [f for key, f in zip(images, figs) if key != "estimates"]
     parts.append("<h2>Items</h2>")
     parts.append(table(T.suspicious_items_table(results)))
+    paraphrased = T.paraphrased_table(results)
+    parts += [table(paraphrased)] if paraphrased is not None else []
     probes = T.probe_table(results)
     if probes is not None:
         parts.append(table(probes))

@@ -90,6 +90,9 @@ def render_markdown(results: dict, *, plots: dict[str, str] | None = None) -> st
         out += [table(inflation), ""]
     out += [table(T.data_table(results)), ""]
     out += ["## Items", "", table(T.suspicious_items_table(results)), ""]
+    paraphrased = T.paraphrased_table(results)
+    if paraphrased is not None:
+        out += [table(paraphrased), ""]
     probes = T.probe_table(results)
     if probes is not None:
         out += [table(probes), ""]

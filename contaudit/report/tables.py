@@ -57,7 +57,7 @@ class Table:
     title: str
     headers: list[str]
     rows: list[list[str | list[str]]]  # a list cell holds several lines (e.g. corpus locations)
-    align: str = ""
+    align: str = ""  # per column: 'l' left, 'r' right, 'w' left and wrapped (long text)
     note: str = ""
     marks: list[str] = field(default_factory=list)  # per row: "" / "pass" / "fail" / "hit" (for HTML styling)
 
@@ -365,6 +365,23 @@ def suspicious_items_table(results: dict, top: int | None = None) -> Table:
                  note=f"d is the suspect's mean NLL minus the clean model's ({nll_unit(results)}); z compares it with the "
                       "shadow items' d. Items first in this list are where the suspect is most unusually familiar."
                       + _root_note(root))
+
+
+def paraphrased_table(results: dict) -> Table | None:
+    """The test items the semantic stage found only rephrased: each beside the corpus text it matched."""
+    corpus = (results.get("supporting") or {}).get("corpus") or {}
+    listed = corpus.get("paraphrased")
+    if not listed:
+        return None
+    root = common_folder([p["location"][0] for p in listed if isinstance(p.get("location"), list) and p["location"]])
+    rows = [[str(p["id"]), fixed(p.get("score")), location_text(p["location"], root) if p.get("location") else "—",
+             p["item_text"], p["corpus_text"]] for p in listed]
+    more = corpus.get("n_paraphrased", len(listed)) - len(listed)
+    return Table("Test items found only rephrased (semantic stage)",
+                 ["Item", "Score", "Corpus location", "Benchmark text", "Corpus text"], rows, "lrlww",
+                 note="Alignment score of the item with the corpus span (the index's threshold is in its manifest). "
+                      "Shown, not deciding: probes and verdicts use exact and near-duplicate matches only."
+                      + (f" {more} more are in the index." if more > 0 else ""))
 
 
 def _root_note(root: str | None) -> str:
