@@ -430,10 +430,17 @@ class SemanticScanner:
         """Merge the windows ``first...`` (their cosines ``sims``) into each item's ``k`` nearest."""
         cos, row = self._top[s]
         k = cos.shape[0]
+        # only items some new window could enter: none below an item's k-th nearest yet, or below the floor
+        # (never a candidate), changes what it keeps
+        cols = np.nonzero(sims.max(axis=0) >= np.maximum(cos.min(axis=0), self.index.floor))[0]
+        if not len(cols):
+            return
+        sims = sims[:, cols]
         new_rows = np.broadcast_to(np.arange(first, first + len(sims))[:, None], sims.shape)
-        all_cos, all_row = np.concatenate([cos, sims]), np.concatenate([row, new_rows])  # (k + n, n_items)
+        all_cos = np.concatenate([cos[:, cols], sims])  # (k + n, live items)
+        all_row = np.concatenate([row[:, cols], new_rows])
         order = np.argpartition(-all_cos, k - 1, axis=0)[:k]  # the k nearest (in no order)
-        self._top[s] = (np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0))
+        cos[:, cols], row[:, cols] = np.take_along_axis(all_cos, order, 0), np.take_along_axis(all_row, order, 0)
 
     def _spans(self, d: int) -> np.ndarray:
         """The character spans of document ``d``'s tokens (once, for a document that holds a kept window)."""
