@@ -231,8 +231,8 @@ def _index_stage(runs: list[BenchmarkRun], staging: Path, log) -> dict:
             check_prebuilt_index(load_index(run.index), _read_ids(run.sets["benchmark"]), run.index)
             run.say(log, f"index: using {run.index}")
         return {"corpus_passes": 0, "prebuilt": [str(run.index) for run in runs]}
-    for run in with_answers:
-        run.answer_index = run.out / "index-answers"
+    for run in with_answers:  # beside the items' index, so a shared index path shares its answers too
+        run.answer_index = run.index.with_name(run.index.name + "-answers")
     targets = {run.index: run.sets["benchmark"] for run in runs}
     targets.update({run.answer_index: run.sets["answers"] for run in with_answers})
     corpus, config = list(settings.corpus), settings.config
@@ -252,7 +252,7 @@ def _index_stage(runs: list[BenchmarkRun], staging: Path, log) -> dict:
     else:
         log(f"{done}, one pass for {len(stale)} benchmarks ({', '.join(run.name for run in stale)})")
     return {"corpus_passes": 1, "corpus_bytes": first.corpus_bytes, "seconds": round(first.seconds, 3),
-            "built": [str(run.index) for run in stale], "reused": [str(r.index) for r in runs if r not in stale]}
+            "built": [str(path) for path in sorted(rebuild)], "reused": [str(r.index) for r in runs if r not in stale]}
 
 
 def _probe_stage(runs: list[BenchmarkRun], log) -> None:

@@ -210,7 +210,7 @@ class OutcomesSpec(CodeEvalConfig):
     checked by execution, :mod:`contaudit.code_eval`), or the user gives each model's outcome file
     (``suspect``, and ``clean`` / ``reference`` when there are those models): JSON Lines of ``id``
     and ``score``, or lm-evaluation-harness ``--log_samples`` output (:mod:`contaudit.outcomes`).
-    The harness's settings are :class:`~contaudit.code_eval.CodeEvalConfig`'s, as ``contaudit evaluate`` takes them.
+    The harness's settings are :class:`~contaudit.code_eval.CodeEvalConfig`'s (``harness_config``).
     """
 
     harness: Optional[Literal["humaneval"]] = setting(
@@ -375,6 +375,26 @@ class Loader:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+def check_answer_field(loader: Loader, sets: Sets, outcomes: OutcomesSpec | None, index: IndexSettings | None,
+                       key: str = "sets") -> None:
+    """``answer_field`` only where the test items come from, and only with what reads it: the corpus to search
+    (``[index].corpus``) and the outcomes whose inflation it splits (``[outcomes]``)."""
+    others = [(f"{key}.shadow", sets.shadow)] + [(f"{key}.heldout[{i}]", h) for i, h in enumerate(sets.heldout)]
+    for where, spec in others:
+        if spec is not None and spec.answer_field is not None:
+            raise loader.fail(f"{where}.answer_field", "only the test items' answers are searched for: give it on "
+                                                       "the table the test items come from")
+    name = next((n for n in ("test", "split", "random_split") if getattr(sets, n) is not None), None)
+    if name is None or getattr(sets, name).answer_field is None:
+        return
+    if outcomes is None:
+        raise loader.fail(f"{key}.{name}.answer_field", "splits the score inflation's seen items by their answer: "
+                                                        "it needs [outcomes]")
+    if index is None or not index.corpus:
+        raise loader.fail(f"{key}.{name}.answer_field", "needs [index].corpus, to search the corpus for the answers "
+                                                        "(a prebuilt index holds whole items only)")
 
 
 def check_sets(loader: Loader, sets: Sets, key: str = "sets") -> None:
@@ -592,6 +612,7 @@ def load_protocol(path: str | Path, *, check_paths: bool = True) -> Protocol:
     check_models(loader, protocol.models)
     check_cutoffs(loader, protocol.models, protocol.sets)
     check_outcomes(loader, protocol.outcomes, protocol.models)
+    check_answer_field(loader, protocol.sets, protocol.outcomes, protocol.index)
     if check_paths:
         check_paths_exist(loader, input_paths(protocol) + set_paths(protocol.sets) + outcome_paths(protocol.outcomes))
     return dataclasses.replace(protocol, source=path, sha256=hashlib.sha256(raw).hexdigest())

@@ -423,7 +423,7 @@ suspect = "suspect.jsonl"
     assert scores["test_seen_with_answer"]["n"] == 10 and scores["test_seen_with_answer"]["mean"] == 1.0
     assert scores["test_seen_without_answer"]["n"] == 10
     assert scores["test_seen_without_answer"]["mean"] == pytest.approx(sum(passed[i] for i in question_only) / 10)
-    assert "answer_index" in results["inputs"]
+    assert results["inputs"]["answer_index"]["path"] == str(tmp_path / "run" / "index-answers")
     answers = [json.loads(line) for line in (tmp_path / "run" / "sets" / "answers.jsonl").read_text().splitlines()]
     assert {a["id"]: a["text"] for a in answers} == {r["id"]: r["answer"] for r in test}
     assert "found with its answer" in (tmp_path / "run" / "report.md").read_text()
@@ -431,7 +431,12 @@ suspect = "suspect.jsonl"
     prebuilt = tmp_path / "prebuilt.toml"
     prebuilt.write_text(protocol.read_text().replace('corpus = ["corpus.jsonl"]', f'path = "{tmp_path / "run" / "index"}"'))
     refused = runner.invoke(app, ["audit", str(prebuilt), "--out", str(tmp_path / "run2")])
-    assert refused.exit_code == 2 and "answer_field" in refused.output
+    assert refused.exit_code == 2 and "key `sets.test.answer_field`: needs [index].corpus" in refused.output
+    for where, edit in (("sets.shadow", lambda t: t.replace('[sets.shadow]\n', '[sets.shadow]\nanswer_field = "answer"\n')),
+                        ("sets.test", lambda t: t[:t.index("[outcomes]")])):
+        (tmp_path / "bad.toml").write_text(edit(protocol.read_text()))
+        bad = runner.invoke(app, ["audit", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2 and f"key `{where}.answer_field`" in bad.output, bad.output
     # an item with an empty answer is one line naming the item and the field
     (tmp_path / "test.jsonl").write_text("".join(json.dumps({**r, "answer": "" if r["id"] == "q5" else r["answer"]})
                                                  + "\n" for r in test))

@@ -232,3 +232,22 @@ def test_seen_items_split_by_whether_their_answer_is_in_the_corpus_too():
     plain = score_inflation(suspect, test, shadow, index_status=status, n_resamples=99, n_bootstrap=99, rng=0)
     assert "test_seen_with_answer" not in plain["scores"]["suspect"]
     assert plain["estimate"] == r["estimate"]  # the split reports, it does not change the estimate
+
+
+def test_an_answer_under_eight_words_says_nothing_and_is_ambiguous(tmp_path):
+    """A short answer ("B", "42 apples") occurs whole almost anywhere: the answers' index may call it seen, but the
+    split counts it in neither group; a long answer keeps the index's status."""
+    import json
+
+    from contaudit.analysis.analyze import answer_statuses
+    from contaudit.index import build_index
+
+    long_answer = "return sorted set of the numbers that appear in both lists given here"
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"text": f"so it is forty two apples in a basket, then {long_answer} ok"})
+                                           + "\n")
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "short", "text": "forty two apples in a basket"}, {"id": "long", "text": long_answer},
+        {"id": "absent", "text": "a completely different solution text that nobody wrote down anywhere"}]))
+    index = build_index([tmp_path / "corpus.jsonl"], tmp_path / "answers.jsonl", tmp_path / "index").index
+    assert {r["id"]: r["status"] for r in index.items}["short"] == "seen"  # found whole: the index's rule
+    assert answer_statuses(tmp_path / "index") == {"short": "ambiguous", "long": "seen", "absent": "unseen"}

@@ -292,3 +292,24 @@ def test_word_split_tokenization_equals_the_whole_texts_and_ids_alone_equal_enco
         assert ids.tolist() == enc.ids and [tuple(s) for s in spans.tolist()] == enc.offsets
         assert np.array_equal(alone, ids)
         assert np.array_equal(model.spans(text, ids), spans)  # from the tokens' byte lengths, no tokenizer
+
+
+def test_a_tokenizer_with_added_tokens_past_its_vocabulary_loads_and_their_spans_come_from_the_tokenizer():
+    """Llama-style tokenizers add e.g. <pad> after the vocabulary (id 32000): the byte-length table covers it, and a
+    text holding it is encoded again for its spans (added tokens are matched before the normalizer)."""
+    import dataclasses
+
+    from tokenizers import AddedToken, Tokenizer
+
+    model = semantic.load_model("wordllama")
+    tok = Tokenizer.from_file(str(model.files[0]))
+    tok.add_special_tokens([AddedToken("<pad>", special=True)])
+    pad = tok.token_to_id("<pad>")
+    assert pad >= 32000
+    sizes = semantic._split_words(tok)
+    assert sizes is not None and sizes[pad] == -1 and len(sizes) == pad + 1
+    wide = dataclasses.replace(model, tokenizer=tok, token_bytes=sizes,
+                               vectors=np.vstack([model.vectors, np.zeros((1, model.vectors.shape[1]), np.float32)]))
+    for text in ("a <pad> b", "plain text, no added token"):
+        (ids, spans), = wide.encode([text])
+        assert np.array_equal(wide.spans(text, ids), spans)

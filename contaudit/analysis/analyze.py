@@ -153,7 +153,6 @@ def analyze(suspect_test, clean_test=None, suspect_shadow=None, clean_shadow=Non
 def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSettings, rng, answer_index=None) -> dict:
     """The score inflation from the models' outcomes on the analysed test and shadow items."""
     from contaudit.analysis.inflation import score_inflation
-    from contaudit.index.store import load_index
 
     roles = [m.role for m in analysis.models]
     unknown = sorted(set(outcomes) - set(roles))
@@ -164,9 +163,19 @@ def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSett
     return score_inflation(outcomes["suspect"], analysis.test.ids, analysis.shadow.ids, clean=outcomes.get("clean"),
                            references=[outcomes[r] for r in roles[2:] if r in outcomes],
                            index_status=status or None, n_resamples=settings.n_permutations,
-                           answer_status=({r["id"]: r.get("status") for r in load_index(answer_index).items}
-                                          if answer_index is not None else None),
+                           answer_status=answer_statuses(answer_index) if answer_index is not None else None,
                            n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level, rng=rng)
+
+
+def answer_statuses(answer_index) -> dict[str, str]:
+    """Each test item's answer: ``seen`` / ``unseen`` as the answers' index says, or ``ambiguous`` when it is too
+    short to tell (fewer words than the index's unseen rule needs: a one-word answer such as "B" or "4" occurs
+    whole almost anywhere, so finding it says nothing of a leak)."""
+    from contaudit.index.scan import UNSEEN_N
+    from contaudit.index.store import load_index
+
+    return {r["id"]: r.get("status") if (r.get("n_words") or 0) >= UNSEEN_N else "ambiguous"
+            for r in load_index(answer_index).items}
 
 
 def _inputs(**paths) -> dict:

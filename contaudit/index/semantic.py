@@ -199,11 +199,14 @@ def _split_words(tokenizer) -> np.ndarray | None:
     if any(_METASPACE in token.lstrip(_METASPACE) for token in vocab):
         return None
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f"{_METASPACE}*[^{_METASPACE}]+"), behavior="isolated")
-    size = np.zeros(max(vocab.values()) + 1, np.int64)
+    if [n.get("type") for n in normalizers] != ["Prepend", "Replace"]:
+        return None  # another normalizer (NFKC, lowercase) changes lengths: spans come from the tokenizer
+    added = config.get("added_tokens") or []
+    size = np.zeros(max([*vocab.values(), *(a["id"] for a in added)]) + 1, np.int64)
     for token, i in vocab.items():
         size[i] = 1 if _BYTE_TOKEN.fullmatch(token) else len(token.replace(_METASPACE, " ").encode("utf-8"))
-    for added in config.get("added_tokens") or []:
-        size[added["id"]] = -1  # matched in the raw text, before the normalizer: spans from the tokenizer
+    for token in added:
+        size[token["id"]] = -1  # matched in the raw text, before the normalizer: spans from the tokenizer
     return size
 
 

@@ -31,7 +31,8 @@ from typing import Literal, Optional
 
 from contaudit.config import AnalysisSettings, ItemOrderConfig, ProbeConfig, required, setting
 from contaudit.errors import ProtocolError
-from contaudit.protocol import (AuditSettings, Loader, OutcomesSpec, Protocol, Sets, check_cutoffs, check_models,
+from contaudit.protocol import (AuditSettings, Loader, OutcomesSpec, Protocol, Sets, check_answer_field,
+                                check_cutoffs, check_models,
                                 check_outcomes, check_paths_exist, check_sets, input_paths, outcome_paths, read_toml,
                                 set_paths)
 
@@ -144,6 +145,7 @@ def load_suite(path: str | Path, *, check_paths: bool = True) -> Suite:
         check_sets(loader, bench, key)
         check_cutoffs(loader, suite.models, bench, key)
         check_outcomes(loader, bench.outcomes, suite.models, f"{key}.outcomes")
+        check_answer_field(loader, bench, bench.outcomes, suite.index, key)
         if bench.name in first:
             raise loader.fail(f"{key}.name", f"{bench.name!r} is also the name of benchmarks[{first[bench.name]}]; "
                                              "names must be unique")
