@@ -310,6 +310,6 @@ def test_a_tokenizer_with_added_tokens_past_its_vocabulary_loads_and_their_spans
     assert sizes is not None and sizes[pad] == -1 and len(sizes) == pad + 1
     wide = dataclasses.replace(model, tokenizer=tok, token_bytes=sizes,
                                vectors=np.vstack([model.vectors, np.zeros((1, model.vectors.shape[1]), np.float32)]))
-    for text in ("a <pad> b", "plain text, no added token"):
+    for text in ("a <pad> b", "plain text, no added token", "a lone \ud800 surrogate, as JSON can hold"):
         (ids, spans), = wide.encode([text])
         assert np.array_equal(wide.spans(text, ids), spans)

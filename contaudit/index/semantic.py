@@ -162,6 +162,8 @@ class StaticModel:
         todo, size = [], 0
         for t, text in enumerate(texts):
             for start, piece in _pieces(text):
+                if not piece.isascii():  # a lone surrogate (JSON "\ud800") the tokenizer cannot take: U+FFFD, one
+                    piece = _SURROGATE.sub("\ufffd", piece)  # character and three bytes for one, so spans hold
                 todo.append((t, start, piece))
                 size += len(piece)
                 if size >= PIECE_CHARS:
@@ -177,6 +179,7 @@ class StaticModel:
 
 
 _METASPACE = "\u2581"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _split_words(tokenizer) -> np.ndarray | None:
