@@ -134,6 +134,12 @@ def test_manifest_records_model_fingerprint_threshold_and_false_match_rate(index
     assert calibration["false_match_rate"] <= calibration["target_false_match_rate"] == 0.01
     assert calibration["n_planted"] >= 20 and calibration["recall"] >= 0.9
     assert index.manifest["parameters"]["semantic_settings"]["model"] == section["model"]
+    # the stage's own time, apart from the build's: calibration, the scan (summed over batches), verification
+    seconds = section["seconds"]
+    assert set(seconds) == {"calibration", "scan", "verify"} and all(v > 0 for v in seconds.values())
+    assert seconds["scan"] + seconds["calibration"] < index.manifest["seconds"]
+    # (the seconds are rounded to 1 ms in the manifest, the throughput is not)
+    assert section["scan_mb_per_s"] == pytest.approx(index.manifest["corpus"]["bytes"] / 1e6 / seconds["scan"], rel=1e-2)
 
 
 def test_switched_off_the_index_is_the_same_byte_for_byte(planted, tmp_path):

@@ -283,7 +283,9 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
     and the manifest's ``semantic`` section (None when the stage is off).
     """
     item_words = item_batches([it.text for it in items])
+    started = time.perf_counter()
     semantic_index, semantic = _semantic_index(units, items, config) if config.semantic else (None, None)
+    prepared = time.perf_counter() - started
     searcher = Searcher.build(item_words, config, semantic_index)
     total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations,
                         semantic_k=config.semantic_candidates if config.semantic else 0)
@@ -293,7 +295,13 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
     else:
         stats, shards_total, shards_resumed = _scan_here(units, config, searcher, item_words, staging, total,
                                                          progress)
+    started = time.perf_counter()
     hits = _verify_semantic(semantic_index, total) if config.semantic else None
+    if semantic is not None:
+        scan = total.semantic_seconds
+        semantic["seconds"] = {"calibration": round(prepared, 3), "scan": round(scan, 3),
+                               "verify": round(time.perf_counter() - started, 3)}
+        semantic["scan_mb_per_s"] = round(total.nbytes / 1e6 / scan, 4) if scan > 0 else None
     records = _item_records(items, item_words, searcher.table, total, config, hits,
                             semantic["threshold"] if semantic else None)
     corpus_section = {"documents": stats.as_dict(), "bytes": total.nbytes, "shards": shards_total,
@@ -398,8 +406,7 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
             shard_stats = ReadStats(stats.read - before.read, stats.skipped - before.skipped,
                                     stats.examples[len(before.examples):])
             shard.save(shard_path, shard_stats)
-            total.add(shard.sparse_counts(), shard.locations, shard.near_best, shard.near_copies, shard.nbytes,
-                      shard.semantic_candidates)
+            total.add(*shard.result())
     finally:
         if pool is not None:
             pool.terminate()

@@ -110,8 +110,7 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
                         acc.add(*batches[key][j])
                     del batches[key]
                     acc.save(partial / f"shard-{u}-{shard}.json", ReadStats())
-                    ready[key] = (acc.sparse_counts(), acc.locations, acc.near_best, acc.near_copies, acc.nbytes,
-                                  acc.semantic_candidates)
+                    ready[key] = acc.result()
                     finished.add(key)
                     shards_total += 1
                 if progress:

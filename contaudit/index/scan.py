@@ -11,6 +11,7 @@ both write the same index.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ from contaudit.manifest import write_json_atomic
 UNSEEN_N = 8  # an item is unseen only if none of its 8-grams occurs in the corpus
 WINDOW_CHARS = 1 << 20  # a document over twice this is scanned in windows of about this size
 
-BatchResult = tuple[np.ndarray, dict, dict, dict, int, dict]  # (sparse counts, locations, near best, near copies,
-#                                                             bytes, semantic candidates)
+BatchResult = tuple[np.ndarray, dict, dict, dict, int, dict, float]  # (sparse counts, locations, near best,
+#                                              near copies, bytes, semantic candidates, semantic stage seconds)
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -117,16 +118,17 @@ class Searcher:
                 group = []
             if doc is not None:
                 self._scan_windows(doc, ngram, near)
-        semantic = {}
+        semantic, semantic_seconds = {}, 0.0
         if self.semantic is not None:  # whole documents: it cuts long ones into chunks itself
+            started = time.perf_counter()
             scanner = SemanticScanner(self.semantic)
             scanner.scan(docs)
-            semantic = scanner.candidates
+            semantic, semantic_seconds = scanner.candidates, time.perf_counter() - started
         hits = ngram.result()
         keys = np.nonzero(hits.counts)[0]
         sparse_counts = np.stack([keys, hits.counts[keys]])  # (2, n_matched_keys)
         return (sparse_counts, hits.locations, (near.best if near else {}), (near.copies if near else {}), nbytes,
-                semantic)
+                semantic, semantic_seconds)
 
     def _scan_windows(self, doc: Document, ngram: NgramScanner, near: NeardupScanner | None) -> None:
         """Scan one long document window by window (:func:`iter_windows`), with the result of scanning it whole.
@@ -175,9 +177,10 @@ class Accumulator:
     nbytes: int = 0
     semantic_k: int = 0  # semantic candidates kept per item (the stage's ``semantic_candidates``; 0: off)
     semantic_candidates: dict[int, list[Candidate]] = field(default_factory=dict)
+    semantic_seconds: float = 0.0  # the semantic stage's scan time, summed over batches (workers' seconds)
 
     def add(self, counts_sparse: np.ndarray, locations: dict, near_best: dict, near_copies: dict, nbytes: int,
-            semantic_candidates: dict | None = None) -> None:
+            semantic_candidates: dict | None = None, semantic_seconds: float = 0.0) -> None:
         """Merge one result (a :data:`BatchResult`, or a shard's) that comes next in corpus order."""
         keys, counts = counts_sparse
         np.add.at(self.counts, keys.astype(np.int64), counts.astype(np.int64))
@@ -193,6 +196,12 @@ class Accumulator:
             self.near_copies[int(item)] = self.near_copies.get(int(item), 0) + n
         self.nbytes += nbytes
         merge_candidates(self.semantic_candidates, semantic_candidates or {}, self.semantic_k)
+        self.semantic_seconds += semantic_seconds
+
+    def result(self) -> BatchResult:
+        """Everything merged, as one result to :meth:`add` to another accumulator (a shard's to the total's)."""
+        return (self.sparse_counts(), self.locations, self.near_best, self.near_copies, self.nbytes,
+                self.semantic_candidates, self.semantic_seconds)
 
     def sparse_counts(self) -> np.ndarray:
         """``(2, n_matched_keys)``: the keys with a count, and their counts."""
@@ -211,6 +220,7 @@ class Accumulator:
             **({"semantic_candidates": {str(k): [c.as_list() for c in cs]
                                         for k, cs in self.semantic_candidates.items()}}
                if self.semantic_candidates else {}),
+            **({"semantic_seconds": self.semantic_seconds} if self.semantic_seconds else {}),
         })
 
     def add_saved(self, path: Path) -> ReadStats:
@@ -220,6 +230,7 @@ class Accumulator:
         near = {int(k): NeardupHit(v[0], v[1]) for k, v in data["near_best"].items()}
         self.add(counts, {int(k): v for k, v in data["locations"].items()}, near,
                  {int(k): v for k, v in data["near_copies"].items()}, data["nbytes"],
-                 {int(k): [Candidate(*c) for c in v] for k, v in data.get("semantic_candidates", {}).items()})
+                 {int(k): [Candidate(*c) for c in v] for k, v in data.get("semantic_candidates", {}).items()},
+                 data.get("semantic_seconds", 0.0))
         s = data["stats"]
         return ReadStats(s["read"], s["skipped"], s["skip_examples"])
