@@ -52,11 +52,6 @@ def _rows(spec: SetSpec) -> list[dict]:
     return [{"id": it.id, "text": it.text, "_fields": it.fields} for it in items]
 
 
-def test_spec(sets) -> SetSpec:
-    """The spec the test items come from (``[sets.test]``, ``[sets.split]`` or ``[sets.random_split]``)."""
-    return sets.test or sets.split or sets.random_split
-
-
 def _answers(rows: list[dict], field_name: str, path) -> list[dict]:
     """``{id, text}`` of each test item's answer (its ``field_name``), what the answer index searches for."""
     answers = []
@@ -174,10 +169,10 @@ def materialize_sets(protocol: Protocol, out: Path) -> tuple[dict[str, Path], li
     for name, rows in (("test", test), ("shadow", shadow), ("benchmark", test + shadow + heldout)):
         paths[name] = out / "sets" / f"{name}.jsonl"
         write_jsonl_atomic(paths[name], ({"id": r["id"], "text": r["text"]} for r in rows))
-    answer_field = test_spec(sets).answer_field
-    if answer_field is not None:
+    _, source = sets.test_source
+    if source.answer_field is not None:
         paths["answers"] = out / "sets" / "answers.jsonl"
-        write_jsonl_atomic(paths["answers"], _answers(test, answer_field, test_spec(sets).path))
+        write_jsonl_atomic(paths["answers"], _answers(test, source.answer_field, source.path))
     if protocol.outcomes is not None and protocol.outcomes.harness is not None:
         # what an evaluation harness needs besides the text (HumanEval: prompt, test, entry_point)
         paths["evaluation"] = out / "sets" / "evaluation.jsonl"
@@ -222,11 +217,8 @@ def _index_stage(runs: list[BenchmarkRun], staging: Path, log) -> dict:
     if settings is None:
         log("index: none in the protocol (no memorization test)")
         return {"corpus_passes": 0}
-    with_answers = [run for run in runs if "answers" in run.sets]
+    with_answers = [run for run in runs if "answers" in run.sets]  # only with a corpus (check_answer_field)
     if not settings.corpus:
-        if with_answers:
-            raise InputError("`answer_field` needs the corpus ([index].corpus) to search it for the answers; "
-                             "a prebuilt index holds whole items only", path=with_answers[0].protocol.source)
         for run in runs:
             check_prebuilt_index(load_index(run.index), _read_ids(run.sets["benchmark"]), run.index)
             run.say(log, f"index: using {run.index}")

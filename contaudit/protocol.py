@@ -163,6 +163,12 @@ class Sets:
         None, help="the earliest date of the shadow set's items (ISO 8601; a [sets.split] has its cutoff): "
                    "every clean model's training cutoff must precede it")
 
+    @property
+    def test_source(self) -> tuple[str, SetSpec] | None:
+        """The table the test items come from (``test``, ``split`` or ``random_split``): its name and spec."""
+        return next(((n, getattr(self, n)) for n in ("test", "split", "random_split") if getattr(self, n) is not None),
+                    None)
+
 
 @dataclass(frozen=True)
 class IndexSettings(IndexConfig):
@@ -386,8 +392,8 @@ def check_answer_field(loader: Loader, sets: Sets, outcomes: OutcomesSpec | None
         if spec is not None and spec.answer_field is not None:
             raise loader.fail(f"{where}.answer_field", "only the test items' answers are searched for: give it on "
                                                        "the table the test items come from")
-    name = next((n for n in ("test", "split", "random_split") if getattr(sets, n) is not None), None)
-    if name is None or getattr(sets, name).answer_field is None:
+    name, spec = sets.test_source or (None, None)
+    if spec is None or spec.answer_field is None:
         return
     if outcomes is None:
         raise loader.fail(f"{key}.{name}.answer_field", "splits the score inflation's seen items by their answer: "

@@ -250,4 +250,7 @@ def test_an_answer_under_eight_words_says_nothing_and_is_ambiguous(tmp_path):
         {"id": "absent", "text": "a completely different solution text that nobody wrote down anywhere"}]))
     index = build_index([tmp_path / "corpus.jsonl"], tmp_path / "answers.jsonl", tmp_path / "index").index
     assert {r["id"]: r["status"] for r in index.items}["short"] == "seen"  # found whole: the index's rule
-    assert answer_statuses(tmp_path / "index") == {"short": "ambiguous", "long": "seen", "absent": "unseen"}
+    assert answer_statuses(tmp_path / "index", ["short", "long"]) == {"short": "ambiguous", "long": "seen",
+                                                                      "absent": "unseen"}
+    with pytest.raises(InputError, match=r"holds no answer for 1 of the 2 test items \(first: 'other'\)"):
+        answer_statuses(tmp_path / "index", ["long", "other"])

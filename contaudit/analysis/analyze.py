@@ -163,19 +163,26 @@ def _inflation(outcomes: dict, analysis: AnalysisResults, settings: AnalysisSett
     return score_inflation(outcomes["suspect"], analysis.test.ids, analysis.shadow.ids, clean=outcomes.get("clean"),
                            references=[outcomes[r] for r in roles[2:] if r in outcomes],
                            index_status=status or None, n_resamples=settings.n_permutations,
-                           answer_status=answer_statuses(answer_index) if answer_index is not None else None,
+                           answer_status=(answer_statuses(answer_index, analysis.test.ids)
+                                          if answer_index is not None else None),
                            n_bootstrap=settings.n_bootstrap, confidence_level=settings.confidence_level, rng=rng)
 
 
-def answer_statuses(answer_index) -> dict[str, str]:
+def answer_statuses(answer_index, test_ids: list[str]) -> dict[str, str]:
     """Each test item's answer: ``seen`` / ``unseen`` as the answers' index says, or ``ambiguous`` when it is too
     short to tell (fewer words than the index's unseen rule needs: a one-word answer such as "B" or "4" occurs
-    whole almost anywhere, so finding it says nothing of a leak)."""
+    whole almost anywhere, so finding it says nothing of a leak). The index must hold every test item's answer."""
     from contaudit.index.scan import UNSEEN_N
     from contaudit.index.store import load_index
 
-    return {r["id"]: r.get("status") if (r.get("n_words") or 0) >= UNSEEN_N else "ambiguous"
-            for r in load_index(answer_index).items}
+    statuses = {r["id"]: r.get("status") if (r.get("n_words") or 0) >= UNSEEN_N else "ambiguous"
+                for r in load_index(answer_index).items}
+    missing = [i for i in test_ids if i not in statuses]
+    if missing:
+        raise InputError(f"the answers' index holds no answer for {len(missing)} of the {len(test_ids)} test items "
+                         f"(first: {missing[0]!r}); it is another benchmark's: index this test set's answers",
+                         path=answer_index)
+    return statuses
 
 
 def _inputs(**paths) -> dict:
