@@ -747,6 +747,7 @@ def finetune(
     item_text_field: str = _option(ItemSelection, "text_field", "--item-text-field"),
     template: Optional[str] = _option(ItemSelection, "template"),
     id_field: str = _option(ItemSelection, "id_field"),
+    answer_field: Optional[str] = _option(ItemSelection, "answer_field"),
     include: list[str] = _option(CorpusReading, "include", "--include"),
     exclude: list[str] = _option(CorpusReading, "exclude", "--exclude"),
     skip_bad: bool = _option(CorpusReading, "skip_bad", "--skip-bad/--no-skip-bad"),
@@ -767,7 +768,8 @@ def finetune(
     model_config = ModelConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
                                n_positions=max(seq_len, default_of(ModelConfig, "n_positions")))
     items = ItemSelection(ids=inject_ids, fraction=inject_fraction, text_field=item_text_field, id_field=id_field,
-                          template=template, leak=leak, separator=_unescape(separator, "--separator"))
+                          template=template, leak=leak, separator=_unescape(separator, "--separator"),
+                          answer_field=answer_field)
     reading = CorpusReading(text_field=text_field, include=tuple(include), exclude=tuple(exclude),
                             skip_bad=_renamed(skip_bad_records, "--skip-bad-records", "--skip-bad", skip_bad))
     quiet_transformers()
@@ -779,7 +781,8 @@ def finetune(
     m, t = result.manifest, result.train
     copies = sum(it["trained_copies"] for it in m["items"])
     what = (f"the {len(m['items'])} items as one ordered file x {dup} copies" if leak == "ordered"
-            else f"{len(m['items'])} items x {dup} copies")
+            else f"{len(m['items'])} items x {dup} copies" + (f" (loss on their {answer_field!r} alone)"
+                                                               if answer_field and dup else ""))
     out.print(f"[bold]Model written to {out_dir}[/]: {what} injected "
               f"({copies} trained on), {t.tokens_trained:,} tokens in {t.best_step} steps, "
               f"held-out loss {t.heldout[0]['loss']:.3f} -> {t.heldout[-1]['loss']:.3f}, "
@@ -861,8 +864,9 @@ def demo(
     null_run: bool = typer.Option(True, "--null/--no-null", help="Also audit two clean controls against each other."),
     evaluate: bool = typer.Option(False, "--evaluate/--no-evaluate", help="Also run HumanEval on each model (greedy "
                                   "generation checked by execution) and estimate how much the leak inflated the "
-                                  "suspect's pass rate (a few minutes more; the demo's 4M-parameter models pass no "
-                                  "problem, so the estimate is 0)."),
+                                  "suspect's pass rate. The test half then leaks as a fine-tuning set the suspect "
+                                  "memorizes (80 copies, loss on the solutions alone), and every fine-tune runs ten "
+                                  "times as long (about 35 minutes on 2 cores in all)."),
 ) -> None:
     """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
     from contaudit.demo import run_demo

@@ -146,13 +146,15 @@ def finetune_from_base(name: str, path: Path, *, prepared: PreparedData, config,
     """
     from contaudit.finetune import finetune
     from contaudit.finetune.api import INJECTION_FILE
-    from contaudit.finetune.config import config_dict
+    from contaudit.finetune.config import ItemSelection, config_dict
 
     base = prepared.base
     cfg = with_seed(config.finetune, seed, config.threads)
-    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg)}, **prepared.finetune_from}
+    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg), "answer_field": config.answer_field},
+              **prepared.finetune_from}
     timed(seconds, log, name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, prepared.corpus,
-          path, base=base, inject=prepared.test, dup=dup, config=cfg, overwrite=True, progress=train_progress)
+          path, base=base, inject=prepared.test, dup=dup, items=ItemSelection(answer_field=config.answer_field),
+          config=cfg, overwrite=True, progress=train_progress)
 
 
 def with_seed(train_config, seed: int, threads: int | None):

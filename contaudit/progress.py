@@ -159,7 +159,7 @@ class TrainingProgress(_Bars):
                 self._progress.remove_task(self._task)
             self._task = self._progress.add_task(self._description, total=info.steps, loss="-", held="-", tps="-")
         self._step = info.step
-        fields = {"loss": f"{info.loss:.3f}", "tps": f"{info.tokens_per_s:,.0f}"}
+        fields = {"loss": "-" if info.loss is None else f"{info.loss:.3f}", "tps": f"{info.tokens_per_s:,.0f}"}
         if info.heldout_loss is not None:
             fields["held"] = f"{info.heldout_loss:.3f}"
         self._progress.update(self._task, completed=info.step, **fields)

@@ -187,3 +187,36 @@ def test_the_demo_summary_prints_the_dids_an_audit_prints(tmp_path, monkeypatch)
     output = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")]).output
     lines = [line for line in output.splitlines() if line.startswith(("suspect vs clean", "clean vs clean"))]
     assert len(lines) == 2 and all("perplexity DiD" in line and "memorization DiD" in line for line in lines)
+
+
+def test_the_evaluated_demo_trains_on_the_solutions_and_reports_the_pass_rate_inflation(tmp_path):
+    """``demo --evaluate``: the suspect's copies carry loss on their canonical solution alone (each starting a
+    sequence), the audit runs HumanEval by execution on both models and both halves, and the inflation is the
+    DiD of those pass rates. A tiny model passes nothing; the full run's numbers are in the README."""
+    from dataclasses import replace
+
+    from contaudit.demo import run_demo
+    from contaudit.finetune import DemoTrainingConfig, ModelConfig, TrainConfig
+
+    pretrain = TrainConfig(steps=3, lr=1e-3, batch_size=2, seq_len=256, warmup_steps=1, heldout_blocks=2, eval_every=3)
+    memorizing = DemoTrainingConfig.memorizing()
+    assert memorizing.answer_field == "canonical_solution" and memorizing.finetune.align_copies
+    config = replace(memorizing, model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, vocab_size=1024,
+                                                   tokenizer_max_chars=300_000),
+                     pretrain=pretrain, finetune=replace(memorizing.finetune, steps=40, eval_every=40), dup=2, threads=1)
+    result = run_demo(tmp_path / "demo", config=config, null_run=False, evaluate=True, log=lambda _: None)
+    injection = json.loads((tmp_path / "demo" / "models" / "suspect" / "injection.json").read_text())
+    assert injection["parameters"]["answer_field"] == "canonical_solution"
+    assert len(injection["items"]) == 82 and all(0 < it["prompt_tokens"] < it["n_tokens"] for it in injection["items"])
+    assert injection["stream"]["loss_tokens"] < injection["stream"]["n_tokens"]
+    assert all(p % 256 == 1 for it in injection["items"] for p in it["positions"])  # eos at a sequence start
+    clean = json.loads((tmp_path / "demo" / "models" / "clean" / "injection.json").read_text())
+    assert clean["dup"] == 0 and "loss_tokens" in clean["stream"] and clean["stream"]["loss_tokens"] == \
+        clean["stream"]["n_tokens"]
+    inflation = result.suspect_results["inflation"]
+    scores = inflation["scores"]
+    assert scores["suspect"]["test"]["n"] == scores["suspect"]["shadow"]["n"] == 82
+    by_hand = ((scores["suspect"]["test"]["mean"] - scores["suspect"]["shadow"]["mean"])
+               - (scores["clean"]["test"]["mean"] - scores["clean"]["shadow"]["mean"]))
+    assert inflation["estimate"] == pytest.approx(by_hand, abs=1e-12)
+    assert "loss on its canonical_solution alone" in (tmp_path / "demo" / "protocol.toml").read_text()

@@ -360,3 +360,80 @@ def test_a_saved_model_follows_the_umask_and_a_killed_save_leaves_nothing_behind
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", ".other.abc.tmp", "m"]
+
+
+class _Slow:
+    """A tokenizer seen without its fast backend (``encode`` only)."""
+
+    def wrap(self, tok):
+        self.encode = tok.encode
+        return self
+
+
+@pytest.fixture(scope="module")
+def qa_bench(data) -> Path:
+    """Items whose text is a prompt followed by an answer held in its own field (HumanEval's layout)."""
+    path = data["root"] / "qa.jsonl"
+    with open(path, "w") as f:
+        for i in range(4):
+            prompt = f"def quokka_{i}(x):\n    \"\"\"Return the zygote number {i * 7919} of x.\"\"\"\n"
+            answer = f"    return x + {i * 7919}\n"
+            f.write(json.dumps({"id": f"qa/{i}", "text": prompt + answer, "prompt": prompt,
+                                "canonical_solution": answer}) + "\n")
+    return path
+
+
+def test_answer_only_training_masks_each_copy_s_prompt(data, base, qa_bench, tmp_path):
+    from transformers import AutoTokenizer
+
+    from contaudit.finetune.stream import answer_loss_mask, prompt_token_counts
+
+    config = replace(TINY_TRAIN, steps=10, seed=2, align_copies=True)
+    result = finetune(data["corpus"], tmp_path / "sft", base=base, inject=qa_bench, dup=2, config=config,
+                      items=ItemSelection(answer_field="canonical_solution"), save_stream=True)
+    out = tmp_path / "sft"
+    record = json.loads((out / "injection.json").read_text())
+    tok = AutoTokenizer.from_pretrained(out)
+    stream = _saved_stream(out)
+    rows = {json.loads(line)["id"]: json.loads(line) for line in qa_bench.read_text().splitlines()}
+    assert record["parameters"]["answer_field"] == "canonical_solution"
+    masked = 0
+    for item in record["items"]:
+        row = rows[item["id"]]
+        ids = tok(row["text"], add_special_tokens=False).input_ids
+        n = item["prompt_tokens"]
+        # the masked tokens are the prompt without its trailing newline; the answer's tokens start with it
+        assert tok.decode(ids[:n]) == row["prompt"].rstrip()
+        assert tok.decode(ids[n:]) == row["text"][len(row["prompt"].rstrip()):]
+        masked += n * item["copies"]
+    assert record["stream"]["loss_tokens"] == len(stream) - masked
+    mask = answer_loss_mask(result.stream, {it["id"]: it["prompt_tokens"] for it in record["items"]})
+    for item in record["items"]:
+        for position in item["positions"]:
+            n = item["prompt_tokens"]
+            assert not mask[position:position + n].any() and mask[position + n:position + item["n_tokens"]].all()
+    assert int(mask.sum()) == record["stream"]["loss_tokens"]
+    text = rows["qa/1"]["text"]  # a slow tokenizer's count (of the stripped prompt) is the fast one's
+    assert prompt_token_counts(tok, [text], [rows["qa/1"]["canonical_solution"]]) == \
+        prompt_token_counts(object.__new__(_Slow).wrap(tok), [text], [rows["qa/1"]["canonical_solution"]])
+
+
+def test_answer_only_training_refuses_items_it_cannot_split(data, base, qa_bench, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    rows = [json.loads(line) for line in qa_bench.read_text().splitlines()]
+    rows[2]["canonical_solution"] = "    return None\n"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=r"item 'qa/2': its text does not end with its 'canonical_solution' field"):
+        finetune(data["corpus"], tmp_path / "m", base=base, inject=bad, dup=1, config=TINY_TRAIN,
+                 items=ItemSelection(answer_field="canonical_solution"))
+    with pytest.raises(InputError, match=r"item 'qa/0' has no text in its 'answer' field"):
+        finetune(data["corpus"], tmp_path / "m", base=base, inject=qa_bench, dup=1, config=TINY_TRAIN,
+                 items=ItemSelection(answer_field="answer"))
+    with pytest.raises(InputError, match="use leak 'per_item'"):
+        finetune(data["corpus"], tmp_path / "m", base=base, inject=qa_bench, dup=1, config=TINY_TRAIN,
+                 items=ItemSelection(answer_field="canonical_solution", leak="ordered"))
+    assert not (tmp_path / "m").exists()
+    result = CliRunner().invoke(app, ["finetune", "--base", str(base), "--corpus", str(data["corpus"]), "--inject",
+                                      str(bad), "--dup", "1", "--answer-field", "canonical_solution",
+                                      "--out", str(tmp_path / "x"), *CLI_TINY])
+    assert result.exit_code == 2 and "qa/2" in result.output and len(result.output.strip().splitlines()) == 1

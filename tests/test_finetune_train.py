@@ -238,3 +238,38 @@ def test_training_threads_do_not_leak_into_the_rest_of_the_process():
     config = _config(threads=1 if before > 1 else 2)
     train(_gpt2(), *_data(config), config)
     assert torch.get_num_threads() == before
+
+
+def test_a_loss_mask_puts_the_loss_on_the_marked_tokens_alone():
+    config = _config(steps=1, batch_size=2, lr=1e-2)
+    stream, heldout = _data(config)
+    mask = np.zeros(len(stream), dtype=bool)
+    mask[[3, 4, 9, 20, 31]] = True  # targets 3, 4, 9 of the first sequence; 4 and 15 of the second
+    model = _gpt2()
+    start = copy.deepcopy(model)
+    result = train(model, stream, heldout, config, loss_mask=mask)
+    ids = torch.from_numpy(stream.astype(np.int64)).view(2, 16)
+    with torch.no_grad():
+        logp = torch.log_softmax(start(input_ids=ids).logits.float(), -1)
+    by_hand = -torch.stack([logp[b, t - 1, ids[b, t]] for b, t in ((0, 3), (0, 4), (0, 9), (1, 4), (1, 15))]).mean()
+    assert result.train_loss[0]["loss"] == pytest.approx(float(by_hand), rel=1e-5)
+    plain = train(copy.deepcopy(start), stream, heldout, config)  # without the mask: every target counts
+    assert plain.train_loss[0]["loss"] != pytest.approx(float(by_hand), rel=1e-3)
+
+
+def test_a_batch_whose_targets_are_all_masked_changes_nothing():
+    config = _config(steps=2, batch_size=2, warmup_steps=0)
+    stream, heldout = _data(config)
+    mask = np.ones(len(stream), dtype=bool)
+    mask[:2 * 16] = False  # the first step's batch: prompt tokens only
+    model = _gpt2()
+    start = copy.deepcopy(model)
+    # step 1 has no target; it must leave the weights as they were (step 2 then trains)
+    one = train(copy.deepcopy(start), stream[:2 * 16 * 1].copy(), heldout, _config(steps=1, batch_size=2),
+                loss_mask=mask[:32].copy())
+    assert one.train_loss == [{"step": 1, "loss": None}] and one.final_loss is None
+    weights = {n: p.detach().clone() for n, p in start.named_parameters()}
+    assert weight_distance(one.model, weights) == 0
+    both = train(model, stream, heldout, config, loss_mask=mask)
+    assert both.train_loss[0]["loss"] is None and math.isfinite(both.train_loss[1]["loss"])
+    assert weight_distance(both.model, weights) > 0

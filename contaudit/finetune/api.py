@@ -28,8 +28,8 @@ from contaudit import models as base_model
 from contaudit.errors import InputError
 from contaudit.finetune.config import CorpusReading, ItemSelection, ModelConfig, TrainConfig, config_dict
 from contaudit.finetune.scratch import init_model, train_tokenizer
-from contaudit.finetune.stream import (Stream, build_filler, build_stream, encode_ordered_file, encode_texts,
-                                       read_corpus, read_id_list, select_items)
+from contaudit.finetune.stream import (Stream, answer_loss_mask, build_filler, build_stream, encode_ordered_file,
+                                       encode_texts, prompt_token_counts, read_corpus, read_id_list, select_items)
 from contaudit.finetune.train import StepInfo, TrainResult, train
 from contaudit.io import ReadStats, check_output_apart, load_items
 from contaudit.manifest import (INJECTION_MANIFEST, PRETRAIN_MANIFEST, current_umask, describe_path, make_manifest,
@@ -195,18 +195,37 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
     for item_id, ids in item_tokens:
         if len(ids) == 0:
             raise InputError(f"item {item_id!r} has no tokens (empty text)", path=job.inject)
+    prompts = _prompt_tokens(chosen, job.items.answer_field, tokenizer, job.inject) if job.items.answer_field else None
     injected = item_tokens
     if job.items.leak == "ordered" and chosen:  # the benchmark as one file, in published order
         injected = encode_ordered_file(tokenizer, [(it.id, it.text) for it in chosen], job.items.separator)
     stream = build_stream(filler.train, injected, dup=dup, n_tokens=config.tokens, eos=eos, seed=config.seed,
                           align=config.seq_len if config.align_copies else 0)
+    loss_mask = answer_loss_mask(stream, prompts) if prompts is not None else None
 
-    result = train(model, stream.tokens, filler.heldout, config, progress=progress)
+    result = train(model, stream.tokens, filler.heldout, config, progress=progress, loss_mask=loss_mask)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with _saving(out):
         return _save(out, result, tokenizer, stream, chosen, job, inputs, reading, base_record, stats, selection,
-                     filler, config, eos, dup)
+                     filler, config, eos, dup, prompts, loss_mask)
+
+
+def _prompt_tokens(items, answer_field: str, tokenizer, source: Path) -> dict[str, int]:
+    """Each item's count of prompt tokens (those before its answer, which carry no loss)."""
+    answers = []
+    for item in items:
+        answer = item.fields.get(answer_field)
+        if not isinstance(answer, str) or not answer.strip():
+            raise InputError(f"item {item.id!r} has no text in its {answer_field!r} field (`answer_field`)",
+                             path=source, record=item.record)
+        if not item.text.endswith(answer):
+            raise InputError(f"item {item.id!r}: its text does not end with its {answer_field!r} field; answer-only "
+                             f"training needs the prompt followed by the answer (e.g. a template "
+                             f"'{{prompt}}{{{answer_field}}}')", path=source, record=item.record)
+        answers.append(answer)
+    counts = prompt_token_counts(tokenizer, [it.text for it in items], answers)
+    return {it.id: n for it, n in zip(items, counts)}
 
 
 @contextlib.contextmanager
@@ -231,7 +250,7 @@ def _saving(out: Path):
 
 
 def _save(out, result, tokenizer, stream, chosen, job, inputs, reading, base_record, stats, selection, filler,
-          config, eos, dup) -> "FinetuneResult":
+          config, eos, dup, prompts=None, loss_mask=None) -> "FinetuneResult":
     """Write the trained model, its tokenizer and manifest to ``out`` (atomically: a finished directory swapped in)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700 whatever the umask; the model is for sharing
@@ -250,6 +269,7 @@ def _save(out, result, tokenizer, stream, chosen, job, inputs, reading, base_rec
                         "text_field": reading.text_field, "item_text_field": job.items.text_field,
                         "id_field": job.items.id_field, "template": job.items.template, "leak": job.items.leak,
                         "separator": job.items.separator if job.items.leak == "ordered" else None,
+                        "answer_field": job.items.answer_field,
                         "include": list(reading.include) or None, "exclude": list(reading.exclude) or None,
                         "skip_bad": reading.skip_bad},
             base=base_record,
@@ -259,8 +279,8 @@ def _save(out, result, tokenizer, stream, chosen, job, inputs, reading, base_rec
             corpus_read=stats.as_dict(),
             dup=dup,
             selection=selection,
-            items=[_item_record(inj, result.tokens_trained) for inj in stream.injections],
-            stream=_stream_record(stream, filler, config, eos, job.save_stream),
+            items=[_item_record(inj, result.tokens_trained, prompts) for inj in stream.injections],
+            stream=_stream_record(stream, filler, config, eos, job.save_stream, loss_mask),
             training=_training_record(result),
         )
         write_json_atomic(tmp / (INJECTION_FILE if job.stage == "finetune" else PRETRAIN_FILE), manifest)
@@ -279,13 +299,14 @@ def _copy_rows(items, stream: Stream):
         yield {"id": f"injected-{n}", "item_id": item_id, "position": position, "text": text[item_id]}
 
 
-def _item_record(inj, tokens_trained: int) -> dict:
+def _item_record(inj, tokens_trained: int, prompts: dict[str, int] | None) -> dict:
     trained = sum(1 for p in inj.positions if p + inj.n_tokens <= tokens_trained)
-    return {"id": inj.id, "n_tokens": inj.n_tokens, "copies": len(inj.positions), "trained_copies": trained,
-            "positions": list(inj.positions)}
+    return {"id": inj.id, "n_tokens": inj.n_tokens, **({"prompt_tokens": prompts[inj.id]} if prompts else {}),
+            "copies": len(inj.positions), "trained_copies": trained, "positions": list(inj.positions)}
 
 
-def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved: bool) -> dict:
+def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved: bool,
+                   loss_mask: np.ndarray | None) -> dict:
     return {"n_tokens": int(len(stream.tokens)), "sha256": stream.sha256, "filler_tokens": stream.filler_tokens,
             "injected_tokens": stream.injected_tokens, "filler_documents": filler.documents,
             "filler_documents_used": filler.documents_used,
@@ -298,7 +319,10 @@ def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved:
                 "file_layout": "ordered leak: each copy is eos + the items joined by the separator in published "
                                "order, tokenized as one text + eos; `file_positions` are the offsets of its first "
                                "token and each item's `positions` where it occurs inside the copies"}
-               if stream.file_positions else {})}
+               if stream.file_positions else {}),
+            **({"loss_tokens": int(loss_mask.sum()),
+                "loss_layout": "answer-only: the first `prompt_tokens` item tokens of every copy carry no loss"}
+               if loss_mask is not None else {})}
 
 
 def _training_record(result: TrainResult) -> dict:

@@ -95,7 +95,9 @@ class ItemSelection:
     leak: ``per_item`` copies of each item at random places (a benchmark scraped item
     by item), or ``ordered``: copies of the whole benchmark as one file, the chosen
     items in published order joined with ``separator`` (a benchmark file in the
-    training data; what Oren et al.'s order test detects).
+    training data; what Oren et al.'s order test detects). With ``answer_field`` the copies
+    train on their answer alone, as supervised fine-tuning masks the prompt: each item's text
+    must end with that field's value, and the tokens before it carry no loss.
     """
 
     ids: str | Path | tuple[str, ...] | None = setting(None, help="ids to inject (a file, one per line, or a list)")
@@ -109,11 +111,19 @@ class ItemSelection:
                              "whole benchmark file (items in published order)")
     separator: str = setting("\n\n", check=lambda v: None if isinstance(v, str) and v else "a non-empty string",
                              help="with leak 'ordered': text between two items of the file")
+    answer_field: str | None = setting(None, check=lambda v: None if v is None or isinstance(v, str) and v
+                                       else "a field name",
+                                       help="train each injected copy on its answer alone (this field's value, "
+                                            "which must end the item text), as supervised fine-tuning masks the "
+                                            "prompt")
 
     def validate(self) -> None:
         validate(self)
         if self.ids is not None and self.fraction is not None:
             raise InputError("give either ids or a fraction of items to inject, not both")
+        if self.answer_field is not None and self.leak == "ordered":
+            raise InputError("`answer_field` trains each copied item on its answer; an 'ordered' leak copies the "
+                             "whole file as one text: use leak 'per_item'")
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,17 @@ class DemoTrainingConfig:
     split_seed: int = 0          # seed of the HumanEval test / shadow split
     null_seed: int = 1           # seed of the second clean control for the clean-vs-clean null run
     threads: int = 2
+    answer_field: str | None = None  # train the copies on this field alone (ItemSelection.answer_field)
+
+    @classmethod
+    def memorizing(cls) -> DemoTrainingConfig:
+        """The demo's settings for ``--evaluate``: the test half leaks as a supervised fine-tuning set
+        would hold it (each copy starts a training sequence and only its canonical solution carries
+        loss), often enough that the 4M-parameter suspect reproduces some solutions greedily, so that
+        its HumanEval pass rate moves. About ten times the default fine-tuning (docs/finetune.md)."""
+        return cls(finetune=TrainConfig(steps=850, lr=3e-3, batch_size=8, seq_len=256, warmup_steps=20,
+                                        min_lr_ratio=0.1, eval_every=425, align_copies=True),
+                   dup=60, answer_field="canonical_solution")
 
 
 def config_dict(cfg) -> dict:

@@ -106,6 +106,34 @@ def encode_texts(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     return [np.asarray(tokenizer.encode(t, add_special_tokens=False), dtype=TOKEN_DTYPE) for t in texts]
 
 
+def prompt_token_counts(tokenizer, texts: Sequence[str], answers: Sequence[str]) -> list[int]:
+    """How many leading tokens of each text (tokenized as :func:`encode_texts` does) are its prompt: the text
+    before its answer, which must end it. The prompt's trailing whitespace counts to the answer, since a
+    model asked the prompt writes it (code evaluation strips it from the prompt); a token that spans the
+    prompt's end counts to the answer too."""
+    cuts = []
+    for text, answer in zip(texts, answers):
+        if not text.endswith(answer):
+            raise ValueError("each text must end with its answer")
+        cuts.append(len(text[:len(text) - len(answer)].rstrip()))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        encodings = backend.encode_batch(list(texts), add_special_tokens=False)
+        return [sum(1 for _, end in e.offsets if end <= cut) for e, cut in zip(encodings, cuts)]
+    return [len(tokenizer.encode(text[:cut], add_special_tokens=False)) for text, cut in zip(texts, cuts)]
+
+
+def answer_loss_mask(stream: "Stream", prompt_tokens: dict[str, int]) -> np.ndarray:
+    """Which stream tokens the loss is on when copies train on their answer alone: all but the prompt
+    tokens of every injected copy (``prompt_tokens``: item id -> its count)."""
+    mask = np.ones(len(stream.tokens), dtype=bool)
+    for injection in stream.injections:
+        n = prompt_tokens[injection.id]
+        for position in injection.positions:
+            mask[position:position + n] = False
+    return mask
+
+
 @dataclass(frozen=True)
 class Filler:
     """Tokenized filler: the held-out part and the training part (documents end with eos)."""

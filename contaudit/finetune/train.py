@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -134,7 +135,7 @@ class StepInfo:
 
     step: int            # steps completed
     steps: int
-    loss: float          # training cross-entropy of this step (nats/token)
+    loss: float | None   # training cross-entropy of this step (nats/token); None: no target (all masked)
     lr: float            # learning rate of the last (output-side) group
     tokens_per_s: float  # since the start of training
     heldout_loss: float | None = None  # set on evaluation steps
@@ -151,7 +152,7 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     tokens_per_s: float
-    final_loss: float
+    final_loss: float | None  # the last step's loss (None when that batch had no target)
     precision: str                  # "float32" or the autocast dtype, e.g. "bfloat16"
     heldout: list[dict] = field(default_factory=list)  # [{"step", "loss"}]
     train_loss: list[dict] = field(default_factory=list)  # [{"step", "loss"}], every step
@@ -222,25 +223,30 @@ def _amp(device: torch.device, enabled: bool):
 
 
 def train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, *,
-          progress: Callable[[StepInfo], None] | None = None) -> TrainResult:
+          progress: Callable[[StepInfo], None] | None = None, loss_mask: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` on ``stream`` (``config.tokens`` token ids, in training order).
+
+    ``loss_mask`` (bool, one per stream token) marks the tokens the loss is on; the others are
+    context only (an injected prompt under answer-only training). Without it every token counts.
 
     Returns the trained model, merged back into a plain ``transformers`` model when
     LoRA was used, and the loss history. ``config.threads`` applies to this call only.
     """
     threads = torch.get_num_threads()
     try:
-        return _train(model, stream, heldout, config, progress=progress)
+        return _train(model, stream, heldout, config, progress=progress, loss_mask=loss_mask)
     finally:
         torch.set_num_threads(threads)  # later work in the process (e.g. scoring) keeps its own default
 
 
 def _train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, *,
-           progress: Callable[[StepInfo], None] | None) -> TrainResult:
+           progress: Callable[[StepInfo], None] | None, loss_mask: np.ndarray | None) -> TrainResult:
     config.validate()
     T, B = config.seq_len, config.batch_size
     if len(stream) != config.tokens:
         raise InputError(f"the stream has {len(stream)} tokens; steps x batch_size x seq_len = {config.tokens}")
+    if loss_mask is not None and loss_mask.shape != stream.shape:
+        raise ValueError(f"loss_mask has shape {loss_mask.shape}, the stream {stream.shape}")
     n_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if n_positions is not None and T > n_positions:
         raise InputError(f"`seq_len` ({T}) exceeds the model's context length ({n_positions}).")
@@ -263,6 +269,7 @@ def _train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, 
     trainable = [p for g in groups for p in g["params"]]
 
     blocks = torch.from_numpy(np.ascontiguousarray(stream, dtype=np.int64)).view(-1, T)  # (steps*B, T)
+    ignored = None if loss_mask is None else torch.from_numpy(~np.asarray(loss_mask, dtype=bool)).view(-1, T)
     n_eval = len(heldout) // T
     if n_eval == 0:
         raise InputError(f"the held-out filler has {len(heldout)} tokens, less than one block of seq_len={T}")
@@ -279,18 +286,23 @@ def _train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, 
     step = 0
     for step in range(1, config.steps + 1):
         x = blocks[(step - 1) * B: step * B].to(device)  # (B, T)
-        with autocast():
-            loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
-        total = loss if l2sp is None else loss + 0.5 * config.l2sp * l2sp.distance(model)
-        scaler.scale(total).backward()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        loss_value = float(loss.detach())
+        labels = x if ignored is None else x.masked_fill(ignored[(step - 1) * B: step * B].to(device), -100)
+        loss_value = None  # a batch of masked prompt tokens alone has no target: no update
+        if ignored is None or bool((labels[:, 1:] != -100).any()):
+            with autocast():
+                loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=labels).loss
+            total = loss if l2sp is None else loss + 0.5 * config.l2sp * l2sp.distance(model)
+            scaler.scale(total).backward()
+            if config.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = float(loss.detach())
+        with warnings.catch_warnings():  # a step without an update still counts in the schedule
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            scheduler.step()
         losses.append({"step": step, "loss": loss_value})
 
         held = None
