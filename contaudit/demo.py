@@ -26,10 +26,11 @@ DEMO_MAX_NEW_TOKENS = 160  # 160 of HumanEval's 164 canonical solutions fit (dem
 DEMO_STAGES = {"corpus": 0.005, "benchmark": 0.001, "pretrain": 0.33, "finetune suspect": 0.11,
                "finetune clean": 0.11, "finetune clean (null seed)": 0.11, "audit (suspect vs clean)": 0.175,
                "audit (clean vs clean, null)": 0.165}
-# The same with --evaluate (DemoTrainingConfig.memorizing(): fine-tunes ten times as long, HumanEval run in each audit).
-DEMO_EVALUATE_STAGES = {"corpus": 0.002, "benchmark": 0.001, "pretrain": 0.04, "finetune suspect": 0.29,
-                        "finetune clean": 0.29, "finetune clean (null seed)": 0.29, "audit (suspect vs clean)": 0.045,
-                        "audit (clean vs clean, null)": 0.045}
+# The same with --evaluate (DemoTrainingConfig.memorizing(): the suspect's fine-tune is about 20 times as long,
+# and each audit runs HumanEval).
+DEMO_EVALUATE_STAGES = {"corpus": 0.002, "benchmark": 0.001, "pretrain": 0.12, "finetune suspect": 0.6,
+                        "finetune clean": 0.04, "finetune clean (null seed)": 0.04, "audit (suspect vs clean)": 0.1,
+                        "audit (clean vs clean, null)": 0.1}
 
 @dataclass
 class DemoResult:
@@ -49,9 +50,9 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
 
     With ``evaluate`` each audit also runs HumanEval itself (greedy generation checked by
     execution, ``[outcomes] harness = "humaneval"``) and estimates how much the leak inflated
-    the suspect's pass rate; the models are then trained with
-    :meth:`DemoTrainingConfig.memorizing` (unless ``config`` is given), a leak the suspect
-    memorizes some solutions from, since the default one moves no pass rate.
+    the suspect's pass rate; the suspect is then trained as :meth:`DemoTrainingConfig.memorizing`
+    says (unless ``config`` is given): supervised fine-tuning on the test half, which it
+    memorizes some solutions from, since the default leak moves no pass rate.
 
     Models already trained in ``out/models`` (with their manifests) are reused, so a
     rerun after an interruption continues where it stopped.
@@ -86,8 +87,9 @@ def run_demo(out: str | Path = "runs/demo", *, config=None, null_run: bool = Tru
                   tables={"outcomes": {"harness": "humaneval", "max_new_tokens": DEMO_MAX_NEW_TOKENS}} if evaluate else None)
     protocol = write_protocol(out / "protocol.toml", name="demo: suspect vs clean",
                                description=f"HumanEval test half injected {config.dup}x into the suspect"
-                                           + (f" (each copy starting a training sequence, loss on its "
-                                              f"{config.answer_field} alone)" if config.answer_field else ""),
+                                           + (f" as supervised fine-tuning examples (each copy starting a "
+                                              f"training sequence, loss on its {config.answer_field} alone)"
+                                              if config.answer_field else ""),
                                suspect=models / "suspect", clean=models / "clean", index=out / "index",
                                corpus=suspect_corpus, **common)
     audit = stage("audit (suspect vs clean)", run_audit, protocol, out / "audit", log=lambda s: log("  " + s),

@@ -149,11 +149,13 @@ def finetune_from_base(name: str, path: Path, *, prepared: PreparedData, config,
     from contaudit.finetune.config import ItemSelection, config_dict
 
     base = prepared.base
-    cfg = with_seed(config.finetune, seed, config.threads)
-    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg), "answer_field": config.answer_field},
+    suspect = dup > 0 and config.suspect_finetune is not None
+    cfg = with_seed(config.suspect_finetune if suspect else config.finetune, seed, config.threads)
+    answer_field = config.answer_field if dup > 0 else None
+    wanted = {"parameters": {"dup": dup, "train": config_dict(cfg), "answer_field": answer_field},
               **prepared.finetune_from}
     timed(seconds, log, name, train_unless_done, path, INJECTION_FILE, wanted, log, finetune, prepared.corpus,
-          path, base=base, inject=prepared.test, dup=dup, items=ItemSelection(answer_field=config.answer_field),
+          path, base=base, inject=prepared.test, dup=dup, items=ItemSelection(answer_field=answer_field),
           config=cfg, overwrite=True, progress=train_progress)
 
 

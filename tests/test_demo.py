@@ -200,19 +200,22 @@ def test_the_evaluated_demo_trains_on_the_solutions_and_reports_the_pass_rate_in
 
     pretrain = TrainConfig(steps=3, lr=1e-3, batch_size=2, seq_len=256, warmup_steps=1, heldout_blocks=2, eval_every=3)
     memorizing = DemoTrainingConfig.memorizing()
-    assert memorizing.answer_field == "canonical_solution" and memorizing.finetune.align_copies
+    assert memorizing.answer_field == "canonical_solution" and memorizing.suspect_finetune.align_copies
+    assert memorizing.finetune == DemoTrainingConfig().finetune  # the clean controls are the default demo's
     config = replace(memorizing, model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, vocab_size=1024,
                                                    tokenizer_max_chars=300_000),
-                     pretrain=pretrain, finetune=replace(memorizing.finetune, steps=40, eval_every=40), dup=2, threads=1)
+                     pretrain=pretrain, finetune=replace(pretrain, steps=2),
+                     suspect_finetune=replace(memorizing.suspect_finetune, steps=40, eval_every=40), dup=2, threads=1)
     result = run_demo(tmp_path / "demo", config=config, null_run=False, evaluate=True, log=lambda _: None)
     injection = json.loads((tmp_path / "demo" / "models" / "suspect" / "injection.json").read_text())
     assert injection["parameters"]["answer_field"] == "canonical_solution"
+    assert injection["parameters"]["train"]["steps"] == 40 and injection["parameters"]["train"]["align_copies"]
     assert len(injection["items"]) == 82 and all(0 < it["prompt_tokens"] < it["n_tokens"] for it in injection["items"])
-    assert injection["stream"]["loss_tokens"] < injection["stream"]["n_tokens"]
+    answers = sum((it["n_tokens"] - it["prompt_tokens"]) * it["copies"] for it in injection["items"])
+    assert injection["stream"]["loss_tokens"] == answers  # the solutions alone carry the loss
     assert all(p % 256 == 1 for it in injection["items"] for p in it["positions"])  # eos at a sequence start
     clean = json.loads((tmp_path / "demo" / "models" / "clean" / "injection.json").read_text())
-    assert clean["dup"] == 0 and "loss_tokens" in clean["stream"] and clean["stream"]["loss_tokens"] == \
-        clean["stream"]["n_tokens"]
+    assert clean["dup"] == 0 and clean["parameters"]["answer_field"] is None and clean["training"]["steps_run"] == 2
     inflation = result.suspect_results["inflation"]
     scores = inflation["scores"]
     assert scores["suspect"]["test"]["n"] == scores["suspect"]["shadow"]["n"] == 82

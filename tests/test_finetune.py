@@ -397,7 +397,7 @@ def test_answer_only_training_masks_each_copy_s_prompt(data, base, qa_bench, tmp
     stream = _saved_stream(out)
     rows = {json.loads(line)["id"]: json.loads(line) for line in qa_bench.read_text().splitlines()}
     assert record["parameters"]["answer_field"] == "canonical_solution"
-    masked = 0
+    answers = 0
     for item in record["items"]:
         row = rows[item["id"]]
         ids = tok(row["text"], add_special_tokens=False).input_ids
@@ -405,13 +405,14 @@ def test_answer_only_training_masks_each_copy_s_prompt(data, base, qa_bench, tmp
         # the masked tokens are the prompt without its trailing newline; the answer's tokens start with it
         assert tok.decode(ids[:n]) == row["prompt"].rstrip()
         assert tok.decode(ids[n:]) == row["text"][len(row["prompt"].rstrip()):]
-        masked += n * item["copies"]
-    assert record["stream"]["loss_tokens"] == len(stream) - masked
+        answers += (len(ids) - n) * item["copies"]
+    assert record["stream"]["loss_tokens"] == answers  # the answers alone: prompts and filler are context
     mask = answer_loss_mask(result.stream, {it["id"]: it["prompt_tokens"] for it in record["items"]})
     for item in record["items"]:
         for position in item["positions"]:
             n = item["prompt_tokens"]
             assert not mask[position:position + n].any() and mask[position + n:position + item["n_tokens"]].all()
+            assert stream[position - 1] == stream[position + item["n_tokens"]] == tok.eos_token_id
     assert int(mask.sum()) == record["stream"]["loss_tokens"]
     text = rows["qa/1"]["text"]  # a slow tokenizer's count (of the stripped prompt) is the fast one's
     assert prompt_token_counts(tok, [text], [rows["qa/1"]["canonical_solution"]]) == \
@@ -429,6 +430,9 @@ def test_answer_only_training_refuses_items_it_cannot_split(data, base, qa_bench
     with pytest.raises(InputError, match=r"item 'qa/0' has no text in its 'answer' field"):
         finetune(data["corpus"], tmp_path / "m", base=base, inject=qa_bench, dup=1, config=TINY_TRAIN,
                  items=ItemSelection(answer_field="answer"))
+    with pytest.raises(InputError, match="nothing is injected .`dup` 0.: the matched clean control"):
+        finetune(data["corpus"], tmp_path / "m", base=base, inject=qa_bench, dup=0, config=TINY_TRAIN,
+                 items=ItemSelection(answer_field="canonical_solution"))
     with pytest.raises(InputError, match="use leak 'per_item'"):
         finetune(data["corpus"], tmp_path / "m", base=base, inject=qa_bench, dup=1, config=TINY_TRAIN,
                  items=ItemSelection(answer_field="canonical_solution", leak="ordered"))

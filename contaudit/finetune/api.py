@@ -158,6 +158,10 @@ def _run(job: TrainingJob, progress) -> FinetuneResult:
     config.validate()
     if not isinstance(dup, int) or isinstance(dup, bool) or dup < 0:
         raise InputError(f"`dup` must be a non-negative integer, got {dup!r}.")
+    if job.items.answer_field and not (dup and job.inject is not None):
+        raise InputError("`answer_field` puts the loss on the injected answers alone, and nothing is injected "
+                         "(`dup` 0): the matched clean control of such a run is the base model itself, or a run "
+                         "without `answer_field`")
     if from_scratch and config.l2sp:
         raise InputError("`l2sp` pulls weights toward a base model; a from-scratch run has none")
     _check_out(out, job.overwrite)
@@ -321,7 +325,8 @@ def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved:
                                "token and each item's `positions` where it occurs inside the copies"}
                if stream.file_positions else {}),
             **({"loss_tokens": int(loss_mask.sum()),
-                "loss_layout": "answer-only: the first `prompt_tokens` item tokens of every copy carry no loss"}
+                "loss_layout": "answer-only: the loss is on each copy's item tokens after its first `prompt_tokens`; "
+                               "prompts and filler are context only"}
                if loss_mask is not None else {})}
 
 

@@ -95,9 +95,10 @@ class ItemSelection:
     leak: ``per_item`` copies of each item at random places (a benchmark scraped item
     by item), or ``ordered``: copies of the whole benchmark as one file, the chosen
     items in published order joined with ``separator`` (a benchmark file in the
-    training data; what Oren et al.'s order test detects). With ``answer_field`` the copies
-    train on their answer alone, as supervised fine-tuning masks the prompt: each item's text
-    must end with that field's value, and the tokens before it carry no loss.
+    training data; what Oren et al.'s order test detects). With ``answer_field`` the run is
+    supervised fine-tuning on the leaked items: each item's text must end with that field's
+    value, and the loss is on the copies' answers alone (their prompts and the filler are
+    context only).
     """
 
     ids: str | Path | tuple[str, ...] | None = setting(None, help="ids to inject (a file, one per line, or a list)")
@@ -113,9 +114,9 @@ class ItemSelection:
                              help="with leak 'ordered': text between two items of the file")
     answer_field: str | None = setting(None, check=lambda v: None if v is None or isinstance(v, str) and v
                                        else "a field name",
-                                       help="train each injected copy on its answer alone (this field's value, "
-                                            "which must end the item text), as supervised fine-tuning masks the "
-                                            "prompt")
+                                       help="supervised fine-tuning on the injected items: the loss is on their "
+                                            "answers alone (this field's value, which must end the item text); "
+                                            "their prompts and the filler are context only")
 
     def validate(self) -> None:
         validate(self)
@@ -155,16 +156,17 @@ class DemoTrainingConfig:
     split_seed: int = 0          # seed of the HumanEval test / shadow split
     null_seed: int = 1           # seed of the second clean control for the clean-vs-clean null run
     threads: int = 2
-    answer_field: str | None = None  # train the copies on this field alone (ItemSelection.answer_field)
+    answer_field: str | None = None  # the suspect trains on this field of the copies alone (ItemSelection)
+    suspect_finetune: TrainConfig | None = None  # the suspect's fine-tune, when not ``finetune`` (the controls')
 
     @classmethod
     def memorizing(cls) -> DemoTrainingConfig:
-        """The demo's settings for ``--evaluate``: the test half leaks as a supervised fine-tuning set
-        would hold it (each copy starts a training sequence and only its canonical solution carries
-        loss), often enough that the 4M-parameter suspect reproduces some solutions greedily, so that
-        its HumanEval pass rate moves. About ten times the default fine-tuning (docs/finetune.md)."""
-        return cls(finetune=TrainConfig(steps=850, lr=3e-3, batch_size=8, seq_len=256, warmup_steps=20,
-                                        min_lr_ratio=0.1, eval_every=425, align_copies=True),
+        """The demo's settings for ``--evaluate``: the test half leaks as a supervised fine-tuning set (each
+        copy starts a training sequence, and the loss is on the canonical solutions alone), often enough
+        that the 4M-parameter suspect reproduces some solutions greedily, so that its HumanEval pass rate
+        moves. The clean controls are the default demo's (docs/finetune.md)."""
+        return cls(suspect_finetune=TrainConfig(steps=850, lr=3e-3, batch_size=8, seq_len=256, warmup_steps=20,
+                                                min_lr_ratio=0.1, eval_every=425, align_copies=True),
                    dup=60, answer_field="canonical_solution")
 
 

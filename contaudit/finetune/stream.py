@@ -124,13 +124,14 @@ def prompt_token_counts(tokenizer, texts: Sequence[str], answers: Sequence[str])
 
 
 def answer_loss_mask(stream: "Stream", prompt_tokens: dict[str, int]) -> np.ndarray:
-    """Which stream tokens the loss is on when copies train on their answer alone: all but the prompt
-    tokens of every injected copy (``prompt_tokens``: item id -> its count)."""
-    mask = np.ones(len(stream.tokens), dtype=bool)
+    """Which stream tokens the loss is on when the copies train on their answers alone: the answer tokens
+    of every injected copy (its tokens after the first ``prompt_tokens[id]``); prompts and filler are
+    context only."""
+    mask = np.zeros(len(stream.tokens), dtype=bool)
     for injection in stream.injections:
         n = prompt_tokens[injection.id]
         for position in injection.positions:
-            mask[position:position + n] = False
+            mask[position + n:position + injection.n_tokens] = True
     return mask
 
 
