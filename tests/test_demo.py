@@ -211,8 +211,8 @@ def test_the_evaluated_demo_trains_on_the_solutions_and_reports_the_pass_rate_in
     assert injection["parameters"]["answer_field"] == "canonical_solution"
     assert injection["parameters"]["train"]["steps"] == 40 and injection["parameters"]["train"]["align_copies"]
     assert len(injection["items"]) == 82 and all(0 < it["prompt_tokens"] < it["n_tokens"] for it in injection["items"])
-    answers = sum((it["n_tokens"] - it["prompt_tokens"]) * it["copies"] for it in injection["items"])
-    assert injection["stream"]["loss_tokens"] == answers  # the solutions alone carry the loss
+    answers = sum((it["n_tokens"] - it["prompt_tokens"] + 1) * it["copies"] for it in injection["items"])
+    assert injection["stream"]["loss_tokens"] == answers  # the solutions (and the eos closing each) alone
     assert all(p % 256 == 1 for it in injection["items"] for p in it["positions"])  # eos at a sequence start
     clean = json.loads((tmp_path / "demo" / "models" / "clean" / "injection.json").read_text())
     assert clean["dup"] == 0 and clean["parameters"]["answer_field"] is None and clean["training"]["steps_run"] == 2

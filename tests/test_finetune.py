@@ -405,13 +405,14 @@ def test_answer_only_training_masks_each_copy_s_prompt(data, base, qa_bench, tmp
         # the masked tokens are the prompt without its trailing newline; the answer's tokens start with it
         assert tok.decode(ids[:n]) == row["prompt"].rstrip()
         assert tok.decode(ids[n:]) == row["text"][len(row["prompt"].rstrip()):]
-        answers += (len(ids) - n) * item["copies"]
-    assert record["stream"]["loss_tokens"] == answers  # the answers alone: prompts and filler are context
+        answers += (len(ids) - n + 1) * item["copies"]
+    # the answers and the end-of-text token closing each copy: prompts and filler are context
+    assert record["stream"]["loss_tokens"] == answers
     mask = answer_loss_mask(result.stream, {it["id"]: it["prompt_tokens"] for it in record["items"]})
     for item in record["items"]:
         for position in item["positions"]:
             n = item["prompt_tokens"]
-            assert not mask[position:position + n].any() and mask[position + n:position + item["n_tokens"]].all()
+            assert not mask[position - 1:position + n].any() and mask[position + n:position + item["n_tokens"] + 1].all()
             assert stream[position - 1] == stream[position + item["n_tokens"]] == tok.eos_token_id
     assert int(mask.sum()) == record["stream"]["loss_tokens"]
     text = rows["qa/1"]["text"]  # a slow tokenizer's count (of the stripped prompt) is the fast one's

@@ -325,8 +325,8 @@ def _stream_record(stream: Stream, filler, config: TrainConfig, eos: int, saved:
                                "token and each item's `positions` where it occurs inside the copies"}
                if stream.file_positions else {}),
             **({"loss_tokens": int(loss_mask.sum()),
-                "loss_layout": "answer-only: the loss is on each copy's item tokens after its first `prompt_tokens`; "
-                               "prompts and filler are context only"}
+                "loss_layout": "answer-only: the loss is on each copy's item tokens after its first `prompt_tokens` "
+                               "and on the eos that closes it; prompts and filler are context only"}
                if loss_mask is not None else {})}
 
 

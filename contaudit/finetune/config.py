@@ -165,9 +165,9 @@ class DemoTrainingConfig:
         copy starts a training sequence, and the loss is on the canonical solutions alone), often enough
         that the 4M-parameter suspect reproduces some solutions greedily, so that its HumanEval pass rate
         moves. The clean controls are the default demo's (docs/finetune.md)."""
-        return cls(suspect_finetune=TrainConfig(steps=850, lr=3e-3, batch_size=8, seq_len=256, warmup_steps=20,
-                                                min_lr_ratio=0.1, eval_every=425, align_copies=True),
-                   dup=60, answer_field="canonical_solution")
+        return cls(suspect_finetune=TrainConfig(steps=1700, lr=3e-3, batch_size=8, seq_len=256, warmup_steps=20,
+                                                min_lr_ratio=0.1, eval_every=850, align_copies=True),
+                   dup=120, answer_field="canonical_solution")
 
 
 def config_dict(cfg) -> dict:

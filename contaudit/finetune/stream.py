@@ -125,13 +125,14 @@ def prompt_token_counts(tokenizer, texts: Sequence[str], answers: Sequence[str])
 
 def answer_loss_mask(stream: "Stream", prompt_tokens: dict[str, int]) -> np.ndarray:
     """Which stream tokens the loss is on when the copies train on their answers alone: the answer tokens
-    of every injected copy (its tokens after the first ``prompt_tokens[id]``); prompts and filler are
-    context only."""
+    of every injected copy (its tokens after the first ``prompt_tokens[id]``) and the end-of-text token
+    that closes it, so the model learns to stop after an answer, as in supervised fine-tuning; prompts
+    and filler are context only."""
     mask = np.zeros(len(stream.tokens), dtype=bool)
     for injection in stream.injections:
         n = prompt_tokens[injection.id]
         for position in injection.positions:
-            mask[position + n:position + injection.n_tokens] = True
+            mask[position + n:position + injection.n_tokens + 1] = True
     return mask
 
 
