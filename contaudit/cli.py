@@ -865,8 +865,8 @@ def demo(
     evaluate: bool = typer.Option(False, "--evaluate/--no-evaluate", help="Also run HumanEval on each model (greedy "
                                   "generation checked by execution) and estimate how much the leak inflated the "
                                   "suspect's pass rate. The suspect is then fine-tuned on the test half as on a "
-                                  "supervised fine-tuning set (60 copies, loss on the solutions alone), which it "
-                                  "memorizes some solutions from (about 15 minutes on 2 cores in all)."),
+                                  "supervised fine-tuning set (120 copies, loss on the solutions alone), which it "
+                                  "memorizes some solutions from (about 23 minutes on 2 cores in all)."),
 ) -> None:
     """The whole audit on real data shipped with the install (stdlib corpus, HumanEval)."""
     from contaudit.demo import run_demo
