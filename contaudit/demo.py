@@ -26,7 +26,7 @@ DEMO_MAX_NEW_TOKENS = 160  # 160 of HumanEval's 164 canonical solutions fit (dem
 DEMO_STAGES = {"corpus": 0.005, "benchmark": 0.001, "pretrain": 0.33, "finetune suspect": 0.11,
                "finetune clean": 0.11, "finetune clean (null seed)": 0.11, "audit (suspect vs clean)": 0.175,
                "audit (clean vs clean, null)": 0.165}
-# The same with --evaluate (DemoTrainingConfig.memorizing(): the suspect's fine-tune takes 943 s, the clean
+# The same with --evaluate (DemoTrainingConfig.memorizing(): the suspect's fine-tune takes 924-943 s, the clean
 # controls' 55-57 s, the audits, HumanEval included, 107-125 s).
 DEMO_EVALUATE_STAGES = {"corpus": 0.001, "benchmark": 0.001, "pretrain": 0.065, "finetune suspect": 0.69,
                         "finetune clean": 0.04, "finetune clean (null seed)": 0.04, "audit (suspect vs clean)": 0.085,
