@@ -315,16 +315,25 @@ def _print_index(path: Path, index, top: int) -> None:
             table.add_row(it["id"], f"{it['coverage']:.2f}", str(it["longest_match"]), str(it["occurrences"]),
                           f"{it['neardup_jaccard']:.2f}", where)
         out.print(table)
+    semantic = index.manifest.get("semantic")
+    if semantic and semantic.get("seconds"):
+        spent = semantic["seconds"]
+        rate = semantic.get("scan_mb_per_s")
+        out.print(f"Semantic stage: calibration {spent['calibration']:.1f} s, scan {spent['scan']:.1f} s of worker time"
+                  + (f" ({rate:.2f} MB/s per worker)" if rate else "") + f", verification {spent['verify']:.1f} s")
+    from contaudit.analysis.evidence import paraphrase_record
+
     rephrased = sorted((it for it in index.items if it["status"] == "paraphrased"),
                        key=lambda it: -it["semantic_score"])[:top]
     if rephrased:
-        table = Table(title=f"Paraphrased items (alignment >= {index.manifest['semantic']['threshold']:.3f})")
+        table = Table(title=f"Paraphrased items (alignment >= {semantic['threshold']:.3f})")
         for col in ("id", "score", "location", "benchmark text", "corpus text"):
             table.add_column(col, overflow="fold")
         for it in rephrased:
-            loc = it["semantic_location"]
-            table.add_row(it["id"], f"{it['semantic_score']:.3f}", f"{loc[0]}:{loc[1]}@{loc[2]}",
-                          it["text"][:300], it["semantic_text"][:300])
+            shown = paraphrase_record(it["id"], it)
+            loc = shown["location"]
+            table.add_row(shown["id"], f"{shown['score']:.3f}", f"{loc[0]}:{loc[1]}@{loc[2]}", shown["item_text"],
+                          shown["corpus_text"])
         out.print(table)
 
 

@@ -214,6 +214,8 @@ def test_cli_index_semantic_lists_paraphrased_items_with_both_texts(planted, tmp
     assert result.exit_code == 0, result.output
     assert "paraphrased" in result.output and "Paraphrased items" in result.output
     assert "benchmark text" in result.output and "corpus text" in result.output
+    spent = json.loads((tmp_path / "cli" / "manifest.json").read_text())["semantic"]["seconds"]
+    assert f"Semantic stage: calibration {spent['calibration']:.1f} s, scan {spent['scan']:.1f} s" in result.output
 
 
 def test_screen_evidence_counts_paraphrased_items_apart(index):
