@@ -300,9 +300,11 @@ def _train(model, stream: np.ndarray, heldout: np.ndarray, config: TrainConfig, 
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             loss_value = float(loss.detach())
-        with warnings.catch_warnings():  # a step without an update still counts in the schedule
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             scheduler.step()
+        else:
+            with warnings.catch_warnings():  # a step without an update still counts in the schedule
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                scheduler.step()
         losses.append({"step": step, "loss": loss_value})
 
         held = None
