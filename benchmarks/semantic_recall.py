@@ -272,18 +272,18 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def child(corpus: str, bench: str, out: str, mode: str) -> None:
+def child(corpus: str, bench: str, out: str, mode: str, model: str) -> None:
     t = time.perf_counter()
-    config = {"0": IndexConfig(), "1": IndexConfig(semantic=True),
-              "ray": IndexConfig(semantic=True, ray=True, workers=2)}[mode]
+    config = {"0": IndexConfig(), "1": IndexConfig(semantic=True, semantic_model=model),
+              "ray": IndexConfig(semantic=True, semantic_model=model, ray=True, workers=2)}[mode]
     summary = build_index([corpus], bench, out, config=config)
     print(json.dumps({"seconds": time.perf_counter() - t, "bytes": summary.corpus_bytes, "rss_mb": peak_rss_mb()}))
 
 
-def measure(corpus: Path, bench: Path, out: Path, mode: str) -> dict:
+def measure(corpus: Path, bench: Path, out: Path, mode: str, model: str = "wordllama") -> dict:
     """Build the index in a fresh process: ``mode`` "0" exact + near-dup, "1" with the semantic stage, "ray" that
     on a local Ray instance (two tasks at a time)."""
-    res = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(bench), str(out), mode],
+    res = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(bench), str(out), mode, model],
                          capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(res.stderr[-3000:])
@@ -385,7 +385,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/tmp/contaudit-semantic-bench"))
     ap.add_argument("--ray", action="store_true",
                     help="also build the index with the semantic stage on a local Ray instance and compare statuses")
-    ap.add_argument("--child", nargs=4)
+    ap.add_argument("--semantic-model", default="wordllama",
+                    help="the semantic stage's model: 'wordllama' or a local static model folder")
+    ap.add_argument("--reuse-lexical", action="store_true",
+                    help="take the exact + near-dup index already in --data (built from the same inputs) as it is")
+    ap.add_argument("--child", nargs=5)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -398,12 +402,20 @@ def main() -> None:
     print(f"inputs: {inputs['corpus_mb']:.1f} MB corpus (JSON Lines), {len(kinds)} items "
           f"({time.perf_counter() - t:.0f} s to prepare)")
     runs = {}
+    tag = "" if args.semantic_model == "wordllama" else "-" + Path(args.semantic_model).name
     for semantic in (False, True):
-        out = args.data / ("semantic" if semantic else "lexical")
-        runs[semantic] = measure(inputs["corpus"], inputs["bench"], out, "1" if semantic else "0")
+        out = args.data / (f"semantic{tag}" if semantic else "lexical")
+        record = out.with_name(out.name + ".run.json")  # the build's time and memory, beside the index
+        if not semantic and args.reuse_lexical and record.exists():
+            runs[False] = json.loads(record.read_text())
+        else:
+            runs[semantic] = measure(inputs["corpus"], inputs["bench"], out, "1" if semantic else "0",
+                                     args.semantic_model)
+            record.write_text(json.dumps(runs[semantic]))
         runs[semantic]["index"] = load_index(out)
     if args.ray:
-        runs["ray"] = measure(inputs["corpus"], inputs["bench"], args.data / "semantic-ray", "ray")
+        runs["ray"] = measure(inputs["corpus"], inputs["bench"], args.data / f"semantic-ray{tag}", "ray",
+                              args.semantic_model)
         runs["ray"]["index"] = load_index(args.data / "semantic-ray")
     lexical = {it["id"]: it["status"] for it in runs[False]["index"].items}
     semantic = {it["id"]: it for it in runs[True]["index"].items}
@@ -412,11 +424,17 @@ def main() -> None:
         ids = [i for i, k in kinds.items() if k == kind]
         alone = sum(lexical[i] == "seen" for i in ids) / len(ids)
         both = sum(semantic[i]["status"] in ("seen", "paraphrased") for i in ids) / len(ids)
-        print(f"  {kind:24s} n={len(ids):4d}  {alone:6.1%} | {both:6.1%}")
+        scores = sorted(semantic[i].get("semantic_score") or 0.0 for i in ids)
+        print(f"  {kind:24s} n={len(ids):4d}  {alone:6.1%} | {both:6.1%}   alignment score median "
+              f"{scores[len(scores) // 2]:.3f}")
     unrelated = [i for i, k in kinds.items() if k == "unrelated"]
     lexically_found = [i for i in unrelated if lexical[i] == "seen"]
     rest = [i for i in unrelated if lexical[i] != "seen"]
     false = [i for i in rest if semantic[i]["status"] == "paraphrased"]
+    null = sorted(semantic[i].get("semantic_score") or 0.0 for i in rest)
+    if null:
+        print(f"\nunrelated items' best alignment scores: median {null[len(null) // 2]:.3f}, "
+              f"99th percentile {null[int(0.99 * (len(null) - 1))]:.3f}")
     print(f"\nunrelated items: {len(unrelated)}; {len(lexically_found)} found by exact/near-dup (text duplicated "
           f"across packages); semantic false matches: {len(false)}/{len(rest)} = {len(false) / max(1, len(rest)):.2%}")
     for i in false[:5]:

@@ -200,6 +200,18 @@ def test_alignment_score_of_a_text_with_itself_is_one_and_of_unrelated_text_lowe
     assert semantic.align_score(model, a, b)[0] > semantic.align_score(model, a, c)[0]
 
 
+def test_calibration_plants_paraphrases_with_words_replaced_by_their_neighbours():
+    """The calibration's planted paraphrases change words, not only the sentence order (the neighbour lookup
+    once encoded " word", two tokens, and so never replaced one)."""
+    model = semantic.load_model("wordllama")
+    assert semantic._neighbour(model, "directory") not in (None, "directory")
+    text = _paragraphs("GPL-3")[0]
+    planted = semantic.plant_paraphrase(model, text, np.random.default_rng(0))
+    before, after = set(re.findall(r"\w+", text)), set(re.findall(r"\w+", planted))
+    assert len(after - before) >= 3  # new words in
+    assert all(w.isascii() for w in after - before)  # from the text's own script
+
+
 def test_window_sizes_follow_the_items_lengths_in_whole_blocks():
     sizes, which = semantic.window_sizes([8, 40, 41, 200])
     assert list(sizes[which]) == [8, 40, 40, 184] and np.all(np.diff(sizes) > 0) and np.all(sizes % 8 == 0)

@@ -566,18 +566,29 @@ def plant_paraphrase(model: StaticModel, text: str, rng: np.random.Generator, *,
 
 
 def _neighbour(model: StaticModel, word: str) -> str | None:
-    """The vocabulary token nearest ``word`` that is a whole other word (not a case or prefix variant)."""
-    ids, _ = model.encode([" " + word])[0]
+    """The vocabulary token nearest ``word`` that is a whole other word (not a case or prefix variant, nor in
+    another script)."""
+    ids = model.encode_ids([word])[0]
     if len(ids) != 1:
         return None
     sims = model.unit @ model.unit[ids[0]]
-    vocab = model.tokenizer
-    for j in np.argsort(-sims)[1:40]:
-        tok = vocab.id_to_token(int(j))
-        cand = tok.lstrip("▁")
-        if tok.startswith("▁") and cand.isalpha() and len(cand) >= 3 and cand.lower()[:4] != word.lower()[:4]:
+    nearest = np.argpartition(-sims, 40)[:40] if len(sims) > 40 else np.arange(len(sims))
+    for j in nearest[np.argsort(-sims[nearest])]:
+        cand = _word_token(model.tokenizer, int(j))
+        if cand and cand.isalpha() and len(cand) >= 3 and cand.lower()[:4] != word.lower()[:4] \
+                and (cand.isascii() or not word.isascii()):  # "program" -> "програм" is no rephrasing
             return cand
     return None
+
+
+def _word_token(tokenizer, token_id: int) -> str | None:
+    """The word token ``token_id`` stands for when it starts a word (SentencePiece ``\u2581word``; WordPiece:
+    not a ``##`` piece), else None."""
+    token = tokenizer.id_to_token(token_id)
+    prefix = getattr(tokenizer.model, "continuing_subword_prefix", None)
+    if prefix is not None and type(tokenizer.model).__name__ == "WordPiece":
+        return None if token.startswith(prefix) else token
+    return token[1:] if token.startswith(_METASPACE) and len(token) > 1 else None
 
 
 @dataclass
