@@ -212,6 +212,51 @@ def test_calibration_plants_paraphrases_with_words_replaced_by_their_neighbours(
     assert all(w.isascii() for w in after - before)  # from the text's own script
 
 
+def test_threshold_is_set_at_the_corpus_scale_by_the_unrelated_passages_searched_in_the_whole_corpus(tmp_path):
+    """The calibration's unrelated passages come from the corpus's first 0.1 MB; reworded copies of ten of them
+    lie past it. Searched in the sample only, they do not meet those copies; searched in the whole corpus with
+    the items (as the build does), they do, so the threshold rises to hold the target rate at the corpus's
+    scale, and the items' statuses use it."""
+    seen, paragraphs = set(), []
+    for name in ("GPL-3", "GPL-2", "LGPL-2.1", "GFDL-1.3", "MPL-1.1", "MPL-2.0", "GPL-1", "CC0-1.0", "Artistic"):
+        for p in semantic.prose_paragraphs((LICENSES / name).read_text(encoding="utf-8")):
+            if p not in seen:
+                seen.add(p)
+                paragraphs.append(p)
+
+    def reword(text):  # no 8 words in a row left (those would be a copy, which calibration sets aside)
+        return " ".join(w for k, w in enumerate(substitute(text).split()) if k % 6 != 5)
+
+    apache = list(semantic.prose_paragraphs((LICENSES / "Apache-2.0").read_text(encoding="utf-8")))
+    records = paragraphs + [reword(p) for p in paragraphs[:10]] + [substitute(reorder(apache[2]))]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in records))
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"id": f"apache-{k}", "text": apache[k]}) + "\n" for k in (0, 2, 7)))
+    index = build_index([corpus], bench, tmp_path / "idx",
+                        config=IndexConfig(semantic=True, semantic_calibration_mb=0.1)).index
+    section = index.manifest["semantic"]
+    sample, at_scale = section["calibration"], section["calibration"]["corpus"]
+    n = sample["n_unrelated"]
+    assert at_scale["n_unrelated"] == n >= 150 and sample["sample_chars"] < 110_000 < at_scale["corpus_bytes"]
+    assert sample["false_match_rate"] <= 0.01
+    assert at_scale["false_match_rate_at_sample_threshold"] >= 5 / n  # reworded copies past the sample (7 of 10)
+    assert at_scale["threshold"] > sample["threshold"] and at_scale["false_match_rate"] <= 0.01
+    assert section["threshold"] == at_scale["threshold"]
+    for item in index.items:
+        assert (item["status"] == "paraphrased") == (item["lexical_status"] != "seen"
+                                                     and item["semantic_score"] >= at_scale["threshold"])
+    assert index.by_id()["apache-2"]["status"] == "paraphrased"
+
+
+def test_corpus_threshold_keeps_at_most_the_target_share_of_unrelated_scores_and_never_drops_below_the_sample():
+    calibration = semantic.Calibration(0.5, 0, 1, 4, 4, 10, 0.25, 0.5, planted_scores=[0.9, 0.7, 0.65, 0.4])
+    assert semantic.corpus_threshold(calibration, [0.2, 0.6, 0.8, 0.3], 99) == {
+        "threshold": 0.600001, "false_match_rate": 0.25, "false_match_rate_at_sample_threshold": 0.5,
+        "recall": 0.75, "n_unrelated": 4, "corpus_bytes": 99}  # k = floor(0.25 * 4) = 1 null may reach it
+    assert semantic.corpus_threshold(calibration, [0.1, 0.2, 0.3, 0.4], 99)["threshold"] == 0.5  # the sample's
+
+
 def test_window_sizes_follow_the_items_lengths_in_whole_blocks():
     sizes, which = semantic.window_sizes([8, 40, 41, 200])
     assert list(sizes[which]) == [8, 40, 40, 184] and np.all(np.diff(sizes) > 0) and np.all(sizes % 8 == 0)

@@ -118,7 +118,8 @@ def _semantic_parameters(config: IndexConfig) -> dict | None:
             "threshold": config.semantic_threshold, "max_false_rate": config.semantic_max_false_rate,
             "candidates": config.semantic_candidates, "calibration_mb": config.semantic_calibration_mb,
             "window_sizes": f"{sem.MIN_TOKENS}*{sem.SIZE_STEP}^k tokens, stride half a window",
-            "score": "weighted soft-alignment F1 of the best-aligned span", "status": sem.SEMANTIC_STATUS}
+            "score": "weighted soft-alignment F1 of the best-aligned span", "status": sem.SEMANTIC_STATUS,
+            "threshold_scale": "the unrelated passages searched in the whole corpus with the items"}
 
 
 def _plan(inputs: list[dict], parameters: dict, benchmark: str | list[str]) -> dict:
@@ -284,7 +285,8 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
     """
     item_words = item_batches([it.text for it in items])
     started = time.perf_counter()
-    semantic_index, semantic = _semantic_index(units, items, config) if config.semantic else (None, None)
+    semantic_index, semantic, calibration = (_semantic_index(units, items, config) if config.semantic
+                                             else (None, None, None))
     prepared = time.perf_counter() - started
     searcher = Searcher.build(item_words, config, semantic_index)
     total = Accumulator(np.zeros(searcher.table.n_keys, dtype=np.int64), config.max_locations,
@@ -296,7 +298,7 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
         stats, shards_total, shards_resumed = _scan_here(units, config, searcher, item_words, staging, total,
                                                          progress)
     started = time.perf_counter()
-    hits = _verify_semantic(semantic_index, total) if config.semantic else None
+    hits = _verify_semantic(semantic_index, total, len(items), semantic, calibration) if config.semantic else None
     if semantic is not None:
         scan = total.semantic_seconds
         semantic["seconds"] = {"calibration": round(prepared, 3), "scan": round(scan, 3),
@@ -309,24 +311,39 @@ def _scan_once(units, items: list[Item], config: IndexConfig, staging: Path,
     return records, corpus_section, stats, semantic
 
 
-def _verify_semantic(index, total: Accumulator) -> dict:
-    """Item -> its best verified semantic match (:func:`~contaudit.index.semantic.verify` of its candidates)."""
+def _verify_semantic(index, total: Accumulator, n_items: int, section: dict,
+                     calibration: sem.Calibration | None) -> dict:
+    """Item -> its best verified semantic match (:func:`~contaudit.index.semantic.verify` of its candidates).
+
+    With a calibrated threshold, the calibration's unrelated passages (indices ``n_items`` on) are verified
+    too, copies of each aside, and ``section``'s threshold becomes the corpus-scale one."""
     model = index.model
     with sem.one_blas_thread():
-        hits = {i: sem.verify(model, index.item_ids[i], cands) for i, cands in total.semantic_candidates.items()}
+        hits = {i: sem.verify(model, index.item_ids[i], cands) for i, cands in total.semantic_candidates.items()
+                if i < n_items}
+        if calibration is not None:
+            nulls = []
+            for j, passage in enumerate(calibration.passages):
+                hit = sem.verify(model, index.item_ids[n_items + j],
+                                 total.semantic_candidates.get(n_items + j, []), copy_of=passage)
+                nulls.append(hit.score if hit else 0.0)
+            corpus = sem.corpus_threshold(calibration, nulls, total.nbytes)
+            section["calibration"]["corpus"] = corpus
+            section["threshold"] = corpus["threshold"]
     return {i: h for i, h in hits.items() if h is not None}
 
 
 def _semantic_index(units, items: list[Item], config: IndexConfig):
-    """The items' semantic index and the manifest's ``semantic`` section: the threshold (given, or calibrated
-    on the corpus's first ``semantic_calibration_mb`` of text, read on up to four times that until it holds
-    200 prose passages) and the model's fingerprint."""
+    """The items' semantic index, the manifest's ``semantic`` section and the calibration (None when the
+    threshold is given). The section holds the threshold (given, or calibrated on the corpus's first
+    ``semantic_calibration_mb`` of text, read on up to four times that until it holds 200 prose passages,
+    then raised to the corpus's scale after the scan) and the model's fingerprint."""
     index = sem.SemanticIndex.build([it.text for it in items], config.semantic_model, floor=sem.DEFAULT_FLOOR,
                                     candidates=config.semantic_candidates)
     section = {"model": sem.load_model(config.semantic_model).fingerprint(), "status": sem.SEMANTIC_STATUS}
     if config.semantic_threshold is not None:
         section.update(threshold=config.semantic_threshold, calibration=None)
-        return index, section
+        return index, section, None
     sample, size, prose = [], 0, 0  # at least semantic_calibration_mb, more (up to 4x) until enough prose passages
     limit = config.semantic_calibration_mb * 1e6
     for unit in units:
@@ -342,9 +359,13 @@ def _semantic_index(units, items: list[Item], config: IndexConfig):
                                 {"model_spec": config.semantic_model, "floor": -1.0,
                                  "candidates": config.semantic_candidates},
                                 max_false_rate=config.semantic_max_false_rate, batch_chars=config.batch_mb * 1e6)
-    index.floor = calibration.floor
+    # the unrelated passages are searched in the whole corpus with the items (each skipping its own
+    # document): the threshold is then set at the corpus's scale (sem.corpus_threshold), not the sample's
+    index = sem.SemanticIndex.build([it.text for it in items] + calibration.passages, config.semantic_model,
+                                    floor=calibration.floor, candidates=config.semantic_candidates)
+    index.exclude_doc = {len(items) + j: home for j, home in enumerate(calibration.homes)}
     section.update(threshold=calibration.threshold, calibration=calibration.as_dict())
-    return index, section
+    return index, section, calibration
 
 
 def _counts(records: list[dict]) -> dict:

@@ -603,9 +603,29 @@ class Calibration:
     sample_chars: int
     target_false_match_rate: float
     floor: float  # window cosine below which candidates are not verified: under every planted paraphrase found
+    # what the build searches the whole corpus for with the items (:func:`corpus_threshold`); not in as_dict
+    passages: list[str] = field(default_factory=list, repr=False)  # the unrelated passages
+    homes: list[tuple] = field(default_factory=list, repr=False)  # each one's (source, record)
+    planted_scores: list[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()
+                if k not in ("passages", "homes", "planted_scores")}
+
+
+def corpus_threshold(calibration: Calibration, scores: list[float], corpus_bytes: int) -> dict:
+    """The threshold at the corpus's own scale: ``scores`` are the calibration's unrelated passages' best
+    verified scores in the whole corpus (searched with the items, by the same code and settings), so an
+    unrelated item meets as many windows as the benchmark's items do. The threshold is the lowest that at
+    most the target share of them reach, as in :func:`calibrate`, never below the sample's."""
+    nulls = np.asarray(scores, dtype=np.float64)
+    k = int(np.floor(calibration.target_false_match_rate * len(nulls)))
+    threshold = max(float(np.sort(nulls)[::-1][k]) + 1e-6, calibration.threshold)
+    planted = np.asarray(calibration.planted_scores, dtype=np.float64)
+    return {"threshold": round(threshold, 6), "false_match_rate": round(float((nulls >= threshold).mean()), 6),
+            "false_match_rate_at_sample_threshold": round(float((nulls >= calibration.threshold).mean()), 6),
+            "recall": round(float((planted >= threshold).mean()), 6) if len(planted) else None,
+            "n_unrelated": len(nulls), "corpus_bytes": corpus_bytes}
 
 
 def calibrate(docs: list[Document], lengths: list[int], index_settings: dict, *, max_false_rate: float,
@@ -674,7 +694,8 @@ def _calibrate(docs, lengths, index_settings, *, max_false_rate, batch_chars, n_
     found = scores >= threshold
     floor = min(DEFAULT_FLOOR, float(cosines[found].min()) - 0.05) if found.any() else DEFAULT_FLOOR
     return Calibration(round(threshold, 6), float((nulls >= threshold).mean()), float(found.mean()),
-                       len(scores), len(nulls), sum(len(d.text) for d in docs), max_false_rate, round(floor, 6))
+                       len(scores), len(nulls), sum(len(d.text) for d in docs), max_false_rate, round(floor, 6),
+                       passages, [(docs[h].source, docs[h].record) for h in homes], scores.tolist())
 
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
