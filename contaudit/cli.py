@@ -321,6 +321,13 @@ def _print_index(path: Path, index, top: int) -> None:
         rate = semantic.get("scan_mb_per_s")
         out.print(f"Semantic stage: calibration {spent['calibration']:.1f} s, scan {spent['scan']:.1f} s of worker time"
                   + (f" ({rate:.2f} MB/s per worker)" if rate else "") + f", verification {spent['verify']:.1f} s")
+        at_scale = (semantic.get("calibration") or {}).get("corpus")
+        if at_scale:
+            sample = semantic["calibration"]
+            out.print(f"Semantic threshold {at_scale['threshold']:.3f}: {at_scale['false_match_rate']:.1%} of "
+                      f"{at_scale['n_unrelated']} unrelated corpus passages reach it in the whole corpus "
+                      f"({at_scale['false_match_rate_at_sample_threshold']:.1%} would at the "
+                      f"{sample['sample_chars'] / 1e6:.1f} MB sample's threshold {sample['threshold']:.3f})")
     from contaudit.analysis.evidence import paraphrase_record
 
     rephrased = sorted((it for it in index.items if it["status"] == "paraphrased"),

@@ -271,8 +271,12 @@ def test_cli_index_semantic_lists_paraphrased_items_with_both_texts(planted, tmp
     assert result.exit_code == 0, result.output
     assert "paraphrased" in result.output and "Paraphrased items" in result.output
     assert "benchmark text" in result.output and "corpus text" in result.output
-    spent = json.loads((tmp_path / "cli" / "manifest.json").read_text())["semantic"]["seconds"]
+    manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+    spent = manifest["semantic"]["seconds"]
     assert f"Semantic stage: calibration {spent['calibration']:.1f} s, scan {spent['scan']:.1f} s" in result.output
+    at_scale = manifest["semantic"]["calibration"]["corpus"]
+    assert f"Semantic threshold {at_scale['threshold']:.3f}: {at_scale['false_match_rate']:.1%} of " \
+           f"{at_scale['n_unrelated']} unrelated corpus passages" in " ".join(result.output.split())
 
 
 def test_screen_evidence_counts_paraphrased_items_apart(index):
