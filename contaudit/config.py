@@ -180,8 +180,9 @@ class IndexConfig:
     skip_bad: bool = setting(False, help="skip (and count) malformed corpus records instead of stopping")
     semantic: bool = setting(False, help="also search rephrased, reordered or translated copies "
                                          "(embedding search; needs the optional extra 'semantic')")
-    semantic_model: str = setting("wordllama", help="embedding model: 'wordllama' (in its wheel) or a local "
-                                                    "static-embedding folder (tokenizer.json + *.safetensors)")
+    semantic_model: str = setting("wordllama", help="embedding model: 'wordllama' (in its wheel), a local "
+                                                    "static-embedding folder (tokenizer.json + *.safetensors), or "
+                                                    "a transformers encoder's folder (for GPUs)")
     semantic_threshold: Optional[float] = setting(None, check=between(0, 1, closed_high=True),
                                                   help="alignment score at which an item is paraphrased "
                                                        "(default: calibrated on the corpus)")

@@ -402,7 +402,9 @@ def _scan_here(units, config: IndexConfig, searcher: Searcher, item_words, parti
     _searcher = searcher
     pool = None
     if config.workers > 1:
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        encoder = searcher.semantic is not None and searcher.semantic.model.encoder is not None
+        # a forked child of a process that ran torch can hang in its thread pool: an encoder's workers start anew
+        method = "fork" if "fork" in mp.get_all_start_methods() and not encoder else "spawn"
         ctx = mp.get_context(method)
         pool = ctx.Pool(config.workers, initializer=_start_worker,
                         initargs=(item_words, config, searcher.semantic) if method == "spawn" else (None, config))

@@ -34,6 +34,7 @@ DEFAULT_MODEL = "wordllama"
 CHUNK_TOKENS = 16384  # corpus tokens embedded at a time (bounds memory: about 16 MB of vectors)
 PIECE_CHARS = 1 << 20  # a longer text is tokenized in pieces cut at whitespace
 SIZE_STEP = 1.25  # window sizes are the grid 8 * 1.25^k tokens nearest each item's length
+ENCODER_SIZE_STEP = 2.0  # an encoder's grid is coarser (fewer sizes): every window costs a forward pass
 MIN_TOKENS = 8
 BLOCK = 8  # windows start and end on blocks of this many tokens (their sums come from block sums)
 CALIBRATION_PASSAGES = 200  # prose passages the threshold is calibrated on
@@ -46,7 +47,9 @@ DEFAULT_FLOOR = 0.5  # window cosine below which a candidate is not verified (wh
 
 @dataclass(eq=False)
 class StaticModel:
-    """A static embedding model: a tokenizer and one vector per token (wordllama, or a model2vec-style folder)."""
+    """The semantic stage's model: a tokenizer and one vector per token (wordllama, or a model2vec-style
+    folder), or a transformer encoder (:mod:`contaudit.index.encoder`: its input word embeddings are
+    the vectors here, for calibration's word neighbours; windows and items are embedded by the encoder)."""
 
     name: str
     files: tuple[Path, ...]  # what it was loaded from (their hashes are its fingerprint)
@@ -55,12 +58,14 @@ class StaticModel:
     unit: np.ndarray  # (V, d) float32, each row of length 1 (for token alignment)
     weight: np.ndarray  # (V,) float32: a token's weight in alignment (its raw vector's norm)
     token_bytes: np.ndarray | None = None  # (V,) UTF-8 bytes of text each token stands for (word-split models)
+    encoder: object | None = None  # contaudit.index.encoder.EncoderParts, for an encoder folder
 
     @classmethod
     def load(cls, spec: str = DEFAULT_MODEL) -> StaticModel:
-        """``"wordllama"`` (the vectors in the wordllama wheel) or a folder with ``tokenizer.json`` and
+        """``"wordllama"`` (the vectors in the wordllama wheel), a folder with ``tokenizer.json`` and
         one ``*.safetensors`` file holding a 2-D embedding matrix (model2vec's format; or a
-        sentence-transformers static model, whose module folder holds them)."""
+        sentence-transformers static model, whose module folder holds them), or a transformers
+        encoder's folder (``config.json``, weights and ``tokenizer.json``)."""
         try:
             from safetensors.numpy import load_file
             from tokenizers import Tokenizer
@@ -80,6 +85,11 @@ class StaticModel:
             root = Path(spec)
             if not root.is_dir():
                 raise InputError(f"`semantic_model` must be 'wordllama' or a model folder; {spec!r} is not a folder")
+            from contaudit.index.encoder import is_encoder_folder, load_encoder
+
+            if is_encoder_folder(root):
+                tok_file, files, parts, vectors = load_encoder(root)
+                return cls._made(spec, tuple(files), Tokenizer.from_file(str(tok_file)), vectors, parts)
             # the folder itself (model2vec), or a module folder in it (sentence-transformers' 0_StaticEmbedding/)
             found = [d for d in (root, *sorted(p for p in root.iterdir() if p.is_dir()))
                      if (d / "tokenizer.json").exists() and len(list(d.glob("*.safetensors"))) == 1]
@@ -88,24 +98,31 @@ class StaticModel:
                                  "one *.safetensors file, in it or in a module folder such as 0_StaticEmbedding/); "
                                  "see docs/index.md, 'Semantic matches'")
             tok_file, weight_file = found[0] / "tokenizer.json", next(found[0].glob("*.safetensors"))
-        tokenizer = Tokenizer.from_file(str(tok_file))
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        token_bytes = _split_words(tokenizer)
         tensors = load_file(str(weight_file))
         matrices = [v for v in tensors.values() if v.ndim == 2]
         if len(matrices) != 1:
             raise InputError(f"`semantic_model` {spec!r}: {weight_file.name} must hold one 2-D embedding matrix")
-        vectors = matrices[0].astype(np.float32)  # (V, d)
+        return cls._made(spec, (tok_file, weight_file), Tokenizer.from_file(str(tok_file)), matrices[0])
+
+    @classmethod
+    def _made(cls, spec: str, files: tuple, tokenizer, vectors: np.ndarray, encoder=None) -> StaticModel:
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        token_bytes = _split_words(tokenizer)
+        vectors = vectors.astype(np.float32)  # (V, d)
         norm = np.linalg.norm(vectors, axis=1)
         unit = vectors / np.maximum(norm, 1e-12)[:, None]
-        return cls(spec, (tok_file, weight_file), tokenizer, vectors, unit.astype(np.float32), norm.astype(np.float32),
-                   token_bytes)
+        return cls(spec, files, tokenizer, vectors, unit.astype(np.float32), norm.astype(np.float32), token_bytes,
+                   encoder)
 
     def fingerprint(self) -> dict:
         """The model's name and its files' SHA-256 (for the manifest)."""
-        return {"name": self.name, "dim": int(self.vectors.shape[1]),
-                "files": {p.name: hash_file(p) for p in self.files}}
+        found = {"name": self.name, "dim": int(self.vectors.shape[1]),
+                 "files": {p.name if self.encoder is None else str(p.relative_to(self.name)): hash_file(p)
+                           for p in self.files}}  # an encoder's folder has config.json twice (1_Pooling/)
+        if self.encoder is not None:
+            found["encoder"] = {"pooling": self.encoder.pooling, "max_tokens": self.encoder.max_tokens}
+        return found
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Token ids ``(n,)`` and character spans ``(n, 2)`` of each text (int32).
@@ -172,8 +189,17 @@ class StaticModel:
         if todo:
             yield todo
 
+    @property
+    def max_window(self) -> int | None:
+        """The longest window the model takes (an encoder's positions), or None."""
+        return None if self.encoder is None else self.encoder.max_tokens
+
     def mean_vector(self, ids: np.ndarray) -> np.ndarray:
-        """The unit-length mean vector of tokens ``ids`` ``(d,)``."""
+        """The unit-length mean vector of tokens ``ids`` ``(d,)`` (an encoder's pooled vector of them)."""
+        if self.encoder is not None:
+            from contaudit.index.encoder import embed
+
+            return embed(self.encoder, [ids])[0]
         v = self.vectors[ids].astype(np.float64).sum(axis=0)
         return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
 
@@ -274,15 +300,18 @@ def align_score(model: StaticModel, item_ids: np.ndarray, span_ids: np.ndarray) 
 # ----------------------------------------------------------------------------- items and windows
 
 
-def window_sizes(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The window size (tokens) of each item: the grid ``8 * 1.25^k`` value nearest its length, rounded
-    to whole blocks of :data:`BLOCK` tokens.
+def window_sizes(lengths: list[int], longest: int | None = None,
+                 step: float = SIZE_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """The window size (tokens) of each item: the grid ``8 * step^k`` value nearest its length, rounded
+    to whole blocks of :data:`BLOCK` tokens (and at most ``longest``, in whole blocks: an encoder's).
 
     Returns ``(sizes, size_of_item)``: the distinct sizes, and each item's index into them.
     """
     ks = np.round(np.log(np.maximum(np.asarray(lengths, dtype=np.float64), MIN_TOKENS) / MIN_TOKENS)
-                  / np.log(SIZE_STEP)).astype(np.int64)
-    grid = np.maximum(np.round(MIN_TOKENS * SIZE_STEP ** ks / BLOCK), 1).astype(np.int64) * BLOCK
+                  / np.log(step)).astype(np.int64)
+    grid = np.maximum(np.round(MIN_TOKENS * step ** ks / BLOCK), 1).astype(np.int64) * BLOCK
+    if longest is not None:
+        grid = np.minimum(grid, max(longest // BLOCK, 1) * BLOCK)
     sizes, which = np.unique(grid, return_inverse=True)
     return sizes, which
 
@@ -333,7 +362,8 @@ class SemanticIndex:
         """The index of items ``texts`` for model ``model_spec``."""
         model = load_model(model_spec)
         item_ids = [ids for ids, _ in model.encode(texts)]
-        sizes, which = window_sizes([len(ids) for ids in item_ids])
+        sizes, which = window_sizes([len(ids) for ids in item_ids], model.max_window,
+                                    SIZE_STEP if model.encoder is None else ENCODER_SIZE_STEP)
         groups = [np.nonzero(which == s)[0] for s in range(len(sizes))]
         vectors = [np.stack([model.mean_vector(item_ids[i]) if len(item_ids[i]) else
                              np.zeros(model.vectors.shape[1], np.float32) for i in g]) for g in groups]
@@ -398,7 +428,7 @@ class SemanticScanner:
         longest = int(index.sizes[-1])
         sums = []  # per (doc, chunk): cumulative sums of its token vectors' block sums, from c0 on
         dim = model.vectors.shape[1]
-        for d, c0, c1 in group:  # c0 is a whole number of blocks
+        for d, c0, c1 in group if model.encoder is None else ():  # c0 is a whole number of blocks
             ids = self._docs[d][1]
             hi = min(len(ids), c1 + longest)
             vecs = np.zeros((-(-(hi - c0) // BLOCK) * BLOCK, dim), np.float32)
@@ -415,8 +445,14 @@ class SemanticScanner:
                 if len(starts) == 0:
                     continue
                 ends = np.minimum(starts + size, n)
-                v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) sums
-                vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+                if model.encoder is not None:  # a forward pass per window
+                    from contaudit.index.encoder import embed
+
+                    ids = self._docs[d][1]
+                    vecs.append(embed(model.encoder, [ids[a:b] for a, b in zip(starts, ends)]))
+                else:
+                    v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) sums
+                    vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
                 rows.append(np.stack([np.full(len(starts), d), starts, ends], axis=1))
             if not vecs:
                 continue
@@ -494,16 +530,24 @@ def merge_candidates(mine: dict[int, list[Candidate]], theirs: dict[int, list[Ca
 
 def verify(model: StaticModel, item_ids: np.ndarray, candidates: list[Candidate], *,
            copy_of: str | None = None) -> SemanticHit | None:
-    """The best of ``candidates`` by :func:`align_score` (the nearest on ties), with its best-aligned text.
+    """The best of ``candidates`` by :func:`align_score` (an encoder's: :func:`~contaudit.index.encoder.window_score`;
+    the nearest on ties), with its best-aligned text.
 
     ``copy_of`` (calibration): skip candidates sharing :data:`COPY_RUN` words in a row with that text.
     """
     best = None
+    if model.encoder is not None and candidates:
+        from contaudit.index.encoder import window_score
+
+        item_vector = model.mean_vector(item_ids)
     for cand in candidates:
         if copy_of is not None and _shares_run(copy_of, cand.text):
             continue
         ids, spans = model.encode([cand.text])[0]
-        score, s0, s1 = align_score(model, item_ids, ids)
+        if model.encoder is not None:
+            score, s0, s1 = window_score(model.encoder, item_vector, len(item_ids), ids)
+        else:
+            score, s0, s1 = align_score(model, item_ids, ids)
         score = round(score, 6)
         if len(ids) and (best is None or score > best.score):
             c0, c1 = int(spans[s0][0]), int(spans[s1 - 1][1])
