@@ -438,24 +438,25 @@ class SemanticScanner:
             sums.append(cs)
         for s, size in enumerate(index.sizes):
             size = int(size)
-            rows, vecs = [], []
+            rows, vecs, windows = [], [], []  # windows: an encoder's, embedded at once (batches across documents)
             for g, (d, c0, c1) in enumerate(group):
                 n = len(self._docs[d][1])
                 starts = _window_starts(n, size, max(BLOCK, size // 2 // BLOCK * BLOCK), c0, c1)
                 if len(starts) == 0:
                     continue
                 ends = np.minimum(starts + size, n)
-                if model.encoder is not None:  # a forward pass per window
-                    from contaudit.index.encoder import embed
-
-                    ids = self._docs[d][1]
-                    vecs.append(embed(model.encoder, [ids[a:b] for a, b in zip(starts, ends)]))
+                if model.encoder is not None:
+                    windows.extend(self._docs[d][1][a:b] for a, b in zip(starts, ends))
                 else:
                     v = sums[g][-(-(ends - c0) // BLOCK)] - sums[g][(starts - c0) // BLOCK]  # (n_windows, d) sums
                     vecs.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
                 rows.append(np.stack([np.full(len(starts), d), starts, ends], axis=1))
-            if not vecs:
+            if not rows:
                 continue
+            if windows:  # a forward pass per window
+                from contaudit.index.encoder import embed
+
+                vecs = [embed(model.encoder, windows)]
             rows = np.concatenate(rows)  # (n_windows, 3)
             sims = np.concatenate(vecs) @ index.vectors[s].T  # (n_windows, n_items_of_size)
             if index.exclude_doc:  # calibration: a passage's own document is no candidate
