@@ -137,6 +137,23 @@ def test_ray_with_an_encoder_gives_the_same_index_as_one_process(encoder_dir, tm
     assert [it["semantic_location"][1] for it in found] == [3, 10, 31]  # each item's own record
 
 
+def test_ray_tasks_ask_for_a_share_of_the_clusters_gpus_only_with_an_encoder(encoder_dir):
+    from types import SimpleNamespace
+
+    from contaudit.index.distributed import _gpu_share
+
+    def cluster(gpus):
+        return SimpleNamespace(cluster_resources=lambda: {"CPU": 8.0, **({"GPU": gpus} if gpus else {})})
+
+    with_encoder = SimpleNamespace(semantic=semantic.SemanticIndex.build(["a short item text"], str(encoder_dir),
+                                                                         floor=0.5, candidates=4))
+    static = SimpleNamespace(semantic=semantic.SemanticIndex.build(["a short item text"], "wordllama", floor=0.5,
+                                                                   candidates=4))
+    assert _gpu_share(cluster(2.0), with_encoder, 4) == 0.5 and _gpu_share(cluster(2.0), with_encoder, 1) == 1.0
+    assert _gpu_share(cluster(0), with_encoder, 4) == 0
+    assert _gpu_share(cluster(2.0), static, 4) == 0 and _gpu_share(cluster(2.0), SimpleNamespace(semantic=None), 4) == 0
+
+
 def test_an_encoder_folder_without_weights_is_a_one_line_error(encoder_dir, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

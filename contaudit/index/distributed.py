@@ -61,6 +61,16 @@ def _scan_unit(u: int, unit: CorpusUnit, config: IndexConfig, searcher: Searcher
     yield "end", n_shards, stats.as_dict() if part == 0 else None
 
 
+def _gpu_share(ray, searcher: Searcher, workers: int) -> float:
+    """The GPU share each task asks for: with an encoder as the semantic model, the cluster's GPUs split among
+    the ``workers`` tasks that run at once (Ray hides the GPUs from a task that asks for none); else 0."""
+    semantic = searcher.semantic
+    if semantic is None or semantic.model.encoder is None:
+        return 0
+    gpus = ray.cluster_resources().get("GPU", 0)
+    return min(1.0, gpus / max(1, workers)) if gpus else 0
+
+
 def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Searcher, partial: Path, total: Accumulator,
                   progress: Callable[[int], None] | None = None) -> tuple[ReadStats, int, int]:
     """Scan ``units`` as Ray tasks, save each shard in ``partial``, merge all into ``total`` in corpus order.
@@ -73,7 +83,7 @@ def scan_with_ray(units: list[CorpusUnit], config: IndexConfig, searcher: Search
     """
     connection = RayConnection()
     ray = connection.start_local(config.workers)
-    task = ray.remote(num_cpus=1)(_scan_unit)
+    task = ray.remote(num_cpus=1, num_gpus=_gpu_share(ray, searcher, config.workers))(_scan_unit)
     parts = max(1, min(MAX_PARTS, math.ceil(config.workers / max(1, len(units)))))
     done = _saved_shards(partial)
     searcher_ref = ray.put(searcher)
