@@ -20,6 +20,7 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
@@ -28,6 +29,9 @@ from contaudit.errors import InputError
 from contaudit.io import Document
 from contaudit.manifest import hash_file
 from contaudit.text import words
+
+if TYPE_CHECKING:  # the encoder module needs torch: imported only when an encoder folder is loaded
+    from contaudit.index.encoder import EncoderParts
 
 SEMANTIC_STATUS = "paraphrased"  # an item found only by the semantic stage
 DEFAULT_MODEL = "wordllama"
@@ -58,7 +62,7 @@ class StaticModel:
     unit: np.ndarray  # (V, d) float32, each row of length 1 (for token alignment)
     weight: np.ndarray  # (V,) float32: a token's weight in alignment (its raw vector's norm)
     token_bytes: np.ndarray | None = None  # (V,) UTF-8 bytes of text each token stands for (word-split models)
-    encoder: object | None = None  # contaudit.index.encoder.EncoderParts, for an encoder folder
+    encoder: EncoderParts | None = None  # for a transformers encoder's folder
 
     @classmethod
     def load(cls, spec: str = DEFAULT_MODEL) -> StaticModel:
