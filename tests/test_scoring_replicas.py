@@ -81,12 +81,21 @@ def cache_lines(cache_dir: Path, kind: str) -> list[str]:
 
 
 def children() -> list[int]:
-    """Live child processes of this process (the replica processes)."""
+    """Live child processes of this process (the replica processes), leaving out multiprocessing's resource
+    tracker, which a spawned pool of an earlier test (an encoder index's workers) leaves for this process's life."""
     pids = []
     for task in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{task}/children") as f:
             pids += [int(p) for p in f.read().split()]
-    return pids
+    return [p for p in pids if b"resource_tracker" not in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:  # it exited meanwhile
+        return b""
 
 
 def test_two_replica_processes_score_as_one_process(tmp_path, model_dir, probes, reference):
