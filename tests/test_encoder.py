@@ -109,6 +109,7 @@ def test_the_index_finds_an_item_embedded_in_a_longer_document_with_the_encoder(
     assert hit["semantic_location"][1] == 3 and hit["semantic_score"] > 0.99
     assert " ".join(item.split())[50:110] in " ".join(hit["semantic_text"].split())  # windows start every quarter
     assert index.manifest["semantic"]["model"]["encoder"]["max_tokens"] == 126
+    assert index.manifest["parameters"]["semantic_settings"]["window_sizes"].startswith("8*2.0^k")
     two = build_index([corpus], bench, tmp_path / "two", config=IndexConfig(**{**config.__dict__, "workers": 2,
                                                                                 "batch_mb": 0.001})).index
     keys = ("status", "semantic_score", "semantic_location", "semantic_text")

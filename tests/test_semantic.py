@@ -138,8 +138,10 @@ def test_manifest_records_model_fingerprint_threshold_and_false_match_rate(index
     seconds = section["seconds"]
     assert set(seconds) == {"calibration", "scan", "verify"} and all(v > 0 for v in seconds.values())
     assert seconds["scan"] + seconds["calibration"] < index.manifest["seconds"]
-    # (the seconds are rounded to 1 ms in the manifest, the throughput is not)
-    assert section["scan_mb_per_s"] == pytest.approx(index.manifest["corpus"]["bytes"] / 1e6 / seconds["scan"], rel=1e-2)
+    # (the seconds are rounded to 1 ms in the manifest, the throughput is not: on a scan of some 50 ms that is
+    # more than 1 %, and a fixed 1 % tolerance failed now and then)
+    assert section["scan_mb_per_s"] == pytest.approx(index.manifest["corpus"]["bytes"] / 1e6 / seconds["scan"],
+                                                     rel=1e-3 + 0.5e-3 / seconds["scan"])
 
 
 def test_switched_off_the_index_is_the_same_byte_for_byte(planted, tmp_path):

@@ -114,11 +114,14 @@ def _semantic_parameters(config: IndexConfig) -> dict | None:
     """The semantic stage's settings and model fingerprint (None when the stage is off)."""
     if not config.semantic:
         return None
-    return {"model": sem.load_model(config.semantic_model).fingerprint(),
+    model = sem.load_model(config.semantic_model)
+    step, score = ((sem.SIZE_STEP, "weighted soft-alignment F1 of the best-aligned span") if model.encoder is None
+                   else (sem.ENCODER_SIZE_STEP, "cosine of the best item-length window, every quarter length"))
+    return {"model": model.fingerprint(),
             "threshold": config.semantic_threshold, "max_false_rate": config.semantic_max_false_rate,
             "candidates": config.semantic_candidates, "calibration_mb": config.semantic_calibration_mb,
-            "window_sizes": f"{sem.MIN_TOKENS}*{sem.SIZE_STEP}^k tokens, stride half a window",
-            "score": "weighted soft-alignment F1 of the best-aligned span", "status": sem.SEMANTIC_STATUS,
+            "window_sizes": f"{sem.MIN_TOKENS}*{step}^k tokens, stride half a window",
+            "score": score, "status": sem.SEMANTIC_STATUS,
             "threshold_scale": "the unrelated passages searched in the whole corpus with the items"}
 
 
