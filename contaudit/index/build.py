@@ -341,11 +341,12 @@ def _semantic_index(units, items: list[Item], config: IndexConfig):
     threshold is given). The section holds the threshold (given, or calibrated on the corpus's first
     ``semantic_calibration_mb`` of text, read on up to four times that until it holds 200 prose passages,
     then raised to the corpus's scale after the scan) and the model's fingerprint."""
-    index = sem.SemanticIndex.build([it.text for it in items], config.semantic_model, floor=sem.DEFAULT_FLOOR,
-                                    candidates=config.semantic_candidates)
-    section = {"model": sem.load_model(config.semantic_model).fingerprint(), "status": sem.SEMANTIC_STATUS}
+    model = sem.load_model(config.semantic_model)
+    section = {"model": model.fingerprint(), "status": sem.SEMANTIC_STATUS}
     if config.semantic_threshold is not None:
         section.update(threshold=config.semantic_threshold, calibration=None)
+        index = sem.SemanticIndex.build([it.text for it in items], config.semantic_model, floor=sem.DEFAULT_FLOOR,
+                                        candidates=config.semantic_candidates)
         return index, section, None
     sample, size, prose = [], 0, 0  # at least semantic_calibration_mb, more (up to 4x) until enough prose passages
     limit = config.semantic_calibration_mb * 1e6
@@ -358,7 +359,7 @@ def _semantic_index(units, items: list[Item], config: IndexConfig):
                 break
         if size >= 4 * limit or (size >= limit and prose >= sem.CALIBRATION_PASSAGES):
             break
-    calibration = sem.calibrate(sample, [len(ids) for ids in index.item_ids],
+    calibration = sem.calibrate(sample, [len(ids) for ids in model.encode_ids([it.text for it in items])],
                                 {"model_spec": config.semantic_model, "floor": -1.0,
                                  "candidates": config.semantic_candidates},
                                 max_false_rate=config.semantic_max_false_rate, batch_chars=config.batch_mb * 1e6)
